@@ -1,0 +1,651 @@
+//! evlog's versioned binary encoding of what it keeps on disk: Raft log entries, the vote,
+//! log ids, membership, recorded events and stream summaries.
+//!
+//! Every record starts with a one-byte codec version and ends with a CRC-32 (IEEE, as computed
+//! by `crc32fast`) of everything before it, so a flipped bit or a torn record is detected when
+//! read, never silently used. Integers are
+//! little-endian fixed width; strings and byte strings are a `u32` length then the bytes.
+//! The exact layout of each record is in `raft-store/DESIGN.md`.
+//!
+//! Decoding never trusts lengths read from disk: every read is bounds-checked and a bad record
+//! becomes a [`CorruptRecord`] error.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use openraft::impls::BasicNode;
+
+use crate::error::CorruptRecord;
+use crate::types::AppendCommand;
+use crate::types::AppendOutcome;
+use crate::types::Command;
+use crate::types::Entry;
+use crate::types::EntryPayload;
+use crate::types::LeaderId;
+use crate::types::LogId;
+use crate::types::Membership;
+use crate::types::NewEvent;
+use crate::types::RecordedEvent;
+use crate::types::StoredMembership;
+use crate::types::StreamInfo;
+use crate::types::Vote;
+
+/// The codec version written in the first byte of every record.
+pub const CODEC_VERSION: u8 = 1;
+
+const PAYLOAD_BLANK: u8 = 0;
+const PAYLOAD_NORMAL: u8 = 1;
+const PAYLOAD_MEMBERSHIP: u8 = 2;
+const COMMAND_APPEND: u8 = 1;
+
+/// Builds one record: version byte, fields, checksum.
+pub struct Writer {
+    buffer: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Self::with_capacity(64)
+    }
+
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut buffer = Vec::with_capacity(capacity + 5);
+        buffer.push(CODEC_VERSION);
+        Self { buffer }
+    }
+
+    pub fn u8(&mut self, value: u8) {
+        self.buffer.push(value);
+    }
+
+    pub fn u32(&mut self, value: u32) {
+        self.buffer.extend_from_slice(&value.to_le_bytes());
+    }
+
+    pub fn u64(&mut self, value: u64) {
+        self.buffer.extend_from_slice(&value.to_le_bytes());
+    }
+
+    pub fn bytes(&mut self, value: &[u8]) {
+        let len = u32::try_from(value.len()).expect("records are limited far below 4 GiB");
+        self.u32(len);
+        self.buffer.extend_from_slice(value);
+    }
+
+    pub fn str(&mut self, value: &str) {
+        self.bytes(value.as_bytes());
+    }
+
+    /// Appends the checksum and returns the record.
+    pub fn finish(mut self) -> Vec<u8> {
+        let checksum = crc32fast::hash(&self.buffer);
+        self.u32(checksum);
+        self.buffer
+    }
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Reads one record written by [`Writer`], after checking its version and checksum.
+pub struct Reader<'a> {
+    what: &'static str,
+    body: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Checks version and checksum; `what` names the record in errors.
+    pub fn new(what: &'static str, record: &'a [u8]) -> Result<Self, CorruptRecord> {
+        let corrupt = |detail: String| CorruptRecord { what, detail };
+        if record.len() < 5 {
+            return Err(corrupt(format!("record of {} bytes is too short", record.len())));
+        }
+        let (content, checksum) = record.split_at(record.len() - 4);
+        let stored = u32::from_le_bytes([checksum[0], checksum[1], checksum[2], checksum[3]]);
+        let computed = crc32fast::hash(content);
+        if stored != computed {
+            return Err(corrupt(format!(
+                "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+            )));
+        }
+        if content[0] != CODEC_VERSION {
+            return Err(corrupt(format!(
+                "unknown codec version {} (this evlog reads {CODEC_VERSION})",
+                content[0]
+            )));
+        }
+        Ok(Self { what, body: &content[1..] })
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], CorruptRecord> {
+        if self.body.len() < len {
+            return Err(CorruptRecord {
+                what: self.what,
+                detail: format!("truncated: wanted {len} more bytes, {} left", self.body.len()),
+            });
+        }
+        let (head, tail) = self.body.split_at(len);
+        self.body = tail;
+        Ok(head)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, CorruptRecord> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn u32(&mut self) -> Result<u32, CorruptRecord> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    pub fn u64(&mut self) -> Result<u64, CorruptRecord> {
+        let bytes = self.take(8)?;
+        let mut array = [0u8; 8];
+        array.copy_from_slice(bytes);
+        Ok(u64::from_le_bytes(array))
+    }
+
+    pub fn bytes(&mut self) -> Result<&'a [u8], CorruptRecord> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    pub fn string(&mut self) -> Result<String, CorruptRecord> {
+        let bytes = self.bytes()?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| CorruptRecord {
+            what: self.what,
+            detail: "string is not UTF-8".to_string(),
+        })
+    }
+
+    /// A collection length, checked against the bytes left so a corrupt count cannot make the
+    /// decoder allocate without bound (each element takes at least `min_element_bytes`).
+    pub fn count(&mut self, min_element_bytes: usize) -> Result<usize, CorruptRecord> {
+        let count = self.u32()? as usize;
+        if count.saturating_mul(min_element_bytes.max(1)) > self.body.len() {
+            return Err(CorruptRecord {
+                what: self.what,
+                detail: format!("count {count} exceeds the record"),
+            });
+        }
+        Ok(count)
+    }
+
+    pub fn invalid(&self, detail: impl Into<String>) -> CorruptRecord {
+        CorruptRecord { what: self.what, detail: detail.into() }
+    }
+
+    /// Fails if bytes are left over: a record is read whole or not at all.
+    pub fn end(self) -> Result<(), CorruptRecord> {
+        if self.body.is_empty() {
+            Ok(())
+        } else {
+            Err(CorruptRecord {
+                what: self.what,
+                detail: format!("{} unexpected trailing bytes", self.body.len()),
+            })
+        }
+    }
+}
+
+// ------------------------------------------------------------------ log ids and votes
+
+fn put_log_id(writer: &mut Writer, log_id: &LogId) {
+    writer.u64(log_id.leader_id.term);
+    writer.u64(log_id.leader_id.node_id);
+    writer.u64(log_id.index);
+}
+
+fn get_log_id(reader: &mut Reader<'_>) -> Result<LogId, CorruptRecord> {
+    let term = reader.u64()?;
+    let node_id = reader.u64()?;
+    let index = reader.u64()?;
+    Ok(LogId { leader_id: LeaderId { term, node_id }, index })
+}
+
+fn put_optional_log_id(writer: &mut Writer, log_id: Option<&LogId>) {
+    match log_id {
+        None => writer.u8(0),
+        Some(log_id) => {
+            writer.u8(1);
+            put_log_id(writer, log_id);
+        }
+    }
+}
+
+fn get_optional_log_id(reader: &mut Reader<'_>) -> Result<Option<LogId>, CorruptRecord> {
+    match reader.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(get_log_id(reader)?)),
+        tag => Err(reader.invalid(format!("bad option tag {tag}"))),
+    }
+}
+
+pub fn encode_log_id(log_id: &LogId) -> Vec<u8> {
+    let mut writer = Writer::new();
+    put_log_id(&mut writer, log_id);
+    writer.finish()
+}
+
+pub fn decode_log_id(record: &[u8]) -> Result<LogId, CorruptRecord> {
+    let mut reader = Reader::new("log id", record)?;
+    let log_id = get_log_id(&mut reader)?;
+    reader.end()?;
+    Ok(log_id)
+}
+
+pub fn encode_vote(vote: &Vote) -> Vec<u8> {
+    let mut writer = Writer::new();
+    writer.u64(vote.leader_id.term);
+    writer.u64(vote.leader_id.node_id);
+    writer.u8(u8::from(vote.committed));
+    writer.finish()
+}
+
+pub fn decode_vote(record: &[u8]) -> Result<Vote, CorruptRecord> {
+    let mut reader = Reader::new("vote", record)?;
+    let term = reader.u64()?;
+    let node_id = reader.u64()?;
+    let committed = match reader.u8()? {
+        0 => false,
+        1 => true,
+        other => return Err(reader.invalid(format!("bad committed flag {other}"))),
+    };
+    reader.end()?;
+    Ok(Vote { leader_id: LeaderId { term, node_id }, committed })
+}
+
+// ------------------------------------------------------------------ membership
+
+fn put_membership(writer: &mut Writer, membership: &Membership) {
+    let configs = membership.get_joint_config();
+    writer.u32(u32::try_from(configs.len()).expect("few joint configs"));
+    for config in configs {
+        writer.u32(u32::try_from(config.len()).expect("few voters"));
+        for node_id in config {
+            writer.u64(*node_id);
+        }
+    }
+    let nodes: Vec<(&u64, &BasicNode)> = membership.nodes().collect();
+    writer.u32(u32::try_from(nodes.len()).expect("few nodes"));
+    for (node_id, node) in nodes {
+        writer.u64(*node_id);
+        writer.str(&node.addr);
+    }
+}
+
+fn get_membership(reader: &mut Reader<'_>) -> Result<Membership, CorruptRecord> {
+    let config_count = reader.count(4)?;
+    let mut configs = Vec::with_capacity(config_count);
+    for _ in 0..config_count {
+        let voter_count = reader.count(8)?;
+        let mut voters = BTreeSet::new();
+        for _ in 0..voter_count {
+            voters.insert(reader.u64()?);
+        }
+        configs.push(voters);
+    }
+    let node_count = reader.count(12)?;
+    let mut nodes = BTreeMap::new();
+    for _ in 0..node_count {
+        let node_id = reader.u64()?;
+        let addr = reader.string()?;
+        nodes.insert(node_id, BasicNode { addr });
+    }
+    Membership::new(configs, nodes).map_err(|error| reader.invalid(format!("membership: {error}")))
+}
+
+pub fn encode_stored_membership(membership: &StoredMembership) -> Vec<u8> {
+    let mut writer = Writer::new();
+    put_optional_log_id(&mut writer, membership.log_id().as_ref());
+    put_membership(&mut writer, membership.membership());
+    writer.finish()
+}
+
+pub fn decode_stored_membership(record: &[u8]) -> Result<StoredMembership, CorruptRecord> {
+    let mut reader = Reader::new("membership", record)?;
+    let log_id = get_optional_log_id(&mut reader)?;
+    let membership = get_membership(&mut reader)?;
+    reader.end()?;
+    Ok(StoredMembership::new(log_id, membership))
+}
+
+// ------------------------------------------------------------------ log entries
+
+fn put_new_event(writer: &mut Writer, event: &NewEvent) {
+    writer.str(&event.id);
+    writer.str(&event.event_type);
+    writer.str(&event.content_type);
+    put_metadata(writer, &event.metadata);
+    writer.bytes(&event.data);
+}
+
+fn get_new_event(reader: &mut Reader<'_>) -> Result<NewEvent, CorruptRecord> {
+    let id = reader.string()?;
+    let event_type = reader.string()?;
+    let content_type = reader.string()?;
+    let metadata = get_metadata(reader)?;
+    let data = Bytes::copy_from_slice(reader.bytes()?);
+    Ok(NewEvent { id, event_type, content_type, data, metadata })
+}
+
+fn put_metadata(writer: &mut Writer, metadata: &[(String, String)]) {
+    writer.u32(u32::try_from(metadata.len()).expect("metadata is size-limited"));
+    for (key, value) in metadata {
+        writer.str(key);
+        writer.str(value);
+    }
+}
+
+fn get_metadata(reader: &mut Reader<'_>) -> Result<Vec<(String, String)>, CorruptRecord> {
+    let count = reader.count(8)?;
+    let mut metadata = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key = reader.string()?;
+        let value = reader.string()?;
+        metadata.push((key, value));
+    }
+    Ok(metadata)
+}
+
+fn put_optional_u64(writer: &mut Writer, value: Option<u64>) {
+    match value {
+        None => writer.u8(0),
+        Some(value) => {
+            writer.u8(1);
+            writer.u64(value);
+        }
+    }
+}
+
+fn get_optional_u64(reader: &mut Reader<'_>) -> Result<Option<u64>, CorruptRecord> {
+    match reader.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(reader.u64()?)),
+        tag => Err(reader.invalid(format!("bad option tag {tag}"))),
+    }
+}
+
+fn put_command(writer: &mut Writer, command: &Command) {
+    match command {
+        Command::Append(append) => {
+            writer.u8(COMMAND_APPEND);
+            writer.str(&append.stream);
+            put_optional_u64(writer, append.expected_version);
+            match &append.idempotency_key {
+                None => writer.u8(0),
+                Some(key) => {
+                    writer.u8(1);
+                    writer.str(key);
+                }
+            }
+            writer.u64(append.timestamp_ms);
+            writer.u32(u32::try_from(append.events.len()).expect("events per append are limited"));
+            for event in &append.events {
+                put_new_event(writer, event);
+            }
+        }
+    }
+}
+
+fn get_command(reader: &mut Reader<'_>) -> Result<Command, CorruptRecord> {
+    match reader.u8()? {
+        COMMAND_APPEND => {
+            let stream = reader.string()?;
+            let expected_version = get_optional_u64(reader)?;
+            let idempotency_key = match reader.u8()? {
+                0 => None,
+                1 => Some(reader.string()?),
+                tag => return Err(reader.invalid(format!("bad option tag {tag}"))),
+            };
+            let timestamp_ms = reader.u64()?;
+            let count = reader.count(20)?;
+            let mut events = Vec::with_capacity(count);
+            for _ in 0..count {
+                events.push(get_new_event(reader)?);
+            }
+            Ok(Command::Append(AppendCommand {
+                stream,
+                events,
+                expected_version,
+                idempotency_key,
+                timestamp_ms,
+            }))
+        }
+        tag => Err(reader.invalid(format!("unknown command tag {tag}"))),
+    }
+}
+
+pub fn encode_entry(entry: &Entry) -> Vec<u8> {
+    let mut writer = Writer::with_capacity(64);
+    put_log_id(&mut writer, &entry.log_id);
+    match &entry.payload {
+        EntryPayload::Blank => writer.u8(PAYLOAD_BLANK),
+        EntryPayload::Normal(command) => {
+            writer.u8(PAYLOAD_NORMAL);
+            put_command(&mut writer, command);
+        }
+        EntryPayload::Membership(membership) => {
+            writer.u8(PAYLOAD_MEMBERSHIP);
+            put_membership(&mut writer, membership);
+        }
+    }
+    writer.finish()
+}
+
+pub fn decode_entry(record: &[u8]) -> Result<Entry, CorruptRecord> {
+    let mut reader = Reader::new("log entry", record)?;
+    let log_id = get_log_id(&mut reader)?;
+    let payload = match reader.u8()? {
+        PAYLOAD_BLANK => EntryPayload::Blank,
+        PAYLOAD_NORMAL => EntryPayload::Normal(get_command(&mut reader)?),
+        PAYLOAD_MEMBERSHIP => EntryPayload::Membership(get_membership(&mut reader)?),
+        tag => return Err(reader.invalid(format!("unknown payload tag {tag}"))),
+    };
+    reader.end()?;
+    Ok(Entry { log_id, payload })
+}
+
+// ------------------------------------------------------------------ state machine records
+
+/// An event record; its position is the table key, so it is not repeated here.
+pub fn encode_event(event: &RecordedEvent) -> Vec<u8> {
+    let mut writer = Writer::with_capacity(64 + event.data.len());
+    writer.str(&event.stream);
+    writer.u64(event.stream_version);
+    writer.u64(event.timestamp_ms);
+    writer.str(&event.id);
+    writer.str(&event.event_type);
+    writer.str(&event.content_type);
+    put_metadata(&mut writer, &event.metadata);
+    writer.bytes(&event.data);
+    writer.finish()
+}
+
+pub fn decode_event(position: u64, record: &[u8]) -> Result<RecordedEvent, CorruptRecord> {
+    let mut reader = Reader::new("event", record)?;
+    let stream = reader.string()?;
+    let stream_version = reader.u64()?;
+    let timestamp_ms = reader.u64()?;
+    let id = reader.string()?;
+    let event_type = reader.string()?;
+    let content_type = reader.string()?;
+    let metadata = get_metadata(&mut reader)?;
+    let data = Bytes::copy_from_slice(reader.bytes()?);
+    reader.end()?;
+    Ok(RecordedEvent {
+        position,
+        stream,
+        stream_version,
+        id,
+        event_type,
+        content_type,
+        data,
+        metadata,
+        timestamp_ms,
+    })
+}
+
+pub fn encode_stream_info(info: &StreamInfo) -> Vec<u8> {
+    let mut writer = Writer::new();
+    writer.u64(info.version);
+    writer.u64(info.first_position);
+    writer.u64(info.last_position);
+    writer.finish()
+}
+
+pub fn decode_stream_info(record: &[u8]) -> Result<StreamInfo, CorruptRecord> {
+    let mut reader = Reader::new("stream info", record)?;
+    let info = StreamInfo {
+        version: reader.u64()?,
+        first_position: reader.u64()?,
+        last_position: reader.u64()?,
+    };
+    reader.end()?;
+    Ok(info)
+}
+
+pub fn encode_u64(value: u64) -> Vec<u8> {
+    let mut writer = Writer::new();
+    writer.u64(value);
+    writer.finish()
+}
+
+pub fn decode_u64(what: &'static str, record: &[u8]) -> Result<u64, CorruptRecord> {
+    let mut reader = Reader::new(what, record)?;
+    let value = reader.u64()?;
+    reader.end()?;
+    Ok(value)
+}
+
+pub fn encode_str(value: &str) -> Vec<u8> {
+    let mut writer = Writer::new();
+    writer.str(value);
+    writer.finish()
+}
+
+pub fn decode_string(what: &'static str, record: &[u8]) -> Result<String, CorruptRecord> {
+    let mut reader = Reader::new(what, record)?;
+    let value = reader.string()?;
+    reader.end()?;
+    Ok(value)
+}
+
+/// The outcome of an append kept under its idempotency key (with the request's fingerprint).
+pub fn encode_idempotent_result(fingerprint: u64, outcome: &AppendOutcome, log_index: u64) -> Vec<u8> {
+    let mut writer = Writer::new();
+    writer.u64(fingerprint);
+    writer.u64(outcome.first_position);
+    writer.u64(outcome.last_position);
+    writer.u64(outcome.stream_version);
+    writer.u64(log_index);
+    writer.finish()
+}
+
+pub fn decode_idempotent_result(record: &[u8]) -> Result<(u64, AppendOutcome, u64), CorruptRecord> {
+    let mut reader = Reader::new("idempotency record", record)?;
+    let fingerprint = reader.u64()?;
+    let outcome = AppendOutcome {
+        first_position: reader.u64()?,
+        last_position: reader.u64()?,
+        stream_version: reader.u64()?,
+        deduplicated: false,
+    };
+    let log_index = reader.u64()?;
+    reader.end()?;
+    Ok((fingerprint, outcome, log_index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_command() -> Command {
+        Command::Append(AppendCommand {
+            stream: "orders-1".to_string(),
+            events: vec![NewEvent {
+                id: "e1".to_string(),
+                event_type: "OrderPlaced".to_string(),
+                content_type: "application/json".to_string(),
+                data: Bytes::from_static(b"{\"total\":3}"),
+                metadata: vec![("trace".to_string(), "abc".to_string())],
+            }],
+            expected_version: Some(0),
+            idempotency_key: Some("k1".to_string()),
+            timestamp_ms: 1_700_000_000_000,
+        })
+    }
+
+    #[test]
+    fn entry_round_trips() {
+        let log_id = LogId { leader_id: LeaderId { term: 3, node_id: 2 }, index: 42 };
+        let entries = [
+            Entry { log_id, payload: EntryPayload::Blank },
+            Entry { log_id, payload: EntryPayload::Normal(sample_command()) },
+            Entry {
+                log_id,
+                payload: EntryPayload::Membership(
+                    Membership::new(
+                        vec![BTreeSet::from([1, 2])],
+                        BTreeMap::from([
+                            (1, BasicNode { addr: "127.0.0.1:1".to_string() }),
+                            (2, BasicNode { addr: "127.0.0.1:2".to_string() }),
+                            (3, BasicNode { addr: "127.0.0.1:3".to_string() }),
+                        ]),
+                    )
+                    .expect("valid membership"),
+                ),
+            },
+        ];
+        for entry in entries {
+            let decoded = decode_entry(&encode_entry(&entry)).expect("decodes");
+            assert_eq!(entry, decoded);
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_is_detected() {
+        let log_id = LogId { leader_id: LeaderId { term: 1, node_id: 1 }, index: 1 };
+        let mut record = encode_entry(&Entry { log_id, payload: EntryPayload::Normal(sample_command()) });
+        record[20] ^= 0x04;
+        let error = decode_entry(&record).expect_err("corruption must be detected");
+        assert!(error.detail.contains("checksum"), "{error}");
+    }
+
+    #[test]
+    fn truncated_and_unknown_version_records_are_refused() {
+        let record = encode_vote(&Vote { leader_id: LeaderId { term: 5, node_id: 1 }, committed: true });
+        assert!(decode_vote(&record[..record.len() - 1]).is_err());
+        let mut future = record.clone();
+        future[0] = CODEC_VERSION + 1;
+        let checksum = crc32fast::hash(&future[..future.len() - 4]);
+        let len = future.len();
+        future[len - 4..].copy_from_slice(&checksum.to_le_bytes());
+        let error = decode_vote(&future).expect_err("unknown version is refused");
+        assert!(error.detail.contains("unknown codec version"), "{error}");
+        assert_eq!(
+            decode_vote(&record).expect("decodes"),
+            Vote { leader_id: LeaderId { term: 5, node_id: 1 }, committed: true }
+        );
+    }
+
+    #[test]
+    fn event_round_trips() {
+        let event = RecordedEvent {
+            position: 9,
+            stream: "s".to_string(),
+            stream_version: 2,
+            id: "id".to_string(),
+            event_type: "T".to_string(),
+            content_type: "text/plain".to_string(),
+            data: Bytes::from_static(b"hello"),
+            metadata: vec![],
+            timestamp_ms: 7,
+        };
+        assert_eq!(event, decode_event(9, &encode_event(&event)).expect("decodes"));
+    }
+}

@@ -1,0 +1,659 @@
+//! The storage engine: one redb database and the one thread that writes to it.
+//!
+//! Every change (log append, vote, truncate, purge, apply, snapshot install) is a [`WriteOp`]
+//! sent over a bounded channel to the writer thread. The thread takes whatever ops are
+//! waiting (up to [`MAX_BATCH_OPS`]), carries them out in ONE write transaction and commits it
+//! with `Durability::Immediate`: one fsync covers every op of the batch (group commit). Only
+//! after the commit does it answer the ops: appends see their entries readable and their
+//! `IOFlushed` callbacks fire, votes return, apply responses go out. If the transaction fails,
+//! nothing of the batch is kept and every op of it gets the error.
+//!
+//! Reads never go through this thread: they open redb read transactions (MVCC snapshots that
+//! never wait for the writer) on blocking threads.
+
+use std::io;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+
+use openraft::storage::IOFlushed;
+use openraft::storage::ApplyResponder;
+use redb::Database;
+use redb::Durability;
+use redb::ReadableDatabase;
+use redb::ReadableTable;
+use redb::ReadableTableMetadata;
+use redb::WriteTransaction;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio::sync::watch;
+
+use crate::codec;
+use crate::error::OpenError;
+use crate::error::io_error;
+use crate::schema::EVENTS;
+use crate::schema::FORMAT_VERSION;
+use crate::schema::LOG;
+use crate::schema::META;
+use crate::schema::SM_META;
+use crate::schema::STREAM_INDEX;
+use crate::schema::STREAMS;
+use crate::schema::meta_key;
+use crate::schema::sm_key;
+use crate::snapshot;
+use crate::snapshot::SnapshotFile;
+use crate::state_machine::apply::decide_append;
+use crate::types::AppliedState;
+use crate::types::Command;
+use crate::types::CommandResponse;
+use crate::types::Entry;
+use crate::types::EntryPayload;
+use crate::types::LogId;
+use crate::types::SnapshotMeta;
+use crate::types::StoredMembership;
+use crate::types::StreamInfo;
+use crate::types::TypeConfig;
+use crate::types::Vote;
+
+/// Most ops carried out in one transaction.
+pub const MAX_BATCH_OPS: usize = 1024;
+/// Capacity of the channel to the writer thread.
+const WRITE_QUEUE_CAPACITY: usize = 4096;
+/// How many log entries at the tail are checked (checksums) when a store opens.
+const TAIL_ENTRIES_VERIFIED_AT_OPEN: usize = 1024;
+
+/// How to open a node's store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The node's data directory; created if missing.
+    pub data_dir: PathBuf,
+    /// This node's id: a data directory written by another node is refused.
+    pub node_id: u64,
+    /// The cluster's name: a data directory of another cluster is refused.
+    pub cluster_id: String,
+}
+
+/// What the Raft log looks like now (kept in memory, changed only after a commit).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LogMeta {
+    pub vote: Option<Vote>,
+    pub committed: Option<LogId>,
+    pub last_purged: Option<LogId>,
+    pub last_log_id: Option<LogId>,
+}
+
+/// What the state machine looks like now (kept in memory, changed only after a commit).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MachineMeta {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub head_position: u64,
+    /// The newest snapshot on disk.
+    pub snapshot: Option<(SnapshotMeta, PathBuf)>,
+}
+
+/// State shared by the engine's handles.
+pub(crate) struct Shared {
+    pub db: Database,
+    pub data_dir: PathBuf,
+    pub log: Mutex<LogMeta>,
+    pub machine: Mutex<MachineMeta>,
+    pub applied: watch::Sender<AppliedState>,
+}
+
+impl Shared {
+    pub fn log(&self) -> MutexGuard<'_, LogMeta> {
+        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn machine(&self) -> MutexGuard<'_, MachineMeta> {
+        self.machine.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
+    }
+}
+
+type Done = oneshot::Sender<io::Result<()>>;
+
+/// One change for the writer thread.
+pub(crate) enum WriteOp {
+    Append { entries: Vec<Entry>, done: Done, flushed: IOFlushed<TypeConfig> },
+    SaveVote { vote: Vote, done: Done },
+    SaveCommitted { committed: Option<LogId>, done: Done },
+    TruncateAfter { last: Option<LogId>, done: Done },
+    Purge { upto: LogId, done: Done },
+    Apply { entries: Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>, done: Done },
+    InstallSnapshot { meta: SnapshotMeta, file: SnapshotFile, done: Done },
+}
+
+/// The handle the log store, the state machine and readers share.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) shared: Arc<Shared>,
+    writer: mpsc::Sender<WriteOp>,
+}
+
+impl Engine {
+    /// Opens (or creates) the store in `config.data_dir`, refusing a damaged or foreign one,
+    /// and starts the writer thread.
+    pub fn open(config: &StoreConfig) -> Result<Self, OpenError> {
+        let data_dir = config.data_dir.clone();
+        let dir_error = |source| OpenError::Directory { path: data_dir.clone(), source };
+        std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
+        std::fs::create_dir_all(data_dir.join("snapshots")).map_err(dir_error)?;
+        let db_path = data_dir.join("evlog.redb");
+        let db = Database::create(&db_path).map_err(|source| match source {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+                OpenError::Damaged { path: db_path.clone(), detail }
+            }
+            source => OpenError::Database { path: db_path.clone(), source },
+        })?;
+        let storage_path = data_dir.clone();
+        let storage = move |source: io::Error| OpenError::Storage { path: storage_path.clone(), source };
+        check_identity(&db, config).map_err(|e| e.with_path(&data_dir))?;
+        let log = load_log_meta(&db).map_err(|e| e.with_path(&data_dir))?;
+        let mut machine = load_machine_meta(&db).map_err(|e| e.with_path(&data_dir))?;
+        machine.snapshot = snapshot::find_newest(&data_dir.join("snapshots")).map_err(&storage)?;
+        let applied = AppliedState {
+            log_index: machine.last_applied.map(|id| id.index).unwrap_or(0),
+            head_position: machine.head_position,
+        };
+        let (applied_tx, _) = watch::channel(applied);
+        let shared = Arc::new(Shared {
+            db,
+            data_dir,
+            log: Mutex::new(log),
+            machine: Mutex::new(machine),
+            applied: applied_tx,
+        });
+        let (writer, queue) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let thread_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("evlog-store-writer".to_string())
+            .spawn(move || run_writer(&thread_shared, queue))
+            .map_err(&storage)?;
+        Ok(Self { shared, writer })
+    }
+
+    /// Sends an op to the writer thread.
+    pub(crate) async fn submit(&self, op: WriteOp) -> io::Result<()> {
+        self.writer
+            .send(op)
+            .await
+            .map_err(|_| io::Error::other("the store's writer thread has stopped"))
+    }
+
+    /// Sends an op built around a fresh `done` channel and waits for its commit.
+    pub(crate) async fn write(&self, op: impl FnOnce(Done) -> WriteOp) -> io::Result<()> {
+        let (done, committed) = oneshot::channel();
+        self.submit(op(done)).await?;
+        committed
+            .await
+            .map_err(|_| io::Error::other("the store's writer thread dropped a write"))?
+    }
+
+    /// Watches the applied log index and head position (updated after each durable apply).
+    pub fn applied(&self) -> watch::Receiver<AppliedState> {
+        self.shared.applied.subscribe()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.data_dir
+    }
+}
+
+/// Errors while opening, before the data directory path is attached.
+enum OpenFailure {
+    Foreign(Box<dyn FnOnce(PathBuf) -> OpenError>),
+    Damaged(String),
+}
+
+impl OpenFailure {
+    fn with_path(self, path: &Path) -> OpenError {
+        match self {
+            OpenFailure::Foreign(make) => make(path.to_path_buf()),
+            OpenFailure::Damaged(detail) => OpenError::Damaged { path: path.to_path_buf(), detail },
+        }
+    }
+}
+
+impl<E: Into<redb::Error>> From<E> for OpenFailure {
+    fn from(error: E) -> Self {
+        OpenFailure::Damaged(error.into().to_string())
+    }
+}
+
+fn corrupt(error: crate::error::CorruptRecord) -> OpenFailure {
+    OpenFailure::Damaged(error.to_string())
+}
+
+/// First open: stamps format version, cluster id and node id. Later opens: checks them.
+fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let format = meta.get(meta_key::FORMAT_VERSION)?.map(|v| v.value().to_vec());
+        match format {
+            None => {
+                let log_len = txn.open_table(LOG)?.len()?;
+                let events_len = txn.open_table(EVENTS)?.len()?;
+                if log_len != 0 || events_len != 0 {
+                    return Err(OpenFailure::Damaged(
+                        "log or events present but no format version".to_string(),
+                    ));
+                }
+                meta.insert(meta_key::FORMAT_VERSION, codec::encode_u64(u64::from(FORMAT_VERSION)).as_slice())?;
+                meta.insert(meta_key::CLUSTER_ID, codec::encode_str(&config.cluster_id).as_slice())?;
+                meta.insert(meta_key::NODE_ID, codec::encode_u64(config.node_id).as_slice())?;
+            }
+            Some(format) => {
+                let found = codec::decode_u64("format version", &format).map_err(corrupt)?;
+                if found != u64::from(FORMAT_VERSION) {
+                    let found = u32::try_from(found).unwrap_or(u32::MAX);
+                    return Err(OpenFailure::Foreign(Box::new(move |path| OpenError::UnknownFormat {
+                        path,
+                        found,
+                        supported: FORMAT_VERSION,
+                    })));
+                }
+                let cluster = meta
+                    .get(meta_key::CLUSTER_ID)?
+                    .ok_or_else(|| OpenFailure::Damaged("cluster id missing".to_string()))?;
+                let found = codec::decode_string("cluster id", cluster.value()).map_err(corrupt)?;
+                if found != config.cluster_id {
+                    let expected = config.cluster_id.clone();
+                    return Err(OpenFailure::Foreign(Box::new(move |path| OpenError::ForeignCluster {
+                        path,
+                        expected,
+                        found,
+                    })));
+                }
+                let node = meta
+                    .get(meta_key::NODE_ID)?
+                    .ok_or_else(|| OpenFailure::Damaged("node id missing".to_string()))?;
+                let found = codec::decode_u64("node id", node.value()).map_err(corrupt)?;
+                if found != config.node_id {
+                    let expected = config.node_id;
+                    return Err(OpenFailure::Foreign(Box::new(move |path| OpenError::ForeignNode {
+                        path,
+                        expected,
+                        found,
+                    })));
+                }
+            }
+        }
+        // Create every table, so readers never meet a missing one.
+        txn.open_table(LOG)?;
+        txn.open_table(SM_META)?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(STREAMS)?;
+        txn.open_table(STREAM_INDEX)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn load_log_meta(db: &Database) -> Result<LogMeta, OpenFailure> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let read_log_id = |key: &str| -> Result<Option<LogId>, OpenFailure> {
+        match meta.get(key)? {
+            None => Ok(None),
+            Some(value) => Ok(Some(codec::decode_log_id(value.value()).map_err(corrupt)?)),
+        }
+    };
+    let vote = match meta.get(meta_key::VOTE)? {
+        None => None,
+        Some(value) => Some(codec::decode_vote(value.value()).map_err(corrupt)?),
+    };
+    let committed = read_log_id(meta_key::COMMITTED)?;
+    let last_purged = read_log_id(meta_key::LAST_PURGED)?;
+    let log = txn.open_table(LOG)?;
+    // Verify the tail: indexes contiguous, checksums good, each entry at its own index.
+    let mut last_log_id = None;
+    let mut expected_index: Option<u64> = None;
+    for item in log.iter()?.rev().take(TAIL_ENTRIES_VERIFIED_AT_OPEN) {
+        let (index, value) = item?;
+        let entry = codec::decode_entry(value.value()).map_err(corrupt)?;
+        if entry.log_id.index != index.value() {
+            return Err(OpenFailure::Damaged(format!(
+                "log entry stored at index {} says index {}",
+                index.value(),
+                entry.log_id.index
+            )));
+        }
+        if let Some(expected) = expected_index
+            && index.value() != expected
+        {
+            return Err(OpenFailure::Damaged(format!(
+                "log has a hole: index {} follows {}",
+                index.value(),
+                expected + 1
+            )));
+        }
+        expected_index = index.value().checked_sub(1);
+        if last_log_id.is_none() {
+            last_log_id = Some(entry.log_id);
+        }
+    }
+    if let (Some(first), Some(purged)) = (log.first()?, last_purged)
+        && first.0.value() != purged.index + 1
+    {
+        return Err(OpenFailure::Damaged(format!(
+            "log starts at index {} but was purged up to {}",
+            first.0.value(),
+            purged.index
+        )));
+    }
+    Ok(LogMeta { vote, committed, last_purged, last_log_id: last_log_id.or(last_purged) })
+}
+
+fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
+    let txn = db.begin_read()?;
+    let sm = txn.open_table(SM_META)?;
+    let last_applied = match sm.get(sm_key::LAST_APPLIED)? {
+        None => None,
+        Some(value) => Some(codec::decode_log_id(value.value()).map_err(corrupt)?),
+    };
+    let membership = match sm.get(sm_key::MEMBERSHIP)? {
+        None => StoredMembership::default(),
+        Some(value) => codec::decode_stored_membership(value.value()).map_err(corrupt)?,
+    };
+    let head_position = match sm.get(sm_key::HEAD_POSITION)? {
+        None => 0,
+        Some(value) => codec::decode_u64("head position", value.value()).map_err(corrupt)?,
+    };
+    let events = txn.open_table(EVENTS)?;
+    let last_event = events.last()?.map(|(position, _)| position.value()).unwrap_or(0);
+    if last_event != head_position {
+        return Err(OpenFailure::Damaged(format!(
+            "head position is {head_position} but the last event is at {last_event}"
+        )));
+    }
+    Ok(MachineMeta { last_applied, membership, head_position, snapshot: None })
+}
+
+// ------------------------------------------------------------------ the writer thread
+
+/// An op's answer, sent only after its batch committed.
+enum Completion {
+    Done(Done),
+    Append(Done, IOFlushed<TypeConfig>),
+    Apply(Done, Vec<(ApplyResponder<TypeConfig>, CommandResponse)>),
+    Installed(Done, SnapshotMeta, SnapshotFile),
+}
+
+fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH_OPS);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH_OPS {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        write_batch(shared, &mut batch);
+    }
+    tracing::debug!("store writer thread stops: every handle is gone");
+}
+
+fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
+    let mut log = shared.log().clone();
+    let mut machine = shared.machine().clone();
+    let mut completions = Vec::with_capacity(batch.len());
+    let result = (|| -> io::Result<()> {
+        let mut txn = shared.db.begin_write().map_err(io_error)?;
+        txn.set_durability(Durability::Immediate).map_err(io_error)?;
+        for op in batch.drain(..) {
+            let (work, completion) = split(op);
+            match carry_out(&txn, work, &mut log, &mut machine) {
+                Ok(responses) => completions.push(match completion {
+                    Completion::Apply(done, _) => Completion::Apply(done, responses),
+                    other => other,
+                }),
+                Err(error) => {
+                    completions.push(completion);
+                    return Err(error);
+                }
+            }
+        }
+        txn.commit().map_err(io_error)
+    })();
+    // Ops after a failed one were never carried out: they fail with the batch.
+    completions.extend(batch.drain(..).map(|op| split(op).1));
+    match result {
+        Ok(()) => {
+            let applied = AppliedState {
+                log_index: machine.last_applied.map(|id| id.index).unwrap_or(0),
+                head_position: machine.head_position,
+            };
+            for completion in &mut completions {
+                if let Completion::Installed(_, meta, file) = completion {
+                    match snapshot::keep_installed(&shared.snapshot_dir(), meta, file) {
+                        Ok(path) => machine.snapshot = Some((meta.clone(), path)),
+                        Err(error) => tracing::warn!("keeping the installed snapshot file failed: {error}"),
+                    }
+                }
+            }
+            *shared.log() = log;
+            *shared.machine() = machine;
+            shared.applied.send_if_modified(|current| {
+                let changed = *current != applied;
+                *current = applied;
+                changed
+            });
+            for completion in completions {
+                match completion {
+                    Completion::Done(done) | Completion::Installed(done, ..) => {
+                        done.send(Ok(())).ok();
+                    }
+                    Completion::Append(done, flushed) => {
+                        done.send(Ok(())).ok();
+                        flushed.io_completed(Ok(()));
+                    }
+                    Completion::Apply(done, responses) => {
+                        for (responder, response) in responses {
+                            responder.send(response);
+                        }
+                        done.send(Ok(())).ok();
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            tracing::error!("store write transaction failed, {} ops rejected: {error}", completions.len());
+            let copy = || io::Error::new(error.kind(), error.to_string());
+            for completion in completions {
+                match completion {
+                    Completion::Done(done) | Completion::Installed(done, ..) | Completion::Apply(done, _) => {
+                        done.send(Err(copy())).ok();
+                    }
+                    Completion::Append(done, flushed) => {
+                        done.send(Err(copy())).ok();
+                        flushed.io_completed(Err(copy()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The part of an op that changes the store.
+enum Work {
+    Append(Vec<Entry>),
+    SaveVote(Vote),
+    SaveCommitted(Option<LogId>),
+    TruncateAfter(Option<LogId>),
+    Purge(LogId),
+    Apply(Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>),
+    InstallSnapshot(SnapshotMeta, SnapshotFile),
+}
+
+fn split(op: WriteOp) -> (Work, Completion) {
+    match op {
+        WriteOp::Append { entries, done, flushed } => (Work::Append(entries), Completion::Append(done, flushed)),
+        WriteOp::SaveVote { vote, done } => (Work::SaveVote(vote), Completion::Done(done)),
+        WriteOp::SaveCommitted { committed, done } => (Work::SaveCommitted(committed), Completion::Done(done)),
+        WriteOp::TruncateAfter { last, done } => (Work::TruncateAfter(last), Completion::Done(done)),
+        WriteOp::Purge { upto, done } => (Work::Purge(upto), Completion::Done(done)),
+        WriteOp::Apply { entries, done } => (Work::Apply(entries), Completion::Apply(done, Vec::new())),
+        WriteOp::InstallSnapshot { meta, file, done } => (
+            Work::InstallSnapshot(meta.clone(), file.clone()),
+            Completion::Installed(done, meta, file),
+        ),
+    }
+}
+
+/// Carries one op out inside `txn`, updating the staged in-memory state. Returns the
+/// responses an apply decided.
+fn carry_out(
+    txn: &WriteTransaction,
+    work: Work,
+    log: &mut LogMeta,
+    machine: &mut MachineMeta,
+) -> io::Result<Vec<(ApplyResponder<TypeConfig>, CommandResponse)>> {
+    match work {
+        Work::Append(entries) => {
+            let mut table = txn.open_table(LOG).map_err(io_error)?;
+            for entry in entries {
+                // Pair assertion with the open-time check: the log stays contiguous.
+                if let Some(last) = log.last_log_id
+                    && entry.log_id.index != last.index + 1
+                {
+                    return Err(io::Error::other(format!(
+                        "append of log index {} after {}: the log must stay contiguous",
+                        entry.log_id.index, last.index
+                    )));
+                }
+                table
+                    .insert(entry.log_id.index, codec::encode_entry(&entry).as_slice())
+                    .map_err(io_error)?;
+                log.last_log_id = Some(entry.log_id);
+            }
+        }
+        Work::SaveVote(vote) => {
+            let mut meta = txn.open_table(META).map_err(io_error)?;
+            meta.insert(meta_key::VOTE, codec::encode_vote(&vote).as_slice()).map_err(io_error)?;
+            log.vote = Some(vote);
+        }
+        Work::SaveCommitted(committed) => {
+            let mut meta = txn.open_table(META).map_err(io_error)?;
+            match committed {
+                Some(log_id) => {
+                    meta.insert(meta_key::COMMITTED, codec::encode_log_id(&log_id).as_slice())
+                        .map_err(io_error)?;
+                }
+                None => {
+                    meta.remove(meta_key::COMMITTED).map_err(io_error)?;
+                }
+            }
+            log.committed = committed;
+        }
+        Work::TruncateAfter(last) => {
+            let mut table = txn.open_table(LOG).map_err(io_error)?;
+            let from = last.map(|id| id.index + 1).unwrap_or(0);
+            table.retain_in(from.., |_, _| false).map_err(io_error)?;
+            log.last_log_id = match (last, log.last_log_id) {
+                (Some(last), Some(current)) if current.index <= last.index => Some(current),
+                (Some(last), _) => Some(last),
+                (None, _) => log.last_purged,
+            };
+        }
+        Work::Purge(upto) => {
+            let mut table = txn.open_table(LOG).map_err(io_error)?;
+            table.retain_in(..=upto.index, |_, _| false).map_err(io_error)?;
+            let mut meta = txn.open_table(META).map_err(io_error)?;
+            meta.insert(meta_key::LAST_PURGED, codec::encode_log_id(&upto).as_slice())
+                .map_err(io_error)?;
+            log.last_purged = Some(upto);
+            if log.last_log_id.is_none_or(|last| last.index < upto.index) {
+                log.last_log_id = Some(upto);
+            }
+        }
+        Work::Apply(entries) => {
+            let mut responses = Vec::with_capacity(entries.len());
+            for (entry, responder) in entries {
+                let response = apply_entry(txn, &entry, machine)?;
+                if let Some(responder) = responder {
+                    responses.push((responder, response));
+                }
+            }
+            let mut sm = txn.open_table(SM_META).map_err(io_error)?;
+            if let Some(last_applied) = machine.last_applied {
+                sm.insert(sm_key::LAST_APPLIED, codec::encode_log_id(&last_applied).as_slice())
+                    .map_err(io_error)?;
+            }
+            sm.insert(sm_key::MEMBERSHIP, codec::encode_stored_membership(&machine.membership).as_slice())
+                .map_err(io_error)?;
+            sm.insert(sm_key::HEAD_POSITION, codec::encode_u64(machine.head_position).as_slice())
+                .map_err(io_error)?;
+            return Ok(responses);
+        }
+        Work::InstallSnapshot(meta, file) => {
+            let installed = snapshot::install(txn, &meta, &file)?;
+            machine.last_applied = meta.last_log_id;
+            machine.membership = meta.last_membership.clone();
+            machine.head_position = installed.head_position;
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Applies one committed entry inside `txn`.
+fn apply_entry(txn: &WriteTransaction, entry: &Entry, machine: &mut MachineMeta) -> io::Result<CommandResponse> {
+    if let Some(last) = machine.last_applied
+        && entry.log_id.index <= last.index
+    {
+        return Err(io::Error::other(format!(
+            "apply of log index {} after {}: an entry is applied once, in log order",
+            entry.log_id.index, last.index
+        )));
+    }
+    machine.last_applied = Some(entry.log_id);
+    match &entry.payload {
+        EntryPayload::Blank => Ok(CommandResponse::Empty),
+        EntryPayload::Membership(membership) => {
+            machine.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
+            Ok(CommandResponse::Empty)
+        }
+        EntryPayload::Normal(Command::Append(command)) => {
+            let mut streams = txn.open_table(STREAMS).map_err(io_error)?;
+            let current = match streams.get(command.stream.as_str()).map_err(io_error)? {
+                None => None,
+                Some(value) => Some(codec::decode_stream_info(value.value())?),
+            };
+            let decision = decide_append(machine.head_position, current, command);
+            if let Some(writes) = decision.writes {
+                let mut events = txn.open_table(EVENTS).map_err(io_error)?;
+                let mut index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
+                for event in &writes.events {
+                    events
+                        .insert(event.position, codec::encode_event(event).as_slice())
+                        .map_err(io_error)?;
+                    index
+                        .insert((writes.stream.as_str(), event.stream_version), event.position)
+                        .map_err(io_error)?;
+                }
+                streams
+                    .insert(writes.stream.as_str(), codec::encode_stream_info(&writes.info).as_slice())
+                    .map_err(io_error)?;
+                machine.head_position = writes.info.last_position;
+            }
+            Ok(decision.response)
+        }
+    }
+}
+
+/// Reads a stream's summary in a read transaction.
+pub(crate) fn stream_info(txn: &redb::ReadTransaction, stream: &str) -> io::Result<Option<StreamInfo>> {
+    let streams = txn.open_table(STREAMS).map_err(io_error)?;
+    match streams.get(stream).map_err(io_error)? {
+        None => Ok(None),
+        Some(value) => Ok(Some(codec::decode_stream_info(value.value())?)),
+    }
+}

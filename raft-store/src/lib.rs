@@ -1,0 +1,40 @@
+//! evlog's storage: the Raft log, the vote and the state machine of one node, in one redb
+//! database, written by one thread in group-committed transactions.
+//!
+//! - [`engine`]: opening (refusing damaged or foreign data), the writer thread.
+//! - [`log_store`]: openraft's `RaftLogStorage`.
+//! - [`state_machine`]: openraft's `RaftStateMachine`; pure apply decisions in `apply`.
+//! - [`snapshot`]: streamed snapshot files, crash-atomic install.
+//! - [`reader`]: the read path for clients.
+//! - [`codec`], [`schema`]: the on-disk format (see `DESIGN.md`).
+
+pub mod codec;
+pub mod engine;
+pub mod error;
+pub mod log_store;
+pub mod reader;
+pub mod schema;
+pub mod snapshot;
+pub mod state_machine;
+pub mod types;
+
+pub use engine::Engine;
+pub use engine::StoreConfig;
+pub use error::OpenError;
+pub use log_store::LogStore;
+pub use reader::EventReader;
+pub use reader::ReadPage;
+pub use reader::ReadTarget;
+pub use snapshot::SnapshotFile;
+pub use state_machine::store::StateMachine;
+
+/// Opens a node's store and returns the handles openraft and the node need.
+pub fn open(config: &StoreConfig) -> Result<(Engine, LogStore, StateMachine, EventReader), OpenError> {
+    let engine = Engine::open(config)?;
+    Ok((
+        engine.clone(),
+        LogStore::new(engine.clone()),
+        StateMachine::new(engine.clone()),
+        EventReader::new(&engine),
+    ))
+}

@@ -1,0 +1,38 @@
+//! Every redb table evlog keeps, and the storage format version.
+//!
+//! One database file per node (`<data-dir>/evlog.redb`) holds the Raft log, the vote and the
+//! state machine, so one write transaction (one fsync) can cover a log append, a vote and an
+//! apply together. `raft-store/DESIGN.md` documents each table byte by byte.
+
+use redb::TableDefinition;
+
+/// Bumped whenever a table's layout or meaning changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Store-wide facts: format version, cluster id, node id, vote, committed, last purged.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Raft log: log index -> encoded entry.
+pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// State-machine facts: last applied log id, membership, head position.
+pub const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
+/// Events: global position -> encoded event.
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Streams: name -> encoded stream summary (version, first and last position).
+pub const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
+/// Stream index: (stream name, stream version) -> global position.
+pub const STREAM_INDEX: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_index");
+
+pub mod meta_key {
+    pub const FORMAT_VERSION: &str = "format_version";
+    pub const CLUSTER_ID: &str = "cluster_id";
+    pub const NODE_ID: &str = "node_id";
+    pub const VOTE: &str = "vote";
+    pub const COMMITTED: &str = "committed";
+    pub const LAST_PURGED: &str = "last_purged";
+}
+
+pub mod sm_key {
+    pub const LAST_APPLIED: &str = "last_applied";
+    pub const MEMBERSHIP: &str = "membership";
+    pub const HEAD_POSITION: &str = "head_position";
+}

@@ -1,0 +1,138 @@
+//! openraft's type configuration for evlog, and the domain types that travel through the
+//! Raft log: commands (what a client asked for) and their responses (what applying decided).
+//!
+//! These are evlog's own types. On disk they are written by [`crate::codec`]; between nodes
+//! they are serialized with serde (postcard) inside the internal peer service.
+
+use std::fmt;
+
+use bytes::Bytes;
+use openraft::impls::BasicNode;
+use serde::Deserialize;
+use serde::Serialize;
+
+/// Node ids are positive integers chosen by the operator (`--id`).
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// evlog's openraft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = NodeId,
+        Node = BasicNode,
+);
+
+pub type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>;
+pub type LogId = openraft::LogId<LeaderId>;
+pub type Vote = openraft::impls::Vote<LeaderId>;
+pub type EntryPayload = openraft::EntryPayload<Command, NodeId, BasicNode>;
+pub type Entry = openraft::Entry<LeaderId, EntryPayload>;
+pub type Membership = openraft::Membership<NodeId, BasicNode>;
+pub type StoredMembership = openraft::StoredMembership<LeaderId, NodeId, BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<LeaderId, NodeId, BasicNode>;
+pub type Snapshot = openraft::Snapshot<LeaderId, NodeId, BasicNode, crate::snapshot::SnapshotFile>;
+
+/// A state-machine command carried by a normal Raft log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Append events to one stream, atomically.
+    Append(AppendCommand),
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Append(append) => write!(
+                f,
+                "append({} events to {:?}, expected_version={:?})",
+                append.events.len(),
+                append.stream,
+                append.expected_version
+            ),
+        }
+    }
+}
+
+/// Append `events` to `stream` if its version matches `expected_version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendCommand {
+    pub stream: String,
+    pub events: Vec<NewEvent>,
+    /// `None`: any version; `Some(0)`: the stream has no events; `Some(n)`: exactly n events.
+    pub expected_version: Option<u64>,
+    /// Retries with the same key return the first result (see the idempotency table).
+    pub idempotency_key: Option<String>,
+    /// Milliseconds since the Unix epoch, set by the leader when it proposed the command, so
+    /// every replica stores the same value and apply never reads a clock.
+    pub timestamp_ms: u64,
+}
+
+/// An event as the client sent it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub id: String,
+    pub event_type: String,
+    pub content_type: String,
+    pub data: Bytes,
+    /// Sorted by key, so the encoding is deterministic.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// An event as stored, with the position and version applying it assigned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub position: u64,
+    pub stream: String,
+    pub stream_version: u64,
+    pub id: String,
+    pub event_type: String,
+    pub content_type: String,
+    pub data: Bytes,
+    pub metadata: Vec<(String, String)>,
+    pub timestamp_ms: u64,
+}
+
+/// What applying a log entry decided, returned to the proposer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// A blank or membership entry: nothing to report.
+    Empty,
+    /// The events were appended (or, with `deduplicated`, had been appended before).
+    Appended(AppendOutcome),
+    /// `expected_version` did not match; nothing was appended.
+    WrongExpectedVersion { expected: u64, actual: u64 },
+}
+
+impl fmt::Display for CommandResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// The result of a successful append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    pub first_position: u64,
+    pub last_position: u64,
+    pub stream_version: u64,
+    pub deduplicated: bool,
+}
+
+/// A stream's summary, kept in the `streams` table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream's event count; 0 for a stream with no events.
+    pub version: u64,
+    pub first_position: u64,
+    pub last_position: u64,
+}
+
+/// How far the state machine has got, published after every durable apply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppliedState {
+    /// Raft log index of the last applied entry (0: none).
+    pub log_index: u64,
+    /// Global position of the last applied event (0: none).
+    pub head_position: u64,
+}
