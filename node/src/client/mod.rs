@@ -1,0 +1,192 @@
+//! A Rust client for an evlog cluster: it takes every endpoint, follows the leader, retries
+//! retryable failures (`UNAVAILABLE`) with backoff within a total deadline, and gives every
+//! append an idempotency key, so a retry after an unknown outcome is safe to send.
+//! Used by the CLI, the benchmark and the cluster tests.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use evlog_proto::v1 as pb;
+use evlog_proto::v1::cluster_client::ClusterClient;
+use evlog_proto::v1::event_log_client::EventLogClient;
+use tonic::Code;
+use tonic::Status;
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+
+/// How the client retries.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Total time one call may take, retries included.
+    pub deadline: Duration,
+    /// First backoff between retries; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Most attempts per call.
+    pub max_attempts: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(15),
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(500),
+            max_attempts: 50,
+        }
+    }
+}
+
+/// A cluster client. Cheap to clone.
+#[derive(Clone)]
+pub struct EvlogClient {
+    endpoints: Vec<String>,
+    channels: Vec<Channel>,
+    preferred: std::sync::Arc<AtomicUsize>,
+    options: ClientOptions,
+}
+
+/// Whether a failed call may be retried (on any endpoint).
+fn retryable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable)
+}
+
+impl EvlogClient {
+    /// `endpoints` are `host:port` (or `http://host:port`).
+    pub fn new(endpoints: &[String], options: ClientOptions) -> Result<Self, String> {
+        if endpoints.is_empty() {
+            return Err("no endpoints given".to_string());
+        }
+        let mut channels = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let uri = if endpoint.contains("://") {
+                endpoint.clone()
+            } else {
+                format!("http://{endpoint}")
+            };
+            let channel = Endpoint::from_shared(uri)
+                .map_err(|error| format!("bad endpoint {endpoint:?}: {error}"))?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            channels.push(channel);
+        }
+        Ok(Self {
+            endpoints: endpoints.to_vec(),
+            channels,
+            preferred: Default::default(),
+            options,
+        })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The event-log client of endpoint `index`.
+    pub fn event_log(&self, index: usize) -> EventLogClient<Channel> {
+        EventLogClient::new(self.channels[index % self.channels.len()].clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    /// The cluster client of endpoint `index`.
+    pub fn cluster(&self, index: usize) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channels[index % self.channels.len()].clone())
+    }
+
+    /// Runs `call` against the preferred endpoint, moving to the next one (and backing off)
+    /// on a retryable failure, until it succeeds, fails for good, or the deadline passes.
+    async fn with_retries<T>(
+        &self,
+        mut call: impl AsyncFnMut(usize, Duration) -> Result<T, Status>,
+    ) -> Result<T, Status> {
+        let deadline = tokio::time::Instant::now() + self.options.deadline;
+        let mut backoff = self.options.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let index = self.preferred.load(Ordering::Relaxed) % self.channels.len();
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let result = match tokio::time::timeout(remaining, call(index, remaining)).await {
+                Ok(result) => result,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "no answer within {} ms; the outcome is unknown",
+                    self.options.deadline.as_millis()
+                ))),
+            };
+            match result {
+                Err(status) if retryable(&status) && attempt < self.options.max_attempts => {
+                    let now = tokio::time::Instant::now();
+                    if now + backoff >= deadline {
+                        return Err(status);
+                    }
+                    // A follower that names the leader is not the one to ask again.
+                    let leader_hint = status
+                        .metadata()
+                        .get(crate::grpc::status::LEADER_ADDRESS_KEY)
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|address| {
+                            self.endpoints
+                                .iter()
+                                .position(|endpoint| endpoint.ends_with(address))
+                        });
+                    let next = leader_hint.unwrap_or(index + 1);
+                    self.preferred
+                        .store(next % self.channels.len(), Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.options.max_backoff);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Appends with retries. A request without an idempotency key gets one, so that every
+    /// retry of it is the same append.
+    pub async fn append(
+        &self,
+        mut request: pb::AppendRequest,
+    ) -> Result<pb::AppendResponse, Status> {
+        if request.idempotency_key.is_none() {
+            request.idempotency_key = Some(uuid::Uuid::now_v7().to_string());
+        }
+        self.with_retries(async |index, remaining| {
+            let mut grpc = tonic::Request::new(request.clone());
+            grpc.set_timeout(remaining);
+            self.event_log(index)
+                .append(grpc)
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// Reads one page with retries.
+    pub async fn read(&self, request: pb::ReadRequest) -> Result<pb::ReadResponse, Status> {
+        self.with_retries(async |index, remaining| {
+            let mut grpc = tonic::Request::new(request.clone());
+            grpc.set_timeout(remaining);
+            self.event_log(index)
+                .read(grpc)
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// The status of endpoint `index` (no retries: it describes that node).
+    pub async fn status(
+        &self,
+        index: usize,
+        timeout: Duration,
+    ) -> Result<pb::StatusResponse, Status> {
+        let mut request = tonic::Request::new(pb::StatusRequest {});
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, self.cluster(index).status(request)).await {
+            Ok(result) => result.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded("no answer")),
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! A node's configuration: one documented type with defaults and `validate()`. Durations and
+//! sizes carry their unit in the name.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Limits on what clients may send and ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest event (data + metadata + id + type + content type), in bytes.
+    pub max_event_bytes: usize,
+    /// Most events in one append.
+    pub max_events_per_append: usize,
+    /// Largest append request (all its events), in bytes.
+    pub max_append_bytes: usize,
+    /// Most events one read returns.
+    pub max_read_count: usize,
+    /// Events a read returns when it does not say.
+    pub default_read_count: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 1 << 20,
+            max_events_per_append: 1_000,
+            max_append_bytes: 4 << 20,
+            max_read_count: 10_000,
+            default_read_count: 100,
+        }
+    }
+}
+
+/// Everything `evlog serve` needs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id (≥ 1), stable across restarts.
+    pub node_id: u64,
+    /// Where the gRPC server (clients and peers) listens.
+    pub listen_addr: SocketAddr,
+    /// The address other nodes and clients use to reach this node.
+    pub advertise_addr: String,
+    /// Where the node keeps its data.
+    pub data_dir: PathBuf,
+    /// The initial members (node id -> advertised address), this node included. The node with
+    /// the lowest id initializes the cluster once every member answers and none has a log.
+    pub initial_members: BTreeMap<u64, String>,
+    /// The cluster's name; a data directory of another cluster is refused.
+    pub cluster_id: String,
+    /// How often the leader sends heartbeats.
+    pub heartbeat_interval_ms: u64,
+    /// A follower that hears no leader for a random time in this range starts an election.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_threshold: u64,
+    /// Log entries kept after a snapshot (so slightly lagging followers need no snapshot).
+    pub log_keep_after_snapshot: u64,
+    /// Deadline of one peer RPC (append entries, vote).
+    pub peer_rpc_timeout_ms: u64,
+    /// Deadline of a snapshot transfer.
+    pub snapshot_transfer_timeout_ms: u64,
+    /// How long a client request may wait for a leader, a commit or a read index, when the
+    /// client sets no shorter deadline.
+    pub request_timeout_ms: u64,
+    pub limits: Limits,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            advertise_addr: "127.0.0.1:50051".to_string(),
+            data_dir: PathBuf::from("evlog-data"),
+            initial_members: BTreeMap::new(),
+            cluster_id: "evlog".to_string(),
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1_000,
+            snapshot_threshold: 100_000,
+            log_keep_after_snapshot: 10_000,
+            peer_rpc_timeout_ms: 2_000,
+            snapshot_transfer_timeout_ms: 300_000,
+            request_timeout_ms: 10_000,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A configuration that cannot work, with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl NodeConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |message: String| Err(ConfigError(message));
+        if self.node_id == 0 {
+            return fail("node id must be 1 or more".to_string());
+        }
+        if !self.initial_members.is_empty() && !self.initial_members.contains_key(&self.node_id) {
+            return fail(format!(
+                "--peers must include this node ({}); it lists {:?}",
+                self.node_id,
+                self.initial_members.keys().collect::<Vec<_>>()
+            ));
+        }
+        if self.initial_members.contains_key(&0) {
+            return fail("node ids in --peers must be 1 or more".to_string());
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return fail("heartbeat interval must be positive".to_string());
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_interval_ms * 2 {
+            return fail(format!(
+                "election timeout min ({} ms) must exceed twice the heartbeat interval ({} ms)",
+                self.election_timeout_min_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return fail(format!(
+                "election timeout max ({} ms) must exceed min ({} ms)",
+                self.election_timeout_max_ms, self.election_timeout_min_ms
+            ));
+        }
+        if self.snapshot_threshold == 0 {
+            return fail("snapshot threshold must be positive".to_string());
+        }
+        if self.cluster_id.is_empty() {
+            return fail("cluster id must not be empty".to_string());
+        }
+        let limits = &self.limits;
+        if limits.max_event_bytes == 0
+            || limits.max_events_per_append == 0
+            || limits.max_append_bytes == 0
+        {
+            return fail("limits must be positive".to_string());
+        }
+        if limits.max_append_bytes > 64 << 20 {
+            return fail("max append bytes is at most 64 MiB".to_string());
+        }
+        if limits.default_read_count == 0 || limits.default_read_count > limits.max_read_count {
+            return fail("default read count must be between 1 and the max read count".to_string());
+        }
+        Ok(())
+    }
+
+    /// The openraft configuration these settings imply.
+    pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
+        let config = openraft::Config {
+            cluster_name: self.cluster_id.clone(),
+            heartbeat_interval: self.heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            install_snapshot_timeout: self.snapshot_transfer_timeout_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
+            max_in_snapshot_log_to_keep: self.log_keep_after_snapshot,
+            replication_lag_threshold: self
+                .snapshot_threshold
+                .saturating_add(self.log_keep_after_snapshot),
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|error| ConfigError(error.to_string()))
+    }
+}
+
+/// Parses `1=127.0.0.1:50051,2=127.0.0.1:50052`.
+pub fn parse_members(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut members = BTreeMap::new();
+    for part in text
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+    {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} is not a node id"))?;
+        let addr = addr.trim();
+        if addr.is_empty() {
+            return Err(format!("node {id} has no address"));
+        }
+        if members.insert(id, addr.to_string()).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        NodeConfig::default().validate().expect("defaults validate");
+        NodeConfig::default()
+            .raft_config()
+            .expect("defaults make a raft config");
+    }
+
+    #[test]
+    fn members_parse_and_bad_ones_are_refused() {
+        let members = parse_members("1=127.0.0.1:1, 2=127.0.0.1:2").expect("parses");
+        assert_eq!(members.get(&2).map(String::as_str), Some("127.0.0.1:2"));
+        assert!(parse_members("1=a,1=b").is_err());
+        assert!(parse_members("x=a").is_err());
+        assert!(parse_members("1").is_err());
+    }
+
+    #[test]
+    fn a_node_missing_from_its_peers_is_refused() {
+        let config = NodeConfig {
+            node_id: 4,
+            initial_members: parse_members("1=a,2=b").expect("parses"),
+            ..NodeConfig::default()
+        };
+        assert!(config.validate().is_err());
+    }
+}

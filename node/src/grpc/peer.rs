@@ -1,0 +1,174 @@
+//! `evlog.v1.RaftPeer`: the receiving side of the Raft network, plus read-index requests
+//! from followers serving linearizable reads.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use evlog_proto::v1 as pb;
+use evlog_proto::v1::raft_peer_server::RaftPeer;
+use evlog_raft_store::SnapshotFile;
+use evlog_raft_store::types::Snapshot;
+use evlog_raft_store::types::SnapshotMeta;
+use evlog_raft_store::types::TypeConfig;
+use evlog_raft_store::types::Vote;
+use futures::Stream;
+use futures::StreamExt;
+use openraft::error::RaftError;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::VoteRequest;
+use tokio::io::AsyncWriteExt;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+use tonic::Streaming;
+
+use crate::raft::RaftHandle;
+use crate::raft::wire;
+
+pub struct PeerService {
+    handle: RaftHandle,
+    snapshot_dir: PathBuf,
+}
+
+impl PeerService {
+    pub fn new(handle: RaftHandle, snapshot_dir: PathBuf) -> Self {
+        Self {
+            handle,
+            snapshot_dir,
+        }
+    }
+}
+
+fn reply<T: serde::Serialize>(result: &T) -> Result<Response<pb::RaftMessage>, Status> {
+    Ok(Response::new(pb::RaftMessage {
+        payload: wire::encode(result)?,
+    }))
+}
+
+/// Receives a snapshot's chunks into a file; returns the vote, the meta and the file.
+async fn receive_snapshot(
+    mut chunks: Streaming<pb::SnapshotChunk>,
+    path: &std::path::Path,
+) -> Result<(Vote, SnapshotMeta), Status> {
+    let first = chunks
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+    let (vote, meta): (Vote, SnapshotMeta) = wire::decode(&first.meta)?;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|error| Status::internal(format!("creating {}: {error}", path.display())))?;
+    let write_error =
+        |error: std::io::Error| Status::internal(format!("writing {}: {error}", path.display()));
+    file.write_all(&first.data).await.map_err(write_error)?;
+    while let Some(chunk) = chunks.message().await? {
+        file.write_all(&chunk.data).await.map_err(write_error)?;
+    }
+    file.sync_all().await.map_err(write_error)?;
+    Ok((vote, meta))
+}
+
+type MessageStream = Pin<Box<dyn Stream<Item = Result<pb::RaftMessage, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
+        reply(&self.handle.raft().append_entries(rpc).await)
+    }
+
+    type StreamAppendStream = MessageStream;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<pb::RaftMessage>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        // Requests that fail to decode end the input; the leader then restarts replication.
+        let input = futures::stream::unfold(request.into_inner(), |mut messages| async move {
+            let message = messages.message().await.ok()??;
+            let rpc = wire::decode::<AppendEntriesRequest<TypeConfig>>(&message.payload).ok()?;
+            Some((rpc, messages))
+        });
+        let output = self.handle.raft().stream_append(input).map(|result| {
+            let result = result.map_err(RaftError::<TypeConfig>::Fatal);
+            Ok(pb::RaftMessage {
+                payload: wire::encode(&result)?,
+            })
+        });
+        Ok(Response::new(Box::pin(output)))
+    }
+
+    async fn vote(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let rpc: VoteRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
+        reply(&self.handle.raft().vote(rpc).await)
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let rpc: VoteRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
+        reply(&self.handle.raft().pre_vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let path = evlog_raft_store::snapshot::incoming_path(&self.snapshot_dir);
+        let received = receive_snapshot(request.into_inner(), &path).await;
+        let (vote, meta) = match received {
+            Ok(received) => received,
+            Err(status) => {
+                tokio::fs::remove_file(&path).await.ok();
+                return Err(status);
+            }
+        };
+        tracing::info!("received snapshot {meta} from {vote}");
+        let snapshot = Snapshot {
+            meta,
+            snapshot: SnapshotFile { path: path.clone() },
+        };
+        let result = self
+            .handle
+            .raft()
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(RaftError::<TypeConfig>::Fatal);
+        // Installed files were moved into place; anything left here was not installed.
+        tokio::fs::remove_file(&path).await.ok();
+        reply(&result)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let rpc: TransferLeaderRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
+        let result = self
+            .handle
+            .raft()
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(RaftError::<TypeConfig>::Fatal);
+        reply(&result)
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        let read_index = self.handle.leader_read_index().await?;
+        Ok(Response::new(pb::ReadIndexResponse {
+            read_index,
+            leader_id: self.handle.node_id(),
+        }))
+    }
+}

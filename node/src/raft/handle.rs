@@ -1,0 +1,384 @@
+//! The only door to openraft for the rest of the node: propose a command, confirm a read
+//! index, wait for apply, report status, change membership.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use evlog_proto::v1::ReadIndexRequest;
+use evlog_proto::v1::raft_peer_client::RaftPeerClient;
+use evlog_raft_store::EventReader;
+use evlog_raft_store::types::AppendCommand;
+use evlog_raft_store::types::AppliedState;
+use evlog_raft_store::types::Command;
+use evlog_raft_store::types::CommandResponse;
+use evlog_raft_store::types::NodeId;
+use evlog_raft_store::types::TypeConfig;
+use openraft::ReadPolicy;
+use openraft::ServerState;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::ClientWriteError;
+use openraft::error::ForwardToLeader;
+use openraft::error::LinearizableReadError;
+use openraft::error::RaftError;
+use openraft::impls::BasicNode;
+use tokio::sync::watch;
+
+use crate::error::NodeError;
+use crate::raft::Raft;
+use crate::raft::channels::PeerChannels;
+
+/// Where an append landed in the Raft log (the durability receipt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub term: u64,
+    pub log_index: u64,
+    pub leader_id: u64,
+}
+
+/// This node's view of the cluster.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    pub node_id: NodeId,
+    pub role: &'static str,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    pub leader_address: Option<String>,
+    pub last_log_index: u64,
+    pub committed_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub purged_index: u64,
+    pub head_position: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MemberStatus {
+    pub node_id: NodeId,
+    pub address: String,
+    pub voter: bool,
+    /// Known on the leader: the member's last replicated log index.
+    pub matched_index: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct RaftHandle {
+    raft: Raft,
+    node_id: NodeId,
+    reader: EventReader,
+    applied: watch::Receiver<AppliedState>,
+    channels: PeerChannels,
+    peer_rpc_timeout: Duration,
+}
+
+impl RaftHandle {
+    pub fn new(
+        raft: Raft,
+        node_id: NodeId,
+        reader: EventReader,
+        applied: watch::Receiver<AppliedState>,
+        channels: PeerChannels,
+        peer_rpc_timeout: Duration,
+    ) -> Self {
+        Self {
+            raft,
+            node_id,
+            reader,
+            applied,
+            channels,
+            peer_rpc_timeout,
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn reader(&self) -> &EventReader {
+        &self.reader
+    }
+
+    /// The leader as this node knows it, with its address.
+    pub fn leader(&self) -> Option<(NodeId, Option<String>)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leader = metrics.current_leader?;
+        let address = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|node| node.addr.clone());
+        Some((leader, address))
+    }
+
+    /// Waits (bounded) until some leader is known, and returns it.
+    pub async fn wait_for_leader(
+        &self,
+        timeout: Duration,
+    ) -> Result<(NodeId, Option<String>), NodeError> {
+        let mut metrics = self.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(leader) = self.leader() {
+                    return Ok(leader);
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(NodeError::Unavailable(
+                        "this node is shutting down".to_string(),
+                    ));
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            NodeError::Unavailable(format!(
+                "no leader elected within {} ms; retry",
+                timeout.as_millis()
+            ))
+        })?
+    }
+
+    /// Proposes an append; returns what applying it decided, and where it landed.
+    pub async fn append(
+        &self,
+        command: AppendCommand,
+    ) -> Result<(CommandResponse, Receipt), NodeError> {
+        match self.raft.client_write(Command::Append(command)).await {
+            Ok(response) => {
+                let receipt = Receipt {
+                    term: response.log_id.leader_id.term,
+                    log_index: response.log_id.index,
+                    leader_id: response.log_id.leader_id.node_id,
+                };
+                Ok((response.data, receipt))
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(not_leader(forward))
+            }
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(discarded))) => {
+                Err(NodeError::Unavailable(format!(
+                    "the leader changed before the append committed; it was not applied: {discarded}"
+                )))
+            }
+            Err(RaftError::APIError(error)) => Err(NodeError::Internal(error.to_string())),
+            Err(RaftError::Fatal(fatal)) => {
+                Err(NodeError::Unavailable(format!("raft stopped: {fatal}")))
+            }
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the read index.
+    pub async fn leader_read_index(&self) -> Result<u64, NodeError> {
+        match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+            Ok(linearizer) => Ok(linearizer.read_log_id().index()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
+                Err(not_leader(forward))
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(error))) => Err(
+                NodeError::Unavailable(format!("no quorum to confirm leadership: {error}")),
+            ),
+            Err(RaftError::Fatal(fatal)) => {
+                Err(NodeError::Unavailable(format!("raft stopped: {fatal}")))
+            }
+        }
+    }
+
+    /// Makes this node ready for a linearizable read: gets the read index (locally on the
+    /// leader, from the leader otherwise) and waits until this node has applied it.
+    pub async fn linearize(&self, timeout: Duration) -> Result<(), NodeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let read_index = match self.leader_read_index().await {
+            Ok(index) => index,
+            Err(NodeError::NotLeader { .. }) => {
+                let (leader, address) = self.wait_for_leader(timeout).await?;
+                let address = address.ok_or_else(|| {
+                    NodeError::Unavailable(format!("leader {leader} has no known address"))
+                })?;
+                let mut client = RaftPeerClient::new(self.channels.get(&address)?);
+                let mut request = tonic::Request::new(ReadIndexRequest {});
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                request.set_timeout(remaining.min(self.peer_rpc_timeout));
+                let response = tokio::time::timeout(
+                    remaining.min(self.peer_rpc_timeout),
+                    client.read_index(request),
+                )
+                .await
+                .map_err(|_| {
+                    NodeError::Unavailable(format!(
+                        "leader {leader} did not confirm a read index in time; retry"
+                    ))
+                })?
+                .map_err(|status| {
+                    NodeError::Unavailable(format!(
+                        "asking leader {leader} for a read index: {}",
+                        status.message()
+                    ))
+                })?;
+                response.into_inner().read_index
+            }
+            Err(error) => return Err(error),
+        };
+        self.wait_applied(read_index, deadline).await
+    }
+
+    /// Waits until this node has applied log index `index`.
+    pub async fn wait_applied(
+        &self,
+        index: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), NodeError> {
+        self.wait_state(
+            deadline,
+            |state| state.log_index >= index,
+            || format!("log index {index}"),
+        )
+        .await
+    }
+
+    /// Waits until this node has applied global position `position`.
+    pub async fn wait_position(
+        &self,
+        position: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), NodeError> {
+        self.wait_state(
+            deadline,
+            |state| state.head_position >= position,
+            || format!("position {position}"),
+        )
+        .await
+    }
+
+    async fn wait_state(
+        &self,
+        deadline: tokio::time::Instant,
+        ready: impl Fn(&AppliedState) -> bool,
+        what: impl Fn() -> String,
+    ) -> Result<(), NodeError> {
+        let mut applied = self.applied.clone();
+        let wait = applied.wait_for(|state| ready(state));
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(NodeError::Unavailable(
+                "this node is shutting down".to_string(),
+            )),
+            Err(_) => Err(NodeError::Timeout(format!(
+                "node {} had not applied {} before the deadline",
+                self.node_id,
+                what()
+            ))),
+        }
+    }
+
+    pub fn applied(&self) -> AppliedState {
+        *self.applied.borrow()
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let role = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let matched: BTreeMap<NodeId, Option<u64>> = metrics
+            .replication
+            .as_ref()
+            .map(|replication| {
+                replication
+                    .iter()
+                    .map(|(id, log_id)| (*id, log_id.as_ref().map(|id| id.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberStatus {
+                node_id: *id,
+                address: node.addr.clone(),
+                voter: voters.contains(id),
+                matched_index: matched.get(id).copied().flatten(),
+            })
+            .collect();
+        let leader_address = metrics
+            .current_leader
+            .and_then(|leader| membership.get_node(&leader).map(|node| node.addr.clone()));
+        let applied = self.applied();
+        NodeStatus {
+            node_id: self.node_id,
+            role,
+            term: metrics.current_term,
+            leader_id: metrics.current_leader,
+            leader_address,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            committed_index: metrics.local_committed.map(|id| id.index).unwrap_or(0),
+            applied_index: applied.log_index,
+            snapshot_index: metrics.snapshot.map(|id| id.index).unwrap_or(0),
+            purged_index: metrics.purged.map(|id| id.index).unwrap_or(0),
+            head_position: applied.head_position,
+            members,
+        }
+    }
+
+    /// Initializes a fresh cluster with these voters.
+    pub async fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<(), NodeError> {
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        self.raft
+            .initialize(nodes)
+            .await
+            .map_err(|error| NodeError::Unavailable(format!("initializing the cluster: {error}")))
+    }
+
+    pub async fn is_initialized(&self) -> Result<bool, NodeError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|fatal| NodeError::Unavailable(format!("raft stopped: {fatal}")))
+    }
+
+    /// Adds a learner and waits until it has caught up.
+    pub async fn add_learner(&self, node_id: NodeId, address: String) -> Result<u64, NodeError> {
+        self.raft
+            .add_learner(node_id, BasicNode { addr: address }, true)
+            .await
+            .map(|response| response.log_id.index)
+            .map_err(membership_error)
+    }
+
+    /// Sets the voters.
+    pub async fn change_membership(&self, voters: BTreeSet<NodeId>) -> Result<u64, NodeError> {
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map(|response| response.log_id.index)
+            .map_err(membership_error)
+    }
+}
+
+fn not_leader(forward: ForwardToLeader<TypeConfig>) -> NodeError {
+    NodeError::NotLeader {
+        leader_id: forward.leader_id,
+        leader_address: forward.leader_node.map(|node| node.addr),
+    }
+}
+
+fn membership_error(error: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => not_leader(forward),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => {
+            NodeError::InvalidArgument(error.to_string())
+        }
+        RaftError::APIError(error) => NodeError::Unavailable(error.to_string()),
+        RaftError::Fatal(fatal) => NodeError::Unavailable(format!("raft stopped: {fatal}")),
+    }
+}

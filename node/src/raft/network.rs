@@ -1,0 +1,327 @@
+//! openraft's network over the internal `RaftPeer` gRPC service: every RPC carries a deadline
+//! (openraft's TTL for the call), channels are pooled per peer, snapshots stream in chunks from
+//! their file.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use evlog_proto::v1::RaftMessage;
+use evlog_proto::v1::SnapshotChunk;
+use evlog_proto::v1::raft_peer_client::RaftPeerClient;
+use evlog_raft_store::SnapshotFile;
+use evlog_raft_store::types::NodeId;
+use evlog_raft_store::types::Snapshot;
+use evlog_raft_store::types::TypeConfig;
+use evlog_raft_store::types::Vote;
+use openraft::error::NetworkError;
+use openraft::error::RPCError;
+use openraft::error::RaftError;
+use openraft::error::RemoteError;
+use openraft::error::ReplicationClosed;
+use openraft::error::StreamingError;
+use openraft::error::Timeout;
+use openraft::error::Unreachable;
+use openraft::impls::BasicNode;
+use openraft::network::RPCOption;
+use openraft::network::RPCTypes;
+use openraft::network::RaftNetworkFactory;
+use openraft::network::v2::RaftNetworkV2;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::SnapshotResponse;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::TransferLeaderResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncReadExt;
+use tonic::transport::Channel;
+
+use crate::raft::channels::PeerChannels;
+use crate::raft::wire;
+
+/// Bytes per snapshot chunk.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Makes a client per peer; all share the channel pool.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    node_id: NodeId,
+    channels: PeerChannels,
+}
+
+impl PeerNetwork {
+    pub fn new(node_id: NodeId, channels: PeerChannels) -> Self {
+        Self { node_id, channels }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerClient {
+            node_id: self.node_id,
+            target,
+            address: node.addr.clone(),
+            channel: self.channels.get(&node.addr).ok(),
+        }
+    }
+}
+
+/// The RPCs to one peer.
+pub struct PeerClient {
+    node_id: NodeId,
+    target: NodeId,
+    address: String,
+    channel: Option<Channel>,
+}
+
+type RpcResult<T, E = openraft::errors::Infallible> =
+    Result<T, RPCError<TypeConfig, RaftError<TypeConfig, E>>>;
+
+impl PeerClient {
+    fn client(&self) -> Result<RaftPeerClient<Channel>, Unreachable<TypeConfig>> {
+        match &self.channel {
+            Some(channel) => Ok(RaftPeerClient::new(channel.clone())
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(256 << 20)),
+            None => Err(Unreachable::from_string(format!(
+                "bad address {:?} for node {}",
+                self.address, self.target
+            ))),
+        }
+    }
+
+    fn transport_error<E: std::error::Error>(
+        &self,
+        action: RPCTypes,
+        ttl: Duration,
+        status: tonic::Status,
+    ) -> RPCError<TypeConfig, E> {
+        match status.code() {
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => RPCError::Timeout(Timeout {
+                action,
+                id: self.node_id,
+                target: self.target,
+                timeout: ttl,
+            }),
+            tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::from_string(format!(
+                "node {} at {}: {}",
+                self.target,
+                self.address,
+                status.message()
+            ))),
+            _ => RPCError::Network(NetworkError::from_string(format!(
+                "node {} at {}: {status}",
+                self.target, self.address
+            ))),
+        }
+    }
+
+    /// One unary call: encode, send with a deadline, decode the remote result.
+    async fn call<Req, Resp, E>(
+        &mut self,
+        action: RPCTypes,
+        request: &Req,
+        option: &RPCOption,
+        send: impl AsyncFnOnce(
+            RaftPeerClient<Channel>,
+            tonic::Request<RaftMessage>,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status>,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let ttl = option.hard_ttl();
+        let payload = wire::encode(request)
+            .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
+        let client = self.client().map_err(RPCError::Unreachable)?;
+        let mut grpc_request = tonic::Request::new(RaftMessage { payload });
+        grpc_request.set_timeout(ttl);
+        let response = tokio::time::timeout(ttl, send(client, grpc_request))
+            .await
+            .map_err(|_| {
+                RPCError::Timeout(Timeout {
+                    action: action.clone(),
+                    id: self.node_id,
+                    target: self.target,
+                    timeout: ttl,
+                })
+            })?
+            .map_err(|status| self.transport_error(action, ttl, status))?;
+        let result: Result<Resp, RaftError<TypeConfig, E>> =
+            wire::decode(&response.into_inner().payload)
+                .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
+        result.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let result: RpcResult<AppendEntriesResponse<TypeConfig>> = self
+            .call(
+                RPCTypes::AppendEntries,
+                &rpc,
+                &option,
+                async |mut client, request| client.append_entries(request).await,
+            )
+            .await;
+        result.map_err(flatten)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let result: RpcResult<VoteResponse<TypeConfig>> = self
+            .call(
+                RPCTypes::Vote,
+                &rpc,
+                &option,
+                async |mut client, request| client.vote(request).await,
+            )
+            .await;
+        result.map_err(flatten)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let result: RpcResult<VoteResponse<TypeConfig>> = self
+            .call(
+                RPCTypes::Vote,
+                &rpc,
+                &option,
+                async |mut client, request| client.pre_vote(request).await,
+            )
+            .await;
+        result.map_err(flatten)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let result: RpcResult<TransferLeaderResponse<TypeConfig>> = self
+            .call(
+                RPCTypes::TransferLeader,
+                &req,
+                &option,
+                async |mut client, request| client.transfer_leader(request).await,
+            )
+            .await;
+        result.map_err(flatten)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let ttl = option.hard_ttl();
+        let meta = wire::encode(&(vote, snapshot.meta.clone())).map_err(|status| {
+            StreamingError::Network(NetworkError::from_string(status.message()))
+        })?;
+        let file = tokio::fs::File::open(&snapshot.snapshot.path)
+            .await
+            .map_err(|error| StreamingError::Network(NetworkError::new(&error)))?;
+        // First chunk: the meta and no data; then the file in chunks.
+        let first = futures::stream::once(async move {
+            SnapshotChunk {
+                meta,
+                data: Bytes::new(),
+            }
+        });
+        let rest = futures::stream::unfold(Some(file), |file| async move {
+            let mut file = file?;
+            let mut buffer = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+            match file.read(&mut buffer).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buffer.truncate(n);
+                    Some((
+                        SnapshotChunk {
+                            meta: Bytes::new(),
+                            data: Bytes::from(buffer),
+                        },
+                        Some(file),
+                    ))
+                }
+                Err(error) => {
+                    // Ending the stream early makes the receiver refuse the truncated file.
+                    tracing::warn!("reading snapshot file failed: {error}");
+                    None
+                }
+            }
+        });
+        let mut client = self.client().map_err(StreamingError::Unreachable)?;
+        let mut request = tonic::Request::new(futures::StreamExt::chain(first, rest));
+        request.set_timeout(ttl);
+        let target = self.target;
+        let sent = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            sent = tokio::time::timeout(ttl, client.install_snapshot(request)) => sent,
+        };
+        let response = sent
+            .map_err(|_| {
+                StreamingError::Timeout(Timeout {
+                    action: RPCTypes::InstallSnapshot,
+                    id: self.node_id,
+                    target,
+                    timeout: ttl,
+                })
+            })?
+            .map_err(|status| {
+                match self.transport_error::<openraft::errors::Infallible>(
+                    RPCTypes::InstallSnapshot,
+                    ttl,
+                    status,
+                ) {
+                    RPCError::Timeout(timeout) => StreamingError::Timeout(timeout),
+                    RPCError::Unreachable(unreachable) => StreamingError::Unreachable(unreachable),
+                    RPCError::Network(network) => StreamingError::Network(network),
+                    RPCError::RemoteError(remote) => {
+                        StreamingError::Network(NetworkError::new(&remote))
+                    }
+                }
+            })?;
+        let result: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
+            wire::decode(&response.into_inner().payload).map_err(|status| {
+                StreamingError::Network(NetworkError::from_string(status.message()))
+            })?;
+        result.map_err(|error| {
+            StreamingError::Network(NetworkError::new(&RemoteError::<TypeConfig, _>::new(
+                target, error,
+            )))
+        })
+    }
+}
+
+/// openraft's V2 network returns `RPCError<C>` (no remote error type): a remote `RaftError`
+/// (only `Fatal` is possible for these calls) becomes an unreachable peer, which openraft
+/// retries with backoff.
+fn flatten(error: RPCError<TypeConfig, RaftError<TypeConfig>>) -> RPCError<TypeConfig> {
+    match error {
+        RPCError::Timeout(timeout) => RPCError::Timeout(timeout),
+        RPCError::Unreachable(unreachable) => RPCError::Unreachable(unreachable),
+        RPCError::Network(network) => RPCError::Network(network),
+        RPCError::RemoteError(remote) => RPCError::Unreachable(Unreachable::new(&remote)),
+    }
+}
