@@ -102,7 +102,10 @@ impl<'a> Reader<'a> {
     pub fn new(what: &'static str, record: &'a [u8]) -> Result<Self, CorruptRecord> {
         let corrupt = |detail: String| CorruptRecord { what, detail };
         if record.len() < 5 {
-            return Err(corrupt(format!("record of {} bytes is too short", record.len())));
+            return Err(corrupt(format!(
+                "record of {} bytes is too short",
+                record.len()
+            )));
         }
         let (content, checksum) = record.split_at(record.len() - 4);
         let stored = u32::from_le_bytes([checksum[0], checksum[1], checksum[2], checksum[3]]);
@@ -118,14 +121,20 @@ impl<'a> Reader<'a> {
                 content[0]
             )));
         }
-        Ok(Self { what, body: &content[1..] })
+        Ok(Self {
+            what,
+            body: &content[1..],
+        })
     }
 
     fn take(&mut self, len: usize) -> Result<&'a [u8], CorruptRecord> {
         if self.body.len() < len {
             return Err(CorruptRecord {
                 what: self.what,
-                detail: format!("truncated: wanted {len} more bytes, {} left", self.body.len()),
+                detail: format!(
+                    "truncated: wanted {len} more bytes, {} left",
+                    self.body.len()
+                ),
             });
         }
         let (head, tail) = self.body.split_at(len);
@@ -176,7 +185,10 @@ impl<'a> Reader<'a> {
     }
 
     pub fn invalid(&self, detail: impl Into<String>) -> CorruptRecord {
-        CorruptRecord { what: self.what, detail: detail.into() }
+        CorruptRecord {
+            what: self.what,
+            detail: detail.into(),
+        }
     }
 
     /// Fails if bytes are left over: a record is read whole or not at all.
@@ -204,7 +216,10 @@ fn get_log_id(reader: &mut Reader<'_>) -> Result<LogId, CorruptRecord> {
     let term = reader.u64()?;
     let node_id = reader.u64()?;
     let index = reader.u64()?;
-    Ok(LogId { leader_id: LeaderId { term, node_id }, index })
+    Ok(LogId {
+        leader_id: LeaderId { term, node_id },
+        index,
+    })
 }
 
 fn put_optional_log_id(writer: &mut Writer, log_id: Option<&LogId>) {
@@ -256,7 +271,10 @@ pub fn decode_vote(record: &[u8]) -> Result<Vote, CorruptRecord> {
         other => return Err(reader.invalid(format!("bad committed flag {other}"))),
     };
     reader.end()?;
-    Ok(Vote { leader_id: LeaderId { term, node_id }, committed })
+    Ok(Vote {
+        leader_id: LeaderId { term, node_id },
+        committed,
+    })
 }
 
 // ------------------------------------------------------------------ membership
@@ -330,7 +348,13 @@ fn get_new_event(reader: &mut Reader<'_>) -> Result<NewEvent, CorruptRecord> {
     let content_type = reader.string()?;
     let metadata = get_metadata(reader)?;
     let data = Bytes::copy_from_slice(reader.bytes()?);
-    Ok(NewEvent { id, event_type, content_type, data, metadata })
+    Ok(NewEvent {
+        id,
+        event_type,
+        content_type,
+        data,
+        metadata,
+    })
 }
 
 fn put_metadata(writer: &mut Writer, metadata: &[(String, String)]) {
@@ -536,7 +560,11 @@ pub fn decode_string(what: &'static str, record: &[u8]) -> Result<String, Corrup
 }
 
 /// The outcome of an append kept under its idempotency key (with the request's fingerprint).
-pub fn encode_idempotent_result(fingerprint: u64, outcome: &AppendOutcome, log_index: u64) -> Vec<u8> {
+pub fn encode_idempotent_result(
+    fingerprint: u64,
+    outcome: &AppendOutcome,
+    log_index: u64,
+) -> Vec<u8> {
     let mut writer = Writer::new();
     writer.u64(fingerprint);
     writer.u64(outcome.first_position);
@@ -582,19 +610,46 @@ mod tests {
 
     #[test]
     fn entry_round_trips() {
-        let log_id = LogId { leader_id: LeaderId { term: 3, node_id: 2 }, index: 42 };
+        let log_id = LogId {
+            leader_id: LeaderId {
+                term: 3,
+                node_id: 2,
+            },
+            index: 42,
+        };
         let entries = [
-            Entry { log_id, payload: EntryPayload::Blank },
-            Entry { log_id, payload: EntryPayload::Normal(sample_command()) },
+            Entry {
+                log_id,
+                payload: EntryPayload::Blank,
+            },
+            Entry {
+                log_id,
+                payload: EntryPayload::Normal(sample_command()),
+            },
             Entry {
                 log_id,
                 payload: EntryPayload::Membership(
                     Membership::new(
                         vec![BTreeSet::from([1, 2])],
                         BTreeMap::from([
-                            (1, BasicNode { addr: "127.0.0.1:1".to_string() }),
-                            (2, BasicNode { addr: "127.0.0.1:2".to_string() }),
-                            (3, BasicNode { addr: "127.0.0.1:3".to_string() }),
+                            (
+                                1,
+                                BasicNode {
+                                    addr: "127.0.0.1:1".to_string(),
+                                },
+                            ),
+                            (
+                                2,
+                                BasicNode {
+                                    addr: "127.0.0.1:2".to_string(),
+                                },
+                            ),
+                            (
+                                3,
+                                BasicNode {
+                                    addr: "127.0.0.1:3".to_string(),
+                                },
+                            ),
                         ]),
                     )
                     .expect("valid membership"),
@@ -609,8 +664,17 @@ mod tests {
 
     #[test]
     fn a_flipped_bit_is_detected() {
-        let log_id = LogId { leader_id: LeaderId { term: 1, node_id: 1 }, index: 1 };
-        let mut record = encode_entry(&Entry { log_id, payload: EntryPayload::Normal(sample_command()) });
+        let log_id = LogId {
+            leader_id: LeaderId {
+                term: 1,
+                node_id: 1,
+            },
+            index: 1,
+        };
+        let mut record = encode_entry(&Entry {
+            log_id,
+            payload: EntryPayload::Normal(sample_command()),
+        });
         record[20] ^= 0x04;
         let error = decode_entry(&record).expect_err("corruption must be detected");
         assert!(error.detail.contains("checksum"), "{error}");
@@ -618,7 +682,13 @@ mod tests {
 
     #[test]
     fn truncated_and_unknown_version_records_are_refused() {
-        let record = encode_vote(&Vote { leader_id: LeaderId { term: 5, node_id: 1 }, committed: true });
+        let record = encode_vote(&Vote {
+            leader_id: LeaderId {
+                term: 5,
+                node_id: 1,
+            },
+            committed: true,
+        });
         assert!(decode_vote(&record[..record.len() - 1]).is_err());
         let mut future = record.clone();
         future[0] = CODEC_VERSION + 1;
@@ -629,7 +699,13 @@ mod tests {
         assert!(error.detail.contains("unknown codec version"), "{error}");
         assert_eq!(
             decode_vote(&record).expect("decodes"),
-            Vote { leader_id: LeaderId { term: 5, node_id: 1 }, committed: true }
+            Vote {
+                leader_id: LeaderId {
+                    term: 5,
+                    node_id: 1
+                },
+                committed: true
+            }
         );
     }
 
@@ -646,6 +722,9 @@ mod tests {
             metadata: vec![],
             timestamp_ms: 7,
         };
-        assert_eq!(event, decode_event(9, &encode_event(&event)).expect("decodes"));
+        assert_eq!(
+            event,
+            decode_event(9, &encode_event(&event)).expect("decodes")
+        );
     }
 }

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
 
-use openraft::storage::IOFlushed;
 use openraft::storage::ApplyResponder;
+use openraft::storage::IOFlushed;
 use redb::Database;
 use redb::Durability;
 use redb::ReadableDatabase;
@@ -105,11 +105,15 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn log(&self) -> MutexGuard<'_, LogMeta> {
-        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn machine(&self) -> MutexGuard<'_, MachineMeta> {
-        self.machine.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.machine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn snapshot_dir(&self) -> PathBuf {
@@ -121,13 +125,36 @@ type Done = oneshot::Sender<io::Result<()>>;
 
 /// One change for the writer thread.
 pub(crate) enum WriteOp {
-    Append { entries: Vec<Entry>, done: Done, flushed: IOFlushed<TypeConfig> },
-    SaveVote { vote: Vote, done: Done },
-    SaveCommitted { committed: Option<LogId>, done: Done },
-    TruncateAfter { last: Option<LogId>, done: Done },
-    Purge { upto: LogId, done: Done },
-    Apply { entries: Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>, done: Done },
-    InstallSnapshot { meta: SnapshotMeta, file: SnapshotFile, done: Done },
+    Append {
+        entries: Vec<Entry>,
+        done: Done,
+        flushed: IOFlushed<TypeConfig>,
+    },
+    SaveVote {
+        vote: Vote,
+        done: Done,
+    },
+    SaveCommitted {
+        committed: Option<LogId>,
+        done: Done,
+    },
+    TruncateAfter {
+        last: Option<LogId>,
+        done: Done,
+    },
+    Purge {
+        upto: LogId,
+        done: Done,
+    },
+    Apply {
+        entries: Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>,
+        done: Done,
+    },
+    InstallSnapshot {
+        meta: SnapshotMeta,
+        file: SnapshotFile,
+        done: Done,
+    },
 }
 
 /// The handle the log store, the state machine and readers share.
@@ -142,18 +169,30 @@ impl Engine {
     /// and starts the writer thread.
     pub fn open(config: &StoreConfig) -> Result<Self, OpenError> {
         let data_dir = config.data_dir.clone();
-        let dir_error = |source| OpenError::Directory { path: data_dir.clone(), source };
+        let dir_error = |source| OpenError::Directory {
+            path: data_dir.clone(),
+            source,
+        };
         std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
         std::fs::create_dir_all(data_dir.join("snapshots")).map_err(dir_error)?;
         let db_path = data_dir.join("evlog.redb");
         let db = Database::create(&db_path).map_err(|source| match source {
             redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
-                OpenError::Damaged { path: db_path.clone(), detail }
+                OpenError::Damaged {
+                    path: db_path.clone(),
+                    detail,
+                }
             }
-            source => OpenError::Database { path: db_path.clone(), source },
+            source => OpenError::Database {
+                path: db_path.clone(),
+                source,
+            },
         })?;
         let storage_path = data_dir.clone();
-        let storage = move |source: io::Error| OpenError::Storage { path: storage_path.clone(), source };
+        let storage = move |source: io::Error| OpenError::Storage {
+            path: storage_path.clone(),
+            source,
+        };
         check_identity(&db, config).map_err(|e| e.with_path(&data_dir))?;
         let log = load_log_meta(&db).map_err(|e| e.with_path(&data_dir))?;
         let mut machine = load_machine_meta(&db).map_err(|e| e.with_path(&data_dir))?;
@@ -216,7 +255,10 @@ impl OpenFailure {
     fn with_path(self, path: &Path) -> OpenError {
         match self {
             OpenFailure::Foreign(make) => make(path.to_path_buf()),
-            OpenFailure::Damaged(detail) => OpenError::Damaged { path: path.to_path_buf(), detail },
+            OpenFailure::Damaged(detail) => OpenError::Damaged {
+                path: path.to_path_buf(),
+                detail,
+            },
         }
     }
 }
@@ -236,7 +278,9 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure
     let txn = db.begin_write()?;
     {
         let mut meta = txn.open_table(META)?;
-        let format = meta.get(meta_key::FORMAT_VERSION)?.map(|v| v.value().to_vec());
+        let format = meta
+            .get(meta_key::FORMAT_VERSION)?
+            .map(|v| v.value().to_vec());
         match format {
             None => {
                 let log_len = txn.open_table(LOG)?.len()?;
@@ -246,18 +290,29 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure
                         "log or events present but no format version".to_string(),
                     ));
                 }
-                meta.insert(meta_key::FORMAT_VERSION, codec::encode_u64(u64::from(FORMAT_VERSION)).as_slice())?;
-                meta.insert(meta_key::CLUSTER_ID, codec::encode_str(&config.cluster_id).as_slice())?;
-                meta.insert(meta_key::NODE_ID, codec::encode_u64(config.node_id).as_slice())?;
+                meta.insert(
+                    meta_key::FORMAT_VERSION,
+                    codec::encode_u64(u64::from(FORMAT_VERSION)).as_slice(),
+                )?;
+                meta.insert(
+                    meta_key::CLUSTER_ID,
+                    codec::encode_str(&config.cluster_id).as_slice(),
+                )?;
+                meta.insert(
+                    meta_key::NODE_ID,
+                    codec::encode_u64(config.node_id).as_slice(),
+                )?;
             }
             Some(format) => {
                 let found = codec::decode_u64("format version", &format).map_err(corrupt)?;
                 if found != u64::from(FORMAT_VERSION) {
                     let found = u32::try_from(found).unwrap_or(u32::MAX);
-                    return Err(OpenFailure::Foreign(Box::new(move |path| OpenError::UnknownFormat {
-                        path,
-                        found,
-                        supported: FORMAT_VERSION,
+                    return Err(OpenFailure::Foreign(Box::new(move |path| {
+                        OpenError::UnknownFormat {
+                            path,
+                            found,
+                            supported: FORMAT_VERSION,
+                        }
                     })));
                 }
                 let cluster = meta
@@ -266,10 +321,12 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure
                 let found = codec::decode_string("cluster id", cluster.value()).map_err(corrupt)?;
                 if found != config.cluster_id {
                     let expected = config.cluster_id.clone();
-                    return Err(OpenFailure::Foreign(Box::new(move |path| OpenError::ForeignCluster {
-                        path,
-                        expected,
-                        found,
+                    return Err(OpenFailure::Foreign(Box::new(move |path| {
+                        OpenError::ForeignCluster {
+                            path,
+                            expected,
+                            found,
+                        }
                     })));
                 }
                 let node = meta
@@ -278,10 +335,12 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure
                 let found = codec::decode_u64("node id", node.value()).map_err(corrupt)?;
                 if found != config.node_id {
                     let expected = config.node_id;
-                    return Err(OpenFailure::Foreign(Box::new(move |path| OpenError::ForeignNode {
-                        path,
-                        expected,
-                        found,
+                    return Err(OpenFailure::Foreign(Box::new(move |path| {
+                        OpenError::ForeignNode {
+                            path,
+                            expected,
+                            found,
+                        }
                     })));
                 }
             }
@@ -349,7 +408,12 @@ fn load_log_meta(db: &Database) -> Result<LogMeta, OpenFailure> {
             purged.index
         )));
     }
-    Ok(LogMeta { vote, committed, last_purged, last_log_id: last_log_id.or(last_purged) })
+    Ok(LogMeta {
+        vote,
+        committed,
+        last_purged,
+        last_log_id: last_log_id.or(last_purged),
+    })
 }
 
 fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
@@ -368,13 +432,21 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         Some(value) => codec::decode_u64("head position", value.value()).map_err(corrupt)?,
     };
     let events = txn.open_table(EVENTS)?;
-    let last_event = events.last()?.map(|(position, _)| position.value()).unwrap_or(0);
+    let last_event = events
+        .last()?
+        .map(|(position, _)| position.value())
+        .unwrap_or(0);
     if last_event != head_position {
         return Err(OpenFailure::Damaged(format!(
             "head position is {head_position} but the last event is at {last_event}"
         )));
     }
-    Ok(MachineMeta { last_applied, membership, head_position, snapshot: None })
+    Ok(MachineMeta {
+        last_applied,
+        membership,
+        head_position,
+        snapshot: None,
+    })
 }
 
 // ------------------------------------------------------------------ the writer thread
@@ -408,7 +480,8 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
     let mut completions = Vec::with_capacity(batch.len());
     let result = (|| -> io::Result<()> {
         let mut txn = shared.db.begin_write().map_err(io_error)?;
-        txn.set_durability(Durability::Immediate).map_err(io_error)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(io_error)?;
         for op in batch.drain(..) {
             let (work, completion) = split(op);
             match carry_out(&txn, work, &mut log, &mut machine) {
@@ -436,7 +509,9 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
                 if let Completion::Installed(_, meta, file) = completion {
                     match snapshot::keep_installed(&shared.snapshot_dir(), meta, file) {
                         Ok(path) => machine.snapshot = Some((meta.clone(), path)),
-                        Err(error) => tracing::warn!("keeping the installed snapshot file failed: {error}"),
+                        Err(error) => {
+                            tracing::warn!("keeping the installed snapshot file failed: {error}")
+                        }
                     }
                 }
             }
@@ -466,11 +541,16 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
             }
         }
         Err(error) => {
-            tracing::error!("store write transaction failed, {} ops rejected: {error}", completions.len());
+            tracing::error!(
+                "store write transaction failed, {} ops rejected: {error}",
+                completions.len()
+            );
             let copy = || io::Error::new(error.kind(), error.to_string());
             for completion in completions {
                 match completion {
-                    Completion::Done(done) | Completion::Installed(done, ..) | Completion::Apply(done, _) => {
+                    Completion::Done(done)
+                    | Completion::Installed(done, ..)
+                    | Completion::Apply(done, _) => {
                         done.send(Err(copy())).ok();
                     }
                     Completion::Append(done, flushed) => {
@@ -496,12 +576,22 @@ enum Work {
 
 fn split(op: WriteOp) -> (Work, Completion) {
     match op {
-        WriteOp::Append { entries, done, flushed } => (Work::Append(entries), Completion::Append(done, flushed)),
+        WriteOp::Append {
+            entries,
+            done,
+            flushed,
+        } => (Work::Append(entries), Completion::Append(done, flushed)),
         WriteOp::SaveVote { vote, done } => (Work::SaveVote(vote), Completion::Done(done)),
-        WriteOp::SaveCommitted { committed, done } => (Work::SaveCommitted(committed), Completion::Done(done)),
-        WriteOp::TruncateAfter { last, done } => (Work::TruncateAfter(last), Completion::Done(done)),
+        WriteOp::SaveCommitted { committed, done } => {
+            (Work::SaveCommitted(committed), Completion::Done(done))
+        }
+        WriteOp::TruncateAfter { last, done } => {
+            (Work::TruncateAfter(last), Completion::Done(done))
+        }
         WriteOp::Purge { upto, done } => (Work::Purge(upto), Completion::Done(done)),
-        WriteOp::Apply { entries, done } => (Work::Apply(entries), Completion::Apply(done, Vec::new())),
+        WriteOp::Apply { entries, done } => {
+            (Work::Apply(entries), Completion::Apply(done, Vec::new()))
+        }
         WriteOp::InstallSnapshot { meta, file, done } => (
             Work::InstallSnapshot(meta.clone(), file.clone()),
             Completion::Installed(done, meta, file),
@@ -538,15 +628,19 @@ fn carry_out(
         }
         Work::SaveVote(vote) => {
             let mut meta = txn.open_table(META).map_err(io_error)?;
-            meta.insert(meta_key::VOTE, codec::encode_vote(&vote).as_slice()).map_err(io_error)?;
+            meta.insert(meta_key::VOTE, codec::encode_vote(&vote).as_slice())
+                .map_err(io_error)?;
             log.vote = Some(vote);
         }
         Work::SaveCommitted(committed) => {
             let mut meta = txn.open_table(META).map_err(io_error)?;
             match committed {
                 Some(log_id) => {
-                    meta.insert(meta_key::COMMITTED, codec::encode_log_id(&log_id).as_slice())
-                        .map_err(io_error)?;
+                    meta.insert(
+                        meta_key::COMMITTED,
+                        codec::encode_log_id(&log_id).as_slice(),
+                    )
+                    .map_err(io_error)?;
                 }
                 None => {
                     meta.remove(meta_key::COMMITTED).map_err(io_error)?;
@@ -566,10 +660,15 @@ fn carry_out(
         }
         Work::Purge(upto) => {
             let mut table = txn.open_table(LOG).map_err(io_error)?;
-            table.retain_in(..=upto.index, |_, _| false).map_err(io_error)?;
-            let mut meta = txn.open_table(META).map_err(io_error)?;
-            meta.insert(meta_key::LAST_PURGED, codec::encode_log_id(&upto).as_slice())
+            table
+                .retain_in(..=upto.index, |_, _| false)
                 .map_err(io_error)?;
+            let mut meta = txn.open_table(META).map_err(io_error)?;
+            meta.insert(
+                meta_key::LAST_PURGED,
+                codec::encode_log_id(&upto).as_slice(),
+            )
+            .map_err(io_error)?;
             log.last_purged = Some(upto);
             if log.last_log_id.is_none_or(|last| last.index < upto.index) {
                 log.last_log_id = Some(upto);
@@ -585,13 +684,22 @@ fn carry_out(
             }
             let mut sm = txn.open_table(SM_META).map_err(io_error)?;
             if let Some(last_applied) = machine.last_applied {
-                sm.insert(sm_key::LAST_APPLIED, codec::encode_log_id(&last_applied).as_slice())
-                    .map_err(io_error)?;
+                sm.insert(
+                    sm_key::LAST_APPLIED,
+                    codec::encode_log_id(&last_applied).as_slice(),
+                )
+                .map_err(io_error)?;
             }
-            sm.insert(sm_key::MEMBERSHIP, codec::encode_stored_membership(&machine.membership).as_slice())
-                .map_err(io_error)?;
-            sm.insert(sm_key::HEAD_POSITION, codec::encode_u64(machine.head_position).as_slice())
-                .map_err(io_error)?;
+            sm.insert(
+                sm_key::MEMBERSHIP,
+                codec::encode_stored_membership(&machine.membership).as_slice(),
+            )
+            .map_err(io_error)?;
+            sm.insert(
+                sm_key::HEAD_POSITION,
+                codec::encode_u64(machine.head_position).as_slice(),
+            )
+            .map_err(io_error)?;
             return Ok(responses);
         }
         Work::InstallSnapshot(meta, file) => {
@@ -605,7 +713,11 @@ fn carry_out(
 }
 
 /// Applies one committed entry inside `txn`.
-fn apply_entry(txn: &WriteTransaction, entry: &Entry, machine: &mut MachineMeta) -> io::Result<CommandResponse> {
+fn apply_entry(
+    txn: &WriteTransaction,
+    entry: &Entry,
+    machine: &mut MachineMeta,
+) -> io::Result<CommandResponse> {
     if let Some(last) = machine.last_applied
         && entry.log_id.index <= last.index
     {
@@ -636,11 +748,17 @@ fn apply_entry(txn: &WriteTransaction, entry: &Entry, machine: &mut MachineMeta)
                         .insert(event.position, codec::encode_event(event).as_slice())
                         .map_err(io_error)?;
                     index
-                        .insert((writes.stream.as_str(), event.stream_version), event.position)
+                        .insert(
+                            (writes.stream.as_str(), event.stream_version),
+                            event.position,
+                        )
                         .map_err(io_error)?;
                 }
                 streams
-                    .insert(writes.stream.as_str(), codec::encode_stream_info(&writes.info).as_slice())
+                    .insert(
+                        writes.stream.as_str(),
+                        codec::encode_stream_info(&writes.info).as_slice(),
+                    )
                     .map_err(io_error)?;
                 machine.head_position = writes.info.last_position;
             }
@@ -650,7 +768,10 @@ fn apply_entry(txn: &WriteTransaction, entry: &Entry, machine: &mut MachineMeta)
 }
 
 /// Reads a stream's summary in a read transaction.
-pub(crate) fn stream_info(txn: &redb::ReadTransaction, stream: &str) -> io::Result<Option<StreamInfo>> {
+pub(crate) fn stream_info(
+    txn: &redb::ReadTransaction,
+    stream: &str,
+) -> io::Result<Option<StreamInfo>> {
     let streams = txn.open_table(STREAMS).map_err(io_error)?;
     match streams.get(stream).map_err(io_error)? {
         None => Ok(None),

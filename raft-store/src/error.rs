@@ -13,21 +13,36 @@ pub enum OpenError {
     #[error("cannot create or read data directory {path}: {source}")]
     Directory { path: PathBuf, source: io::Error },
     #[error("cannot open database {path}: {source}")]
-    Database { path: PathBuf, source: redb::DatabaseError },
+    Database {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
     #[error(
         "data directory {path} belongs to cluster {found:?}, not {expected:?}; refusing to start \
          (point --data-dir at this cluster's data, or use an empty directory)"
     )]
-    ForeignCluster { path: PathBuf, expected: String, found: String },
+    ForeignCluster {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
     #[error(
         "data directory {path} belongs to node {found}, not node {expected}; refusing to start"
     )]
-    ForeignNode { path: PathBuf, expected: u64, found: u64 },
+    ForeignNode {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
     #[error(
         "data directory {path} has storage format version {found}, this evlog reads version \
          {supported}; refusing to start"
     )]
-    UnknownFormat { path: PathBuf, found: u32, supported: u32 },
+    UnknownFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("data directory {path} is damaged: {detail}; refusing to start")]
     Damaged { path: PathBuf, detail: String },
     #[error("storage error while opening {path}: {source}")]

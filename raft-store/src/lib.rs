@@ -29,7 +29,9 @@ pub use snapshot::SnapshotFile;
 pub use state_machine::store::StateMachine;
 
 /// Opens a node's store and returns the handles openraft and the node need.
-pub fn open(config: &StoreConfig) -> Result<(Engine, LogStore, StateMachine, EventReader), OpenError> {
+pub fn open(
+    config: &StoreConfig,
+) -> Result<(Engine, LogStore, StateMachine, EventReader), OpenError> {
     let engine = Engine::open(config)?;
     Ok((
         engine.clone(),

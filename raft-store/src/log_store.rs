@@ -54,7 +54,9 @@ fn to_range(range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
     (start, end)
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|error| io::Error::other(format!("storage task failed: {error}")))?
@@ -82,7 +84,9 @@ impl RaftLogReader<TypeConfig> for LogReader {
                 let (index, value) = item.map_err(io_error)?;
                 let entry = codec::decode_entry(value.value())?;
                 // Pair assertion with the append path: contiguous, each at its own index.
-                if entry.log_id.index != index.value() || (!entries.is_empty() && index.value() != expected) {
+                if entry.log_id.index != index.value()
+                    || (!entries.is_empty() && index.value() != expected)
+                {
                     return Err(io::Error::other(format!(
                         "log corrupt near index {}: found entry {}",
                         index.value(),
@@ -107,7 +111,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        LogReader { engine: self.engine.clone() }.try_get_log_entries(range).await
+        LogReader {
+            engine: self.engine.clone(),
+        }
+        .try_get_log_entries(range)
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -120,27 +128,40 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let log = self.engine.shared.log();
-        Ok(LogState { last_purged_log_id: log.last_purged, last_log_id: log.last_log_id })
+        Ok(LogState {
+            last_purged_log_id: log.last_purged,
+            last_log_id: log.last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader { engine: self.engine.clone() }
+        LogReader {
+            engine: self.engine.clone(),
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let vote = *vote;
-        self.engine.write(|done| WriteOp::SaveVote { vote, done }).await
+        self.engine
+            .write(|done| WriteOp::SaveVote { vote, done })
+            .await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        self.engine.write(|done| WriteOp::SaveCommitted { committed, done }).await
+        self.engine
+            .write(|done| WriteOp::SaveCommitted { committed, done })
+            .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
         Ok(self.engine.shared.log().committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -148,14 +169,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let entries: Vec<Entry> = entries.into_iter().collect();
         // Returns once the batch holding these entries committed: they are readable and
         // durable, and `callback` has fired.
-        self.engine.write(|done| WriteOp::Append { entries, done, flushed: callback }).await
+        self.engine
+            .write(|done| WriteOp::Append {
+                entries,
+                done,
+                flushed: callback,
+            })
+            .await
     }
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
-        self.engine.write(|done| WriteOp::TruncateAfter { last, done }).await
+        self.engine
+            .write(|done| WriteOp::TruncateAfter { last, done })
+            .await
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
-        self.engine.write(|done| WriteOp::Purge { upto, done }).await
+        self.engine
+            .write(|done| WriteOp::Purge { upto, done })
+            .await
     }
 }

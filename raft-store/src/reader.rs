@@ -47,7 +47,9 @@ pub struct EventReader {
 
 impl EventReader {
     pub fn new(engine: &Engine) -> Self {
-        Self { shared: Arc::clone(&engine.shared) }
+        Self {
+            shared: Arc::clone(&engine.shared),
+        }
     }
 
     /// Reads up to `max_count` events of `target` starting at `from` (inclusive; `None` is the
@@ -95,11 +97,17 @@ fn read_page(
     match target {
         ReadTarget::All => {
             let range = if backward {
-                events_table.range(..=from.unwrap_or(u64::MAX)).map_err(io_error)?
+                events_table
+                    .range(..=from.unwrap_or(u64::MAX))
+                    .map_err(io_error)?
             } else {
                 events_table.range(from.unwrap_or(0)..).map_err(io_error)?
             };
-            let mut take = |item: Result<(redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>| -> io::Result<bool> {
+            let mut take = |item: Result<
+                (redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>),
+                redb::StorageError,
+            >|
+             -> io::Result<bool> {
                 let (position, value) = item.map_err(io_error)?;
                 if events.len() == max_count {
                     next_from = Some(position.value());
@@ -127,11 +135,22 @@ fn read_page(
             let start = (stream.as_str(), 0u64);
             let end = (stream.as_str(), u64::MAX);
             let range = if backward {
-                index.range(start..=(stream.as_str(), from.unwrap_or(u64::MAX))).map_err(io_error)?
+                index
+                    .range(start..=(stream.as_str(), from.unwrap_or(u64::MAX)))
+                    .map_err(io_error)?
             } else {
-                index.range((stream.as_str(), from.unwrap_or(0))..=end).map_err(io_error)?
+                index
+                    .range((stream.as_str(), from.unwrap_or(0))..=end)
+                    .map_err(io_error)?
             };
-            let mut take = |item: Result<(redb::AccessGuard<'_, (&str, u64)>, redb::AccessGuard<'_, u64>), redb::StorageError>| -> io::Result<bool> {
+            let mut take = |item: Result<
+                (
+                    redb::AccessGuard<'_, (&str, u64)>,
+                    redb::AccessGuard<'_, u64>,
+                ),
+                redb::StorageError,
+            >|
+             -> io::Result<bool> {
                 let (key, position) = item.map_err(io_error)?;
                 let version = key.value().1;
                 if events.len() == max_count {
@@ -142,7 +161,9 @@ fn read_page(
                 let value = events_table
                     .get(position)
                     .map_err(io_error)?
-                    .ok_or_else(|| io::Error::other(format!("stream index points at missing event {position}")))?;
+                    .ok_or_else(|| {
+                        io::Error::other(format!("stream index points at missing event {position}"))
+                    })?;
                 let event = codec::decode_event(position, value.value())?;
                 // Pair assertion with apply: the index and the event agree.
                 if event.stream != *stream || event.stream_version != version {
@@ -169,5 +190,9 @@ fn read_page(
             }
         }
     }
-    Ok(ReadPage { events, next_from, applied })
+    Ok(ReadPage {
+        events,
+        next_from,
+        applied,
+    })
 }

@@ -114,7 +114,10 @@ enum Record {
 }
 
 fn invalid(detail: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {}", detail.into()))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("snapshot: {}", detail.into()),
+    )
 }
 
 impl SnapshotReader {
@@ -133,7 +136,9 @@ impl SnapshotReader {
         reader.raw(&mut version)?;
         let version = u32::from_le_bytes(version);
         if version != FORMAT_VERSION {
-            return Err(invalid(format!("format version {version}, this evlog reads {FORMAT_VERSION}")));
+            return Err(invalid(format!(
+                "format version {version}, this evlog reads {FORMAT_VERSION}"
+            )));
         }
         Ok(reader)
     }
@@ -222,12 +227,21 @@ fn decode_header(record: &[u8]) -> io::Result<(SnapshotMeta, u64)> {
     let last_membership = codec::decode_stored_membership(reader.bytes()?)?;
     let head_position = reader.u64()?;
     reader.end()?;
-    Ok((SnapshotMeta { last_log_id, last_membership }, head_position))
+    Ok((
+        SnapshotMeta {
+            last_log_id,
+            last_membership,
+        },
+        head_position,
+    ))
 }
 
 fn file_name(last_log_id: Option<&LogId>) -> String {
     match last_log_id {
-        Some(id) => format!("snapshot-{:020}-{}-{}.snap", id.index, id.leader_id.term, id.leader_id.node_id),
+        Some(id) => format!(
+            "snapshot-{:020}-{}-{}.snap",
+            id.index, id.leader_id.term, id.leader_id.node_id
+        ),
         None => "snapshot-00000000000000000000-0-0.snap".to_string(),
     }
 }
@@ -249,7 +263,10 @@ pub(crate) fn build(db: &redb::Database, dir: &Path) -> io::Result<(SnapshotMeta
         None => 0,
         Some(value) => codec::decode_u64("head position", value.value())?,
     };
-    let meta = SnapshotMeta { last_log_id, last_membership };
+    let meta = SnapshotMeta {
+        last_log_id,
+        last_membership,
+    };
     let temp = dir.join(format!("building-{}.tmp", std::process::id()));
     let mut writer = SnapshotWriter::create(&temp)?;
     writer.record(TAG_HEADER, &[&encode_header(&meta, head_position)])?;
@@ -263,7 +280,10 @@ pub(crate) fn build(db: &redb::Database, dir: &Path) -> io::Result<(SnapshotMeta
         let (name, value) = item.map_err(io_error)?;
         let name = name.value();
         let name_len = u32::try_from(name.len()).map_err(|_| invalid("stream name too long"))?;
-        writer.record(TAG_STREAM, &[&name_len.to_le_bytes(), name.as_bytes(), value.value()])?;
+        writer.record(
+            TAG_STREAM,
+            &[&name_len.to_le_bytes(), name.as_bytes(), value.value()],
+        )?;
     }
     writer.finish()?;
     let path = dir.join(file_name(meta.last_log_id.as_ref()));
@@ -289,7 +309,11 @@ pub(crate) struct Installed {
 
 /// Replaces the state machine with the snapshot in `file`, inside `txn`. The snapshot's meta
 /// must match `meta`; the whole file is checked (checksum) before `txn` can commit.
-pub(crate) fn install(txn: &WriteTransaction, meta: &SnapshotMeta, file: &SnapshotFile) -> io::Result<Installed> {
+pub(crate) fn install(
+    txn: &WriteTransaction,
+    meta: &SnapshotMeta,
+    file: &SnapshotFile,
+) -> io::Result<Installed> {
     let mut reader = SnapshotReader::open(&file.path)?;
     let head_position = match reader.next()? {
         Record::Header(header) => {
@@ -317,36 +341,55 @@ pub(crate) fn install(txn: &WriteTransaction, meta: &SnapshotMeta, file: &Snapsh
                     return Err(invalid("event positions out of order"));
                 }
                 last_position = position;
-                events.insert(position, record.as_slice()).map_err(io_error)?;
+                events
+                    .insert(position, record.as_slice())
+                    .map_err(io_error)?;
                 index
                     .insert((event.stream.as_str(), event.stream_version), position)
                     .map_err(io_error)?;
             }
             Record::Stream(name, record) => {
                 codec::decode_stream_info(&record)?;
-                streams.insert(name.as_str(), record.as_slice()).map_err(io_error)?;
+                streams
+                    .insert(name.as_str(), record.as_slice())
+                    .map_err(io_error)?;
             }
             Record::End => break,
         }
     }
     if last_position != head_position {
-        return Err(invalid(format!("last event {last_position} but head position {head_position}")));
+        return Err(invalid(format!(
+            "last event {last_position} but head position {head_position}"
+        )));
     }
     let mut sm = txn.open_table(SM_META).map_err(io_error)?;
     match meta.last_log_id {
-        Some(log_id) => sm.insert(sm_key::LAST_APPLIED, codec::encode_log_id(&log_id).as_slice()),
+        Some(log_id) => sm.insert(
+            sm_key::LAST_APPLIED,
+            codec::encode_log_id(&log_id).as_slice(),
+        ),
         None => sm.remove(sm_key::LAST_APPLIED),
     }
     .map_err(io_error)?;
-    sm.insert(sm_key::MEMBERSHIP, codec::encode_stored_membership(&meta.last_membership).as_slice())
-        .map_err(io_error)?;
-    sm.insert(sm_key::HEAD_POSITION, codec::encode_u64(head_position).as_slice())
-        .map_err(io_error)?;
+    sm.insert(
+        sm_key::MEMBERSHIP,
+        codec::encode_stored_membership(&meta.last_membership).as_slice(),
+    )
+    .map_err(io_error)?;
+    sm.insert(
+        sm_key::HEAD_POSITION,
+        codec::encode_u64(head_position).as_slice(),
+    )
+    .map_err(io_error)?;
     Ok(Installed { head_position })
 }
 
 /// After an install committed: keeps the received file as this node's current snapshot.
-pub(crate) fn keep_installed(dir: &Path, meta: &SnapshotMeta, file: &SnapshotFile) -> io::Result<PathBuf> {
+pub(crate) fn keep_installed(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    file: &SnapshotFile,
+) -> io::Result<PathBuf> {
     let path = dir.join(file_name(meta.last_log_id.as_ref()));
     if file.path != path {
         std::fs::rename(&file.path, &path)?;
@@ -361,7 +404,11 @@ pub(crate) fn find_newest(dir: &Path) -> io::Result<Option<(SnapshotMeta, PathBu
     let mut newest: Option<PathBuf> = None;
     for item in std::fs::read_dir(dir)? {
         let path = item?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         if name.ends_with(".tmp") {
             std::fs::remove_file(&path)?;
         } else if name.starts_with("snapshot-") && name.ends_with(".snap") {
@@ -385,7 +432,9 @@ pub fn incoming_path(dir: &Path) -> PathBuf {
 }
 
 fn remove_older(dir: &Path, keep: &Path) {
-    let Ok(items) = std::fs::read_dir(dir) else { return };
+    let Ok(items) = std::fs::read_dir(dir) else {
+        return;
+    };
     for item in items.flatten() {
         let path = item.path();
         let is_snapshot = path.extension().is_some_and(|ext| ext == "snap");

@@ -27,12 +27,22 @@ use openraft::type_config::TypeConfigExt;
 const CHILD_ENV: &str = "EVLOG_CRASH_CHILD_DIR";
 
 fn config(dir: &std::path::Path) -> StoreConfig {
-    StoreConfig { data_dir: dir.to_path_buf(), node_id: 1, cluster_id: "crash".to_string() }
+    StoreConfig {
+        data_dir: dir.to_path_buf(),
+        node_id: 1,
+        cluster_id: "crash".to_string(),
+    }
 }
 
 fn entry(index: u64) -> Entry {
     Entry {
-        log_id: LogId { leader_id: LeaderId { term: 1, node_id: 1 }, index },
+        log_id: LogId {
+            leader_id: LeaderId {
+                term: 1,
+                node_id: 1,
+            },
+            index,
+        },
         payload: EntryPayload::Normal(LogCommand::Append(AppendCommand {
             stream: format!("s-{}", index % 7),
             events: vec![NewEvent {
@@ -52,8 +62,11 @@ fn entry(index: u64) -> Entry {
 /// The child: appends forever (until killed), printing `acked <index>` after each flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
-    let (_engine, mut log, _sm, _reader) = evlog_raft_store::open(&config(dir.as_ref())).expect("opens");
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (_engine, mut log, _sm, _reader) =
+        evlog_raft_store::open(&config(dir.as_ref())).expect("opens");
     let state = log.get_log_state().await.expect("log state");
     let mut next = state.last_log_id.map(|id| id.index + 1).unwrap_or(1);
     // Bounded: the parent kills us long before this.
@@ -62,7 +75,9 @@ async fn crash_child() {
         let mut waits = Vec::new();
         for _ in 0..4 {
             let (tx, rx) = TypeConfig::oneshot();
-            log.append([entry(next)], IOFlushed::<TypeConfig>::signal(tx)).await.expect("append");
+            log.append([entry(next)], IOFlushed::<TypeConfig>::signal(tx))
+                .await
+                .expect("append");
             waits.push((next, rx));
             next += 1;
         }
@@ -103,16 +118,31 @@ async fn acknowledged_appends_survive_sigkill() {
         }
         child.kill().expect("SIGKILL the child");
         child.wait().expect("reap the child");
-        assert!(acked_this_round > 0, "round {round}: the child acknowledged nothing");
+        assert!(
+            acked_this_round > 0,
+            "round {round}: the child acknowledged nothing"
+        );
 
-        let (_engine, mut log, _sm, _reader) = evlog_raft_store::open(&config(dir.path())).expect("reopens after SIGKILL");
+        let (_engine, mut log, _sm, _reader) =
+            evlog_raft_store::open(&config(dir.path())).expect("reopens after SIGKILL");
         let state = log.get_log_state().await.expect("log state");
         let last = state.last_log_id.expect("entries survived").index;
-        assert!(last >= highest_acked, "round {round}: acked up to {highest_acked} but the log ends at {last}");
-        let entries = log.try_get_log_entries(1..=last).await.expect("entries read back");
+        assert!(
+            last >= highest_acked,
+            "round {round}: acked up to {highest_acked} but the log ends at {last}"
+        );
+        let entries = log
+            .try_get_log_entries(1..=last)
+            .await
+            .expect("entries read back");
         assert_eq!(entries.len() as u64, last, "no hole in the log");
         for (offset, found) in entries.iter().enumerate() {
-            assert_eq!(*found, entry(offset as u64 + 1), "entry {} intact", offset + 1);
+            assert_eq!(
+                *found,
+                entry(offset as u64 + 1),
+                "entry {} intact",
+                offset + 1
+            );
         }
     }
 }

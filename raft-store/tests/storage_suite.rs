@@ -14,7 +14,11 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = StoreConfig { data_dir: dir.path().to_path_buf(), node_id: 0, cluster_id: "suite".to_string() };
+        let config = StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            node_id: 0,
+            cluster_id: "suite".to_string(),
+        };
         let (_engine, log_store, state_machine, _reader) =
             evlog_raft_store::open(&config).expect("a fresh store opens");
         Ok((dir, log_store, state_machine))
@@ -23,5 +27,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_storage_suite() {
-    Suite::test_all(Builder).await.expect("the store passes openraft's storage suite");
+    Suite::test_all(Builder)
+        .await
+        .expect("the store passes openraft's storage suite");
 }

@@ -27,13 +27,20 @@ pub struct AppendWrites {
 
 /// Decides an append against the stream's current summary (`None`: the stream has no events)
 /// and the log's current head position.
-pub fn decide_append(head_position: u64, current: Option<StreamInfo>, command: &AppendCommand) -> AppendDecision {
+pub fn decide_append(
+    head_position: u64,
+    current: Option<StreamInfo>,
+    command: &AppendCommand,
+) -> AppendDecision {
     let current = current.unwrap_or_default();
     if let Some(expected) = command.expected_version
         && expected != current.version
     {
         return AppendDecision {
-            response: CommandResponse::WrongExpectedVersion { expected, actual: current.version },
+            response: CommandResponse::WrongExpectedVersion {
+                expected,
+                actual: current.version,
+            },
             writes: None,
         };
     }
@@ -70,7 +77,11 @@ pub fn decide_append(head_position: u64, current: Option<StreamInfo>, command: &
     let last_position = first_position + count - 1;
     let info = StreamInfo {
         version: current.version + count,
-        first_position: if current.version == 0 { first_position } else { current.first_position },
+        first_position: if current.version == 0 {
+            first_position
+        } else {
+            current.first_position
+        },
         last_position,
     };
     AppendDecision {
@@ -80,7 +91,11 @@ pub fn decide_append(head_position: u64, current: Option<StreamInfo>, command: &
             stream_version: info.version,
             deduplicated: false,
         }),
-        writes: Some(AppendWrites { stream: command.stream.clone(), info, events }),
+        writes: Some(AppendWrites {
+            stream: command.stream.clone(),
+            info,
+            events,
+        }),
     }
 }
 
@@ -113,9 +128,20 @@ mod tests {
     fn first_append_to_a_new_stream_starts_at_version_one() {
         let decision = decide_append(10, None, &command(2, Some(0)));
         let writes = decision.writes.expect("accepted");
-        assert_eq!(writes.info, StreamInfo { version: 2, first_position: 11, last_position: 12 });
         assert_eq!(
-            writes.events.iter().map(|e| (e.position, e.stream_version)).collect::<Vec<_>>(),
+            writes.info,
+            StreamInfo {
+                version: 2,
+                first_position: 11,
+                last_position: 12
+            }
+        );
+        assert_eq!(
+            writes
+                .events
+                .iter()
+                .map(|e| (e.position, e.stream_version))
+                .collect::<Vec<_>>(),
             vec![(11, 1), (12, 2)]
         );
         assert!(writes.events.iter().all(|e| e.timestamp_ms == 99));
@@ -132,26 +158,63 @@ mod tests {
 
     #[test]
     fn append_to_an_existing_stream_keeps_its_first_position() {
-        let current = StreamInfo { version: 3, first_position: 2, last_position: 7 };
-        let writes = decide_append(20, Some(current), &command(1, None)).writes.expect("accepted");
-        assert_eq!(writes.info, StreamInfo { version: 4, first_position: 2, last_position: 21 });
+        let current = StreamInfo {
+            version: 3,
+            first_position: 2,
+            last_position: 7,
+        };
+        let writes = decide_append(20, Some(current), &command(1, None))
+            .writes
+            .expect("accepted");
+        assert_eq!(
+            writes.info,
+            StreamInfo {
+                version: 4,
+                first_position: 2,
+                last_position: 21
+            }
+        );
         assert_eq!(writes.events[0].stream_version, 4);
     }
 
     #[test]
     fn wrong_expected_version_writes_nothing_and_reports_the_actual_version() {
-        let current = StreamInfo { version: 3, first_position: 1, last_position: 3 };
+        let current = StreamInfo {
+            version: 3,
+            first_position: 1,
+            last_position: 3,
+        };
         let decision = decide_append(3, Some(current), &command(1, Some(2)));
         assert_eq!(decision.writes, None);
-        assert_eq!(decision.response, CommandResponse::WrongExpectedVersion { expected: 2, actual: 3 });
+        assert_eq!(
+            decision.response,
+            CommandResponse::WrongExpectedVersion {
+                expected: 2,
+                actual: 3
+            }
+        );
         let decision = decide_append(0, None, &command(1, Some(1)));
-        assert_eq!(decision.response, CommandResponse::WrongExpectedVersion { expected: 1, actual: 0 });
+        assert_eq!(
+            decision.response,
+            CommandResponse::WrongExpectedVersion {
+                expected: 1,
+                actual: 0
+            }
+        );
     }
 
     #[test]
     fn matching_expected_version_is_accepted() {
-        let current = StreamInfo { version: 3, first_position: 1, last_position: 3 };
-        assert!(decide_append(3, Some(current), &command(1, Some(3))).writes.is_some());
+        let current = StreamInfo {
+            version: 3,
+            first_position: 1,
+            last_position: 3,
+        };
+        assert!(
+            decide_append(3, Some(current), &command(1, Some(3)))
+                .writes
+                .is_some()
+        );
     }
 
     #[test]

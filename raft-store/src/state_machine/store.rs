@@ -50,7 +50,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await?;
         tracing::info!("built snapshot {meta}");
-        Ok(Snapshot { meta, snapshot: file })
+        Ok(Snapshot {
+            meta,
+            snapshot: file,
+        })
     }
 }
 
@@ -64,27 +67,45 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
-    where Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send {
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
+    {
         let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         if entries.is_empty() {
             return Ok(());
         }
-        self.engine.write(|done| WriteOp::Apply { entries, done }).await
+        self.engine
+            .write(|done| WriteOp::Apply { entries, done })
+            .await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { engine: self.engine.clone() }
+        SnapshotBuilder {
+            engine: self.engine.clone(),
+        }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
         let meta = meta.clone();
         tracing::info!("installing snapshot {meta}");
-        self.engine.write(|done| WriteOp::InstallSnapshot { meta, file: snapshot, done }).await
+        self.engine
+            .write(|done| WriteOp::InstallSnapshot {
+                meta,
+                file: snapshot,
+                done,
+            })
+            .await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let current = self.engine.shared.machine().snapshot.clone();
-        Ok(current.map(|(meta, path)| Snapshot { meta, snapshot: SnapshotFile { path } }))
+        Ok(current.map(|(meta, path)| Snapshot {
+            meta,
+            snapshot: SnapshotFile { path },
+        }))
     }
 }
-
