@@ -158,10 +158,35 @@ pub(crate) enum WriteOp {
 }
 
 /// The handle the log store, the state machine and readers share.
+///
+/// Field order matters: when the last handle drops, the sender goes first (the writer
+/// thread sees the channel close), then the thread is joined, so the database is closed by
+/// the time the last handle is gone and the directory can be opened again at once.
 #[derive(Clone)]
 pub struct Engine {
-    pub(crate) shared: Arc<Shared>,
     writer: mpsc::Sender<WriteOp>,
+    _thread: Arc<WriterThread>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Joins the writer thread when the last engine handle drops.
+struct WriterThread {
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let handle = self
+            .handle
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the store writer thread panicked");
+        }
+    }
 }
 
 impl Engine {
@@ -211,11 +236,18 @@ impl Engine {
         });
         let (writer, queue) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let thread_shared = Arc::clone(&shared);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("evlog-store-writer".to_string())
             .spawn(move || run_writer(&thread_shared, queue))
             .map_err(&storage)?;
-        Ok(Self { shared, writer })
+        let thread = Arc::new(WriterThread {
+            handle: Mutex::new(Some(handle)),
+        });
+        Ok(Self {
+            writer,
+            _thread: thread,
+            shared,
+        })
     }
 
     /// Sends an op to the writer thread.

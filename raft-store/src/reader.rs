@@ -97,65 +97,45 @@ fn read_page(
     match target {
         ReadTarget::All => {
             let range = if backward {
-                events_table
-                    .range(..=from.unwrap_or(u64::MAX))
-                    .map_err(io_error)?
+                events_table.range(..=from.unwrap_or(u64::MAX))
             } else {
-                events_table.range(from.unwrap_or(0)..).map_err(io_error)?
+                events_table.range(from.unwrap_or(0)..)
+            }
+            .map_err(io_error)?;
+            let items: Box<dyn Iterator<Item = _>> = if backward {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
             };
-            let mut take = |item: Result<
-                (redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>),
-                redb::StorageError,
-            >|
-             -> io::Result<bool> {
+            for item in items {
                 let (position, value) = item.map_err(io_error)?;
                 if events.len() == max_count {
                     next_from = Some(position.value());
-                    return Ok(false);
+                    break;
                 }
                 events.push(codec::decode_event(position.value(), value.value())?);
-                Ok(true)
-            };
-            if backward {
-                for item in range.rev() {
-                    if !take(item)? {
-                        break;
-                    }
-                }
-            } else {
-                for item in range {
-                    if !take(item)? {
-                        break;
-                    }
-                }
             }
         }
         ReadTarget::Stream(stream) => {
             let index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
-            let start = (stream.as_str(), 0u64);
-            let end = (stream.as_str(), u64::MAX);
+            let name = stream.as_str();
             let range = if backward {
-                index
-                    .range(start..=(stream.as_str(), from.unwrap_or(u64::MAX)))
-                    .map_err(io_error)?
+                index.range((name, 0u64)..=(name, from.unwrap_or(u64::MAX)))
             } else {
-                index
-                    .range((stream.as_str(), from.unwrap_or(0))..=end)
-                    .map_err(io_error)?
+                index.range((name, from.unwrap_or(0))..=(name, u64::MAX))
+            }
+            .map_err(io_error)?;
+            let items: Box<dyn Iterator<Item = _>> = if backward {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
             };
-            let mut take = |item: Result<
-                (
-                    redb::AccessGuard<'_, (&str, u64)>,
-                    redb::AccessGuard<'_, u64>,
-                ),
-                redb::StorageError,
-            >|
-             -> io::Result<bool> {
+            for item in items {
                 let (key, position) = item.map_err(io_error)?;
                 let version = key.value().1;
                 if events.len() == max_count {
                     next_from = Some(version);
-                    return Ok(false);
+                    break;
                 }
                 let position = position.value();
                 let value = events_table
@@ -173,20 +153,6 @@ fn read_page(
                     )));
                 }
                 events.push(event);
-                Ok(true)
-            };
-            if backward {
-                for item in range.rev() {
-                    if !take(item)? {
-                        break;
-                    }
-                }
-            } else {
-                for item in range {
-                    if !take(item)? {
-                        break;
-                    }
-                }
             }
         }
     }

@@ -438,10 +438,11 @@ fn remove_older(dir: &Path, keep: &Path) {
     for item in items.flatten() {
         let path = item.path();
         let is_snapshot = path.extension().is_some_and(|ext| ext == "snap");
-        if is_snapshot && path != keep {
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!("removing old snapshot {} failed: {error}", path.display());
-            }
+        if is_snapshot
+            && path != keep
+            && let Err(error) = std::fs::remove_file(&path)
+        {
+            tracing::warn!("removing old snapshot {} failed: {error}", path.display());
         }
     }
 }

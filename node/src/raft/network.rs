@@ -147,7 +147,7 @@ impl PeerClient {
             .await
             .map_err(|_| {
                 RPCError::Timeout(Timeout {
-                    action: action.clone(),
+                    action,
                     id: self.node_id,
                     target: self.target,
                     timeout: ttl,
