@@ -19,6 +19,11 @@ pub enum NodeError {
         expected: u64,
         actual: u64,
     },
+    /// The idempotency key was used for a different request; nothing was appended.
+    #[error(
+        "idempotency key {key:?} was already used for a different request (same key, other stream, events or expected version)"
+    )]
+    IdempotencyKeyReused { key: String },
     /// This node is not the leader and could not hand the request on.
     #[error("this node is not the leader{}", leader_hint(.leader_id, .leader_address))]
     NotLeader {

@@ -22,6 +22,7 @@ use crate::types::AppendOutcome;
 use crate::types::Command;
 use crate::types::Entry;
 use crate::types::EntryPayload;
+use crate::types::IdempotentRecord;
 use crate::types::LeaderId;
 use crate::types::LogId;
 use crate::types::Membership;
@@ -408,6 +409,7 @@ fn put_command(writer: &mut Writer, command: &Command) {
                 }
             }
             writer.u64(append.timestamp_ms);
+            writer.u64(append.request_fingerprint);
             writer.u32(u32::try_from(append.events.len()).expect("events per append are limited"));
             for event in &append.events {
                 put_new_event(writer, event);
@@ -427,6 +429,7 @@ fn get_command(reader: &mut Reader<'_>) -> Result<Command, CorruptRecord> {
                 tag => return Err(reader.invalid(format!("bad option tag {tag}"))),
             };
             let timestamp_ms = reader.u64()?;
+            let request_fingerprint = reader.u64()?;
             let count = reader.count(20)?;
             let mut events = Vec::with_capacity(count);
             for _ in 0..count {
@@ -438,6 +441,7 @@ fn get_command(reader: &mut Reader<'_>) -> Result<Command, CorruptRecord> {
                 expected_version,
                 idempotency_key,
                 timestamp_ms,
+                request_fingerprint,
             }))
         }
         tag => Err(reader.invalid(format!("unknown command tag {tag}"))),
@@ -559,22 +563,19 @@ pub fn decode_string(what: &'static str, record: &[u8]) -> Result<String, Corrup
     Ok(value)
 }
 
-/// The outcome of an append kept under its idempotency key (with the request's fingerprint).
-pub fn encode_idempotent_result(
-    fingerprint: u64,
-    outcome: &AppendOutcome,
-    log_index: u64,
-) -> Vec<u8> {
+/// The outcome of an append kept under its idempotency key.
+pub fn encode_idempotent_record(record: &IdempotentRecord) -> Vec<u8> {
     let mut writer = Writer::new();
-    writer.u64(fingerprint);
-    writer.u64(outcome.first_position);
-    writer.u64(outcome.last_position);
-    writer.u64(outcome.stream_version);
-    writer.u64(log_index);
+    writer.u64(record.fingerprint);
+    writer.u64(record.outcome.first_position);
+    writer.u64(record.outcome.last_position);
+    writer.u64(record.outcome.stream_version);
+    writer.u64(record.log_index);
+    writer.u64(record.timestamp_ms);
     writer.finish()
 }
 
-pub fn decode_idempotent_result(record: &[u8]) -> Result<(u64, AppendOutcome, u64), CorruptRecord> {
+pub fn decode_idempotent_record(record: &[u8]) -> Result<IdempotentRecord, CorruptRecord> {
     let mut reader = Reader::new("idempotency record", record)?;
     let fingerprint = reader.u64()?;
     let outcome = AppendOutcome {
@@ -584,8 +585,14 @@ pub fn decode_idempotent_result(record: &[u8]) -> Result<(u64, AppendOutcome, u6
         deduplicated: false,
     };
     let log_index = reader.u64()?;
+    let timestamp_ms = reader.u64()?;
     reader.end()?;
-    Ok((fingerprint, outcome, log_index))
+    Ok(IdempotentRecord {
+        fingerprint,
+        outcome,
+        log_index,
+        timestamp_ms,
+    })
 }
 
 #[cfg(test)]
@@ -605,6 +612,7 @@ mod tests {
             expected_version: Some(0),
             idempotency_key: Some("k1".to_string()),
             timestamp_ms: 1_700_000_000_000,
+            request_fingerprint: 42,
         })
     }
 

@@ -35,6 +35,11 @@ use crate::error::OpenError;
 use crate::error::io_error;
 use crate::schema::EVENTS;
 use crate::schema::FORMAT_VERSION;
+use crate::schema::IDEMPOTENCY;
+use crate::schema::IDEMPOTENCY_MAX_EXPIRED_PER_APPLY;
+use crate::schema::IDEMPOTENCY_MAX_KEYS;
+use crate::schema::IDEMPOTENCY_ORDER;
+use crate::schema::IDEMPOTENCY_WINDOW_MS;
 use crate::schema::LOG;
 use crate::schema::META;
 use crate::schema::SM_META;
@@ -45,11 +50,14 @@ use crate::schema::sm_key;
 use crate::snapshot;
 use crate::snapshot::SnapshotFile;
 use crate::state_machine::apply::decide_append;
+use crate::state_machine::apply::decide_idempotent;
+use crate::state_machine::apply::should_expire;
 use crate::types::AppliedState;
 use crate::types::Command;
 use crate::types::CommandResponse;
 use crate::types::Entry;
 use crate::types::EntryPayload;
+use crate::types::IdempotentRecord;
 use crate::types::LogId;
 use crate::types::SnapshotMeta;
 use crate::types::StoredMembership;
@@ -383,6 +391,8 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure
         txn.open_table(EVENTS)?;
         txn.open_table(STREAMS)?;
         txn.open_table(STREAM_INDEX)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(IDEMPOTENCY_ORDER)?;
     }
     txn.commit()?;
     Ok(())
@@ -766,6 +776,17 @@ fn apply_entry(
             Ok(CommandResponse::Empty)
         }
         EntryPayload::Normal(Command::Append(command)) => {
+            if let Some(key) = &command.idempotency_key {
+                let keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
+                let existing = match keys.get(key.as_str()).map_err(io_error)? {
+                    None => None,
+                    Some(value) => Some(codec::decode_idempotent_record(value.value())?),
+                };
+                if let Some(response) = decide_idempotent(existing, command, IDEMPOTENCY_WINDOW_MS)
+                {
+                    return Ok(response);
+                }
+            }
             let mut streams = txn.open_table(STREAMS).map_err(io_error)?;
             let current = match streams.get(command.stream.as_str()).map_err(io_error)? {
                 None => None,
@@ -793,10 +814,72 @@ fn apply_entry(
                     )
                     .map_err(io_error)?;
                 machine.head_position = writes.info.last_position;
+                if let (Some(key), CommandResponse::Appended(outcome)) =
+                    (&command.idempotency_key, &decision.response)
+                {
+                    remember_key(txn, key, entry.log_id.index, command, *outcome)?;
+                }
             }
             Ok(decision.response)
         }
     }
+}
+
+/// Keeps an idempotency key's outcome, and expires the oldest keys (a bounded number per call).
+fn remember_key(
+    txn: &WriteTransaction,
+    key: &str,
+    log_index: u64,
+    command: &crate::types::AppendCommand,
+    outcome: crate::types::AppendOutcome,
+) -> io::Result<()> {
+    let mut keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
+    let mut order = txn.open_table(IDEMPOTENCY_ORDER).map_err(io_error)?;
+    let record = IdempotentRecord {
+        fingerprint: command.request_fingerprint,
+        outcome,
+        log_index,
+        timestamp_ms: command.timestamp_ms,
+    };
+    // A key seen before but expired: drop its old place in the expiry order.
+    if let Some(old) = keys
+        .insert(key, codec::encode_idempotent_record(&record).as_slice())
+        .map_err(io_error)?
+    {
+        let old = codec::decode_idempotent_record(old.value())?;
+        order.remove(old.log_index).map_err(io_error)?;
+    }
+    order.insert(log_index, key).map_err(io_error)?;
+    for _ in 0..IDEMPOTENCY_MAX_EXPIRED_PER_APPLY {
+        let Some((oldest_index, oldest_key)) = order
+            .first()
+            .map_err(io_error)?
+            .map(|(i, k)| (i.value(), k.value().to_string()))
+        else {
+            break;
+        };
+        let oldest = match keys.get(oldest_key.as_str()).map_err(io_error)? {
+            Some(value) => codec::decode_idempotent_record(value.value())?,
+            None => {
+                return Err(io::Error::other(format!(
+                    "idempotency order names missing key {oldest_key:?}"
+                )));
+            }
+        };
+        let count = keys.len().map_err(io_error)?;
+        if !should_expire(
+            &oldest,
+            count,
+            command.timestamp_ms,
+            IDEMPOTENCY_WINDOW_MS,
+            IDEMPOTENCY_MAX_KEYS,
+        ) {
+            break;
+        }
+        keys.remove(oldest_key.as_str()).map_err(io_error)?;
+        order.remove(oldest_index).map_err(io_error)?;
+    }
+    Ok(())
 }
 
 /// Reads a stream's summary in a read transaction.

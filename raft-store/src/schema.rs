@@ -21,6 +21,18 @@ pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 pub const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 /// Stream index: (stream name, stream version) -> global position.
 pub const STREAM_INDEX: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_index");
+/// Idempotency keys: key -> encoded record (fingerprint, original outcome, log index, time).
+pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// Idempotency expiry order: log index of the first use -> key.
+pub const IDEMPOTENCY_ORDER: TableDefinition<u64, &str> = TableDefinition::new("idempotency_order");
+
+/// Idempotency keys are remembered for this long, measured in leader-assigned append
+/// timestamps (never the local clock, so every replica expires the same keys)...
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+/// ...and at most this many are kept (the oldest go first).
+pub const IDEMPOTENCY_MAX_KEYS: u64 = 1_000_000;
+/// Most keys one apply expires, so apply work stays bounded; expiry catches up over time.
+pub const IDEMPOTENCY_MAX_EXPIRED_PER_APPLY: usize = 64;
 
 pub mod meta_key {
     pub const FORMAT_VERSION: &str = "format_version";

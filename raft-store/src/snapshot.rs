@@ -12,9 +12,10 @@
 //!   tag 1 header   : codec record: optional last-applied log id, membership, head position
 //!   tag 2 event    : u64 position | codec event record
 //!   tag 3 stream   : u32 name length | name | codec stream-info record
+//!   tag 4 key      : u32 key length | idempotency key | codec idempotency record
 //! trailer          | u8 255 | u64 record count | u32 CRC-32 of every byte before the trailer's CRC
 //! ```
-//! The stream index is not shipped: install rebuilds it from the events.
+//! The stream index and the idempotency expiry order are not shipped: install rebuilds them.
 
 use std::fs::File;
 use std::io;
@@ -32,6 +33,8 @@ use crate::codec;
 use crate::error::io_error;
 use crate::schema::EVENTS;
 use crate::schema::FORMAT_VERSION;
+use crate::schema::IDEMPOTENCY;
+use crate::schema::IDEMPOTENCY_ORDER;
 use crate::schema::SM_META;
 use crate::schema::STREAM_INDEX;
 use crate::schema::STREAMS;
@@ -43,6 +46,7 @@ const MAGIC: &[u8; 8] = b"EVLSNAP1";
 const TAG_HEADER: u8 = 1;
 const TAG_EVENT: u8 = 2;
 const TAG_STREAM: u8 = 3;
+const TAG_KEY: u8 = 4;
 const TAG_END: u8 = 255;
 /// Largest record a snapshot may hold (an event is limited far below this).
 const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -110,6 +114,7 @@ enum Record {
     Header(Vec<u8>),
     Event(u64, Vec<u8>),
     Stream(String, Vec<u8>),
+    Key(String, Vec<u8>),
     End,
 }
 
@@ -186,17 +191,22 @@ impl SnapshotReader {
                 array.copy_from_slice(position);
                 Ok(Record::Event(u64::from_le_bytes(array), event.to_vec()))
             }
-            TAG_STREAM => {
+            TAG_STREAM | TAG_KEY => {
                 if body.len() < 4 {
-                    return Err(invalid("short stream record"));
+                    return Err(invalid("short named record"));
                 }
                 let name_len = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
                 if body.len() < 4 + name_len {
-                    return Err(invalid("truncated stream name"));
+                    return Err(invalid("truncated record name"));
                 }
                 let name = String::from_utf8(body[4..4 + name_len].to_vec())
-                    .map_err(|_| invalid("stream name is not UTF-8"))?;
-                Ok(Record::Stream(name, body[4 + name_len..].to_vec()))
+                    .map_err(|_| invalid("record name is not UTF-8"))?;
+                let value = body[4 + name_len..].to_vec();
+                Ok(if tag[0] == TAG_STREAM {
+                    Record::Stream(name, value)
+                } else {
+                    Record::Key(name, value)
+                })
             }
             other => Err(invalid(format!("unknown record tag {other}"))),
         }
@@ -285,6 +295,16 @@ pub(crate) fn build(db: &redb::Database, dir: &Path) -> io::Result<(SnapshotMeta
             &[&name_len.to_le_bytes(), name.as_bytes(), value.value()],
         )?;
     }
+    let keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
+    for item in keys.iter().map_err(io_error)? {
+        let (key, value) = item.map_err(io_error)?;
+        let key = key.value();
+        let key_len = u32::try_from(key.len()).map_err(|_| invalid("idempotency key too long"))?;
+        writer.record(
+            TAG_KEY,
+            &[&key_len.to_le_bytes(), key.as_bytes(), value.value()],
+        )?;
+    }
     writer.finish()?;
     let path = dir.join(file_name(meta.last_log_id.as_ref()));
     std::fs::rename(&temp, &path)?;
@@ -328,9 +348,13 @@ pub(crate) fn install(
     txn.delete_table(EVENTS).map_err(io_error)?;
     txn.delete_table(STREAMS).map_err(io_error)?;
     txn.delete_table(STREAM_INDEX).map_err(io_error)?;
+    txn.delete_table(IDEMPOTENCY).map_err(io_error)?;
+    txn.delete_table(IDEMPOTENCY_ORDER).map_err(io_error)?;
     let mut events = txn.open_table(EVENTS).map_err(io_error)?;
     let mut streams = txn.open_table(STREAMS).map_err(io_error)?;
     let mut index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
+    let mut keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
+    let mut key_order = txn.open_table(IDEMPOTENCY_ORDER).map_err(io_error)?;
     let mut last_position = 0;
     loop {
         match reader.next()? {
@@ -352,6 +376,14 @@ pub(crate) fn install(
                 codec::decode_stream_info(&record)?;
                 streams
                     .insert(name.as_str(), record.as_slice())
+                    .map_err(io_error)?;
+            }
+            Record::Key(key, record) => {
+                let decoded = codec::decode_idempotent_record(&record)?;
+                keys.insert(key.as_str(), record.as_slice())
+                    .map_err(io_error)?;
+                key_order
+                    .insert(decoded.log_index, key.as_str())
                     .map_err(io_error)?;
             }
             Record::End => break,

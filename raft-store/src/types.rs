@@ -63,6 +63,9 @@ pub struct AppendCommand {
     pub expected_version: Option<u64>,
     /// Retries with the same key return the first result (see the idempotency table).
     pub idempotency_key: Option<String>,
+    /// A hash of the request as the client sent it (before server-generated ids), so a key
+    /// reused for a different request is told apart from a retry.
+    pub request_fingerprint: u64,
     /// Milliseconds since the Unix epoch, set by the leader when it proposed the command, so
     /// every replica stores the same value and apply never reads a clock.
     pub timestamp_ms: u64,
@@ -102,6 +105,8 @@ pub enum CommandResponse {
     Appended(AppendOutcome),
     /// `expected_version` did not match; nothing was appended.
     WrongExpectedVersion { expected: u64, actual: u64 },
+    /// The idempotency key was used before for a different request; nothing was appended.
+    IdempotencyKeyReused,
 }
 
 impl fmt::Display for CommandResponse {
@@ -117,6 +122,18 @@ pub struct AppendOutcome {
     pub last_position: u64,
     pub stream_version: u64,
     pub deduplicated: bool,
+}
+
+/// What the idempotency table keeps per key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdempotentRecord {
+    pub fingerprint: u64,
+    /// The original outcome (`deduplicated` is false here).
+    pub outcome: AppendOutcome,
+    /// The log index of the append that first used the key (orders expiry).
+    pub log_index: u64,
+    /// The append's leader-assigned timestamp (expiry is measured in these, never the clock).
+    pub timestamp_ms: u64,
 }
 
 /// A stream's summary, kept in the `streams` table.

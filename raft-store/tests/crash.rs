@@ -55,6 +55,7 @@ fn entry(index: u64) -> Entry {
             expected_version: None,
             idempotency_key: None,
             timestamp_ms: index,
+            request_fingerprint: index,
         })),
     }
 }

@@ -42,6 +42,41 @@ pub fn validate_stream_name(stream: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// A 64-bit FNV-1a hash of the request as the client sent it (event ids as given, empty or
+/// not; metadata sorted). A retry hashes the same; another request under the same key does not.
+pub fn request_fingerprint(request: &pb::AppendRequest) -> u64 {
+    struct Fnv(u64);
+    impl Fnv {
+        fn bytes(&mut self, bytes: &[u8]) {
+            for part in [&(bytes.len() as u64).to_le_bytes()[..], bytes] {
+                for byte in part {
+                    self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+        }
+    }
+    let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
+    hash.bytes(request.stream.as_bytes());
+    hash.bytes(&request.expected_version.map_or([0xff; 9], |v| {
+        let mut tagged = [0u8; 9];
+        tagged[1..].copy_from_slice(&v.to_le_bytes());
+        tagged
+    }));
+    for event in &request.events {
+        hash.bytes(event.id.as_bytes());
+        hash.bytes(event.r#type.as_bytes());
+        hash.bytes(event.content_type.as_bytes());
+        hash.bytes(&event.data);
+        let mut metadata: Vec<_> = event.metadata.iter().collect();
+        metadata.sort();
+        for (key, value) in metadata {
+            hash.bytes(key.as_bytes());
+            hash.bytes(value.as_bytes());
+        }
+    }
+    hash.0
+}
+
 /// Turns an append request into a command, enforcing the limits. Empty event ids become
 /// UUIDv7s; metadata is sorted so the encoding is deterministic.
 pub fn append_command(
@@ -50,6 +85,7 @@ pub fn append_command(
     timestamp_ms: u64,
 ) -> Result<AppendCommand, NodeError> {
     validate_stream_name(&request.stream)?;
+    let request_fingerprint = request_fingerprint(&request);
     if request.events.is_empty() {
         return Err(NodeError::InvalidArgument(
             "an append needs at least one event".to_string(),
@@ -121,6 +157,7 @@ pub fn append_command(
         expected_version: request.expected_version,
         idempotency_key: request.idempotency_key,
         timestamp_ms,
+        request_fingerprint,
     })
 }
 
@@ -200,6 +237,23 @@ mod tests {
             append_command(request("s", vec![]), &limits, 0),
             Err(NodeError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn fingerprints_tell_retries_from_other_requests() {
+        let a = request("s", vec![event(3)]);
+        assert_eq!(request_fingerprint(&a), request_fingerprint(&a.clone()));
+        assert_ne!(
+            request_fingerprint(&a),
+            request_fingerprint(&request("s", vec![event(4)]))
+        );
+        assert_ne!(
+            request_fingerprint(&a),
+            request_fingerprint(&request("t", vec![event(3)]))
+        );
+        let mut expecting = a.clone();
+        expecting.expected_version = Some(0);
+        assert_ne!(request_fingerprint(&a), request_fingerprint(&expecting));
     }
 
     #[test]

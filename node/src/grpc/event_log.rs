@@ -105,6 +105,7 @@ impl EventLog for EventLogService {
         }
         let command = convert::append_command(request.clone(), &self.limits, now_ms())?;
         let stream = command.stream.clone();
+        let key = command.idempotency_key.clone();
         let proposed =
             tokio::time::timeout(self.request_timeout, self.handle.append(command)).await;
         match proposed {
@@ -117,6 +118,9 @@ impl EventLog for EventLogService {
             })),
             Ok(Ok((CommandResponse::WrongExpectedVersion { expected, actual }, _))) => {
                 Err(NodeError::WrongExpectedVersion { stream, expected, actual }.into())
+            }
+            Ok(Ok((CommandResponse::IdempotencyKeyReused, _))) => {
+                Err(NodeError::IdempotencyKeyReused { key: key.unwrap_or_default() }.into())
             }
             Ok(Ok((CommandResponse::Empty, _))) => Err(NodeError::Internal("an append applied as an empty entry".to_string()).into()),
             Ok(Err(NodeError::NotLeader { .. })) if !forwarded => self.forward(request).await,

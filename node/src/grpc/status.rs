@@ -25,6 +25,7 @@ impl From<NodeError> for Status {
                     .insert(ACTUAL_VERSION_KEY, MetadataValue::from(actual));
                 status
             }
+            NodeError::IdempotencyKeyReused { .. } => Status::already_exists(message),
             NodeError::NotLeader {
                 leader_id,
                 leader_address,

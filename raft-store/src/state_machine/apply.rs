@@ -5,6 +5,7 @@
 use crate::types::AppendCommand;
 use crate::types::AppendOutcome;
 use crate::types::CommandResponse;
+use crate::types::IdempotentRecord;
 use crate::types::RecordedEvent;
 use crate::types::StreamInfo;
 
@@ -23,6 +24,38 @@ pub struct AppendWrites {
     /// The stream's summary after the append.
     pub info: StreamInfo,
     pub events: Vec<RecordedEvent>,
+}
+
+/// Decides a keyed append against what the key already holds: `Some(response)` answers it
+/// without appending (a retry, or a key reused for another request); `None` appends as usual.
+/// A record older than `window_ms` (in append timestamps) no longer counts.
+pub fn decide_idempotent(
+    existing: Option<IdempotentRecord>,
+    command: &AppendCommand,
+    window_ms: u64,
+) -> Option<CommandResponse> {
+    let record = existing?;
+    if command.timestamp_ms.saturating_sub(record.timestamp_ms) > window_ms {
+        return None;
+    }
+    if record.fingerprint != command.request_fingerprint {
+        return Some(CommandResponse::IdempotencyKeyReused);
+    }
+    Some(CommandResponse::Appended(AppendOutcome {
+        deduplicated: true,
+        ..record.outcome
+    }))
+}
+
+/// Whether the oldest kept key should expire now, given the newest append's timestamp.
+pub fn should_expire(
+    oldest: &IdempotentRecord,
+    key_count: u64,
+    now_ms: u64,
+    window_ms: u64,
+    max_keys: u64,
+) -> bool {
+    key_count > max_keys || now_ms.saturating_sub(oldest.timestamp_ms) > window_ms
 }
 
 /// Decides an append against the stream's current summary (`None`: the stream has no events)
@@ -121,6 +154,7 @@ mod tests {
             expected_version,
             idempotency_key: None,
             timestamp_ms: 99,
+            request_fingerprint: 7,
         }
     }
 
@@ -215,6 +249,54 @@ mod tests {
                 .writes
                 .is_some()
         );
+    }
+
+    fn record(fingerprint: u64, timestamp_ms: u64) -> IdempotentRecord {
+        IdempotentRecord {
+            fingerprint,
+            outcome: AppendOutcome {
+                first_position: 4,
+                last_position: 5,
+                stream_version: 2,
+                deduplicated: false,
+            },
+            log_index: 9,
+            timestamp_ms,
+        }
+    }
+
+    #[test]
+    fn a_retry_with_the_same_key_returns_the_original_outcome() {
+        let response = decide_idempotent(Some(record(7, 90)), &command(2, None), 1_000);
+        let expected = AppendOutcome {
+            first_position: 4,
+            last_position: 5,
+            stream_version: 2,
+            deduplicated: true,
+        };
+        assert_eq!(response, Some(CommandResponse::Appended(expected)));
+    }
+
+    #[test]
+    fn a_key_reused_for_another_request_is_refused() {
+        let response = decide_idempotent(Some(record(8, 90)), &command(2, None), 1_000);
+        assert_eq!(response, Some(CommandResponse::IdempotencyKeyReused));
+    }
+
+    #[test]
+    fn an_unknown_or_expired_key_appends_as_usual() {
+        assert_eq!(decide_idempotent(None, &command(1, None), 1_000), None);
+        assert_eq!(
+            decide_idempotent(Some(record(7, 10)), &command(1, None), 50),
+            None
+        );
+    }
+
+    #[test]
+    fn expiry_is_by_age_and_by_count() {
+        assert!(!should_expire(&record(1, 100), 10, 150, 100, 10));
+        assert!(should_expire(&record(1, 100), 10, 201, 100, 10));
+        assert!(should_expire(&record(1, 100), 11, 150, 100, 10));
     }
 
     #[test]

@@ -1,0 +1,49 @@
+//! Finds the `evlog` binary the tests start.
+//!
+//! Cargo builds integration-test executables into `target/<profile>/deps/`, and binaries into
+//! `target/<profile>/`; the binary is not rebuilt by `cargo test`/`cargo nextest` for another
+//! package's tests, so it has to be built first (`scripts/test.sh` does).
+
+use std::path::PathBuf;
+
+/// The environment variable that overrides where the `evlog` binary is.
+pub const EVLOG_BIN: &str = "EVLOG_BIN";
+
+/// The path of the `evlog` binary: `$EVLOG_BIN` when set, else `target/<profile>/evlog` next to
+/// the running test executable.
+///
+/// # Panics
+///
+/// When the binary does not exist, with a message saying how to build it.
+pub fn evlog_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os(EVLOG_BIN) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{EVLOG_BIN}={} does not name a file; unset it to use target/<profile>/evlog",
+            path.display()
+        );
+        return path;
+    }
+    let test_executable =
+        std::env::current_exe().expect("the running test executable should have a path");
+    let executable_dir = test_executable
+        .parent()
+        .expect("the test executable should live in a directory");
+    // target/<profile>/deps/<test>-<hash>  ->  target/<profile>/
+    let profile_dir = if executable_dir.ends_with("deps") {
+        executable_dir
+            .parent()
+            .expect("the deps directory should have a parent")
+    } else {
+        executable_dir
+    };
+    let binary = profile_dir.join(format!("evlog{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "the evlog binary is missing at {}: build it first with `cargo build --bin evlog` \
+         (scripts/test.sh does), or point {EVLOG_BIN} at one",
+        binary.display()
+    );
+    binary
+}

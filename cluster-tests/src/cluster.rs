@@ -1,0 +1,771 @@
+//! A cluster of real `evlog serve` processes on loopback, in its own temporary directory.
+//!
+//! The [`Cluster`] owns its processes: dropping it SIGKILLs every one still running, so a
+//! failing test leaves nothing behind. When the test panics, the directory (data directories
+//! and one `node-<id>.log` per node) is kept and its path printed with the tail of every log;
+//! set `EVLOG_KEEP_CLUSTER=1` to keep it after a passing test too.
+//!
+//! Every RPC the harness sends has a deadline, and every wait polls a condition with a
+//! timeout (see [`crate::wait`]); a node that exits on its own fails the wait at once with its
+//! log tail, instead of letting it run into its timeout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use evlog_proto::v1::cluster_client::ClusterClient;
+use evlog_proto::v1::event_log_client::EventLogClient;
+use evlog_proto::v1::{
+    AllStreams, AppendRequest, AppendResponse, Consistency, Direction, EventData, ReadRequest,
+    ReadResponse, RecordedEvent, StatusRequest, StatusResponse, read_request,
+};
+use tempfile::TempDir;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::binary::evlog_binary;
+use crate::cluster_options::ClusterOptions;
+use crate::node::{Node, NodeState};
+use crate::ports::free_loopback_ports;
+use crate::wait::{Probe, WaitFailure, poll};
+
+/// Set to keep the cluster directory after a passing test.
+pub const EVLOG_KEEP_CLUSTER: &str = "EVLOG_KEEP_CLUSTER";
+
+/// The longest a status poll may take, so one unresponsive node does not stall a wait.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Events per page when reading a whole log.
+const READ_PAGE_SIZE: u32 = 1_000;
+
+/// The most pages [`Cluster::try_read_pages`] reads: a bound far above any test's log.
+const MAX_READ_PAGES: usize = 100_000;
+
+/// How long [`Cluster::read_pages`] retries retryable errors.
+const READ_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many times [`Cluster::start`] starts over when a node lost its port to another process.
+const START_ATTEMPTS: u32 = 3;
+
+/// Lines of each node's log printed when a test fails.
+const LOG_TAIL_LINES: usize = 40;
+
+/// Lines of an exited node's log quoted in the failure message (the full tail of every log
+/// follows when the cluster is dropped).
+const EXIT_LOG_TAIL_LINES: usize = 10;
+
+/// The largest response the harness accepts.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Whether an RPC error may go away by itself (no leader yet, a node restarting, a timeout),
+/// so that retrying is worthwhile. `Unknown` is included because a connection broken by a
+/// killed node can surface as one.
+pub fn is_retryable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+    )
+}
+
+/// An event with the given id, type and payload (`text/plain`).
+pub fn event(id: impl Into<String>, event_type: &str, data: impl Into<Vec<u8>>) -> EventData {
+    EventData {
+        id: id.into(),
+        r#type: event_type.to_owned(),
+        content_type: "text/plain".to_owned(),
+        data: data.into().into(),
+        metadata: Default::default(),
+    }
+}
+
+/// Runs an RPC with a harness-side deadline, whatever the channel does: a paused node or a
+/// half-open connection cannot hang a test.
+pub(crate) async fn with_deadline<T>(
+    timeout: Duration,
+    what: &str,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "{what}: no answer within {timeout:?} (harness deadline)"
+        ))),
+    }
+}
+
+/// A request carrying `timeout` as its gRPC deadline, so the server gives up too.
+pub(crate) fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// A lazily connecting channel to `127.0.0.1:port`; it reconnects after the node restarts.
+fn channel(port: u16, options: &ClusterOptions) -> Channel {
+    Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("a loopback URI should be valid")
+        .connect_timeout(Duration::from_secs(2).min(options.rpc_timeout))
+        .tcp_nodelay(true)
+        .connect_lazy()
+}
+
+/// A test cluster: `evlog serve` child processes with ids `1..=nodes`.
+#[derive(Debug)]
+pub struct Cluster {
+    options: ClusterOptions,
+    binary: PathBuf,
+    /// Removed on drop unless the test failed or [`EVLOG_KEEP_CLUSTER`] is set.
+    dir: Option<TempDir>,
+    path: PathBuf,
+    nodes: BTreeMap<u64, Node>,
+    channels: BTreeMap<u64, Channel>,
+}
+
+impl Cluster {
+    /// Starts every node and waits until all agree on a leader.
+    ///
+    /// # Panics
+    ///
+    /// When the binary is missing, a node exits, or no leader is agreed on within
+    /// `options.startup_timeout`. A node that lost its port to another process between the
+    /// harness choosing it and the node binding it makes the harness start over with fresh
+    /// ports, up to three times.
+    pub async fn start(options: ClusterOptions) -> Cluster {
+        assert!(options.nodes >= 1, "a cluster needs at least one node");
+        let binary = evlog_binary();
+        let mut attempt = 1;
+        loop {
+            let mut cluster = Cluster::create(options.clone(), binary.clone());
+            for id in cluster.node_ids() {
+                cluster.spawn(id);
+            }
+            match cluster.try_wait_for_leader(options.startup_timeout).await {
+                Ok(leader) => {
+                    eprintln!(
+                        "cluster-tests: {} nodes up in {} (leader: node {leader})",
+                        options.nodes,
+                        cluster.path.display()
+                    );
+                    return cluster;
+                }
+                Err(failure) if attempt < START_ATTEMPTS && cluster.lost_a_port_race() => {
+                    eprintln!(
+                        "cluster-tests: a node of {} could not bind its port ({failure}); \
+                         starting over with fresh ports",
+                        cluster.path.display()
+                    );
+                    attempt += 1;
+                }
+                Err(failure) => panic!(
+                    "starting a {}-node cluster in {} failed: {failure}",
+                    options.nodes,
+                    cluster.path.display()
+                ),
+            }
+        }
+    }
+
+    /// Chooses ports and directories; starts nothing.
+    fn create(options: ClusterOptions, binary: PathBuf) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("evlog-cluster-")
+            .tempdir()
+            .expect("creating a temporary directory for the cluster should succeed");
+        let path = dir.path().to_path_buf();
+        eprintln!(
+            "cluster-tests: cluster directory {} (node-<id>/ data, node-<id>.log logs)",
+            path.display()
+        );
+        let count = usize::try_from(options.nodes).expect("the node count should fit a usize");
+        let ports = free_loopback_ports(count);
+        let mut nodes = BTreeMap::new();
+        let mut channels = BTreeMap::new();
+        for (id, port) in (1..=options.nodes).zip(ports) {
+            nodes.insert(id, Node::new(id, port, &path));
+            channels.insert(id, channel(port, &options));
+        }
+        Cluster {
+            options,
+            binary,
+            dir: Some(dir),
+            path,
+            nodes,
+            channels,
+        }
+    }
+
+    /// The `evlog serve` arguments of node `id`.
+    fn serve_args(&self, id: u64) -> Vec<String> {
+        let node = self.node(id);
+        let peers = self
+            .nodes
+            .iter()
+            .map(|(peer_id, peer)| format!("{peer_id}={}", peer.address()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut args = vec![
+            "serve".to_owned(),
+            "--id".to_owned(),
+            id.to_string(),
+            "--listen".to_owned(),
+            node.address(),
+            "--data-dir".to_owned(),
+            node.data_dir().display().to_string(),
+            "--peers".to_owned(),
+            peers,
+        ];
+        args.extend(self.options.serve_args());
+        args
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let args = self.serve_args(id);
+        let binary = self.binary.clone();
+        self.node_mut(id).spawn(&binary, &args);
+    }
+
+    fn node(&self, id: u64) -> &Node {
+        self.nodes
+            .get(&id)
+            .unwrap_or_else(|| panic!("the cluster has no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("the cluster has no node {id}"))
+    }
+
+    fn lost_a_port_race(&self) -> bool {
+        self.nodes.values().any(|node| {
+            matches!(node.state(), NodeState::Exited(_)) && {
+                let log = node.log_tail(200).to_lowercase();
+                log.contains("address already in use") || log.contains("addrinuse")
+            }
+        })
+    }
+
+    // ------------------------------------------------------------------ layout
+
+    /// The cluster's directory: `node-<id>/` data directories and `node-<id>.log` logs.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options the cluster was started with.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
+    /// Every node id, running or not.
+    pub fn node_ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The ids of the nodes that are running and not paused.
+    pub fn live_node_ids(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, node)| node.state() == NodeState::Running)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Whether node `id` is running and not paused.
+    pub fn is_live(&self, id: u64) -> bool {
+        self.node(id).state() == NodeState::Running
+    }
+
+    /// Node `id`'s gRPC address, `127.0.0.1:<port>`; it stays the same across restarts.
+    pub fn address(&self, id: u64) -> String {
+        self.node(id).address()
+    }
+
+    /// Node `id`'s port.
+    pub fn port(&self, id: u64) -> u16 {
+        self.node(id).port()
+    }
+
+    /// Every node's address, comma-separated, as the CLI's `--endpoints` takes them.
+    pub fn endpoints(&self) -> String {
+        self.nodes
+            .values()
+            .map(Node::address)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.node(id).data_dir().to_path_buf()
+    }
+
+    /// Node `id`'s log file (stdout and stderr of every run, each run headed by a line).
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.node(id).log_path().to_path_buf()
+    }
+
+    // ------------------------------------------------------------------ faults
+
+    /// SIGKILLs node `id` and waits until it is gone.
+    ///
+    /// # Panics
+    ///
+    /// When the node is not running or paused.
+    pub async fn kill(&mut self, id: u64) {
+        let timeout = self.options.shutdown_timeout;
+        let _status = self.node_mut(id).kill(timeout).await;
+        eprintln!("cluster-tests: SIGKILLed node {id}");
+    }
+
+    /// SIGTERMs node `id` (a graceful shutdown) and waits until it exits; returns its status.
+    ///
+    /// # Panics
+    ///
+    /// When the node is not running or paused, or does not exit within
+    /// `options.shutdown_timeout`.
+    pub async fn terminate(&mut self, id: u64) -> ExitStatus {
+        let timeout = self.options.shutdown_timeout;
+        let status = self.node_mut(id).terminate(timeout).await;
+        eprintln!("cluster-tests: node {id} shut down on SIGTERM: {status}");
+        status
+    }
+
+    /// Starts node `id` again with the same port, data directory and arguments. It does not
+    /// wait for the node: wait on the condition the test needs.
+    ///
+    /// # Panics
+    ///
+    /// When the node is running or paused.
+    pub fn restart(&mut self, id: u64) {
+        self.spawn(id);
+        // A fresh channel, so that clients taken from now on do not inherit a connection
+        // state from the previous process.
+        let channel = channel(self.node(id).port(), &self.options);
+        self.channels.insert(id, channel);
+        eprintln!("cluster-tests: restarted node {id}");
+    }
+
+    /// Stops node `id` with SIGSTOP: it holds its sockets open but answers nothing.
+    pub fn pause(&mut self, id: u64) {
+        self.node_mut(id).pause();
+        eprintln!("cluster-tests: paused node {id} (SIGSTOP)");
+    }
+
+    /// Continues a paused node with SIGCONT.
+    pub fn resume(&mut self, id: u64) {
+        self.node_mut(id).resume();
+        eprintln!("cluster-tests: resumed node {id} (SIGCONT)");
+    }
+
+    // ------------------------------------------------------------------ clients
+
+    /// A client of node `id`'s event log service. Clones share one connection per node.
+    pub fn client(&self, id: u64) -> EventLogClient<Channel> {
+        EventLogClient::new(self.channel(id))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// A client of node `id`'s cluster service.
+    pub fn cluster_client(&self, id: u64) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel(id))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn channel(&self, id: u64) -> Channel {
+        self.channels
+            .get(&id)
+            .unwrap_or_else(|| panic!("the cluster has no node {id}"))
+            .clone()
+    }
+
+    /// The deadline of the harness's RPCs.
+    pub fn rpc_timeout(&self) -> Duration {
+        self.options.rpc_timeout
+    }
+
+    /// Node `id`'s `Cluster.Status`.
+    pub async fn status(&self, id: u64) -> Result<StatusResponse, tonic::Status> {
+        let timeout = STATUS_TIMEOUT.min(self.options.rpc_timeout);
+        let mut client = self.cluster_client(id);
+        with_deadline(
+            timeout,
+            &format!("Status of node {id}"),
+            client.status(request(StatusRequest {}, timeout)),
+        )
+        .await
+    }
+
+    /// Appends `events` to `stream` through node `id` (any version, no idempotency key).
+    pub async fn append(
+        &self,
+        id: u64,
+        stream: &str,
+        events: Vec<EventData>,
+    ) -> Result<AppendResponse, tonic::Status> {
+        self.append_request(
+            id,
+            AppendRequest {
+                stream: stream.to_owned(),
+                events,
+                expected_version: None,
+                idempotency_key: None,
+            },
+        )
+        .await
+    }
+
+    /// Sends an `Append` request to node `id`.
+    pub async fn append_request(
+        &self,
+        id: u64,
+        append: AppendRequest,
+    ) -> Result<AppendResponse, tonic::Status> {
+        let timeout = self.options.rpc_timeout;
+        let mut client = self.client(id);
+        with_deadline(
+            timeout,
+            &format!("Append to node {id}"),
+            client.append(request(append, timeout)),
+        )
+        .await
+    }
+
+    /// Sends a `Read` request to node `id`.
+    pub async fn read(&self, id: u64, read: ReadRequest) -> Result<ReadResponse, tonic::Status> {
+        let timeout = self.options.rpc_timeout;
+        let mut client = self.client(id);
+        with_deadline(
+            timeout,
+            &format!("Read from node {id}"),
+            client.read(request(read, timeout)),
+        )
+        .await
+    }
+
+    /// Reads every event of `target` from node `id`, forward, page by page (following
+    /// `next_from`), each page with `consistency`. Fails at the first error.
+    pub async fn try_read_pages(
+        &self,
+        id: u64,
+        target: read_request::Target,
+        consistency: Consistency,
+    ) -> Result<Vec<RecordedEvent>, tonic::Status> {
+        let mut events: Vec<RecordedEvent> = Vec::new();
+        let mut from = None;
+        for _page in 0..MAX_READ_PAGES {
+            let page = self
+                .read(
+                    id,
+                    ReadRequest {
+                        target: Some(target.clone()),
+                        from,
+                        max_count: READ_PAGE_SIZE,
+                        direction: Direction::Forward as i32,
+                        consistency: consistency as i32,
+                        at_least_position: 0,
+                    },
+                )
+                .await?;
+            events.extend(page.events);
+            match page.next_from {
+                None => return Ok(events),
+                Some(next) => {
+                    assert!(
+                        from.is_none_or(|from| next > from),
+                        "node {id} answered a read of {target:?} from {from:?} with next_from \
+                         {next}: paging would not progress"
+                    );
+                    from = Some(next);
+                }
+            }
+        }
+        panic!("reading {target:?} from node {id} took more than {MAX_READ_PAGES} pages");
+    }
+
+    /// Reads every event of `target` from node `id` with `consistency`, retrying (from the
+    /// start) errors that may go away, for up to a minute.
+    ///
+    /// # Panics
+    ///
+    /// On a non-retryable error, or when retries do not succeed in time.
+    pub async fn read_pages(
+        &self,
+        id: u64,
+        target: read_request::Target,
+        consistency: Consistency,
+    ) -> Vec<RecordedEvent> {
+        let result = poll(READ_RETRY_TIMEOUT, async || {
+            match self.try_read_pages(id, target.clone(), consistency).await {
+                Ok(events) => Probe::Ready(events),
+                Err(status) if is_retryable(&status) => Probe::NotYet(status.to_string()),
+                Err(status) => Probe::Failed(status.to_string()),
+            }
+        })
+        .await;
+        result.unwrap_or_else(|failure| {
+            panic!(
+                "reading {target:?} from node {id} with {consistency:?}: {failure} \
+                 (cluster in {})",
+                self.path.display()
+            )
+        })
+    }
+
+    /// Reads the whole log (every stream, in position order) from node `id`; see
+    /// [`Cluster::read_pages`].
+    pub async fn read_all(&self, id: u64, consistency: Consistency) -> Vec<RecordedEvent> {
+        self.read_pages(id, read_request::Target::All(AllStreams {}), consistency)
+            .await
+    }
+
+    /// Reads every event of `stream` from node `id`; see [`Cluster::read_pages`].
+    pub async fn read_stream(
+        &self,
+        id: u64,
+        stream: &str,
+        consistency: Consistency,
+    ) -> Vec<RecordedEvent> {
+        self.read_pages(
+            id,
+            read_request::Target::Stream(stream.to_owned()),
+            consistency,
+        )
+        .await
+    }
+
+    /// Reads the whole log from every live node, with `consistency`.
+    pub async fn read_all_from_live_nodes(
+        &self,
+        consistency: Consistency,
+    ) -> Vec<(u64, Vec<RecordedEvent>)> {
+        let mut logs = Vec::new();
+        for id in self.live_node_ids() {
+            logs.push((id, self.read_all(id, consistency).await));
+        }
+        logs
+    }
+
+    // ------------------------------------------------------------------ waits
+
+    /// A failure reason naming every node that exited without the harness stopping it.
+    fn unexpected_exits(&self) -> Option<String> {
+        let exits: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|(id, node)| match node.state() {
+                NodeState::Exited(status) => Some(format!(
+                    "node {id} exited unexpectedly ({status}); log {}:\n{}",
+                    node.log_path().display(),
+                    node.log_tail(EXIT_LOG_TAIL_LINES)
+                )),
+                _ => None,
+            })
+            .collect();
+        (!exits.is_empty()).then(|| exits.join("\n"))
+    }
+
+    /// Every live node's status, or the reason it could not be had.
+    async fn live_statuses(&self) -> Probe<BTreeMap<u64, StatusResponse>> {
+        if let Some(reason) = self.unexpected_exits() {
+            return Probe::Failed(reason);
+        }
+        let live = self.live_node_ids();
+        if live.is_empty() {
+            return Probe::Failed("no node is running".to_owned());
+        }
+        let mut statuses = BTreeMap::new();
+        for id in live {
+            match self.status(id).await {
+                Ok(status) => {
+                    statuses.insert(id, status);
+                }
+                Err(error) => {
+                    return Probe::NotYet(format!(
+                        "node {id} did not answer Status: {}: {}",
+                        error.code(),
+                        error.message()
+                    ));
+                }
+            }
+        }
+        Probe::Ready(statuses)
+    }
+
+    /// The leader every live node agrees on (same leader, same term, and the leader says it
+    /// leads), or why there is none.
+    async fn probe_agreed_leader(&self) -> Probe<(u64, BTreeMap<u64, StatusResponse>)> {
+        let statuses = match self.live_statuses().await {
+            Probe::Ready(statuses) => statuses,
+            Probe::NotYet(reason) => return Probe::NotYet(reason),
+            Probe::Failed(reason) => return Probe::Failed(reason),
+        };
+        let views: BTreeSet<(u64, u64)> = statuses
+            .values()
+            .map(|status| (status.leader_id, status.term))
+            .collect();
+        let agreed = match views.iter().next() {
+            Some(&(leader, _)) if views.len() == 1 && leader != 0 => leader,
+            _ => return Probe::NotYet(describe_statuses(&statuses)),
+        };
+        match statuses.get(&agreed) {
+            Some(status) if status.role == "leader" => Probe::Ready((agreed, statuses)),
+            _ => Probe::NotYet(format!(
+                "node {agreed} is named leader but is not a live leader; {}",
+                describe_statuses(&statuses)
+            )),
+        }
+    }
+
+    async fn try_wait_for_leader(&self, timeout: Duration) -> Result<u64, WaitFailure> {
+        poll(timeout, async || match self.probe_agreed_leader().await {
+            Probe::Ready((leader, _)) => Probe::Ready(leader),
+            Probe::NotYet(reason) => Probe::NotYet(reason),
+            Probe::Failed(reason) => Probe::Failed(reason),
+        })
+        .await
+    }
+
+    /// Waits until every live node (running, not paused) names the same leader in the same
+    /// term, and that leader is live and says it leads. Returns the leader's id.
+    ///
+    /// # Panics
+    ///
+    /// When `timeout` passes first, or a node exits on its own.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> u64 {
+        self.try_wait_for_leader(timeout)
+            .await
+            .unwrap_or_else(|failure| {
+                panic!(
+                    "waiting for a leader all live nodes agree on: {failure} (cluster in {})",
+                    self.path.display()
+                )
+            })
+    }
+
+    /// Waits until the live nodes agree on a leader, the leader has committed its whole log,
+    /// and every live node has applied it. Returns the applied index they share.
+    ///
+    /// Meant for a quiet cluster (no writes in flight): under load the condition may never
+    /// hold.
+    ///
+    /// # Panics
+    ///
+    /// When `timeout` passes first, or a node exits on its own.
+    pub async fn wait_for_convergence(&self, timeout: Duration) -> u64 {
+        let result = poll(timeout, async || {
+            let (leader, statuses) = match self.probe_agreed_leader().await {
+                Probe::Ready(found) => found,
+                Probe::NotYet(reason) => return Probe::NotYet(reason),
+                Probe::Failed(reason) => return Probe::Failed(reason),
+            };
+            let Some(leader_status) = statuses.get(&leader) else {
+                return Probe::NotYet(format!("the leader {leader} has no status"));
+            };
+            let target = leader_status.last_log_index;
+            let converged = leader_status.committed_index == target
+                && statuses
+                    .values()
+                    .all(|status| status.applied_index == target);
+            if converged {
+                Probe::Ready(target)
+            } else {
+                Probe::NotYet(format!(
+                    "not every node applied the leader's last log index {target}; {}",
+                    describe_statuses(&statuses)
+                ))
+            }
+        })
+        .await;
+        result.unwrap_or_else(|failure| {
+            panic!(
+                "waiting for every live node to apply the whole log: {failure} (cluster in {})",
+                self.path.display()
+            )
+        })
+    }
+
+    /// Waits until node `id` reports an applied index of at least `index`.
+    ///
+    /// # Panics
+    ///
+    /// When `timeout` passes first, or a node exits on its own.
+    pub async fn wait_for_applied(&self, id: u64, index: u64, timeout: Duration) -> StatusResponse {
+        let result = poll(timeout, async || {
+            if let Some(reason) = self.unexpected_exits() {
+                return Probe::Failed(reason);
+            }
+            match self.status(id).await {
+                Ok(status) if status.applied_index >= index => Probe::Ready(status),
+                Ok(status) => Probe::NotYet(format!(
+                    "node {id} applied {} of {index}",
+                    status.applied_index
+                )),
+                Err(error) => Probe::NotYet(format!("node {id}: {error}")),
+            }
+        })
+        .await;
+        result.unwrap_or_else(|failure| {
+            panic!(
+                "waiting for node {id} to apply log index {index}: {failure} (cluster in {})",
+                self.path.display()
+            )
+        })
+    }
+}
+
+/// One line per node: role, term, leader, indexes.
+fn describe_statuses(statuses: &BTreeMap<u64, StatusResponse>) -> String {
+    statuses
+        .iter()
+        .map(|(id, status)| {
+            format!(
+                "node {id}: {} term {} leader {} last_log {} committed {} applied {} \
+                 snapshot {} purged {}",
+                status.role,
+                status.term,
+                status.leader_id,
+                status.last_log_index,
+                status.committed_index,
+                status.applied_index,
+                status.snapshot_index,
+                status.purged_index
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            node.kill_now();
+        }
+        let failed = std::thread::panicking();
+        let keep = failed || std::env::var_os(EVLOG_KEEP_CLUSTER).is_some_and(|value| value != "0");
+        if !keep {
+            return;
+        }
+        if let Some(dir) = self.dir.take() {
+            let path = dir.keep();
+            eprintln!(
+                "cluster-tests: kept the cluster directory {} (node-<id>/ data, node-<id>.log)",
+                path.display()
+            );
+        }
+        if failed {
+            for (id, node) in &self.nodes {
+                eprintln!(
+                    "---- node {id}: last {LOG_TAIL_LINES} lines of {} ----\n{}",
+                    node.log_path().display(),
+                    node.log_tail(LOG_TAIL_LINES)
+                );
+            }
+        }
+    }
+}
