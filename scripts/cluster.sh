@@ -110,14 +110,14 @@ ensure_binary() {
   bin="$(binary)"
   if [[ -n "${EVLOG_BIN:-}" ]]; then
     [[ -x "$bin" ]] || die "EVLOG_BIN=$bin is not an executable file"
-    return
+    return 0
   fi
   if [[ ! -x "$bin" ]]; then
     echo "cluster.sh: building evlog (release): $bin is missing" >&2
   elif [[ -n "$(newer_source "$bin")" ]]; then
     echo "cluster.sh: building evlog (release): sources changed since $bin was built" >&2
   else
-    return
+    return 0
   fi
   (cd "$REPO_ROOT" && cargo build --release --bin evlog)
   [[ -x "$bin" ]] || die "the build did not produce $bin"

@@ -274,11 +274,7 @@ fn parse_event_line(line: &str) -> anyhow::Result<pb::EventData> {
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {
-    let mut message = format!("{:?}: {}", status.code(), status.message());
-    if let Some(actual) = crate::grpc::status::actual_version(&status) {
-        message.push_str(&format!(" (actual version {actual})"));
-    }
-    anyhow::anyhow!(message)
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
 pub async fn append(args: AppendArgs) -> anyhow::Result<()> {

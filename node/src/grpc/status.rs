@@ -50,14 +50,3 @@ impl From<NodeError> for Status {
         }
     }
 }
-
-/// Reads the actual version out of a `FAILED_PRECONDITION` status.
-pub fn actual_version(status: &Status) -> Option<u64> {
-    status
-        .metadata()
-        .get(ACTUAL_VERSION_KEY)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
