@@ -101,6 +101,7 @@ async fn a_retried_key_returns_the_original_result_everywhere_and_always() {
         "after a leader kill",
     );
     cluster.restart(leader);
+    cluster.wait_for_convergence(timeouts::CATCH_UP).await;
 
     let nodes = cluster.node_ids();
     for &node in &nodes {

@@ -22,6 +22,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             CliCommand::Serve(args) => {
+                let shutdown = shutdown_signal()?;
                 evlog::telemetry::init();
                 let config = args.config().map_err(anyhow::Error::msg)?;
                 let listener = tokio::net::TcpListener::bind(config.listen_addr)
@@ -29,7 +30,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .map_err(|error| {
                         anyhow::anyhow!("cannot listen on {}: {error}", config.listen_addr)
                     })?;
-                evlog::app::run(config, listener, shutdown_signal()).await
+                evlog::app::run(config, listener, shutdown).await
             }
             CliCommand::Append(args) => evlog::cli::append(args).await,
             CliCommand::Read(args) => evlog::cli::read(args).await,
@@ -38,27 +39,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!("cannot listen for Ctrl-C: {error}");
-            std::future::pending::<()>().await;
+/// Resolves on SIGTERM or Ctrl-C. The handlers are registered before this returns, so a
+/// signal that arrives while the node is still opening its store is not lost (the default
+/// action would end the process at once).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::SignalKind;
+    use tokio::signal::unix::signal;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!("cannot listen for SIGTERM: {error}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
 }
