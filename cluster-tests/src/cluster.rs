@@ -469,6 +469,7 @@ impl Cluster {
                         direction: Direction::Forward as i32,
                         consistency: consistency as i32,
                         at_least_position: 0,
+                        from_timestamp_ms: None,
                     },
                 )
                 .await?;

@@ -117,6 +117,26 @@ impl RecordingWriter {
         })
     }
 
+    /// The request of recorded operation `operation` (0-based), exactly as it was sent (same
+    /// idempotency key, same events): sending it again must append nothing.
+    ///
+    /// # Panics
+    ///
+    /// If no such operation was recorded.
+    pub fn request_of(&self, operation: usize) -> AppendRequest {
+        let recorded = self
+            .history
+            .operations()
+            .get(operation)
+            .unwrap_or_else(|| panic!("{} recorded no operation {operation}", self.name));
+        AppendRequest {
+            stream: recorded.stream.clone(),
+            events: recorded.events.clone(),
+            expected_version: None,
+            idempotency_key: Some(format!("{}-o{operation}", self.name)),
+        }
+    }
+
     /// How many attempts were retries, over all appends.
     pub fn retries(&self) -> u64 {
         self.retries

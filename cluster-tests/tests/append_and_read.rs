@@ -44,6 +44,7 @@ async fn appends_through_any_node_are_linearizably_readable_from_every_node() {
                     direction: Direction::Forward as i32,
                     consistency: Consistency::Linearizable as i32,
                     at_least_position: 0,
+                    from_timestamp_ms: None,
                 };
                 let page = wait_for(
                     timeouts::LEADER,

@@ -190,6 +190,7 @@ async fn an_at_least_read_on_another_node_sees_the_append() {
         direction: 0,
         consistency: Consistency::AtLeast as i32,
         at_least_position: appended.last_position,
+        from_timestamp_ms: None,
     });
     request.set_timeout(Duration::from_secs(30));
     let page = client

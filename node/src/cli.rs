@@ -38,6 +38,8 @@ pub enum CliCommand {
     Read(ReadArgs),
     /// Show every endpoint's view of the cluster.
     Status(StatusArgs),
+    /// List streams (by name prefix), or show one stream's summary.
+    Streams(StreamsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +85,12 @@ pub struct ServeArgs {
     pub max_append_bytes: usize,
     #[arg(long, env = "EVLOG_MAX_READ_COUNT", default_value_t = Limits::default().max_read_count)]
     pub max_read_count: usize,
+    /// How long an idempotency key is remembered, in seconds of append timestamps.
+    #[arg(long, env = "EVLOG_IDEMPOTENCY_WINDOW_SECS", default_value_t = Limits::default().idempotency.window_ms / 1000)]
+    pub idempotency_window_secs: u64,
+    /// Most idempotency keys remembered; the oldest expire first.
+    #[arg(long, env = "EVLOG_IDEMPOTENCY_MAX_KEYS", default_value_t = Limits::default().idempotency.max_keys)]
+    pub idempotency_max_keys: u64,
 }
 
 impl ServeArgs {
@@ -110,6 +118,10 @@ impl ServeArgs {
                 max_events_per_append: self.max_events_per_append,
                 max_append_bytes: self.max_append_bytes,
                 max_read_count: self.max_read_count,
+                idempotency: evlog_raft_store::types::IdempotencyPolicy {
+                    window_ms: self.idempotency_window_secs.saturating_mul(1000),
+                    max_keys: self.idempotency_max_keys,
+                },
                 ..Limits::default()
             },
             ..defaults
@@ -185,8 +197,12 @@ pub struct ReadArgs {
     #[arg(long)]
     pub all: bool,
     /// First version (stream) or position (all) to read.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from_time")]
     pub from: Option<u64>,
+    /// Start at a time (milliseconds since the Unix epoch): forward, at the first event
+    /// recorded at or after it; backward, at the last one at or before it.
+    #[arg(long)]
+    pub from_time: Option<u64>,
     /// Most events to print in all (pages through the log).
     #[arg(long, default_value_t = 1_000)]
     pub max_count: u64,
@@ -195,6 +211,20 @@ pub struct ReadArgs {
     pub backward: bool,
     #[arg(long, value_enum, default_value = "linearizable")]
     pub consistency: ConsistencyArg,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Show this stream's summary instead of a list.
+    pub stream: Option<String>,
+    /// List only streams whose names start with this.
+    #[arg(long, default_value = "", conflicts_with = "stream")]
+    pub prefix: String,
+    /// Most streams to list (pages through them).
+    #[arg(long, default_value_t = 1_000)]
+    pub max_count: u64,
 }
 
 #[derive(Debug, Args)]
@@ -352,6 +382,7 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<()> {
         ConsistencyArg::Local => pb::Consistency::Local,
     };
     let mut from = args.from;
+    let mut from_timestamp_ms = args.from_time;
     let mut printed = 0u64;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -362,6 +393,7 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<()> {
             .read(pb::ReadRequest {
                 target: Some(target.clone()),
                 from,
+                from_timestamp_ms,
                 max_count: page_size,
                 direction: if args.backward {
                     pb::Direction::Backward
@@ -390,7 +422,79 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<()> {
         }
         printed += response.events.len() as u64;
         match response.next_from {
-            Some(next) if !response.events.is_empty() => from = Some(next),
+            Some(next) if !response.events.is_empty() => {
+                from = Some(next);
+                from_timestamp_ms = None;
+            }
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+fn summary_json(stream: &pb::StreamSummary) -> serde_json::Value {
+    serde_json::json!({
+        "stream": stream.stream,
+        "version": stream.version,
+        "first_position": stream.first_position,
+        "last_position": stream.last_position,
+    })
+}
+
+pub async fn streams(args: StreamsArgs) -> anyhow::Result<()> {
+    let client = args.client.client()?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if let Some(stream) = args.stream {
+        let response = client
+            .get_stream(pb::GetStreamRequest {
+                stream,
+                consistency: pb::Consistency::Linearizable as i32,
+                at_least_position: 0,
+            })
+            .await
+            .map_err(status_error)?;
+        let summary = response.stream.unwrap_or_default();
+        if args.client.json {
+            writeln!(out, "{}", summary_json(&summary))?;
+        } else {
+            writeln!(
+                out,
+                "{}: version {}, positions {}..{}",
+                summary.stream, summary.version, summary.first_position, summary.last_position
+            )?;
+        }
+        return Ok(());
+    }
+    let mut after = None;
+    let mut printed = 0u64;
+    // Bounded: at most max_count streams, in pages of at most 1,000.
+    while printed < args.max_count {
+        let page_size = (args.max_count - printed).min(1_000) as u32;
+        let response = client
+            .list_streams(pb::ListStreamsRequest {
+                prefix: args.prefix.clone(),
+                after: after.clone(),
+                max_count: page_size,
+                consistency: pb::Consistency::Linearizable as i32,
+                at_least_position: 0,
+            })
+            .await
+            .map_err(status_error)?;
+        for summary in &response.streams {
+            if args.client.json {
+                writeln!(out, "{}", summary_json(summary))?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<40} version {:<8} positions {}..{}",
+                    summary.stream, summary.version, summary.first_position, summary.last_position
+                )?;
+            }
+        }
+        printed += response.streams.len() as u64;
+        match response.next_after {
+            Some(next) if !response.streams.is_empty() => after = Some(next),
             _ => break,
         }
     }

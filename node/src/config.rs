@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use evlog_raft_store::types::IdempotencyPolicy;
+
 /// Limits on what clients may send and ask for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -18,6 +20,9 @@ pub struct Limits {
     pub max_read_count: usize,
     /// Events a read returns when it does not say.
     pub default_read_count: usize,
+    /// How long idempotency keys are remembered. The leader's setting travels in each append,
+    /// so replicas expire keys identically even if their flags differ.
+    pub idempotency: IdempotencyPolicy,
 }
 
 impl Default for Limits {
@@ -28,6 +33,7 @@ impl Default for Limits {
             max_append_bytes: 4 << 20,
             max_read_count: 10_000,
             default_read_count: 100,
+            idempotency: IdempotencyPolicy::default(),
         }
     }
 }
@@ -132,6 +138,9 @@ impl NodeConfig {
             return fail("cluster id must not be empty".to_string());
         }
         let limits = &self.limits;
+        if limits.idempotency.window_ms == 0 || limits.idempotency.max_keys == 0 {
+            return fail("the idempotency window and key count must be positive".to_string());
+        }
         if limits.max_event_bytes == 0
             || limits.max_events_per_append == 0
             || limits.max_append_bytes == 0

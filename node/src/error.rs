@@ -24,6 +24,9 @@ pub enum NodeError {
         "idempotency key {key:?} was already used for a different request (same key, other stream, events or expected version)"
     )]
     IdempotencyKeyReused { key: String },
+    /// What the request names does not exist (a stream with no events).
+    #[error("{0}")]
+    NotFound(String),
     /// This node is not the leader and could not hand the request on.
     #[error("this node is not the leader{}", leader_hint(.leader_id, .leader_address))]
     NotLeader {

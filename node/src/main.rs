@@ -35,6 +35,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             CliCommand::Append(args) => evlog::cli::append(args).await,
             CliCommand::Read(args) => evlog::cli::read(args).await,
             CliCommand::Status(args) => evlog::cli::status(args).await,
+            CliCommand::Streams(args) => evlog::cli::streams(args).await,
         }
     })
 }

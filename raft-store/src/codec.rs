@@ -22,6 +22,7 @@ use crate::types::AppendOutcome;
 use crate::types::Command;
 use crate::types::Entry;
 use crate::types::EntryPayload;
+use crate::types::IdempotencyPolicy;
 use crate::types::IdempotentRecord;
 use crate::types::LeaderId;
 use crate::types::LogId;
@@ -410,6 +411,8 @@ fn put_command(writer: &mut Writer, command: &Command) {
             }
             writer.u64(append.timestamp_ms);
             writer.u64(append.request_fingerprint);
+            writer.u64(append.idempotency.window_ms);
+            writer.u64(append.idempotency.max_keys);
             writer.u32(u32::try_from(append.events.len()).expect("events per append are limited"));
             for event in &append.events {
                 put_new_event(writer, event);
@@ -430,6 +433,10 @@ fn get_command(reader: &mut Reader<'_>) -> Result<Command, CorruptRecord> {
             };
             let timestamp_ms = reader.u64()?;
             let request_fingerprint = reader.u64()?;
+            let idempotency = IdempotencyPolicy {
+                window_ms: reader.u64()?,
+                max_keys: reader.u64()?,
+            };
             let count = reader.count(20)?;
             let mut events = Vec::with_capacity(count);
             for _ in 0..count {
@@ -442,6 +449,7 @@ fn get_command(reader: &mut Reader<'_>) -> Result<Command, CorruptRecord> {
                 idempotency_key,
                 timestamp_ms,
                 request_fingerprint,
+                idempotency,
             }))
         }
         tag => Err(reader.invalid(format!("unknown command tag {tag}"))),
@@ -613,6 +621,10 @@ mod tests {
             idempotency_key: Some("k1".to_string()),
             timestamp_ms: 1_700_000_000_000,
             request_fingerprint: 42,
+            idempotency: IdempotencyPolicy {
+                window_ms: 5_000,
+                max_keys: 9,
+            },
         })
     }
 

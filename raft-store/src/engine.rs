@@ -37,9 +37,7 @@ use crate::schema::EVENTS;
 use crate::schema::FORMAT_VERSION;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_MAX_EXPIRED_PER_APPLY;
-use crate::schema::IDEMPOTENCY_MAX_KEYS;
 use crate::schema::IDEMPOTENCY_ORDER;
-use crate::schema::IDEMPOTENCY_WINDOW_MS;
 use crate::schema::LOG;
 use crate::schema::META;
 use crate::schema::SM_META;
@@ -98,8 +96,8 @@ pub(crate) struct MachineMeta {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     pub head_position: u64,
-    /// The newest snapshot on disk.
-    pub snapshot: Option<(SnapshotMeta, PathBuf)>,
+    /// The timestamp of the last event (0 with none): apply never records an earlier one.
+    pub last_timestamp_ms: u64,
 }
 
 /// State shared by the engine's handles.
@@ -108,6 +106,9 @@ pub(crate) struct Shared {
     pub data_dir: PathBuf,
     pub log: Mutex<LogMeta>,
     pub machine: Mutex<MachineMeta>,
+    /// The newest snapshot on disk. Apart from `machine`, because the snapshot builder sets it
+    /// from its own thread while the writer thread replaces `machine` after every batch.
+    pub snapshot: Mutex<Option<(SnapshotMeta, PathBuf)>>,
     pub applied: watch::Sender<AppliedState>,
 }
 
@@ -122,6 +123,29 @@ impl Shared {
         self.machine
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The newest snapshot on disk, if any.
+    pub fn current_snapshot(&self) -> Option<(SnapshotMeta, PathBuf)> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records a snapshot now on disk, unless a newer one is already recorded (a build and an
+    /// install can finish in either order).
+    pub fn offer_snapshot(&self, meta: SnapshotMeta, path: PathBuf) {
+        let mut current = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let newer = current
+            .as_ref()
+            .is_none_or(|(held, _)| held.last_log_id <= meta.last_log_id);
+        if newer {
+            *current = Some((meta, path));
+        }
     }
 
     pub fn snapshot_dir(&self) -> PathBuf {
@@ -228,8 +252,9 @@ impl Engine {
         };
         check_identity(&db, config).map_err(|e| e.with_path(&data_dir))?;
         let log = load_log_meta(&db).map_err(|e| e.with_path(&data_dir))?;
-        let mut machine = load_machine_meta(&db).map_err(|e| e.with_path(&data_dir))?;
-        machine.snapshot = snapshot::find_newest(&data_dir.join("snapshots")).map_err(&storage)?;
+        let machine = load_machine_meta(&db).map_err(|e| e.with_path(&data_dir))?;
+        let newest_snapshot =
+            snapshot::find_newest(&data_dir.join("snapshots")).map_err(&storage)?;
         let applied = AppliedState {
             log_index: machine.last_applied.map(|id| id.index).unwrap_or(0),
             head_position: machine.head_position,
@@ -240,6 +265,7 @@ impl Engine {
             data_dir,
             log: Mutex::new(log),
             machine: Mutex::new(machine),
+            snapshot: Mutex::new(newest_snapshot),
             applied: applied_tx,
         });
         let (writer, queue) = mpsc::channel(WRITE_QUEUE_CAPACITY);
@@ -474,10 +500,13 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         Some(value) => codec::decode_u64("head position", value.value()).map_err(corrupt)?,
     };
     let events = txn.open_table(EVENTS)?;
-    let last_event = events
-        .last()?
-        .map(|(position, _)| position.value())
-        .unwrap_or(0);
+    let (last_event, last_timestamp_ms) = match events.last()? {
+        None => (0, 0),
+        Some((position, value)) => {
+            let event = codec::decode_event(position.value(), value.value()).map_err(corrupt)?;
+            (event.position, event.timestamp_ms)
+        }
+    };
     if last_event != head_position {
         return Err(OpenFailure::Damaged(format!(
             "head position is {head_position} but the last event is at {last_event}"
@@ -487,7 +516,7 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         last_applied,
         membership,
         head_position,
-        snapshot: None,
+        last_timestamp_ms,
     })
 }
 
@@ -550,7 +579,7 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
             for completion in &mut completions {
                 if let Completion::Installed(_, meta, file) = completion {
                     match snapshot::keep_installed(&shared.snapshot_dir(), meta, file) {
-                        Ok(path) => machine.snapshot = Some((meta.clone(), path)),
+                        Ok(path) => shared.offer_snapshot(meta.clone(), path),
                         Err(error) => {
                             tracing::warn!("keeping the installed snapshot file failed: {error}")
                         }
@@ -749,6 +778,13 @@ fn carry_out(
             machine.last_applied = meta.last_log_id;
             machine.membership = meta.last_membership.clone();
             machine.head_position = installed.head_position;
+            let events = txn.open_table(EVENTS).map_err(io_error)?;
+            machine.last_timestamp_ms = match events.last().map_err(io_error)? {
+                None => 0,
+                Some((position, value)) => {
+                    codec::decode_event(position.value(), value.value())?.timestamp_ms
+                }
+            };
         }
     }
     Ok(Vec::new())
@@ -776,14 +812,15 @@ fn apply_entry(
             Ok(CommandResponse::Empty)
         }
         EntryPayload::Normal(Command::Append(command)) => {
+            // Timestamps never go backwards in the log (seek by time relies on it).
+            let timestamp_ms = command.timestamp_ms.max(machine.last_timestamp_ms);
             if let Some(key) = &command.idempotency_key {
                 let keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
                 let existing = match keys.get(key.as_str()).map_err(io_error)? {
                     None => None,
                     Some(value) => Some(codec::decode_idempotent_record(value.value())?),
                 };
-                if let Some(response) = decide_idempotent(existing, command, IDEMPOTENCY_WINDOW_MS)
-                {
+                if let Some(response) = decide_idempotent(existing, command, timestamp_ms) {
                     return Ok(response);
                 }
             }
@@ -792,7 +829,7 @@ fn apply_entry(
                 None => None,
                 Some(value) => Some(codec::decode_stream_info(value.value())?),
             };
-            let decision = decide_append(machine.head_position, current, command);
+            let decision = decide_append(machine.head_position, current, command, timestamp_ms);
             if let Some(writes) = decision.writes {
                 let mut events = txn.open_table(EVENTS).map_err(io_error)?;
                 let mut index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
@@ -814,10 +851,18 @@ fn apply_entry(
                     )
                     .map_err(io_error)?;
                 machine.head_position = writes.info.last_position;
+                machine.last_timestamp_ms = timestamp_ms;
                 if let (Some(key), CommandResponse::Appended(outcome)) =
                     (&command.idempotency_key, &decision.response)
                 {
-                    remember_key(txn, key, entry.log_id.index, command, *outcome)?;
+                    remember_key(
+                        txn,
+                        key,
+                        entry.log_id.index,
+                        command,
+                        timestamp_ms,
+                        *outcome,
+                    )?;
                 }
             }
             Ok(decision.response)
@@ -831,6 +876,7 @@ fn remember_key(
     key: &str,
     log_index: u64,
     command: &crate::types::AppendCommand,
+    timestamp_ms: u64,
     outcome: crate::types::AppendOutcome,
 ) -> io::Result<()> {
     let mut keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
@@ -839,7 +885,7 @@ fn remember_key(
         fingerprint: command.request_fingerprint,
         outcome,
         log_index,
-        timestamp_ms: command.timestamp_ms,
+        timestamp_ms,
     };
     // A key seen before but expired: drop its old place in the expiry order.
     if let Some(old) = keys
@@ -870,9 +916,9 @@ fn remember_key(
         if !should_expire(
             &oldest,
             count,
-            command.timestamp_ms,
-            IDEMPOTENCY_WINDOW_MS,
-            IDEMPOTENCY_MAX_KEYS,
+            timestamp_ms,
+            command.idempotency.window_ms,
+            command.idempotency.max_keys,
         ) {
             break;
         }

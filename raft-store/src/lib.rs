@@ -24,6 +24,7 @@ pub use error::OpenError;
 pub use log_store::LogStore;
 pub use reader::EventReader;
 pub use reader::ReadPage;
+pub use reader::ReadStart;
 pub use reader::ReadTarget;
 pub use snapshot::SnapshotFile;
 pub use state_machine::store::StateMachine;

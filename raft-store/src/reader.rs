@@ -7,6 +7,7 @@ use std::io;
 use std::sync::Arc;
 
 use redb::ReadableDatabase;
+use redb::ReadableTable;
 
 use crate::codec;
 use crate::engine::Engine;
@@ -16,6 +17,7 @@ use crate::error::io_error;
 use crate::log_store::blocking;
 use crate::schema::EVENTS;
 use crate::schema::STREAM_INDEX;
+use crate::schema::STREAMS;
 use crate::types::AppliedState;
 use crate::types::RecordedEvent;
 use crate::types::StreamInfo;
@@ -27,6 +29,18 @@ pub enum ReadTarget {
     Stream(String),
     /// The whole log, `from` being a global position.
     All,
+}
+
+/// Where a read starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStart {
+    /// The start going forward, the end going backward.
+    Edge,
+    /// This stream version or global position, inclusive.
+    From(u64),
+    /// Going forward, the first event recorded at or after this time (ms since the Unix epoch);
+    /// going backward, the last event recorded at or before it.
+    Time(u64),
 }
 
 /// One page of a read.
@@ -52,17 +66,57 @@ impl EventReader {
         }
     }
 
-    /// Reads up to `max_count` events of `target` starting at `from` (inclusive; `None` is the
-    /// start going forward and the end going backward).
+    /// Reads up to `max_count` events of `target` starting at `start`.
     pub async fn read(
         &self,
         target: ReadTarget,
-        from: Option<u64>,
+        start: ReadStart,
         max_count: usize,
         backward: bool,
     ) -> io::Result<ReadPage> {
         let shared = Arc::clone(&self.shared);
-        blocking(move || read_page(&shared, &target, from, max_count, backward)).await
+        blocking(move || read_page(&shared, &target, start, max_count, backward)).await
+    }
+
+    /// Up to `max_count` streams whose names start with `prefix`, in name order, after the
+    /// stream named `after` (exclusive). The second value is the cursor for the next page
+    /// (`None` when this page reached the end).
+    pub async fn list_streams(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        max_count: usize,
+    ) -> io::Result<(Vec<(String, StreamInfo)>, Option<String>)> {
+        let shared = Arc::clone(&self.shared);
+        blocking(move || {
+            let txn = shared.db.begin_read().map_err(io_error)?;
+            let streams = txn.open_table(STREAMS).map_err(io_error)?;
+            let start = match &after {
+                Some(after) if after.as_str() >= prefix.as_str() => after.as_str(),
+                _ => prefix.as_str(),
+            };
+            let mut page = Vec::with_capacity(max_count.min(1024));
+            let mut next = None;
+            for item in streams.range(start..).map_err(io_error)? {
+                let (name, value) = item.map_err(io_error)?;
+                let name = name.value();
+                if after.as_deref() == Some(name) {
+                    continue;
+                }
+                if !name.starts_with(prefix.as_str()) {
+                    break;
+                }
+                if page.len() == max_count {
+                    next = page
+                        .last()
+                        .map(|(last, _): &(String, StreamInfo)| last.clone());
+                    break;
+                }
+                page.push((name.to_string(), codec::decode_stream_info(value.value())?));
+            }
+            Ok((page, next))
+        })
+        .await
     }
 
     /// A stream's summary, `None` if it has no events.
@@ -81,10 +135,83 @@ impl EventReader {
     }
 }
 
+/// The first index in `low..high` for which `at_or_after` holds, given that it holds for a
+/// suffix of the range (`high` when it holds nowhere): a binary search.
+fn partition_point(
+    mut low: u64,
+    mut high: u64,
+    mut at_or_after: impl FnMut(u64) -> io::Result<bool>,
+) -> io::Result<u64> {
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if at_or_after(middle)? {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    Ok(low)
+}
+
+/// Turns a time into the position (all) or version (stream) a read starts at. Relies on
+/// timestamps never decreasing along the log (apply guarantees it), so each stream's are
+/// ordered too.
+fn seek_time(
+    txn: &redb::ReadTransaction,
+    events_table: &redb::ReadOnlyTable<u64, &[u8]>,
+    target: &ReadTarget,
+    time_ms: u64,
+    backward: bool,
+) -> io::Result<u64> {
+    let timestamp_at = |position: u64| -> io::Result<u64> {
+        let value = events_table
+            .get(position)
+            .map_err(io_error)?
+            .ok_or_else(|| io::Error::other(format!("position {position} has no event")))?;
+        Ok(codec::decode_event(position, value.value())?.timestamp_ms)
+    };
+    // Going forward: the first index recorded at or after the time. Going backward: the last
+    // one at or before it, i.e. one before the first recorded after it.
+    let past = |timestamp: u64| {
+        if backward {
+            timestamp > time_ms
+        } else {
+            timestamp >= time_ms
+        }
+    };
+    let found = match target {
+        ReadTarget::All => {
+            let head = events_table
+                .last()
+                .map_err(io_error)?
+                .map(|(position, _)| position.value())
+                .unwrap_or(0);
+            partition_point(1, head + 1, |position| Ok(past(timestamp_at(position)?)))?
+        }
+        ReadTarget::Stream(stream) => {
+            let Some(info) = stream_info(txn, stream)? else {
+                return Ok(if backward { 0 } else { 1 });
+            };
+            let index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
+            partition_point(1, info.version + 1, |version| {
+                let position = index
+                    .get((stream.as_str(), version))
+                    .map_err(io_error)?
+                    .ok_or_else(|| {
+                        io::Error::other(format!("stream {stream} has no version {version}"))
+                    })?
+                    .value();
+                Ok(past(timestamp_at(position)?))
+            })?
+        }
+    };
+    Ok(if backward { found - 1 } else { found })
+}
+
 fn read_page(
     shared: &Shared,
     target: &ReadTarget,
-    from: Option<u64>,
+    start: ReadStart,
     max_count: usize,
     backward: bool,
 ) -> io::Result<ReadPage> {
@@ -92,6 +219,22 @@ fn read_page(
     let applied = *shared.applied.borrow();
     let txn = shared.db.begin_read().map_err(io_error)?;
     let events_table = txn.open_table(EVENTS).map_err(io_error)?;
+    let from = match start {
+        ReadStart::Edge => None,
+        ReadStart::From(from) => Some(from),
+        ReadStart::Time(time_ms) => {
+            let from = seek_time(&txn, &events_table, target, time_ms, backward)?;
+            if backward && from == 0 {
+                // Nothing was recorded at or before the time.
+                return Ok(ReadPage {
+                    events: Vec::new(),
+                    next_from: None,
+                    applied,
+                });
+            }
+            Some(from)
+        }
+    };
     let mut events = Vec::with_capacity(max_count.min(1024));
     let mut next_from = None;
     match target {

@@ -7,7 +7,7 @@
 use redb::TableDefinition;
 
 /// Bumped whenever a table's layout or meaning changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Store-wide facts: format version, cluster id, node id, vote, committed, last purged.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

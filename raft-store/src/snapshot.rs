@@ -463,6 +463,8 @@ pub fn incoming_path(dir: &Path) -> PathBuf {
     dir.join(format!("incoming-{}-{n}.tmp", std::process::id()))
 }
 
+/// Removes the snapshot files older than `keep` (names sort by zero-padded index), never a newer
+/// one that a concurrent build or install just made.
 fn remove_older(dir: &Path, keep: &Path) {
     let Ok(items) = std::fs::read_dir(dir) else {
         return;
@@ -471,7 +473,7 @@ fn remove_older(dir: &Path, keep: &Path) {
         let path = item.path();
         let is_snapshot = path.extension().is_some_and(|ext| ext == "snap");
         if is_snapshot
-            && path != keep
+            && path.file_name() < keep.file_name()
             && let Err(error) = std::fs::remove_file(&path)
         {
             tracing::warn!("removing old snapshot {} failed: {error}", path.display());

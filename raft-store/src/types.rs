@@ -67,8 +67,30 @@ pub struct AppendCommand {
     /// reused for a different request is told apart from a retry.
     pub request_fingerprint: u64,
     /// Milliseconds since the Unix epoch, set by the leader when it proposed the command, so
-    /// every replica stores the same value and apply never reads a clock.
+    /// every replica stores the same value and apply never reads a clock. Apply records
+    /// `max(timestamp_ms, the previous event's timestamp)`, so timestamps never go backwards in
+    /// the log even when a new leader's clock is behind the old one's.
     pub timestamp_ms: u64,
+    /// How long idempotency keys are kept, as the proposing leader was configured: it travels
+    /// in the command so every replica expires keys identically.
+    pub idempotency: IdempotencyPolicy,
+}
+
+/// How long the state machine remembers idempotency keys: a key expires once it is older than
+/// `window_ms` (in append timestamps) or once more than `max_keys` newer keys exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyPolicy {
+    pub window_ms: u64,
+    pub max_keys: u64,
+}
+
+impl Default for IdempotencyPolicy {
+    fn default() -> Self {
+        Self {
+            window_ms: crate::schema::IDEMPOTENCY_WINDOW_MS,
+            max_keys: crate::schema::IDEMPOTENCY_MAX_KEYS,
+        }
+    }
 }
 
 /// An event as the client sent it.

@@ -56,6 +56,7 @@ fn entry(index: u64) -> Entry {
             idempotency_key: None,
             timestamp_ms: index,
             request_fingerprint: index,
+            idempotency: Default::default(),
         })),
     }
 }

@@ -176,6 +176,38 @@ impl EvlogClient {
         .await
     }
 
+    /// One stream's summary, with retries.
+    pub async fn get_stream(
+        &self,
+        request: pb::GetStreamRequest,
+    ) -> Result<pb::GetStreamResponse, Status> {
+        self.with_retries(async |index, remaining| {
+            let mut grpc = tonic::Request::new(request.clone());
+            grpc.set_timeout(remaining);
+            self.event_log(index)
+                .get_stream(grpc)
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// One page of stream summaries, with retries.
+    pub async fn list_streams(
+        &self,
+        request: pb::ListStreamsRequest,
+    ) -> Result<pb::ListStreamsResponse, Status> {
+        self.with_retries(async |index, remaining| {
+            let mut grpc = tonic::Request::new(request.clone());
+            grpc.set_timeout(remaining);
+            self.event_log(index)
+                .list_streams(grpc)
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
     /// The status of endpoint `index` (no retries: it describes that node).
     pub async fn status(
         &self,

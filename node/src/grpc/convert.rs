@@ -4,6 +4,7 @@ use evlog_proto::v1 as pb;
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::NewEvent;
 use evlog_raft_store::types::RecordedEvent;
+use evlog_raft_store::types::StreamInfo;
 
 use crate::config::Limits;
 use crate::error::NodeError;
@@ -127,7 +128,8 @@ pub fn append_command(
         total += size;
         if total > limits.max_append_bytes {
             return Err(NodeError::TooLarge(format!(
-                "the append's events exceed {} bytes in all",
+                "the append's events reach {total} bytes at event {index}; the limit is {} bytes \
+                 per append",
                 limits.max_append_bytes
             )));
         }
@@ -158,7 +160,17 @@ pub fn append_command(
         idempotency_key: request.idempotency_key,
         timestamp_ms,
         request_fingerprint,
+        idempotency: limits.idempotency,
     })
+}
+
+pub fn stream_summary(stream: String, info: StreamInfo) -> pb::StreamSummary {
+    pb::StreamSummary {
+        stream,
+        version: info.version,
+        first_position: info.first_position,
+        last_position: info.last_position,
+    }
 }
 
 pub fn recorded_event(event: RecordedEvent) -> pb::RecordedEvent {

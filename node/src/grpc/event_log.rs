@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use evlog_proto::v1 as pb;
 use evlog_proto::v1::event_log_client::EventLogClient;
 use evlog_proto::v1::event_log_server::EventLog;
+use evlog_raft_store::ReadStart;
 use evlog_raft_store::ReadTarget;
 use evlog_raft_store::types::CommandResponse;
 use tonic::Request;
@@ -56,9 +57,11 @@ impl EventLogService {
         let address = address.ok_or_else(|| {
             NodeError::Unavailable(format!("leader {leader} has no known address; retry"))
         })?;
+        // The request passed this node's size limit; the leader's answer is small.
+        let bound = self.limits.max_append_bytes + (1 << 20);
         let mut client = EventLogClient::new(self.channels.get(&address)?)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+            .max_decoding_message_size(bound)
+            .max_encoding_message_size(bound);
         let mut forwarded = Request::new(request);
         forwarded.set_timeout(self.request_timeout);
         forwarded.metadata_mut().insert(
@@ -78,6 +81,48 @@ impl EventLogService {
             ))
             .into()),
         }
+    }
+}
+
+impl EventLogService {
+    /// The page size a request asks for (0: the default), refused above the limit.
+    fn page_size(&self, requested: u32, what: &str) -> Result<usize, Status> {
+        match requested as usize {
+            0 => Ok(self.limits.default_read_count),
+            n if n > self.limits.max_read_count => Err(NodeError::TooLarge(format!(
+                "max_count {n} exceeds the limit of {} {what} per read",
+                self.limits.max_read_count
+            ))
+            .into()),
+            n => Ok(n),
+        }
+    }
+
+    /// Waits until this node may serve a read at `consistency` (a `pb::Consistency` value).
+    async fn reach_consistency(
+        &self,
+        consistency: i32,
+        at_least_position: u64,
+    ) -> Result<(), Status> {
+        match pb::Consistency::try_from(consistency) {
+            Ok(pb::Consistency::Linearizable) => {
+                self.handle.linearize(self.request_timeout).await?;
+            }
+            Ok(pb::Consistency::AtLeast) => {
+                let deadline = tokio::time::Instant::now() + self.request_timeout;
+                self.handle
+                    .wait_position(at_least_position, deadline)
+                    .await?;
+            }
+            Ok(pb::Consistency::Local) => {}
+            Err(_) => {
+                return Err(NodeError::InvalidArgument(format!(
+                    "unknown consistency {consistency}"
+                ))
+                .into());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -158,17 +203,18 @@ impl EventLog for EventLogService {
                 .into());
             }
         };
-        let max_count = match request.max_count as usize {
-            0 => self.limits.default_read_count,
-            n if n > self.limits.max_read_count => {
-                return Err(NodeError::TooLarge(format!(
-                    "max_count {n} exceeds the limit of {} events per read",
-                    self.limits.max_read_count
-                ))
+        let start = match (request.from, request.from_timestamp_ms) {
+            (Some(_), Some(_)) => {
+                return Err(NodeError::InvalidArgument(
+                    "a read starts at `from` or at `from_timestamp_ms`, not both".to_string(),
+                )
                 .into());
             }
-            n => n,
+            (Some(from), None) => ReadStart::From(from),
+            (None, Some(time_ms)) => ReadStart::Time(time_ms),
+            (None, None) => ReadStart::Edge,
         };
+        let max_count = self.page_size(request.max_count, "events")?;
         let backward = match pb::Direction::try_from(request.direction) {
             Ok(pb::Direction::Forward) => false,
             Ok(pb::Direction::Backward) => true,
@@ -180,29 +226,12 @@ impl EventLog for EventLogService {
                 .into());
             }
         };
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
-        match pb::Consistency::try_from(request.consistency) {
-            Ok(pb::Consistency::Linearizable) => {
-                self.handle.linearize(self.request_timeout).await?
-            }
-            Ok(pb::Consistency::AtLeast) => {
-                self.handle
-                    .wait_position(request.at_least_position, deadline)
-                    .await?
-            }
-            Ok(pb::Consistency::Local) => {}
-            Err(_) => {
-                return Err(NodeError::InvalidArgument(format!(
-                    "unknown consistency {}",
-                    request.consistency
-                ))
-                .into());
-            }
-        }
+        self.reach_consistency(request.consistency, request.at_least_position)
+            .await?;
         let page = self
             .handle
             .reader()
-            .read(target, request.from, max_count, backward)
+            .read(target, start, max_count, backward)
             .await
             .map_err(NodeError::from)?;
         Ok(Response::new(pb::ReadResponse {
@@ -214,6 +243,64 @@ impl EventLog for EventLogService {
             head_position: page.applied.head_position,
             served_by: self.handle.node_id(),
             next_from: page.next_from,
+        }))
+    }
+
+    async fn get_stream(
+        &self,
+        request: Request<pb::GetStreamRequest>,
+    ) -> Result<Response<pb::GetStreamResponse>, Status> {
+        let request = request.into_inner();
+        convert::validate_stream_name(&request.stream)?;
+        self.reach_consistency(request.consistency, request.at_least_position)
+            .await?;
+        let reader = self.handle.reader();
+        // The head is taken before the read, so the read reflects at least it.
+        let head_position = reader.applied().head_position;
+        let info = reader
+            .stream(request.stream.clone())
+            .await
+            .map_err(NodeError::from)?
+            .ok_or_else(|| {
+                NodeError::NotFound(format!("stream {:?} has no events", request.stream))
+            })?;
+        Ok(Response::new(pb::GetStreamResponse {
+            stream: Some(convert::stream_summary(request.stream, info)),
+            head_position,
+            served_by: self.handle.node_id(),
+        }))
+    }
+
+    async fn list_streams(
+        &self,
+        request: Request<pb::ListStreamsRequest>,
+    ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        let request = request.into_inner();
+        if request.prefix.len() > convert::MAX_STREAM_NAME_BYTES {
+            return Err(NodeError::InvalidArgument(format!(
+                "prefix of {} bytes is longer than a stream name may be ({} bytes)",
+                request.prefix.len(),
+                convert::MAX_STREAM_NAME_BYTES
+            ))
+            .into());
+        }
+        let max_count = self.page_size(request.max_count, "streams")?;
+        self.reach_consistency(request.consistency, request.at_least_position)
+            .await?;
+        let reader = self.handle.reader();
+        let head_position = reader.applied().head_position;
+        let (streams, next_after) = reader
+            .list_streams(request.prefix, request.after, max_count)
+            .await
+            .map_err(NodeError::from)?;
+        Ok(Response::new(pb::ListStreamsResponse {
+            streams: streams
+                .into_iter()
+                .map(|(name, info)| convert::stream_summary(name, info))
+                .collect(),
+            next_after,
+            head_position,
+            served_by: self.handle.node_id(),
         }))
     }
 }

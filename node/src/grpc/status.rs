@@ -26,6 +26,7 @@ impl From<NodeError> for Status {
                 status
             }
             NodeError::IdempotencyKeyReused { .. } => Status::already_exists(message),
+            NodeError::NotFound(_) => Status::not_found(message),
             NodeError::NotLeader {
                 leader_id,
                 leader_address,

@@ -28,14 +28,15 @@ pub struct AppendWrites {
 
 /// Decides a keyed append against what the key already holds: `Some(response)` answers it
 /// without appending (a retry, or a key reused for another request); `None` appends as usual.
-/// A record older than `window_ms` (in append timestamps) no longer counts.
+/// A record older than the command's window (in append timestamps, `now_ms` being this
+/// append's) no longer counts.
 pub fn decide_idempotent(
     existing: Option<IdempotentRecord>,
     command: &AppendCommand,
-    window_ms: u64,
+    now_ms: u64,
 ) -> Option<CommandResponse> {
     let record = existing?;
-    if command.timestamp_ms.saturating_sub(record.timestamp_ms) > window_ms {
+    if now_ms.saturating_sub(record.timestamp_ms) > command.idempotency.window_ms {
         return None;
     }
     if record.fingerprint != command.request_fingerprint {
@@ -59,11 +60,12 @@ pub fn should_expire(
 }
 
 /// Decides an append against the stream's current summary (`None`: the stream has no events)
-/// and the log's current head position.
+/// and the log's current head position; its events are recorded at `timestamp_ms`.
 pub fn decide_append(
     head_position: u64,
     current: Option<StreamInfo>,
     command: &AppendCommand,
+    timestamp_ms: u64,
 ) -> AppendDecision {
     let current = current.unwrap_or_default();
     if let Some(expected) = command.expected_version
@@ -104,7 +106,7 @@ pub fn decide_append(
             content_type: event.content_type.clone(),
             data: event.data.clone(),
             metadata: event.metadata.clone(),
-            timestamp_ms: command.timestamp_ms,
+            timestamp_ms,
         })
         .collect();
     let last_position = first_position + count - 1;
@@ -155,12 +157,13 @@ mod tests {
             idempotency_key: None,
             timestamp_ms: 99,
             request_fingerprint: 7,
+            idempotency: Default::default(),
         }
     }
 
     #[test]
     fn first_append_to_a_new_stream_starts_at_version_one() {
-        let decision = decide_append(10, None, &command(2, Some(0)));
+        let decision = decide_append(10, None, &command(2, Some(0)), 99);
         let writes = decision.writes.expect("accepted");
         assert_eq!(
             writes.info,
@@ -197,7 +200,7 @@ mod tests {
             first_position: 2,
             last_position: 7,
         };
-        let writes = decide_append(20, Some(current), &command(1, None))
+        let writes = decide_append(20, Some(current), &command(1, None), 99)
             .writes
             .expect("accepted");
         assert_eq!(
@@ -218,7 +221,7 @@ mod tests {
             first_position: 1,
             last_position: 3,
         };
-        let decision = decide_append(3, Some(current), &command(1, Some(2)));
+        let decision = decide_append(3, Some(current), &command(1, Some(2)), 99);
         assert_eq!(decision.writes, None);
         assert_eq!(
             decision.response,
@@ -227,7 +230,7 @@ mod tests {
                 actual: 3
             }
         );
-        let decision = decide_append(0, None, &command(1, Some(1)));
+        let decision = decide_append(0, None, &command(1, Some(1)), 99);
         assert_eq!(
             decision.response,
             CommandResponse::WrongExpectedVersion {
@@ -245,7 +248,7 @@ mod tests {
             last_position: 3,
         };
         assert!(
-            decide_append(3, Some(current), &command(1, Some(3)))
+            decide_append(3, Some(current), &command(1, Some(3)), 99)
                 .writes
                 .is_some()
         );
@@ -286,10 +289,21 @@ mod tests {
     #[test]
     fn an_unknown_or_expired_key_appends_as_usual() {
         assert_eq!(decide_idempotent(None, &command(1, None), 1_000), None);
+        let mut short_window = command(1, None);
+        short_window.idempotency.window_ms = 30;
         assert_eq!(
-            decide_idempotent(Some(record(7, 10)), &command(1, None), 50),
+            decide_idempotent(Some(record(7, 10)), &short_window, 99),
             None
         );
+        assert!(decide_idempotent(Some(record(7, 10)), &short_window, 40).is_some());
+    }
+
+    #[test]
+    fn events_are_recorded_at_the_timestamp_apply_decided() {
+        let writes = decide_append(0, None, &command(2, None), 500)
+            .writes
+            .expect("accepted");
+        assert!(writes.events.iter().all(|e| e.timestamp_ms == 500));
     }
 
     #[test]
@@ -301,6 +315,6 @@ mod tests {
 
     #[test]
     fn an_empty_append_writes_nothing() {
-        assert_eq!(decide_append(5, None, &command(0, None)).writes, None);
+        assert_eq!(decide_append(5, None, &command(0, None), 99).writes, None);
     }
 }

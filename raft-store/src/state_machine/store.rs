@@ -45,7 +45,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let shared = Arc::clone(&self.engine.shared);
         let (meta, file) = blocking(move || {
             let built = snapshot::build(&shared.db, &shared.snapshot_dir())?;
-            shared.machine().snapshot = Some((built.0.clone(), built.1.path.clone()));
+            shared.offer_snapshot(built.0.clone(), built.1.path.clone());
             Ok(built)
         })
         .await?;
@@ -102,7 +102,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let current = self.engine.shared.machine().snapshot.clone();
+        let current = self.engine.shared.current_snapshot();
         Ok(current.map(|(meta, path)| Snapshot {
             meta,
             snapshot: SnapshotFile { path },
