@@ -1,6 +1,7 @@
 //! An append retried with the same idempotency key returns the original result and appends
 //! nothing: on another node, after a leader kill, and after a full cluster restart. The same
-//! key with a different request is refused.
+//! key with a different request is refused. Of concurrent appends at one expected version
+//! exactly one wins, also when they race through a leader failover.
 
 use std::time::Duration;
 
@@ -128,48 +129,82 @@ async fn a_retried_key_returns_the_original_result_everywhere_and_always() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_concurrent_appends_at_one_expected_version_exactly_one_wins() {
-    let cluster = Cluster::start(ClusterOptions::default()).await;
-    cluster.wait_for_leader(timeouts::LEADER).await;
-    let nodes = cluster.node_ids();
+/// Sends 20 concurrent appends of a claim on `stream` at `expected_version`, spread over
+/// `nodes`, each with its own idempotency key (so a retry of the winner is recognised rather
+/// than refused as a conflict), and checks that exactly one wins and every loser is told the
+/// actual version. Returns the winner's index.
+async fn contend(cluster: &Cluster, nodes: &[u64], round: &str, expected_version: u64) -> usize {
     let attempts = (0..20).map(|i| {
         let request = AppendRequest {
             stream: "seat-14C".to_string(),
             events: vec![event(
-                format!("claim-{i}"),
+                format!("{round}-claim-{i}"),
                 "SeatClaimed",
                 format!("passenger {i}"),
             )],
-            expected_version: Some(0),
-            idempotency_key: None,
+            expected_version: Some(expected_version),
+            idempotency_key: Some(format!("{round}-claim-{i}")),
         };
         let node = nodes[i % nodes.len()];
-        let cluster = &cluster;
         async move { send(cluster, node, request).await }
     });
     let results = futures::future::join_all(attempts).await;
-    let winners = results.iter().filter(|result| result.is_ok()).count();
+    let winners: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, result)| result.is_ok())
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(
-        winners, 1,
-        "exactly one append at expected version 0 succeeds: {results:?}"
+        winners.len(),
+        1,
+        "{round}: exactly one append at expected version {expected_version} succeeds: {results:?}"
     );
+    let after = (expected_version + 1).to_string();
     for result in &results {
         if let Err(status) = result {
-            assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
+            assert_eq!(
+                status.code(),
+                tonic::Code::FailedPrecondition,
+                "{round}: {status}"
+            );
             let actual = status
                 .metadata()
                 .get("evlog-actual-version")
                 .and_then(|v| v.to_str().ok());
             assert_eq!(
                 actual,
-                Some("1"),
-                "the loser is told the actual version: {status}"
+                Some(after.as_str()),
+                "{round}: the loser is told the actual version: {status}"
             );
         }
     }
-    let log = cluster.read_all(nodes[0], Consistency::Linearizable).await;
-    assert_eq!(log.len(), 1);
+    winners[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_concurrent_appends_at_one_expected_version_exactly_one_wins() {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let nodes = cluster.node_ids();
+    let first = contend(&cluster, &nodes, "calm", 0).await;
+
+    // Again while there is no leader: the old one is killed just before the appends go out,
+    // so they are retried through the election and contend on the new leader.
+    cluster.kill(leader).await;
+    let live = cluster.live_node_ids();
+    let second = contend(&cluster, &live, "failover", 1).await;
+
+    let log = cluster.read_all(live[0], Consistency::Linearizable).await;
+    let ids: Vec<&str> = log.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            format!("calm-claim-{first}").as_str(),
+            format!("failover-claim-{second}").as_str()
+        ],
+        "the log holds exactly the two winners, in order"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
