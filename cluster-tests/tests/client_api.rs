@@ -424,6 +424,20 @@ async fn bad_input_and_hostile_clients_get_clear_errors_and_leave_the_node_healt
         assert!(!status.message().is_empty(), "{name}: an empty message");
     }
 
+    // The refused appends and reads left every log as it was: empty.
+    for &node in &nodes {
+        let page = cluster
+            .read(node, read_all())
+            .await
+            .expect("read after bad input");
+        assert!(
+            page.events.is_empty() && page.head_position == 0,
+            "node {node}: refused appends wrote {} events (head {})",
+            page.events.len(),
+            page.head_position
+        );
+    }
+
     // Malformed and truncated protobuf.
     let valid = append("hostile", ok()).encode_to_vec();
     let truncated = valid[..valid.len() - 3].to_vec();
