@@ -16,6 +16,7 @@ use crate::client::EvlogClient;
 use crate::config::Limits;
 use crate::config::NodeConfig;
 use crate::config::parse_members;
+use crate::config::parse_routes;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,6 +86,10 @@ pub struct ServeArgs {
     pub max_append_bytes: usize,
     #[arg(long, env = "EVLOG_MAX_READ_COUNT", default_value_t = Limits::default().max_read_count)]
     pub max_read_count: usize,
+    /// Dial peers at other addresses than they advertise: ADVERTISED=DIALED,... (a proxy or a
+    /// NAT in between; the chaos tests route every link through a fault-injecting proxy).
+    #[arg(long, env = "EVLOG_ROUTES", default_value = "")]
+    pub routes: String,
     /// How long an idempotency key is remembered, in seconds of append timestamps.
     #[arg(long, env = "EVLOG_IDEMPOTENCY_WINDOW_SECS", default_value_t = Limits::default().idempotency.window_ms / 1000)]
     pub idempotency_window_secs: u64,
@@ -113,6 +118,7 @@ impl ServeArgs {
             snapshot_threshold: self.snapshot_threshold,
             log_keep_after_snapshot: self.log_keep_after_snapshot,
             request_timeout_ms: self.request_timeout_ms,
+            routes: parse_routes(&self.routes).map_err(|error| format!("--routes: {error}"))?,
             limits: Limits {
                 max_event_bytes: self.max_event_bytes,
                 max_events_per_append: self.max_events_per_append,

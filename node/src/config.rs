@@ -71,6 +71,10 @@ pub struct NodeConfig {
     /// client sets no shorter deadline.
     pub request_timeout_ms: u64,
     pub limits: Limits,
+    /// Peers to dial at another address than the one they advertise (advertised -> dialed):
+    /// through a proxy or a NAT. The chaos tests put a fault-injecting proxy on every link
+    /// this way.
+    pub routes: BTreeMap<String, String>,
 }
 
 impl Default for NodeConfig {
@@ -91,6 +95,7 @@ impl Default for NodeConfig {
             snapshot_transfer_timeout_ms: 300_000,
             request_timeout_ms: 10_000,
             limits: Limits::default(),
+            routes: BTreeMap::new(),
         }
     }
 }
@@ -204,9 +209,48 @@ pub fn parse_members(text: &str) -> Result<BTreeMap<u64, String>, String> {
     Ok(members)
 }
 
+/// Parses `ADVERTISED=DIALED,...` (both `HOST:PORT`).
+pub fn parse_routes(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut routes = BTreeMap::new();
+    for part in text
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+    {
+        let (advertised, dialed) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not ADVERTISED=DIALED"))?;
+        let (advertised, dialed) = (advertised.trim(), dialed.trim());
+        if advertised.is_empty() || dialed.is_empty() {
+            return Err(format!("{part:?} is not ADVERTISED=DIALED"));
+        }
+        if routes
+            .insert(advertised.to_string(), dialed.to_string())
+            .is_some()
+        {
+            return Err(format!("{advertised} is routed twice"));
+        }
+    }
+    Ok(routes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_parse_and_refuse_nonsense() {
+        let routes = parse_routes("127.0.0.1:1=127.0.0.1:9, h:2 = p:3").expect("valid routes");
+        assert_eq!(
+            routes.get("127.0.0.1:1").map(String::as_str),
+            Some("127.0.0.1:9")
+        );
+        assert_eq!(routes.get("h:2").map(String::as_str), Some("p:3"));
+        assert!(parse_routes("").expect("no routes").is_empty());
+        assert!(parse_routes("a:1").is_err());
+        assert!(parse_routes("a:1=").is_err());
+        assert!(parse_routes("a:1=b:2,a:1=c:3").is_err());
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -2,6 +2,7 @@
 //! read-index requests. A tonic `Channel` multiplexes concurrent calls over one HTTP/2
 //! connection and reconnects by itself, so a channel is made once and never per RPC.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -19,18 +20,27 @@ const MAX_CHANNELS: usize = 256;
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
+    /// Advertised address -> the address to dial instead (`--route`).
+    routes: Arc<BTreeMap<String, String>>,
 }
 
 impl PeerChannels {
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, routes: BTreeMap<String, String>) -> Self {
         Self {
             channels: Arc::new(Mutex::new(HashMap::new())),
             connect_timeout,
+            routes: Arc::new(routes),
         }
     }
 
-    /// The channel to `address`, made on first use (lazily connected).
+    /// The channel to the peer advertised at `address` (dialed through its route, if it has
+    /// one), made on first use (lazily connected).
     pub fn get(&self, address: &str) -> Result<Channel, NodeError> {
+        let address = self
+            .routes
+            .get(address)
+            .map(String::as_str)
+            .unwrap_or(address);
         let mut channels = self
             .channels
             .lock()
