@@ -10,5 +10,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   exit 1
 fi
 
-cargo build --workspace --bins
-cargo nextest run --workspace --no-fail-fast "$@"
+# The tests run the binary built with the crash points of the chaos tests compiled in (they do
+# nothing unless `FAILPOINTS` arms them); one feature set for both commands, so one build.
+features=(--features evlog/failpoints)
+cargo build --workspace --bins "${features[@]}"
+cargo nextest run --workspace --no-fail-fast "${features[@]}" "$@"

@@ -23,6 +23,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             CliCommand::Serve(args) => {
                 let shutdown = shutdown_signal()?;
+                // Chaos-test builds only: arm the crash points named in `FAILPOINTS`.
+                #[cfg(feature = "failpoints")]
+                let _failpoints = fail::FailScenario::setup();
                 evlog::telemetry::init();
                 let config = args.config().map_err(anyhow::Error::msg)?;
                 let listener = tokio::net::TcpListener::bind(config.listen_addr)

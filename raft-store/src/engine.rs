@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use crate::codec;
 use crate::error::OpenError;
 use crate::error::io_error;
+use crate::failpoint::crash_point;
 use crate::schema::EVENTS;
 use crate::schema::FORMAT_VERSION;
 use crate::schema::IDEMPOTENCY;
@@ -553,8 +554,10 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
         let mut txn = shared.db.begin_write().map_err(io_error)?;
         txn.set_durability(Durability::Immediate)
             .map_err(io_error)?;
+        let mut points = BatchPoints::default();
         for op in batch.drain(..) {
             let (work, completion) = split(op);
+            points.note(&work);
             match carry_out(&txn, work, &mut log, &mut machine) {
                 Ok(responses) => completions.push(match completion {
                     Completion::Apply(done, _) => Completion::Apply(done, responses),
@@ -566,7 +569,10 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
                 }
             }
         }
-        txn.commit().map_err(io_error)
+        points.before_commit();
+        txn.commit().map_err(io_error)?;
+        crash_point("store::after-commit");
+        Ok(())
     })();
     // Ops after a failed one were never carried out: they fail with the batch.
     completions.extend(batch.drain(..).map(|op| split(op).1));
@@ -643,6 +649,38 @@ enum Work {
     Purge(LogId),
     Apply(Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>),
     InstallSnapshot(SnapshotMeta, SnapshotFile),
+}
+
+/// Which crash points a batch passes before its commit.
+#[derive(Default)]
+struct BatchPoints {
+    vote: bool,
+    apply: bool,
+    install: bool,
+}
+
+impl BatchPoints {
+    fn note(&mut self, work: &Work) {
+        match work {
+            Work::SaveVote(_) => self.vote = true,
+            Work::Apply(_) => self.apply = true,
+            Work::InstallSnapshot(..) => self.install = true,
+            _ => {}
+        }
+    }
+
+    fn before_commit(&self) {
+        crash_point("store::before-commit");
+        if self.vote {
+            crash_point("store::vote");
+        }
+        if self.apply {
+            crash_point("store::apply");
+        }
+        if self.install {
+            crash_point("store::snapshot-install");
+        }
+    }
 }
 
 fn split(op: WriteOp) -> (Work, Completion) {

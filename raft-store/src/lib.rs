@@ -11,6 +11,7 @@
 pub mod codec;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod log_store;
 pub mod reader;
 pub mod schema;

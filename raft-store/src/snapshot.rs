@@ -295,6 +295,7 @@ pub(crate) fn build(db: &redb::Database, dir: &Path) -> io::Result<(SnapshotMeta
             &[&name_len.to_le_bytes(), name.as_bytes(), value.value()],
         )?;
     }
+    crate::failpoint::crash_point("store::snapshot-build");
     let keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
     for item in keys.iter().map_err(io_error)? {
         let (key, value) = item.map_err(io_error)?;
