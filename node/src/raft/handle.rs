@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use crate::error::NodeError;
 use crate::raft::Raft;
 use crate::raft::channels::PeerChannels;
+use crate::raft::read_index::ReadIndexBatcher;
 
 /// Where an append landed in the Raft log (the durability receipt).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,8 +69,10 @@ pub struct RaftHandle {
     node_id: NodeId,
     reader: EventReader,
     applied: watch::Receiver<AppliedState>,
-    channels: PeerChannels,
-    peer_rpc_timeout: Duration,
+    /// Read indexes confirmed by this node as leader, shared by concurrent reads.
+    leader_reads: ReadIndexBatcher,
+    /// Read indexes asked of the leader by this node as follower, shared likewise.
+    remote_reads: ReadIndexBatcher,
 }
 
 impl RaftHandle {
@@ -81,13 +84,33 @@ impl RaftHandle {
         channels: PeerChannels,
         peer_rpc_timeout: Duration,
     ) -> Self {
+        let leader_raft = raft.clone();
+        let leader_reads = ReadIndexBatcher::start(move || {
+            let raft = leader_raft.clone();
+            async move {
+                tokio::time::timeout(peer_rpc_timeout, confirm_leadership(&raft))
+                    .await
+                    .map_err(|_| {
+                        NodeError::Unavailable(format!(
+                            "no quorum confirmed leadership within {} ms",
+                            peer_rpc_timeout.as_millis()
+                        ))
+                    })?
+            }
+        });
+        let remote_raft = raft.clone();
+        let remote_reads = ReadIndexBatcher::start(move || {
+            let raft = remote_raft.clone();
+            let channels = channels.clone();
+            async move { ask_leader_for_read_index(&raft, &channels, peer_rpc_timeout).await }
+        });
         Self {
             raft,
             node_id,
             reader,
             applied,
-            channels,
-            peer_rpc_timeout,
+            leader_reads,
+            remote_reads,
         }
     }
 
@@ -105,14 +128,7 @@ impl RaftHandle {
 
     /// The leader as this node knows it, with its address.
     pub fn leader(&self) -> Option<(NodeId, Option<String>)> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let leader = metrics.current_leader?;
-        let address = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|node| node.addr.clone());
-        Some((leader, address))
+        known_leader(&self.raft)
     }
 
     /// Waits (bounded) until some leader is known, and returns it.
@@ -170,57 +186,45 @@ impl RaftHandle {
         }
     }
 
-    /// On the leader: confirms leadership with a quorum and returns the read index.
+    /// On the leader: a read index confirmed with a quorum after this call began (shared with
+    /// the concurrent reads).
     pub async fn leader_read_index(&self) -> Result<u64, NodeError> {
-        match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
-            Ok(linearizer) => Ok(linearizer.read_log_id().index()),
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
-                Err(not_leader(forward))
-            }
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(error))) => Err(
-                NodeError::Unavailable(format!("no quorum to confirm leadership: {error}")),
-            ),
-            Err(RaftError::Fatal(fatal)) => {
-                Err(NodeError::Unavailable(format!("raft stopped: {fatal}")))
-            }
+        match self.leader() {
+            Some((leader, _)) if leader == self.node_id => self.leader_reads.read_index().await,
+            Some((leader, address)) => Err(NodeError::NotLeader {
+                leader_id: Some(leader),
+                leader_address: address,
+            }),
+            None => Err(NodeError::NotLeader {
+                leader_id: None,
+                leader_address: None,
+            }),
         }
     }
 
-    /// Makes this node ready for a linearizable read: gets the read index (locally on the
-    /// leader, from the leader otherwise) and waits until this node has applied it.
+    /// Makes this node ready for a linearizable read: gets a read index confirmed after this
+    /// call began (by itself as leader, from the leader otherwise; either way shared with the
+    /// concurrent reads) and waits until this node has applied it.
     pub async fn linearize(&self, timeout: Duration) -> Result<(), NodeError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let read_index = match self.leader_read_index().await {
-            Ok(index) => index,
-            Err(NodeError::NotLeader { .. }) => {
-                let (leader, address) = self.wait_for_leader(timeout).await?;
-                let address = address.ok_or_else(|| {
-                    NodeError::Unavailable(format!("leader {leader} has no known address"))
-                })?;
-                let mut client = RaftPeerClient::new(self.channels.get(&address)?);
-                let mut request = tonic::Request::new(ReadIndexRequest {});
-                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-                request.set_timeout(remaining.min(self.peer_rpc_timeout));
-                let response = tokio::time::timeout(
-                    remaining.min(self.peer_rpc_timeout),
-                    client.read_index(request),
-                )
-                .await
-                .map_err(|_| {
-                    NodeError::Unavailable(format!(
-                        "leader {leader} did not confirm a read index in time; retry"
-                    ))
-                })?
-                .map_err(|status| {
-                    NodeError::Unavailable(format!(
-                        "asking leader {leader} for a read index: {}",
-                        status.message()
-                    ))
-                })?;
-                response.into_inner().read_index
+        let read_index = async {
+            if self
+                .leader()
+                .is_some_and(|(leader, _)| leader == self.node_id)
+            {
+                self.leader_reads.read_index().await
+            } else {
+                self.remote_reads.read_index().await
             }
-            Err(error) => return Err(error),
         };
+        let read_index = tokio::time::timeout_at(deadline, read_index)
+            .await
+            .map_err(|_| {
+                NodeError::Unavailable(format!(
+                    "no read index confirmed within {} ms; retry",
+                    timeout.as_millis()
+                ))
+            })??;
         self.wait_applied(read_index, deadline).await
     }
 
@@ -363,6 +367,67 @@ impl RaftHandle {
             .map(|response| response.log_id.index)
             .map_err(membership_error)
     }
+}
+
+/// The leader `raft` knows of, with its address (no copy of the whole metrics).
+fn known_leader(raft: &Raft) -> Option<(NodeId, Option<String>)> {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow_watched();
+    let leader = metrics.current_leader?;
+    let address = metrics
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|node| node.addr.clone());
+    Some((leader, address))
+}
+
+/// As leader: confirms leadership with a quorum round that starts now; returns the read index.
+async fn confirm_leadership(raft: &Raft) -> Result<u64, NodeError> {
+    match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+        Ok(linearizer) => Ok(linearizer.read_log_id().index()),
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
+            Err(not_leader(forward))
+        }
+        Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(error))) => Err(
+            NodeError::Unavailable(format!("no quorum to confirm leadership: {error}")),
+        ),
+        Err(RaftError::Fatal(fatal)) => {
+            Err(NodeError::Unavailable(format!("raft stopped: {fatal}")))
+        }
+    }
+}
+
+/// As follower: one `ReadIndex` call to the leader.
+async fn ask_leader_for_read_index(
+    raft: &Raft,
+    channels: &PeerChannels,
+    timeout: Duration,
+) -> Result<u64, NodeError> {
+    let Some((leader, address)) = known_leader(raft) else {
+        return Err(NodeError::Unavailable(
+            "no leader is known yet; retry".to_string(),
+        ));
+    };
+    let address = address
+        .ok_or_else(|| NodeError::Unavailable(format!("leader {leader} has no known address")))?;
+    let mut client = RaftPeerClient::new(channels.get(&address)?);
+    let mut request = tonic::Request::new(ReadIndexRequest {});
+    request.set_timeout(timeout);
+    let response = tokio::time::timeout(timeout, client.read_index(request))
+        .await
+        .map_err(|_| {
+            NodeError::Unavailable(format!(
+                "leader {leader} did not confirm a read index in time; retry"
+            ))
+        })?
+        .map_err(|status| {
+            NodeError::Unavailable(format!(
+                "asking leader {leader} for a read index: {}",
+                status.message()
+            ))
+        })?;
+    Ok(response.into_inner().read_index)
 }
 
 fn not_leader(forward: ForwardToLeader<TypeConfig>) -> NodeError {
