@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit and storage tests, and the cluster tests, which start the
 # real `evlog` binary (so it is built first: `cargo nextest` builds test targets only).
-# Extra arguments go to `cargo nextest run`, e.g. `scripts/test.sh -p evlog-cluster-tests`.
+# Extra arguments go to `cargo nextest run`, e.g. `scripts/test.sh -E 'package(evlog-cluster-tests)'`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

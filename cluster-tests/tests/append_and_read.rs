@@ -1,6 +1,6 @@
 //! Appends sent to every node (followers forward them to the leader) are readable at once with
 //! linearizable reads from every node, in order, at dense positions 1..n, with each stream's
-//! versions rising by one.
+//! versions rising by one; with the read-index policy and with lease reads.
 
 use evlog_cluster_tests::proto::{AllStreams, Consistency, Direction, ReadRequest, read_request};
 use evlog_cluster_tests::{
@@ -12,7 +12,21 @@ const STREAMS: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_through_any_node_are_linearizably_readable_from_every_node() {
-    let cluster = Cluster::start(ClusterOptions::default()).await;
+    appends_are_readable(ClusterOptions::default()).await;
+}
+
+/// The same with leader lease reads (`--read-policy lease`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_lease_reads_appends_are_readable_from_every_node() {
+    appends_are_readable(ClusterOptions {
+        extra_args: vec!["--read-policy".to_string(), "lease".to_string()],
+        ..ClusterOptions::default()
+    })
+    .await;
+}
+
+async fn appends_are_readable(options: ClusterOptions) {
+    let cluster = Cluster::start(options).await;
     cluster.wait_for_leader(timeouts::LEADER).await;
     let nodes = cluster.node_ids();
     let mut writer = RecordingWriter::new("append-and-read");

@@ -60,6 +60,7 @@ pub async fn run(
         engine.applied(),
         channels.clone(),
         peer_rpc_timeout,
+        config.read_policy,
     );
     let request_timeout = Duration::from_millis(config.request_timeout_ms);
 

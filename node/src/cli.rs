@@ -90,6 +90,16 @@ pub struct ServeArgs {
     /// NAT in between; the chaos tests route every link through a fault-injecting proxy).
     #[arg(long, env = "EVLOG_ROUTES", default_value = "")]
     pub routes: String,
+    /// How the leader confirms leadership for linearizable reads: read-index (a quorum round,
+    /// shared by concurrent reads; always safe) or lease (no round while the leader lease
+    /// holds; assumes bounded clock drift and pauses, see README).
+    #[arg(
+        long,
+        env = "EVLOG_READ_POLICY",
+        value_enum,
+        default_value = "read-index"
+    )]
+    pub read_policy: crate::config::ReadPolicy,
     /// How long an idempotency key is remembered, in seconds of append timestamps.
     #[arg(long, env = "EVLOG_IDEMPOTENCY_WINDOW_SECS", default_value_t = Limits::default().idempotency.window_ms / 1000)]
     pub idempotency_window_secs: u64,
@@ -119,6 +129,7 @@ impl ServeArgs {
             log_keep_after_snapshot: self.log_keep_after_snapshot,
             request_timeout_ms: self.request_timeout_ms,
             routes: parse_routes(&self.routes).map_err(|error| format!("--routes: {error}"))?,
+            read_policy: self.read_policy,
             limits: Limits {
                 max_event_bytes: self.max_event_bytes,
                 max_events_per_append: self.max_events_per_append,

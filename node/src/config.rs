@@ -75,6 +75,21 @@ pub struct NodeConfig {
     /// through a proxy or a NAT. The chaos tests put a fault-injecting proxy on every link
     /// this way.
     pub routes: BTreeMap<String, String>,
+    /// How the leader confirms it is still the leader for a linearizable read.
+    pub read_policy: ReadPolicy,
+}
+
+/// How the leader confirms its leadership for a linearizable read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadPolicy {
+    /// A quorum round that starts after the read (shared by concurrent reads). Always safe.
+    #[default]
+    ReadIndex,
+    /// Skip the round while a quorum acknowledged the leader within its lease (the election
+    /// timeout max), falling back to a round otherwise. Safe only while clocks advance at about
+    /// the same rate on every node and no leader pauses longer than its lease: a paused
+    /// leader whose clock did not see the pause can serve a stale read.
+    Lease,
 }
 
 impl Default for NodeConfig {
@@ -96,6 +111,7 @@ impl Default for NodeConfig {
             request_timeout_ms: 10_000,
             limits: Limits::default(),
             routes: BTreeMap::new(),
+            read_policy: ReadPolicy::default(),
         }
     }
 }

@@ -83,12 +83,13 @@ impl RaftHandle {
         applied: watch::Receiver<AppliedState>,
         channels: PeerChannels,
         peer_rpc_timeout: Duration,
+        read_policy: crate::config::ReadPolicy,
     ) -> Self {
         let leader_raft = raft.clone();
         let leader_reads = ReadIndexBatcher::start(move || {
             let raft = leader_raft.clone();
             async move {
-                tokio::time::timeout(peer_rpc_timeout, confirm_leadership(&raft))
+                tokio::time::timeout(peer_rpc_timeout, confirm_leadership(&raft, read_policy))
                     .await
                     .map_err(|_| {
                         NodeError::Unavailable(format!(
@@ -382,8 +383,18 @@ fn known_leader(raft: &Raft) -> Option<(NodeId, Option<String>)> {
     Some((leader, address))
 }
 
-/// As leader: confirms leadership with a quorum round that starts now; returns the read index.
-async fn confirm_leadership(raft: &Raft) -> Result<u64, NodeError> {
+/// As leader: confirms leadership (a quorum round that starts now, or with `Lease`, a quorum
+/// acknowledgement within the leader lease); returns the read index.
+async fn confirm_leadership(
+    raft: &Raft,
+    policy: crate::config::ReadPolicy,
+) -> Result<u64, NodeError> {
+    if policy == crate::config::ReadPolicy::Lease
+        && let Ok(linearizer) = raft.get_read_linearizer(ReadPolicy::LeaseRead).await
+    {
+        return Ok(linearizer.read_log_id().index());
+    }
+    // ReadIndex, or a lease that has run out (or any lease error: the round decides).
     match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
         Ok(linearizer) => Ok(linearizer.read_log_id().index()),
         Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
