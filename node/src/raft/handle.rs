@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use crate::error::NodeError;
 use crate::raft::Raft;
 use crate::raft::channels::PeerChannels;
+use crate::raft::proposals::Proposals;
 use crate::raft::read_index::ReadIndexBatcher;
 
 /// Where an append landed in the Raft log (the durability receipt).
@@ -73,6 +74,8 @@ pub struct RaftHandle {
     leader_reads: ReadIndexBatcher,
     /// Read indexes asked of the leader by this node as follower, shared likewise.
     remote_reads: ReadIndexBatcher,
+    /// Appends waiting together go to Raft as one batch.
+    proposals: Proposals,
 }
 
 impl RaftHandle {
@@ -105,6 +108,7 @@ impl RaftHandle {
             let channels = channels.clone();
             async move { ask_leader_for_read_index(&raft, &channels, peer_rpc_timeout).await }
         });
+        let proposals = Proposals::start(raft.clone());
         Self {
             raft,
             node_id,
@@ -112,6 +116,7 @@ impl RaftHandle {
             applied,
             leader_reads,
             remote_reads,
+            proposals,
         }
     }
 
@@ -158,33 +163,13 @@ impl RaftHandle {
         })?
     }
 
-    /// Proposes an append; returns what applying it decided, and where it landed.
+    /// Proposes an append (batched with the appends waiting beside it); returns what applying
+    /// it decided, and where it landed.
     pub async fn append(
         &self,
         command: AppendCommand,
     ) -> Result<(CommandResponse, Receipt), NodeError> {
-        match self.raft.client_write(Command::Append(command)).await {
-            Ok(response) => {
-                let receipt = Receipt {
-                    term: response.log_id.leader_id.term,
-                    log_index: response.log_id.index,
-                    leader_id: response.log_id.leader_id.node_id,
-                };
-                Ok((response.data, receipt))
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(not_leader(forward))
-            }
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(discarded))) => {
-                Err(NodeError::Unavailable(format!(
-                    "the leader changed before the append committed; it was not applied: {discarded}"
-                )))
-            }
-            Err(RaftError::APIError(error)) => Err(NodeError::Internal(error.to_string())),
-            Err(RaftError::Fatal(fatal)) => {
-                Err(NodeError::Unavailable(format!("raft stopped: {fatal}")))
-            }
-        }
+        self.proposals.propose(Command::Append(command)).await
     }
 
     /// On the leader: a read index confirmed with a quorum after this call began (shared with
@@ -441,7 +426,7 @@ async fn ask_leader_for_read_index(
     Ok(response.into_inner().read_index)
 }
 
-fn not_leader(forward: ForwardToLeader<TypeConfig>) -> NodeError {
+pub(crate) fn not_leader(forward: ForwardToLeader<TypeConfig>) -> NodeError {
     NodeError::NotLeader {
         leader_id: forward.leader_id,
         leader_address: forward.leader_node.map(|node| node.addr),

@@ -4,6 +4,7 @@
 pub mod channels;
 pub mod handle;
 pub mod network;
+pub mod proposals;
 pub mod read_index;
 pub mod wire;
 

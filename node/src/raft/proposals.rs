@@ -1,0 +1,138 @@
+//! Appends waiting at the same moment go to Raft as one proposal batch.
+//!
+//! One task per node takes every append waiting (up to a bound) and hands them to openraft in
+//! one `client_write_many` call: one message to the Raft core, one log write, one replication
+//! round for the lot, instead of one of each per append. A lone append goes at once (the task
+//! never waits for company), so batching adds no latency; under load, batches form by
+//! themselves from the appends that arrive while the previous batch is being handed over.
+//! Each append's answer comes back to its caller as its entry is applied, in log order.
+
+use evlog_raft_store::types::Command;
+use evlog_raft_store::types::CommandResponse;
+use futures::StreamExt;
+use openraft::error::ClientWriteError;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+
+use crate::error::NodeError;
+use crate::raft::Raft;
+use crate::raft::handle::Receipt;
+use crate::raft::handle::not_leader;
+
+/// Most appends waiting to be proposed; a full queue makes callers wait (backpressure).
+const MAX_WAITING: usize = 16_384;
+/// Most appends in one proposal batch.
+const MAX_BATCH: usize = 1_024;
+
+type Answer = Result<(CommandResponse, Receipt), NodeError>;
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// A handle to the proposing task; cheap to clone.
+#[derive(Clone)]
+pub struct Proposals {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Proposals {
+    pub fn start(raft: Raft) -> Self {
+        let (queue, mut waiting) = mpsc::channel::<Pending>(MAX_WAITING);
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            // Ends when every handle is gone (the node is shutting down).
+            while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                // A caller that gave up before its append was proposed: it is not proposed.
+                batch.retain(|pending: &Pending| !pending.reply.is_closed());
+                if batch.is_empty() {
+                    continue;
+                }
+                let (commands, replies): (Vec<Command>, Vec<oneshot::Sender<Answer>>) = batch
+                    .drain(..)
+                    .map(|pending| (pending.command, pending.reply))
+                    .unzip();
+                match raft.client_write_many(commands).await {
+                    Ok(results) => {
+                        // Answers arrive in log order as entries apply; hand them out while the
+                        // next batch is proposed.
+                        tokio::spawn(answer_in_order(results, replies));
+                    }
+                    Err(fatal) => {
+                        for reply in replies {
+                            reply
+                                .send(Err(NodeError::Unavailable(format!(
+                                    "raft stopped: {fatal}"
+                                ))))
+                                .ok();
+                        }
+                    }
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Proposes `command` and waits until it is applied (or refused).
+    pub async fn propose(&self, command: Command) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { command, reply })
+            .await
+            .map_err(|_| NodeError::Unavailable("this node is shutting down".to_string()))?;
+        answer.await.map_err(|_| {
+            NodeError::Unavailable(
+                "this node stopped before the append was applied; its outcome is unknown"
+                    .to_string(),
+            )
+        })?
+    }
+}
+
+async fn answer_in_order(
+    mut results: futures::stream::BoxStream<
+        'static,
+        Result<
+            openraft::raft::WriteResult<evlog_raft_store::types::TypeConfig>,
+            openraft::error::Fatal<evlog_raft_store::types::TypeConfig>,
+        >,
+    >,
+    replies: Vec<oneshot::Sender<Answer>>,
+) {
+    let mut replies = replies.into_iter();
+    while let Some(result) = results.next().await {
+        let Some(reply) = replies.next() else {
+            break;
+        };
+        let answer = match result {
+            Ok(Ok(written)) => Ok((
+                written.response,
+                Receipt {
+                    term: written.log_id.leader_id.term,
+                    log_index: written.log_id.index,
+                    leader_id: written.log_id.leader_id.node_id,
+                },
+            )),
+            Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(not_leader(forward)),
+            Ok(Err(ClientWriteError::LogEntryDiscarded(discarded))) => {
+                Err(NodeError::Unavailable(format!(
+                    "the leader changed before the append committed; it was not applied: {discarded}"
+                )))
+            }
+            Ok(Err(error)) => Err(NodeError::Internal(error.to_string())),
+            Err(fatal) => Err(NodeError::Unavailable(format!(
+                "raft stopped before the append was applied (outcome unknown): {fatal}"
+            ))),
+        };
+        reply.send(answer).ok();
+    }
+    // The stream ended early (raft stopped): the rest have an unknown outcome.
+    for reply in replies {
+        reply
+            .send(Err(NodeError::Unavailable(
+                "raft stopped before the append was applied; its outcome is unknown".to_string(),
+            )))
+            .ok();
+    }
+}
