@@ -57,6 +57,24 @@ impl BenchTarget {
     }
 }
 
+/// How reads are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReadConsistency {
+    /// The serving node confirms a read index with the leader and waits until it applied it.
+    Linearizable,
+    /// The serving node's local state (may be stale); to compare against linearizable reads.
+    Local,
+}
+
+impl ReadConsistency {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadConsistency::Linearizable => "linearizable",
+            ReadConsistency::Local => "local",
+        }
+    }
+}
+
 /// `evlog bench`: drive a running cluster and report throughput and latency.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -102,6 +120,9 @@ pub struct BenchArgs {
     /// Events asked for by each read (`max_count`).
     #[arg(long, default_value_t = 10)]
     pub page_size: u32,
+    /// How reads are served.
+    #[arg(long, value_enum, default_value = "linearizable")]
+    pub consistency: ReadConsistency,
     /// Events appended to each stream before a read or mixed run, so reads return data
     /// [default: --page-size in read and mixed modes, else 0].
     #[arg(long)]
@@ -140,6 +161,7 @@ pub struct BenchConfig {
     pub warmup: Duration,
     pub target: BenchTarget,
     pub page_size: u32,
+    pub consistency: ReadConsistency,
     /// Events appended to each stream before the run.
     pub preload: u64,
     pub request_timeout: Duration,
@@ -177,6 +199,7 @@ impl BenchArgs {
             warmup: seconds("--warmup", self.warmup)?,
             target: self.target,
             page_size: self.page_size,
+            consistency: self.consistency,
             preload: self.preload.unwrap_or(if self.mode.reads() {
                 u64::from(self.page_size)
             } else {

@@ -39,6 +39,7 @@ pub use self::args::BenchArgs;
 pub use self::args::BenchConfig;
 pub use self::args::BenchMode;
 pub use self::args::BenchTarget;
+pub use self::args::ReadConsistency;
 use self::recorder::Recorder;
 use self::report::Report;
 use self::worker::Progress;

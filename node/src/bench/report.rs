@@ -95,6 +95,7 @@ impl Report {
             "target": config.target.name(),
             "leader": self.leader,
             "page_size": config.page_size,
+            "consistency": config.consistency.name(),
             "preload": config.preload,
             "warmup_s": config.warmup.as_secs_f64(),
             "duration_limit_s": config.duration.as_secs_f64(),
@@ -150,8 +151,9 @@ impl Report {
         if config.mode.reads() {
             let _ = writeln!(
                 out,
-                "  reads:    linearizable, {} events per page, {} endpoints in turn \
+                "  reads:    {}, {} events per page, {} endpoints in turn \
                  (after preloading {} events per stream)",
+                config.consistency.name(),
                 config.page_size,
                 config.endpoints.len(),
                 config.preload

@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 
 use super::args::BenchConfig;
 use super::args::BenchMode;
+use super::args::ReadConsistency;
 use super::recorder::Recorder;
 
 /// Which RPC a request is.
@@ -118,8 +119,8 @@ impl Workload {
         Ok((events, bytes))
     }
 
-    /// One linearizable read of the first page of a stream, one RPC, from the next endpoint.
-    /// Returns the events and data bytes read.
+    /// One read (linearizable unless `--consistency local`) of the first page of a stream,
+    /// one RPC, from the next endpoint. Returns the events and data bytes read.
     async fn read(&self) -> Result<(u64, u64), Status> {
         let endpoint = Self::pick(&self.next_read_endpoint, self.event_logs.len());
         let request = pb::ReadRequest {
@@ -127,7 +128,10 @@ impl Workload {
             from: Some(1),
             max_count: self.config.page_size,
             direction: pb::Direction::Forward as i32,
-            consistency: pb::Consistency::Linearizable as i32,
+            consistency: match self.config.consistency {
+                ReadConsistency::Linearizable => pb::Consistency::Linearizable,
+                ReadConsistency::Local => pb::Consistency::Local,
+            } as i32,
             ..pb::ReadRequest::default()
         };
         let mut client = self.client(endpoint)?;
