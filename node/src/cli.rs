@@ -41,6 +41,8 @@ pub enum CliCommand {
     Status(StatusArgs),
     /// List streams (by name prefix), or show one stream's summary.
     Streams(StreamsArgs),
+    /// Drive a running cluster and report throughput and latency.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! start a node in-process (`app::run` on a port-0 listener) and use the same client.
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -39,6 +39,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             CliCommand::Read(args) => evlog::cli::read(args).await,
             CliCommand::Status(args) => evlog::cli::status(args).await,
             CliCommand::Streams(args) => evlog::cli::streams(args).await,
+            CliCommand::Bench(args) => evlog::bench::run(args).await,
         }
     })
 }

@@ -1,0 +1,315 @@
+//! `evlog bench`'s flags, and the validated [`BenchConfig`] they resolve to.
+
+use std::time::Duration;
+
+use clap::Args;
+use clap::ValueEnum;
+
+/// What each request of the benchmark does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// Appends of `--batch` events each (default 1).
+    Append,
+    /// Appends of `--batch` events each (default 100).
+    Batch,
+    /// Linearizable reads of one page of a stream, spread over all endpoints.
+    Read,
+    /// Appends and linearizable reads, one to one.
+    Mixed,
+}
+
+impl BenchMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchMode::Append => "append",
+            BenchMode::Batch => "batch",
+            BenchMode::Read => "read",
+            BenchMode::Mixed => "mixed",
+        }
+    }
+
+    /// Whether the mode appends (and so cares about `--target`).
+    pub fn appends(self) -> bool {
+        !matches!(self, BenchMode::Read)
+    }
+
+    /// Whether the mode reads (and so needs events to read: `--preload`).
+    pub fn reads(self) -> bool {
+        matches!(self, BenchMode::Read | BenchMode::Mixed)
+    }
+}
+
+/// Where appends go. Reads always go to every endpoint in turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchTarget {
+    /// The leader only, found with Cluster.Status before the run.
+    Leader,
+    /// Every endpoint in turn (followers forward appends to the leader).
+    All,
+}
+
+impl BenchTarget {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchTarget::Leader => "leader",
+            BenchTarget::All => "all",
+        }
+    }
+}
+
+/// How reads are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReadConsistency {
+    /// The serving node confirms a read index with the leader and waits until it applied it.
+    Linearizable,
+    /// The serving node's local state (may be stale); to compare against linearizable reads.
+    Local,
+}
+
+impl ReadConsistency {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadConsistency::Linearizable => "linearizable",
+            ReadConsistency::Local => "local",
+        }
+    }
+}
+
+/// `evlog bench`: drive a running cluster and report throughput and latency.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The cluster's endpoints, comma-separated (all of them: reads are spread over every one).
+    #[arg(
+        long,
+        env = "EVLOG_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053"
+    )]
+    pub endpoints: Vec<String>,
+    /// What each request does.
+    #[arg(long, value_enum, default_value = "append")]
+    pub mode: BenchMode,
+    /// Requests in flight: this many tasks, each sending one request at a time.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Bytes of data in each event.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Events per append [default: 1; 100 with --mode batch].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Streams written and read, taken round-robin.
+    #[arg(long, default_value_t = 10)]
+    pub streams: u64,
+    /// Stream names are this prefix followed by 0..streams.
+    #[arg(long, default_value = "bench-")]
+    pub stream_prefix: String,
+    /// Seconds measured (after the warm-up); the run ends at this or at --count, whichever
+    /// comes first.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Requests measured (after the warm-up); ends the run early when reached.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Seconds of load before measuring; not counted.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Where appends go: the leader (found with Cluster.Status) or every endpoint in turn.
+    #[arg(long, value_enum, default_value = "leader")]
+    pub target: BenchTarget,
+    /// Events asked for by each read (`max_count`).
+    #[arg(long, default_value_t = 10)]
+    pub page_size: u32,
+    /// How reads are served.
+    #[arg(long, value_enum, default_value = "linearizable")]
+    pub consistency: ReadConsistency,
+    /// Events appended to each stream before a read or mixed run, so reads return data
+    /// [default: --page-size in read and mixed modes, else 0].
+    #[arg(long)]
+    pub preload: Option<u64>,
+    /// Deadline of each request; a request past it counts as a DEADLINE_EXCEEDED error.
+    #[arg(long, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// How long to look for a leader before the run (and to retry each preload append).
+    #[arg(long, default_value_t = 30_000)]
+    pub setup_timeout_ms: u64,
+    /// Print exactly one JSON object (one line) at the end instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The most requests in flight: far above what one client machine sensibly drives.
+const MAX_CONCURRENCY: usize = 100_000;
+
+/// A benchmark run, resolved from [`BenchArgs`] and validated.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub endpoints: Vec<String>,
+    pub mode: BenchMode,
+    /// Tasks, each with one request in flight.
+    pub concurrency: usize,
+    /// Bytes of data per event.
+    pub size: usize,
+    /// Events per append.
+    pub batch: usize,
+    pub streams: u64,
+    pub stream_prefix: String,
+    /// Measured time, at most.
+    pub duration: Duration,
+    /// Measured requests, at most.
+    pub count: Option<u64>,
+    pub warmup: Duration,
+    pub target: BenchTarget,
+    pub page_size: u32,
+    pub consistency: ReadConsistency,
+    /// Events appended to each stream before the run.
+    pub preload: u64,
+    pub request_timeout: Duration,
+    pub setup_timeout: Duration,
+    pub json: bool,
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{flag} must be a number of seconds, 0 or more, got {value}"))
+}
+
+impl BenchArgs {
+    /// Fills in the mode-dependent defaults and checks every bound.
+    pub fn config(&self) -> Result<BenchConfig, String> {
+        let endpoints: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|endpoint| endpoint.trim().to_string())
+            .filter(|endpoint| !endpoint.is_empty())
+            .collect();
+        let config = BenchConfig {
+            endpoints,
+            mode: self.mode,
+            concurrency: self.concurrency,
+            size: self.size,
+            batch: self.batch.unwrap_or(match self.mode {
+                BenchMode::Batch => 100,
+                _ => 1,
+            }),
+            streams: self.streams,
+            stream_prefix: self.stream_prefix.clone(),
+            duration: seconds("--duration", self.duration)?,
+            count: self.count,
+            warmup: seconds("--warmup", self.warmup)?,
+            target: self.target,
+            page_size: self.page_size,
+            consistency: self.consistency,
+            preload: self.preload.unwrap_or(if self.mode.reads() {
+                u64::from(self.page_size)
+            } else {
+                0
+            }),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            setup_timeout: Duration::from_millis(self.setup_timeout_ms),
+            json: self.json,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl BenchConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.endpoints.is_empty() {
+            return Err("--endpoints: give at least one endpoint".to_string());
+        }
+        if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
+            return Err(format!(
+                "--concurrency must be 1 to {MAX_CONCURRENCY}, got {}",
+                self.concurrency
+            ));
+        }
+        if self.batch == 0 {
+            return Err("--batch must be 1 or more".to_string());
+        }
+        if self.streams == 0 {
+            return Err("--streams must be 1 or more".to_string());
+        }
+        if self.duration.is_zero() {
+            return Err("--duration must be more than 0 seconds".to_string());
+        }
+        if self.count == Some(0) {
+            return Err("--count must be 1 or more".to_string());
+        }
+        if self.page_size == 0 {
+            return Err("--page-size must be 1 or more".to_string());
+        }
+        if self.request_timeout.is_zero() || self.setup_timeout.is_zero() {
+            return Err(
+                "--request-timeout-ms and --setup-timeout-ms must be 1 or more".to_string(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The name of stream `index` (taken modulo `streams`).
+    pub fn stream(&self, index: u64) -> String {
+        format!("{}{}", self.stream_prefix, index % self.streams)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn config(args: &[&str]) -> Result<BenchConfig, String> {
+        let command = Command::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .map_err(|error| error.to_string())?;
+        command.bench.config()
+    }
+
+    #[test]
+    fn defaults_depend_on_the_mode() {
+        let append = config(&[]).expect("the defaults are valid");
+        assert_eq!(append.mode, BenchMode::Append);
+        assert_eq!(
+            (append.batch, append.preload, append.concurrency),
+            (1, 0, 16)
+        );
+        assert_eq!(append.endpoints.len(), 3);
+        assert_eq!(append.duration, Duration::from_secs(10));
+        let batch = config(&["--mode", "batch"]).expect("valid");
+        assert_eq!(batch.batch, 100);
+        let read = config(&["--mode", "read", "--page-size", "7"]).expect("valid");
+        assert_eq!(read.preload, 7);
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        for bad in [
+            &["--concurrency", "0"][..],
+            &["--batch", "0"],
+            &["--streams", "0"],
+            &["--duration", "0"],
+            &["--duration", "-1"],
+            &["--warmup", "NaN"],
+            &["--count", "0"],
+            &["--endpoints", ""],
+        ] {
+            assert!(config(bad).is_err(), "{bad:?} should be refused");
+        }
+        let fractional = config(&["--duration", "0.5", "--warmup", "0"]).expect("valid");
+        assert_eq!(fractional.duration, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn streams_are_named_round_robin() {
+        let config = config(&["--streams", "3", "--stream-prefix", "s-"]).expect("valid");
+        let names: Vec<String> = (0..4).map(|index| config.stream(index)).collect();
+        assert_eq!(names, ["s-0", "s-1", "s-2", "s-0"]);
+    }
+}

@@ -1,0 +1,344 @@
+//! `evlog bench`: drives a running cluster and reports requests/s, events/s, bytes/s, latency
+//! percentiles from an HDR histogram, and errors by gRPC status code.
+//!
+//! How a run goes:
+//!
+//! 1. One gRPC channel per endpoint (HTTP/2 carries every in-flight request of the run).
+//! 2. With `--target leader`, the leader is found with `Cluster.Status`; appends go there
+//!    only. With `--target all`, appends go to every endpoint in turn (followers forward them).
+//!    Reads always go to every endpoint in turn.
+//! 3. In read and mixed modes, `--preload` events are first appended to each stream (through
+//!    the retrying client), so the reads return data.
+//! 4. `--concurrency` tasks each send one request at a time, for the warm-up (not recorded)
+//!    and then until `--duration` passes or `--count` measured requests have started. Every
+//!    request is one RPC with a deadline; failures are counted, never retried.
+//! 5. The tasks' recorders are merged into one [`Report`]: one JSON line with `--json`,
+//!    else a table (and a progress bar on stderr while it runs, when stderr is a terminal).
+//!
+//! The bench measures what a client sees, so it is only as good as the machine it runs on:
+//! on a small machine the bench, the three nodes and their fsyncs share the same cores.
+
+mod args;
+mod recorder;
+mod report;
+mod worker;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use indicatif::ProgressBar;
+use indicatif::ProgressDrawTarget;
+use indicatif::ProgressStyle;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use self::args::BenchArgs;
+pub use self::args::BenchConfig;
+pub use self::args::BenchMode;
+pub use self::args::BenchTarget;
+pub use self::args::ReadConsistency;
+use self::recorder::Recorder;
+use self::report::Report;
+use self::worker::Progress;
+use self::worker::Schedule;
+use self::worker::TaskResult;
+use self::worker::Workload;
+use crate::client::ClientOptions;
+use crate::client::EvlogClient;
+use evlog_proto::v1 as pb;
+
+/// How often the leader search asks the endpoints again, and the progress bar redraws.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Most events per preload append, and about the most data bytes per preload append.
+const PRELOAD_MAX_EVENTS: usize = 100;
+const PRELOAD_MAX_BYTES: usize = 1 << 20;
+
+/// Runs the benchmark the flags describe and prints its report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let config = args.config().map_err(anyhow::Error::msg)?;
+    let client = EvlogClient::new(
+        &config.endpoints,
+        ClientOptions {
+            deadline: config.setup_timeout,
+            ..ClientOptions::default()
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let mut event_logs: Vec<_> = (0..config.endpoints.len())
+        .map(|index| client.event_log(index))
+        .collect();
+
+    let (append_endpoints, leader) =
+        if config.mode.appends() && config.target == BenchTarget::Leader {
+            let leader = find_leader(&client, config.setup_timeout).await?;
+            let index = match leader.index {
+                Some(index) => index,
+                None => {
+                    // The leader advertises an address the endpoints do not spell the same
+                    // way: talk to it at that address.
+                    let extra = EvlogClient::new(
+                        std::slice::from_ref(&leader.address),
+                        ClientOptions::default(),
+                    )
+                    .map_err(anyhow::Error::msg)?;
+                    event_logs.push(extra.event_log(0));
+                    event_logs.len() - 1
+                }
+            };
+            (vec![index], Some(leader.address))
+        } else {
+            ((0..config.endpoints.len()).collect(), None)
+        };
+
+    if config.preload > 0 {
+        preload(&client, &config).await?;
+    }
+
+    let report = measure(config, event_logs, append_endpoints, leader).await?;
+    if report.config.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(())
+}
+
+/// Where the leader is: its index among the endpoints, and its address.
+struct Leader {
+    index: Option<usize>,
+    address: String,
+}
+
+/// Asks every endpoint for its status until one says it leads (or names a leader), within
+/// `timeout`.
+async fn find_leader(client: &EvlogClient, timeout: Duration) -> anyhow::Result<Leader> {
+    let deadline = Instant::now() + timeout;
+    let mut last_view = String::from("no endpoint answered yet");
+    loop {
+        let mut named = None;
+        let mut views = Vec::new();
+        for (index, endpoint) in client.endpoints().iter().enumerate() {
+            match client.status(index, Duration::from_secs(2)).await {
+                Ok(status) if status.role == "leader" => {
+                    return Ok(Leader {
+                        index: Some(index),
+                        address: endpoint.clone(),
+                    });
+                }
+                Ok(status) => {
+                    if status.leader_id != 0 && !status.leader_address.is_empty() {
+                        named = Some(status.leader_address.clone());
+                    }
+                    views.push(format!(
+                        "{endpoint}: {} (leader {})",
+                        status.role, status.leader_id
+                    ));
+                }
+                Err(error) => views.push(format!("{endpoint}: {}", error.message())),
+            }
+        }
+        if let Some(address) = named {
+            let index = endpoint_of(client.endpoints(), &address);
+            return Ok(Leader { index, address });
+        }
+        last_view = if views.is_empty() {
+            last_view
+        } else {
+            views.join("; ")
+        };
+        if Instant::now() + POLL_INTERVAL >= deadline {
+            anyhow::bail!(
+                "no leader found within {} ms ({last_view})",
+                timeout.as_millis()
+            );
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The index of the endpoint that is `address` (`host:port`), however the endpoint spells its
+/// scheme.
+fn endpoint_of(endpoints: &[String], address: &str) -> Option<usize> {
+    endpoints.iter().position(|endpoint| {
+        let bare = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"))
+            .unwrap_or(endpoint);
+        bare == address
+    })
+}
+
+/// Appends `config.preload` events to every stream, through the retrying client (each append
+/// with its own idempotency key, so a retry never doubles it).
+async fn preload(client: &EvlogClient, config: &BenchConfig) -> anyhow::Result<()> {
+    let chunk = PRELOAD_MAX_EVENTS
+        .min(PRELOAD_MAX_BYTES / config.size.max(1))
+        .max(1) as u64;
+    if !config.json {
+        eprintln!(
+            "preloading {} events of {} B into each of {} streams",
+            config.preload, config.size, config.streams
+        );
+    }
+    let data = bytes::Bytes::from(vec![b'p'; config.size]);
+    let appends = (0..config.streams).flat_map(|stream| {
+        (0..config.preload)
+            .step_by(usize::try_from(chunk).unwrap_or(1))
+            .map(move |done| (stream, chunk.min(config.preload - done)))
+    });
+    futures::stream::iter(appends.map(Ok))
+        .try_for_each_concurrent(config.concurrency.min(64), |(stream, count)| {
+            let data = data.clone();
+            async move {
+                let stream = config.stream(stream);
+                let events = (0..count)
+                    .map(|_| pb::EventData {
+                        id: String::new(),
+                        r#type: "BenchPreload".to_string(),
+                        content_type: "application/octet-stream".to_string(),
+                        data: data.clone(),
+                        metadata: Default::default(),
+                    })
+                    .collect();
+                client
+                    .append(pb::AppendRequest {
+                        stream: stream.clone(),
+                        events,
+                        expected_version: None,
+                        idempotency_key: None,
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|status| {
+                        anyhow::anyhow!(
+                            "preloading {stream}: {:?}: {}",
+                            status.code(),
+                            status.message()
+                        )
+                    })
+            }
+        })
+        .await
+}
+
+/// A progress bar on stderr when it is a terminal and the output is a table; else hidden.
+fn progress_bar(config: &BenchConfig) -> ProgressBar {
+    if config.json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let length = u64::try_from(config.duration.as_millis()).unwrap_or(u64::MAX);
+    let bar = ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Runs the tasks and merges what they measured.
+async fn measure(
+    config: BenchConfig,
+    event_logs: Vec<evlog_proto::v1::event_log_client::EventLogClient<tonic::transport::Channel>>,
+    append_endpoints: Vec<usize>,
+    leader: Option<String>,
+) -> anyhow::Result<Report> {
+    // Latencies past twice the request deadline are recorded as that.
+    let highest = config.request_timeout * 2 + Duration::from_secs(1);
+    let new_recorder = || Recorder::new(highest).map_err(anyhow::Error::msg);
+    let workload = Arc::new(Workload::new(config.clone(), event_logs, append_endpoints));
+    let progress = Arc::new(Progress::default());
+    let now = Instant::now();
+    let schedule = Schedule {
+        measure_from: now + config.warmup,
+        end: now + config.warmup + config.duration,
+        count: config.count,
+    };
+    let mut tasks = JoinSet::new();
+    for task in 0..config.concurrency {
+        let append = config.mode.appends().then(new_recorder).transpose()?;
+        let read = config.mode.reads().then(new_recorder).transpose()?;
+        tasks.spawn(worker::run_task(
+            task,
+            workload.clone(),
+            schedule,
+            progress.clone(),
+            append,
+            read,
+        ));
+    }
+
+    let bar = progress_bar(&config);
+    let mut results: Vec<TaskResult> = Vec::with_capacity(config.concurrency);
+    let mut ticks = tokio::time::interval(POLL_INTERVAL);
+    // Bounded: every task ends at the schedule's end, plus one request deadline.
+    while !tasks.is_empty() {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                if let Some(joined) = joined {
+                    results.push(joined.map_err(|error| anyhow::anyhow!("a bench task failed: {error}"))?);
+                }
+            }
+            _ = ticks.tick() => update_bar(&bar, schedule, &progress),
+        }
+    }
+    bar.finish_and_clear();
+
+    let finished = results
+        .iter()
+        .map(|result| result.finished)
+        .max()
+        .unwrap_or_else(Instant::now);
+    let elapsed = finished.saturating_duration_since(schedule.measure_from);
+    let mut total = new_recorder()?;
+    let mut append: Option<Recorder> = None;
+    let mut read: Option<Recorder> = None;
+    for result in &results {
+        for (mine, merged) in [(&result.append, &mut append), (&result.read, &mut read)] {
+            if let Some(mine) = mine {
+                total.merge(mine).map_err(anyhow::Error::msg)?;
+                match merged {
+                    Some(merged) => merged.merge(mine).map_err(anyhow::Error::msg)?,
+                    None => *merged = Some(mine.clone()),
+                }
+            }
+        }
+    }
+    Ok(Report {
+        config,
+        leader,
+        elapsed,
+        total,
+        append,
+        read,
+    })
+}
+
+fn update_bar(bar: &ProgressBar, schedule: Schedule, progress: &Progress) {
+    let now = Instant::now();
+    if now < schedule.measure_from {
+        bar.set_message("warming up");
+        return;
+    }
+    let measured = now.saturating_duration_since(schedule.measure_from);
+    bar.set_position(u64::try_from(measured.as_millis()).unwrap_or(u64::MAX));
+    let succeeded = progress.succeeded.load(Ordering::Relaxed);
+    let failed = progress.failed.load(Ordering::Relaxed);
+    let rate = succeeded as f64 / measured.as_secs_f64().max(0.001);
+    bar.set_message(format!("{succeeded} ops, {rate:.0} ops/s, {failed} errors"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_match_addresses_with_or_without_a_scheme() {
+        let endpoints = vec!["127.0.0.1:1".to_string(), "http://127.0.0.1:2".to_string()];
+        assert_eq!(endpoint_of(&endpoints, "127.0.0.1:1"), Some(0));
+        assert_eq!(endpoint_of(&endpoints, "127.0.0.1:2"), Some(1));
+        assert_eq!(endpoint_of(&endpoints, "127.0.0.1:12"), None);
+    }
+}

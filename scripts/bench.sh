@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Runs evlog's standard benchmark matrix against fresh local three-node clusters and writes the
+# results: every run as one JSON line (results.jsonl), and a markdown summary (summary.md) with
+# the median of the runs of each case and the machine it ran on.
+#
+# Each case gets a fresh cluster (started with scripts/cluster.sh on free ports, its data under
+# the results folder, so on the repository's disk rather than a possibly in-memory /tmp). The
+# cluster is stopped when the case ends, and on any exit (trap). Data directories are removed
+# after each case unless --keep-data; the nodes' logs are kept.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly REPO_ROOT
+readonly CLUSTER_SH="$REPO_ROOT/scripts/cluster.sh"
+readonly ALL_CASES="a,b,c,d,e,f"
+
+usage() {
+  cat <<EOF
+Usage: scripts/bench.sh [OPTIONS]
+
+Builds evlog (release), then for each case of the standard matrix starts a fresh local
+three-node cluster, runs \`evlog bench\` RUNS times, stops the cluster, and at the end writes
+and prints a summary with the median of each case's runs.
+
+The matrix (all events of 100 B unless said; appends go to the leader):
+  a  append,  1 client
+  b  append,  128 clients
+  c  append,  128 clients, 1 KiB events
+  d  batched append, 100 events per append, 16 clients
+  e  linearizable reads, 128 clients, spread over all nodes (10 streams preloaded with 100
+     events each; each read asks for a page of 10)
+  f  append,  128 clients, 100000 streams instead of 10
+
+Options:
+  --runs N          runs of each case (default 3); the summary shows their median
+  --duration SECS   measured seconds of each run (default 10)
+  --warmup SECS     warm-up of each run, not measured (default 1)
+  --quick           a short smoke: 1 run of 2 s, 0.5 s warm-up (overrides the three above)
+  --cases LIST      the cases to run, comma-separated (default $ALL_CASES)
+  --out DIR         where results go (default bench-results/<timestamp>)
+  --keep-data       keep each case's node data directories (they are removed by default)
+  --no-build        use the existing evlog binary instead of building it
+  -h, --help        this help
+
+Environment:
+  EVLOG_BIN         the evlog binary (default: <repo>/target/release/evlog, built here)
+  EVLOG_SERVE_ARGS  extra arguments for every \`evlog serve\` (see scripts/cluster.sh)
+  EVLOG_BASE_PORT   gRPC port of node 1 (default: a free range found at start)
+
+Output, in the results folder:
+  results.jsonl     one line per run: {"case":..,"run":..} followed by \`evlog bench --json\`
+                    (ops_per_sec, events_per_sec, bytes_per_sec, p50_us .. max_us, errors, ...)
+  summary.md        the machine, the parameters, and a table of the medians per case
+  logs/<case>/      the nodes' logs of each case
+EOF
+}
+
+die() {
+  echo "bench.sh: $*" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------- options
+
+runs=3
+duration=10
+warmup=1
+quick=0
+cases="$ALL_CASES"
+out=""
+keep_data=0
+build=1
+
+while (($# > 0)); do
+  case "$1" in
+    --runs) runs="${2:?--runs needs a number}"; shift 2 ;;
+    --duration) duration="${2:?--duration needs seconds}"; shift 2 ;;
+    --warmup) warmup="${2:?--warmup needs seconds}"; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --cases) cases="${2:?--cases needs a list}"; shift 2 ;;
+    --out) out="${2:?--out needs a folder}"; shift 2 ;;
+    --keep-data) keep_data=1; shift ;;
+    --no-build) build=0; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "bench.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+if ((quick)); then
+  runs=1
+  duration=2
+  warmup=0.5
+fi
+[[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a whole number of 1 or more, got '$runs'"
+[[ "$duration" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--duration must be seconds, got '$duration'"
+[[ "$warmup" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--warmup must be seconds, got '$warmup'"
+
+# ---------------------------------------------------------------- the matrix
+
+# The `evlog bench` arguments of each case.
+case_args() {
+  case "$1" in
+    a) echo "--mode append --concurrency 1 --size 100" ;;
+    b) echo "--mode append --concurrency 128 --size 100" ;;
+    c) echo "--mode append --concurrency 128 --size 1024" ;;
+    d) echo "--mode batch --batch 100 --concurrency 16 --size 100" ;;
+    e) echo "--mode read --concurrency 128 --size 100 --preload 100 --page-size 10" ;;
+    f) echo "--mode append --concurrency 128 --size 100 --streams 100000" ;;
+    *) return 1 ;;
+  esac
+}
+
+case_title() {
+  case "$1" in
+    a) echo "append, 1 client, 100 B" ;;
+    b) echo "append, 128 clients, 100 B" ;;
+    c) echo "append, 128 clients, 1 KiB" ;;
+    d) echo "batch 100x100 B, 16 clients" ;;
+    e) echo "linearizable read (page of 10), 128 clients, all nodes" ;;
+    f) echo "append, 128 clients, 100 B, 100000 streams" ;;
+  esac
+}
+
+IFS=, read -r -a selected <<<"$cases"
+for c in "${selected[@]}"; do
+  case_args "$c" >/dev/null || die "unknown case '$c' (cases: $ALL_CASES)"
+done
+
+# ---------------------------------------------------------------- setup
+
+if [[ -z "$out" ]]; then
+  out="$REPO_ROOT/bench-results/$(date +%Y%m%dT%H%M%S)"
+fi
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+readonly out results="$out/results.jsonl" summary="$out/summary.md"
+: >"$results"
+
+if [[ -n "${EVLOG_BIN:-}" ]]; then
+  bin="$EVLOG_BIN"
+else
+  bin="$REPO_ROOT/target/release/evlog"
+  if ((build)); then
+    echo "bench.sh: building evlog (release)" >&2
+    (cd "$REPO_ROOT" && cargo build --release -p evlog)
+  fi
+fi
+[[ -x "$bin" ]] || die "no evlog binary at $bin (build it, or drop --no-build)"
+export EVLOG_BIN="$bin"
+
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# A base port whose three ports nothing listens on.
+free_base_port() {
+  local base
+  for _ in $(seq 1 50); do
+    base=$((20000 + RANDOM % 30000))
+    if ! port_in_use "$base" && ! port_in_use $((base + 1)) && ! port_in_use $((base + 2)); then
+      echo "$base"
+      return
+    fi
+  done
+  die "found no three free ports"
+}
+
+cluster_dir=""
+stop_cluster() {
+  if [[ -n "$cluster_dir" && -d "$cluster_dir" ]]; then
+    EVLOG_CLUSTER_DIR="$cluster_dir" "$CLUSTER_SH" down >/dev/null 2>&1 || true
+  fi
+}
+trap stop_cluster EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Prints the number under "key" in a one-line JSON object (top-level keys of evlog bench are
+# unique, and no other key ends in "<quote>key").
+json_number() {
+  { grep -o "\"$2\":[-0-9.eE+]*" <<<"$1" || true; } | head -n 1 | cut -d: -f2
+}
+
+# The median of the numbers on stdin (the mean of the two middle ones for an even count),
+# printed with the printf format $1.
+median() {
+  sort -g | awk -v format="$1" '{ v[NR] = $1 } END {
+    if (NR == 0) { print ""; exit }
+    if (NR % 2) { m = v[(NR + 1) / 2] } else { m = (v[NR / 2] + v[NR / 2 + 1]) / 2 }
+    printf format "\n", m
+  }'
+}
+
+# The median of "key" over the JSON lines in $lines, printed with the printf format $2
+# (default: a whole number).
+med() {
+  local key="$1" format="${2:-%.0f}" line value
+  while IFS= read -r line; do
+    value="$(json_number "$line" "$key")"
+    if [[ -n "$value" ]]; then echo "$value"; fi
+  done <<<"$lines" | median "$format"
+}
+
+cpu_model() {
+  grep -m1 -i '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' ||
+    uname -m
+}
+
+# ---------------------------------------------------------------- the runs
+
+declare -A failed_runs=()
+for c in "${selected[@]}"; do
+  base_port="${EVLOG_BASE_PORT:-$(free_base_port)}"
+  cluster_dir="$out/cluster-$c"
+  endpoints="127.0.0.1:$base_port,127.0.0.1:$((base_port + 1)),127.0.0.1:$((base_port + 2))"
+  echo "==== case $c: $(case_title "$c") (ports $base_port-$((base_port + 2)))" >&2
+  EVLOG_CLUSTER_DIR="$cluster_dir" EVLOG_BASE_PORT="$base_port" "$CLUSTER_SH" up >/dev/null
+  read -r -a args <<<"$(case_args "$c")"
+  failed_runs[$c]=0
+  for run in $(seq 1 "$runs"); do
+    line=""
+    if line="$("$bin" bench --endpoints "$endpoints" --json --duration "$duration" \
+      --warmup "$warmup" "${args[@]}")" && [[ "$line" == "{"* ]]; then
+      echo "{\"case\":\"$c\",\"run\":$run,${line#\{}" >>"$results"
+      echo "     run $run: $(json_number "$line" ops_per_sec) ops/s," \
+        "p50 $(json_number "$line" p50_us) µs, p99 $(json_number "$line" p99_us) µs," \
+        "$(json_number "$line" errors_total) errors" >&2
+    else
+      failed_runs[$c]=$((failed_runs[$c] + 1))
+      echo "     run $run: evlog bench failed" >&2
+    fi
+  done
+  EVLOG_CLUSTER_DIR="$cluster_dir" "$CLUSTER_SH" down >/dev/null
+  mkdir -p "$out/logs/$c"
+  cp "$cluster_dir"/logs/*.log "$out/logs/$c/" 2>/dev/null || true
+  if ((keep_data)); then
+    cluster_dir=""
+  else
+    EVLOG_CLUSTER_DIR="$cluster_dir" "$CLUSTER_SH" clean >/dev/null
+    cluster_dir=""
+  fi
+done
+
+# ---------------------------------------------------------------- the summary
+
+data_fs="$(df -PT "$out" 2>/dev/null | awk 'NR == 2 { print $2 " on " $1 }')"
+commit="$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ -n "$(git -C "$REPO_ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+  commit="$commit (with uncommitted changes)"
+fi
+
+{
+  echo "# evlog benchmark, $(date '+%Y-%m-%d %H:%M:%S %z')"
+  echo
+  echo "- machine: $(nproc) CPUs, $(cpu_model), $(uname -sr)," \
+    "$(awk '/^MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo 2>/dev/null)"
+  echo "- data directories: $data_fs (every append is fsynced on a quorum before it is acknowledged)"
+  echo "- evlog: $commit, $("$bin" --version 2>/dev/null || echo unknown)"
+  echo "- runs: $runs per case, each ${duration} s measured after a ${warmup} s warm-up; the" \
+    "table shows the median of the runs (each column on its own)"
+  echo "- the cluster (three nodes) and the bench client share this machine"
+  echo
+  echo "| case | what | ops/s | events/s | MiB/s | p50 µs | p90 µs | p99 µs | p999 µs | max µs | errors |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for c in "${selected[@]}"; do
+    lines="$(grep "^{\"case\":\"$c\"," "$results" || true)"
+    if [[ -z "$lines" ]]; then
+      echo "| $c | $(case_title "$c") | failed | | | | | | | | |"
+      continue
+    fi
+    errors="$(while IFS= read -r line; do json_number "$line" errors_total; done <<<"$lines" |
+      awk '{ s += $1 } END { print s + 0 }')"
+    if ((failed_runs[$c] > 0)); then
+      errors="$errors (+${failed_runs[$c]} failed runs)"
+    fi
+    mib="$(med bytes_per_sec | awk '{ printf "%.2f", $1 / 1048576 }')"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+      "$c" "$(case_title "$c")" "$(med ops_per_sec %.1f)" "$(med events_per_sec %.1f)" "$mib" \
+      "$(med p50_us)" "$(med p90_us)" "$(med p99_us)" "$(med p999_us)" "$(med max_us)" "$errors"
+  done
+  echo
+  echo "Every run: \`results.jsonl\` (one \`evlog bench --json\` line each). Nodes' logs: \`logs/\`."
+} >"$summary"
+
+echo >&2
+cat "$summary"
+echo
+echo "results: $out"
