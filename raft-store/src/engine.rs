@@ -87,6 +87,9 @@ pub struct StoreConfig {
 pub(crate) struct LogMeta {
     pub vote: Option<Vote>,
     pub committed: Option<LogId>,
+    /// The commit index as of the last fsynced commit. Applied state is shown to readers
+    /// before its fsync only up to this index (see [`write_batch`]).
+    pub durable_committed: Option<LogId>,
     pub last_purged: Option<LogId>,
     pub last_log_id: Option<LogId>,
 }
@@ -480,6 +483,7 @@ fn load_log_meta(db: &Database) -> Result<LogMeta, OpenFailure> {
     Ok(LogMeta {
         vote,
         committed,
+        durable_committed: committed,
         last_purged,
         last_log_id: last_log_id.or(last_purged),
     })
@@ -526,10 +530,54 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
 /// An op's answer, sent only after its batch committed.
 enum Completion {
     Done(Done),
-    Append(Done, IOFlushed<TypeConfig>),
+    /// `None` once the entries were made visible ahead of the fsync (see [`write_batch`]).
+    Append(Option<Done>, IOFlushed<TypeConfig>),
     Apply(Done, Vec<(ApplyResponder<TypeConfig>, CommandResponse)>),
     Installed(Done, SnapshotMeta, SnapshotFile),
+    /// Answered already, before the batch's fsync.
+    Answered,
 }
+
+impl Completion {
+    /// Tells the op's caller it succeeded.
+    fn answer(self) {
+        match self {
+            Completion::Done(done) | Completion::Installed(done, ..) => {
+                done.send(Ok(())).ok();
+            }
+            Completion::Append(done, flushed) => {
+                if let Some(done) = done {
+                    done.send(Ok(())).ok();
+                }
+                flushed.io_completed(Ok(()));
+            }
+            Completion::Apply(done, responses) => {
+                for (responder, response) in responses {
+                    responder.send(response);
+                }
+                done.send(Ok(())).ok();
+            }
+            Completion::Answered => {}
+        }
+    }
+}
+
+/// Shows the state machine as `machine` describes it: in memory, and to waiting readers.
+fn publish_machine(shared: &Shared, machine: &MachineMeta) {
+    let applied = AppliedState {
+        log_index: machine.last_applied.map(|id| id.index).unwrap_or(0),
+        head_position: machine.head_position,
+    };
+    *shared.machine() = machine.clone();
+    shared.applied.send_if_modified(|current| {
+        let changed = *current != applied;
+        *current = applied;
+        changed
+    });
+}
+
+/// The largest batch that commits in two steps (see [`write_batch`]).
+const TWO_STEP_MAX_OPS: usize = 4;
 
 fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
     let mut batch = Vec::with_capacity(MAX_BATCH_OPS);
@@ -546,14 +594,35 @@ fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
     tracing::debug!("store writer thread stops: every handle is gone");
 }
 
+/// Carries a batch out and answers its ops, each as soon as it may be.
+///
+/// A batch commits in two steps: first without fsync, which makes its writes readable, then an
+/// empty commit that fsyncs them. Between the two:
+/// - `append()` returns for the batch's log entries (they are readable), so the leader starts
+///   replicating while it fsyncs instead of before; openraft hears they are flushed
+///   (`IOFlushed`, what counts toward commit) only after the fsync.
+/// - applies whose entries are all at or below the last *durable* commit index are answered
+///   and shown to readers. A crash may take such an apply back, but never past what the node
+///   recovers on start: openraft re-applies the log up to the durable commit index before the
+///   node serves anything, so no reader ever sees the state go backwards.
+///
+/// Everything else (votes, commit-index saves, truncation, purge, applies beyond the durable
+/// commit index) is answered after the fsync; a batch with nothing else skips it.
+///
+/// The two steps buy latency at the price of a second commit's work, so only small batches
+/// (an idle or lightly loaded node, where latency is what there is to win) take them; a large
+/// batch, and any batch that installs a snapshot, commits once, durably, before anything is
+/// answered or shown.
 fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
     let mut log = shared.log().clone();
     let mut machine = shared.machine().clone();
     let mut completions = Vec::with_capacity(batch.len());
+    let one_durable_commit = batch.len() > TWO_STEP_MAX_OPS
+        || batch
+            .iter()
+            .any(|op| matches!(op, WriteOp::InstallSnapshot { .. }));
     let result = (|| -> io::Result<()> {
         let mut txn = shared.db.begin_write().map_err(io_error)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(io_error)?;
         let mut points = BatchPoints::default();
         for op in batch.drain(..) {
             let (work, completion) = split(op);
@@ -570,18 +639,55 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
             }
         }
         points.before_commit();
+        if one_durable_commit {
+            txn.set_durability(Durability::Immediate)
+                .map_err(io_error)?;
+            txn.commit().map_err(io_error)?;
+            log.durable_committed = log.committed;
+            crash_point("store::after-commit");
+            return Ok(());
+        }
+        txn.set_durability(Durability::None).map_err(io_error)?;
         txn.commit().map_err(io_error)?;
-        crash_point("store::after-commit");
+        // Readable now: entries for openraft; applies within the durable commit index for all.
+        *shared.log() = log.clone();
+        let applies_covered = machine.last_applied <= log.durable_committed;
+        if applies_covered && points.apply {
+            publish_machine(shared, &machine);
+        }
+        for completion in &mut completions {
+            match completion {
+                Completion::Append(done, _) => {
+                    if let Some(done) = done.take() {
+                        done.send(Ok(())).ok();
+                    }
+                }
+                Completion::Apply(..) if applies_covered => {
+                    let answered = std::mem::replace(completion, Completion::Answered);
+                    answered.answer();
+                }
+                _ => {}
+            }
+        }
+        if completions
+            .iter()
+            .any(|completion| !matches!(completion, Completion::Answered))
+        {
+            let mut flush = shared.db.begin_write().map_err(io_error)?;
+            flush
+                .set_durability(Durability::Immediate)
+                .map_err(io_error)?;
+            crash_point("store::before-fsync");
+            flush.commit().map_err(io_error)?;
+            log.durable_committed = log.committed;
+            crash_point("store::after-commit");
+        }
         Ok(())
     })();
     // Ops after a failed one were never carried out: they fail with the batch.
     completions.extend(batch.drain(..).map(|op| split(op).1));
     match result {
         Ok(()) => {
-            let applied = AppliedState {
-                log_index: machine.last_applied.map(|id| id.index).unwrap_or(0),
-                head_position: machine.head_position,
-            };
             for completion in &mut completions {
                 if let Completion::Installed(_, meta, file) = completion {
                     match snapshot::keep_installed(&shared.snapshot_dir(), meta, file) {
@@ -593,28 +699,9 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
                 }
             }
             *shared.log() = log;
-            *shared.machine() = machine;
-            shared.applied.send_if_modified(|current| {
-                let changed = *current != applied;
-                *current = applied;
-                changed
-            });
+            publish_machine(shared, &machine);
             for completion in completions {
-                match completion {
-                    Completion::Done(done) | Completion::Installed(done, ..) => {
-                        done.send(Ok(())).ok();
-                    }
-                    Completion::Append(done, flushed) => {
-                        done.send(Ok(())).ok();
-                        flushed.io_completed(Ok(()));
-                    }
-                    Completion::Apply(done, responses) => {
-                        for (responder, response) in responses {
-                            responder.send(response);
-                        }
-                        done.send(Ok(())).ok();
-                    }
-                }
+                completion.answer();
             }
         }
         Err(error) => {
@@ -630,8 +717,11 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
                     | Completion::Apply(done, _) => {
                         done.send(Err(copy())).ok();
                     }
+                    Completion::Answered => {}
                     Completion::Append(done, flushed) => {
-                        done.send(Err(copy())).ok();
+                        if let Some(done) = done {
+                            done.send(Err(copy())).ok();
+                        }
                         flushed.io_completed(Err(copy()));
                     }
                 }
@@ -689,7 +779,10 @@ fn split(op: WriteOp) -> (Work, Completion) {
             entries,
             done,
             flushed,
-        } => (Work::Append(entries), Completion::Append(done, flushed)),
+        } => (
+            Work::Append(entries),
+            Completion::Append(Some(done), flushed),
+        ),
         WriteOp::SaveVote { vote, done } => (Work::SaveVote(vote), Completion::Done(done)),
         WriteOp::SaveCommitted { committed, done } => {
             (Work::SaveCommitted(committed), Completion::Done(done))

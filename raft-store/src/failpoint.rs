@@ -6,7 +6,8 @@
 //!
 //! | point | where |
 //! |---|---|
-//! | `store::before-commit` | every write batch, just before its fsynced commit |
+//! | `store::before-commit` | every write batch, before it commits (nothing of it written) |
+//! | `store::before-fsync` | after a batch's writes became readable, before their fsync: the crash loses what was written since the last fsync |
 //! | `store::after-commit` | after the commit, before anyone is told (durable, unacknowledged) |
 //! | `store::vote` | a batch saving a vote, before its commit |
 //! | `store::apply` | a batch applying entries, before its commit |
