@@ -94,6 +94,15 @@ pub(crate) struct LogMeta {
     pub last_log_id: Option<LogId>,
 }
 
+/// The log's tail as openraft sees it, ahead of what the writer has committed.
+#[derive(Debug, Default)]
+pub(crate) struct Tail {
+    /// Entries appended but not yet committed by the writer, by index.
+    pub pending: std::collections::BTreeMap<u64, Entry>,
+    /// The last log id appended (pending or stored); `None` for an empty log.
+    pub last_log_id: Option<LogId>,
+}
+
 /// What the state machine looks like now (kept in memory, changed only after a commit).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct MachineMeta {
@@ -113,6 +122,9 @@ pub(crate) struct Shared {
     /// The newest snapshot on disk. Apart from `machine`, because the snapshot builder sets it
     /// from its own thread while the writer thread replaces `machine` after every batch.
     pub snapshot: Mutex<Option<(SnapshotMeta, PathBuf)>>,
+    /// The log's tail as openraft sees it: appended entries the writer has not committed yet
+    /// (so `append()` returns at once and they are readable meanwhile), and the last log id.
+    pub tail: Mutex<Tail>,
     pub applied: watch::Sender<AppliedState>,
 }
 
@@ -125,6 +137,12 @@ impl Shared {
 
     pub fn machine(&self) -> MutexGuard<'_, MachineMeta> {
         self.machine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn tail(&self) -> MutexGuard<'_, Tail> {
+        self.tail
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -264,9 +282,14 @@ impl Engine {
             head_position: machine.head_position,
         };
         let (applied_tx, _) = watch::channel(applied);
+        let tail = Tail {
+            pending: std::collections::BTreeMap::new(),
+            last_log_id: log.last_log_id,
+        };
         let shared = Arc::new(Shared {
             db,
             data_dir,
+            tail: Mutex::new(tail),
             log: Mutex::new(log),
             machine: Mutex::new(machine),
             snapshot: Mutex::new(newest_snapshot),
@@ -562,6 +585,24 @@ impl Completion {
     }
 }
 
+/// Drops from the pending tail the entries a commit just made readable from the database
+/// (unless a truncation and a new append replaced them meanwhile).
+fn forget_pending(shared: &Shared, appended: &[LogId]) {
+    if appended.is_empty() {
+        return;
+    }
+    let mut tail = shared.tail();
+    for log_id in appended {
+        if tail
+            .pending
+            .get(&log_id.index)
+            .is_some_and(|pending| pending.log_id == *log_id)
+        {
+            tail.pending.remove(&log_id.index);
+        }
+    }
+}
+
 /// Shows the state machine as `machine` describes it: in memory, and to waiting readers.
 fn publish_machine(shared: &Shared, machine: &MachineMeta) {
     let applied = AppliedState {
@@ -581,6 +622,7 @@ const TWO_STEP_MAX_OPS: usize = 4;
 
 fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
     let mut batch = Vec::with_capacity(MAX_BATCH_OPS);
+    let mut stats = WriterStats::new();
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH_OPS {
@@ -589,9 +631,55 @@ fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
+        let ops = batch.len();
+        let started = std::time::Instant::now();
         write_batch(shared, &mut batch);
+        stats.record(ops, started.elapsed());
     }
     tracing::debug!("store writer thread stops: every handle is gone");
+}
+
+/// What the writer thread did lately, logged at debug level every few seconds (for finding
+/// where the write path spends its time).
+struct WriterStats {
+    since: std::time::Instant,
+    batches: u64,
+    ops: u64,
+    busy: std::time::Duration,
+    longest: std::time::Duration,
+}
+
+impl WriterStats {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self {
+            since: std::time::Instant::now(),
+            batches: 0,
+            ops: 0,
+            busy: std::time::Duration::ZERO,
+            longest: std::time::Duration::ZERO,
+        }
+    }
+
+    fn record(&mut self, ops: usize, took: std::time::Duration) {
+        self.batches += 1;
+        self.ops += ops as u64;
+        self.busy += took;
+        self.longest = self.longest.max(took);
+        let elapsed = self.since.elapsed();
+        if elapsed >= Self::EVERY {
+            tracing::debug!(
+                batches = self.batches,
+                ops_per_batch = self.ops as f64 / self.batches as f64,
+                busy_percent = 100.0 * self.busy.as_secs_f64() / elapsed.as_secs_f64(),
+                mean_batch_us = self.busy.as_micros() as u64 / self.batches,
+                longest_batch_us = self.longest.as_micros() as u64,
+                "store writer"
+            );
+            *self = Self::new();
+        }
+    }
 }
 
 /// Carries a batch out and answers its ops, each as soon as it may be.
@@ -624,9 +712,13 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
     let result = (|| -> io::Result<()> {
         let mut txn = shared.db.begin_write().map_err(io_error)?;
         let mut points = BatchPoints::default();
+        let mut appended: Vec<LogId> = Vec::new();
         for op in batch.drain(..) {
             let (work, completion) = split(op);
             points.note(&work);
+            if let Work::Append(entries) = &work {
+                appended.extend(entries.iter().map(|entry| entry.log_id));
+            }
             match carry_out(&txn, work, &mut log, &mut machine) {
                 Ok(responses) => completions.push(match completion {
                     Completion::Apply(done, _) => Completion::Apply(done, responses),
@@ -643,12 +735,14 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
             txn.set_durability(Durability::Immediate)
                 .map_err(io_error)?;
             txn.commit().map_err(io_error)?;
+            forget_pending(shared, &appended);
             log.durable_committed = log.committed;
             crash_point("store::after-commit");
             return Ok(());
         }
         txn.set_durability(Durability::None).map_err(io_error)?;
         txn.commit().map_err(io_error)?;
+        forget_pending(shared, &appended);
         // Readable now: entries for openraft; applies within the durable commit index for all.
         *shared.log() = log.clone();
         let applies_covered = machine.last_applied <= log.durable_committed;

@@ -68,8 +68,27 @@ impl RaftLogReader<TypeConfig> for LogReader {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = to_range(&range);
+        if end.is_some_and(|end| end <= start) {
+            return Ok(Vec::new());
+        }
+        // The pending tail first, then the database: an entry the writer commits in between is
+        // then in both (the pending copy wins), never in neither.
+        let pending: Vec<Entry> = {
+            let tail = self.engine.shared.tail();
+            match end {
+                Some(end) => tail.pending.range(start..end),
+                None => tail.pending.range(start..),
+            }
+            .map(|(_, entry)| entry.clone())
+            .collect()
+        };
+        let stored_end = match (pending.first(), end) {
+            (Some(first), _) => Some(first.log_id.index),
+            (None, end) => end,
+        };
         let shared = std::sync::Arc::clone(&self.engine.shared);
-        blocking(move || {
+        let mut entries = blocking(move || {
+            let end = stored_end;
             let txn = shared.db.begin_read().map_err(io_error)?;
             let table = txn.open_table(LOG).map_err(io_error)?;
             let items = match end {
@@ -98,7 +117,20 @@ impl RaftLogReader<TypeConfig> for LogReader {
             }
             Ok(entries)
         })
-        .await
+        .await?;
+        if let Some(first) = pending.first()
+            && entries.last().map_or(first.log_id.index != start, |last| {
+                last.log_id.index + 1 != first.log_id.index
+            })
+        {
+            return Err(io::Error::other(format!(
+                "log read of {start}..: stored entries end at {:?} but pending ones start at {}",
+                entries.last().map(|entry| entry.log_id.index),
+                first.log_id.index
+            )));
+        }
+        entries.extend(pending);
+        Ok(entries)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -127,10 +159,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let log = self.engine.shared.log();
+        let last_purged_log_id = self.engine.shared.log().last_purged;
+        let last_log_id = self
+            .engine
+            .shared
+            .tail()
+            .last_log_id
+            .max(last_purged_log_id);
         Ok(LogState {
-            last_purged_log_id: log.last_purged,
-            last_log_id: log.last_log_id,
+            last_purged_log_id,
+            last_log_id,
         })
     }
 
@@ -147,9 +185,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
     }
 
+    /// Queued, not awaited: the commit index is advisory (openraft re-derives it), and the
+    /// writer makes it durable with its next fsync, which is what re-apply at start relies on.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let (done, _unwatched) = tokio::sync::oneshot::channel();
         self.engine
-            .write(|done| WriteOp::SaveCommitted { committed, done })
+            .submit(WriteOp::SaveCommitted { committed, done })
             .await
     }
 
@@ -167,10 +208,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        // Returns once the batch holding these entries committed: they are readable and
-        // durable, and `callback` has fired.
+        let Some(last) = entries.last().map(|entry| entry.log_id) else {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        };
+        // Readable at once from the pending tail; `callback` fires after the writer's fsync.
+        {
+            let mut tail = self.engine.shared.tail();
+            for entry in &entries {
+                tail.pending.insert(entry.log_id.index, entry.clone());
+            }
+            tail.last_log_id = Some(last);
+        }
+        let (done, _unwatched) = tokio::sync::oneshot::channel();
         self.engine
-            .write(|done| WriteOp::Append {
+            .submit(WriteOp::Append {
                 entries,
                 done,
                 flushed: callback,
@@ -179,12 +231,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
+        {
+            let mut tail = self.engine.shared.tail();
+            let from = last.map(|id| id.index + 1).unwrap_or(0);
+            tail.pending.retain(|&index, _| index < from);
+            tail.last_log_id = tail.last_log_id.min(last);
+        }
         self.engine
             .write(|done| WriteOp::TruncateAfter { last, done })
             .await
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
+        {
+            let mut tail = self.engine.shared.tail();
+            tail.pending.retain(|&index, _| index > upto.index);
+            tail.last_log_id = tail.last_log_id.max(Some(upto));
+        }
         self.engine
             .write(|done| WriteOp::Purge { upto, done })
             .await
