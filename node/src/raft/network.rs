@@ -14,9 +14,6 @@ use evlog_raft_store::types::NodeId;
 use evlog_raft_store::types::Snapshot;
 use evlog_raft_store::types::TypeConfig;
 use evlog_raft_store::types::Vote;
-use futures::Stream;
-use futures::future::BoxFuture;
-use futures::stream::BoxStream;
 use openraft::error::NetworkError;
 use openraft::error::RPCError;
 use openraft::error::RaftError;
@@ -33,7 +30,6 @@ use openraft::network::v2::RaftNetworkV2;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
-use openraft::raft::StreamAppendResult;
 use openraft::raft::TransferLeaderRequest;
 use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
@@ -54,19 +50,11 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 pub struct PeerNetwork {
     node_id: NodeId,
     channels: PeerChannels,
-    stream_answer_timeout: Duration,
 }
 
 impl PeerNetwork {
-    /// `stream_answer_timeout` bounds the wait for each answer of a replication stream (and
-    /// for the stream to open); openraft's own per-RPC budget is one heartbeat interval, too
-    /// short for a follower that is catching up on large batches.
-    pub fn new(node_id: NodeId, channels: PeerChannels, stream_answer_timeout: Duration) -> Self {
-        Self {
-            node_id,
-            channels,
-            stream_answer_timeout,
-        }
+    pub fn new(node_id: NodeId, channels: PeerChannels) -> Self {
+        Self { node_id, channels }
     }
 }
 
@@ -79,7 +67,6 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             address: node.addr.clone(),
             channel: self.channels.get(&node.addr).ok(),
-            stream_answer_timeout: self.stream_answer_timeout,
         }
     }
 }
@@ -90,7 +77,6 @@ pub struct PeerClient {
     target: NodeId,
     address: String,
     channel: Option<Channel>,
-    stream_answer_timeout: Duration,
 }
 
 type RpcResult<T, E = openraft::errors::Infallible> =
@@ -177,89 +163,6 @@ impl PeerClient {
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotFile;
-
-    /// Pipelined replication over one `StreamAppend` call: requests go out as openraft makes
-    /// them, without waiting for the previous answer; HTTP/2 keeps the answers in order. Each
-    /// answer must come within the RPC deadline, or the stream ends with a timeout (openraft
-    /// then starts a new one), so a stalled follower cannot hold replication.
-    fn stream_append<'s, S>(
-        &'s mut self,
-        input: S,
-        option: RPCOption,
-    ) -> BoxFuture<
-        's,
-        Result<
-            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
-            RPCError<TypeConfig>,
-        >,
-    >
-    where
-        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
-    {
-        Box::pin(async move {
-            let ttl = option.hard_ttl().max(self.stream_answer_timeout);
-            let mut client = self.client().map_err(RPCError::Unreachable)?;
-            // A request that fails to encode ends the stream (its answer would be missing).
-            let outgoing = futures::StreamExt::scan(input, (), |(), rpc| {
-                futures::future::ready(
-                    wire::encode(&rpc)
-                        .map(|payload| RaftMessage { payload })
-                        .map_err(|status| tracing::error!("encoding append entries: {status}"))
-                        .ok(),
-                )
-            });
-            let timeout = move |node_id, target| {
-                RPCError::Timeout(Timeout {
-                    action: RPCTypes::AppendEntries,
-                    id: node_id,
-                    target,
-                    timeout: ttl,
-                })
-            };
-            let (node_id, target) = (self.node_id, self.target);
-            let answers = tokio::time::timeout(ttl, client.stream_append(outgoing))
-                .await
-                .map_err(|_| timeout(node_id, target))?
-                .map_err(|status| self.transport_error(RPCTypes::AppendEntries, ttl, status))?
-                .into_inner();
-            let peer = PeerClient {
-                node_id,
-                target,
-                address: self.address.clone(),
-                channel: None,
-                stream_answer_timeout: self.stream_answer_timeout,
-            };
-            let stream = futures::stream::unfold(Some((answers, peer)), move |state| async move {
-                let (mut answers, peer) = state?;
-                let item = match tokio::time::timeout(ttl, answers.message()).await {
-                    Err(_) => Err(timeout(peer.node_id, peer.target)),
-                    Ok(Err(status)) => {
-                        Err(peer.transport_error(RPCTypes::AppendEntries, ttl, status))
-                    }
-                    Ok(Ok(None)) => return None,
-                    Ok(Ok(Some(message))) => {
-                        match wire::decode::<
-                            Result<StreamAppendResult<TypeConfig>, RaftError<TypeConfig>>,
-                        >(&message.payload)
-                        {
-                            Ok(Ok(result)) => Ok(result),
-                            Ok(Err(remote)) => Err(flatten(RPCError::RemoteError(
-                                RemoteError::new(peer.target, remote),
-                            ))),
-                            Err(status) => Err(RPCError::Network(NetworkError::from_string(
-                                status.message(),
-                            ))),
-                        }
-                    }
-                };
-                // After an error or a refused append the follower ends its side too.
-                let go_on = matches!(item, Ok(Ok(_)));
-                Some((item, go_on.then_some((answers, peer))))
-            });
-            let stream: BoxStream<'s, _> = Box::pin(stream);
-            Ok(stream)
-        })
-    }
 
     async fn append_entries(
         &mut self,
