@@ -17,14 +17,16 @@ use std::time::Duration;
 use evlog_proto::v1::cluster_client::ClusterClient;
 use evlog_proto::v1::event_log_client::EventLogClient;
 use evlog_proto::v1::{
-    AllStreams, AppendRequest, AppendResponse, Consistency, Direction, EventData, ReadRequest,
-    ReadResponse, RecordedEvent, StatusRequest, StatusResponse, read_request,
+    AddLearnerRequest, AllStreams, AppendRequest, AppendResponse, ChangeMembershipRequest,
+    Consistency, Direction, EventData, ReadRequest, ReadResponse, RecordedEvent, StatusRequest,
+    StatusResponse, read_request,
 };
 use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::binary::evlog_binary;
 use crate::cluster_options::ClusterOptions;
+use crate::network::Network;
 use crate::node::{Node, NodeState};
 use crate::ports::free_loopback_ports;
 use crate::wait::{Probe, WaitFailure, poll};
@@ -56,6 +58,9 @@ const EXIT_LOG_TAIL_LINES: usize = 10;
 
 /// The largest response the harness accepts.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long a membership call may take: adding a learner waits until it has caught up.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Whether an RPC error may go away by itself (no leader yet, a node restarting, a timeout),
 /// so that retrying is worthwhile. `Unknown` is included because a connection broken by a
@@ -112,16 +117,27 @@ fn channel(port: u16, options: &ClusterOptions) -> Channel {
         .connect_lazy()
 }
 
-/// A test cluster: `evlog serve` child processes with ids `1..=nodes`.
+/// A test cluster: `evlog serve` child processes with ids `1..=nodes`, and spare ids after
+/// them for nodes that join later.
 #[derive(Debug)]
 pub struct Cluster {
     options: ClusterOptions,
     binary: PathBuf,
-    /// Removed on drop unless the test failed or [`EVLOG_KEEP_CLUSTER`] is set.
+    /// Removed on drop unless the test failed, [`EVLOG_KEEP_CLUSTER`] is set, or
+    /// [`Cluster::keep_directory`] was called.
     dir: Option<TempDir>,
+    keep: bool,
     path: PathBuf,
+    /// Every node the cluster has a port for: members, spares, and retired nodes.
     nodes: BTreeMap<u64, Node>,
+    /// The nodes that are part of the cluster now (started or not): the initial ones, then
+    /// joined spares, minus replaced nodes.
+    members: BTreeSet<u64>,
+    /// The nodes started with `--peers` (the initial members).
+    initial: BTreeSet<u64>,
     channels: BTreeMap<u64, Channel>,
+    /// The proxies of every peer link, when the cluster is proxied.
+    network: Option<Network>,
 }
 
 impl Cluster {
@@ -138,9 +154,9 @@ impl Cluster {
         let binary = evlog_binary();
         let mut attempt = 1;
         loop {
-            let mut cluster = Cluster::create(options.clone(), binary.clone());
+            let mut cluster = Cluster::create(options.clone(), binary.clone()).await;
             for id in cluster.node_ids() {
-                cluster.spawn(id);
+                cluster.spawn(id, &[]);
             }
             match cluster.try_wait_for_leader(options.startup_timeout).await {
                 Ok(leader) => {
@@ -168,8 +184,9 @@ impl Cluster {
         }
     }
 
-    /// Chooses ports and directories; starts nothing.
-    fn create(options: ClusterOptions, binary: PathBuf) -> Cluster {
+    /// Chooses ports and directories, and starts the proxies of a proxied cluster; starts no
+    /// node.
+    async fn create(options: ClusterOptions, binary: PathBuf) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("evlog-cluster-")
             .tempdir()
@@ -179,33 +196,43 @@ impl Cluster {
             "cluster-tests: cluster directory {} (node-<id>/ data, node-<id>.log logs)",
             path.display()
         );
-        let count = usize::try_from(options.nodes).expect("the node count should fit a usize");
+        let total = options.nodes + options.spare_nodes;
+        let count = usize::try_from(total).expect("the node count should fit a usize");
         let ports = free_loopback_ports(count);
         let mut nodes = BTreeMap::new();
         let mut channels = BTreeMap::new();
-        for (id, port) in (1..=options.nodes).zip(ports) {
+        let mut addresses = BTreeMap::new();
+        for (id, port) in (1..=total).zip(ports) {
             nodes.insert(id, Node::new(id, port, &path));
             channels.insert(id, channel(port, &options));
+            addresses.insert(id, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
         }
+        let network = if options.proxied {
+            Some(Network::start(&addresses, options.network_seed).await)
+        } else {
+            None
+        };
+        let initial: BTreeSet<u64> = (1..=options.nodes).collect();
         Cluster {
             options,
             binary,
             dir: Some(dir),
+            keep: false,
             path,
             nodes,
+            members: initial.clone(),
+            initial,
             channels,
+            network,
         }
     }
 
     /// The `evlog serve` arguments of node `id`.
+    ///
+    /// The initial members get `--peers` (all initial members); a node that joins later gets
+    /// none, and waits to be added. A proxied node gets `--routes` through its links.
     fn serve_args(&self, id: u64) -> Vec<String> {
         let node = self.node(id);
-        let peers = self
-            .nodes
-            .iter()
-            .map(|(peer_id, peer)| format!("{peer_id}={}", peer.address()))
-            .collect::<Vec<_>>()
-            .join(",");
         let mut args = vec![
             "serve".to_owned(),
             "--id".to_owned(),
@@ -214,17 +241,29 @@ impl Cluster {
             node.address(),
             "--data-dir".to_owned(),
             node.data_dir().display().to_string(),
-            "--peers".to_owned(),
-            peers,
         ];
+        if self.initial.contains(&id) {
+            let peers = self
+                .initial
+                .iter()
+                .map(|peer_id| format!("{peer_id}={}", self.node(*peer_id).address()))
+                .collect::<Vec<_>>()
+                .join(",");
+            args.push("--peers".to_owned());
+            args.push(peers);
+        }
+        if let Some(network) = &self.network {
+            args.push("--routes".to_owned());
+            args.push(network.routes_of(id));
+        }
         args.extend(self.options.serve_args());
         args
     }
 
-    fn spawn(&mut self, id: u64) {
+    fn spawn(&mut self, id: u64, env: &[(String, String)]) {
         let args = self.serve_args(id);
         let binary = self.binary.clone();
-        self.node_mut(id).spawn(&binary, &args);
+        self.node_mut(id).spawn(&binary, &args, env);
     }
 
     fn node(&self, id: u64) -> &Node {
@@ -240,7 +279,7 @@ impl Cluster {
     }
 
     fn lost_a_port_race(&self) -> bool {
-        self.nodes.values().any(|node| {
+        self.member_nodes().any(|(_, node)| {
             matches!(node.state(), NodeState::Exited(_)) && {
                 let log = node.log_tail(200).to_lowercase();
                 log.contains("address already in use") || log.contains("addrinuse")
@@ -260,18 +299,57 @@ impl Cluster {
         &self.options
     }
 
-    /// Every node id, running or not.
-    pub fn node_ids(&self) -> Vec<u64> {
-        self.nodes.keys().copied().collect()
+    /// The members (initial nodes, and nodes that joined), not the spares or replaced nodes.
+    fn member_nodes(&self) -> impl Iterator<Item = (u64, &Node)> {
+        self.members.iter().map(|id| (*id, self.node(*id)))
     }
 
-    /// The ids of the nodes that are running and not paused.
+    /// Every member's id, running or not (spares that have not joined and replaced nodes are
+    /// not members).
+    pub fn node_ids(&self) -> Vec<u64> {
+        self.members.iter().copied().collect()
+    }
+
+    /// The ids of the members that are running and not paused.
     pub fn live_node_ids(&self) -> Vec<u64> {
-        self.nodes
-            .iter()
+        self.member_nodes()
             .filter(|(_, node)| node.state() == NodeState::Running)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect()
+    }
+
+    /// The ids of the members that are not running: never started, killed, or exited.
+    pub fn stopped_node_ids(&self) -> Vec<u64> {
+        self.member_nodes()
+            .filter(|(_, node)| matches!(node.state(), NodeState::Stopped | NodeState::Exited(_)))
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// The members that exited on their own (a crash), with how.
+    pub fn exited_nodes(&self) -> Vec<(u64, ExitStatus)> {
+        self.member_nodes()
+            .filter_map(|(id, node)| match node.state() {
+                NodeState::Exited(status) => Some((id, status)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether node `id` is paused (SIGSTOP).
+    pub fn is_paused(&self, id: u64) -> bool {
+        self.node(id).state() == NodeState::Paused
+    }
+
+    /// The proxies of the peer links, when the cluster was started with `proxied`.
+    pub fn network(&self) -> Option<&Network> {
+        self.network.as_ref()
+    }
+
+    /// Keeps the cluster directory (data and logs) when the cluster is dropped, e.g. because
+    /// a check failed without a panic.
+    pub fn keep_directory(&mut self) {
+        self.keep = true;
     }
 
     /// Whether node `id` is running and not paused.
@@ -289,11 +367,10 @@ impl Cluster {
         self.node(id).port()
     }
 
-    /// Every node's address, comma-separated, as the CLI's `--endpoints` takes them.
+    /// Every member's address, comma-separated, as the CLI's `--endpoints` takes them.
     pub fn endpoints(&self) -> String {
-        self.nodes
-            .values()
-            .map(Node::address)
+        self.member_nodes()
+            .map(|(_, node)| node.address())
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -306,6 +383,11 @@ impl Cluster {
     /// Node `id`'s log file (stdout and stderr of every run, each run headed by a line).
     pub fn log_path(&self, id: u64) -> PathBuf {
         self.node(id).log_path().to_path_buf()
+    }
+
+    /// The last `lines` lines of node `id`'s log file.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        self.node(id).log_tail(lines)
     }
 
     // ------------------------------------------------------------------ faults
@@ -341,12 +423,145 @@ impl Cluster {
     ///
     /// When the node is running or paused.
     pub fn restart(&mut self, id: u64) {
-        self.spawn(id);
+        self.restart_with_env(id, &[]);
+    }
+
+    /// Restarts node `id` with extra environment variables for this start only, e.g.
+    /// `FAILPOINTS` (see [`crate::FAILPOINTS`]).
+    ///
+    /// # Panics
+    ///
+    /// When the node is running or paused.
+    pub fn restart_with_env(&mut self, id: u64, env: &[(String, String)]) {
+        self.spawn(id, env);
         // A fresh channel, so that clients taken from now on do not inherit a connection
         // state from the previous process.
         let channel = channel(self.node(id).port(), &self.options);
         self.channels.insert(id, channel);
-        eprintln!("cluster-tests: restarted node {id}");
+        if env.is_empty() {
+            eprintln!("cluster-tests: restarted node {id}");
+        } else {
+            eprintln!("cluster-tests: restarted node {id} with {env:?}");
+        }
+    }
+
+    /// Waits until node `id` exits on its own (a crash the test provoked, e.g. with a
+    /// failpoint) and marks it stopped, so that waits no longer count it as an unexpected
+    /// exit. Returns how it exited, or `None` when it is still running after `timeout`.
+    pub async fn wait_for_crash(&mut self, id: u64, timeout: Duration) -> Option<ExitStatus> {
+        let status = self.node_mut(id).wait_for_own_exit(timeout).await;
+        if let Some(status) = status {
+            eprintln!("cluster-tests: node {id} exited ({status})");
+        }
+        status
+    }
+
+    /// Replaces the stopped member `old` with a fresh node under a new id: wipes `old`'s data
+    /// directory, starts the next spare node with an empty one, adds it as a learner (which
+    /// waits until it has caught up), then makes it a voter in `old`'s place. Returns the new
+    /// node's id. The old node's log file stays.
+    ///
+    /// # Panics
+    ///
+    /// When `old` is running, no spare is left, or a membership call fails for good.
+    pub async fn replace_node(&mut self, old: u64) -> u64 {
+        let state = self.node(old).state();
+        assert!(
+            matches!(state, NodeState::Stopped | NodeState::Exited(_)),
+            "node {old} must be stopped before it is replaced; it is {state:?}"
+        );
+        let new = self
+            .nodes
+            .keys()
+            .copied()
+            .find(|id| {
+                !self.members.contains(id)
+                    && !self.initial.contains(id)
+                    && self.node(*id).state() == NodeState::Stopped
+                    && !self.node(*id).data_dir().exists()
+            })
+            .unwrap_or_else(|| panic!("no spare node left to replace node {old}"));
+        let data_dir = self.data_dir(old);
+        if data_dir.exists() {
+            std::fs::remove_dir_all(&data_dir)
+                .unwrap_or_else(|error| panic!("wiping {} failed: {error}", data_dir.display()));
+        }
+        self.members.remove(&old);
+        eprintln!("cluster-tests: wiped node {old}; node {new} joins in its place");
+        self.spawn(new, &[]);
+        self.members.insert(new);
+
+        let address = self.address(new);
+        let added = self
+            .membership_call(&format!("AddLearner {new}"), async |cluster, via| {
+                let mut client = cluster.cluster_client(via);
+                let call = AddLearnerRequest {
+                    node_id: new,
+                    address: address.clone(),
+                };
+                with_deadline(
+                    MEMBERSHIP_TIMEOUT,
+                    &format!("AddLearner {new} via node {via}"),
+                    client.add_learner(request(call, MEMBERSHIP_TIMEOUT)),
+                )
+                .await
+            })
+            .await;
+        let mut voters: BTreeSet<u64> = added
+            .members
+            .iter()
+            .filter(|member| member.role == "voter")
+            .map(|member| member.node_id)
+            .collect();
+        voters.remove(&old);
+        voters.insert(new);
+        let voters: Vec<u64> = voters.into_iter().collect();
+        self.membership_call(
+            &format!("ChangeMembership {voters:?}"),
+            async |cluster, via| {
+                let mut client = cluster.cluster_client(via);
+                let call = ChangeMembershipRequest {
+                    voters: voters.clone(),
+                };
+                with_deadline(
+                    MEMBERSHIP_TIMEOUT,
+                    &format!("ChangeMembership via node {via}"),
+                    client.change_membership(request(call, MEMBERSHIP_TIMEOUT)),
+                )
+                .await
+            },
+        )
+        .await;
+        eprintln!("cluster-tests: node {new} replaced node {old}; voters {voters:?}");
+        new
+    }
+
+    /// Sends a membership call through the live members in turn until one succeeds, retrying
+    /// errors that may go away.
+    async fn membership_call<T>(
+        &self,
+        what: &str,
+        mut call: impl AsyncFnMut(&Cluster, u64) -> Result<T, tonic::Status>,
+    ) -> T {
+        let mut attempt: usize = 0;
+        let result = poll(MEMBERSHIP_TIMEOUT, async || {
+            let live = self.live_node_ids();
+            let Some(via) = live.get(attempt % live.len().max(1)).copied() else {
+                return Probe::NotYet("no live node".to_owned());
+            };
+            attempt += 1;
+            match call(self, via).await {
+                Ok(value) => Probe::Ready(value),
+                Err(status) if is_retryable(&status) => {
+                    Probe::NotYet(format!("via node {via}: {status}"))
+                }
+                Err(status) => Probe::Failed(format!("via node {via}: {status}")),
+            }
+        })
+        .await;
+        result.unwrap_or_else(|failure| {
+            panic!("{what}: {failure} (cluster in {})", self.path.display())
+        })
     }
 
     /// Stops node `id` with SIGSTOP: it holds its sockets open but answers nothing.
@@ -557,8 +772,7 @@ impl Cluster {
     /// A failure reason naming every node that exited without the harness stopping it.
     fn unexpected_exits(&self) -> Option<String> {
         let exits: Vec<String> = self
-            .nodes
-            .iter()
+            .member_nodes()
             .filter_map(|(id, node)| match node.state() {
                 NodeState::Exited(status) => Some(format!(
                     "node {id} exited unexpectedly ({status}); log {}:\n{}",
@@ -659,7 +873,19 @@ impl Cluster {
     ///
     /// When `timeout` passes first, or a node exits on its own.
     pub async fn wait_for_convergence(&self, timeout: Duration) -> u64 {
-        let result = poll(timeout, async || {
+        self.try_wait_for_convergence(timeout)
+            .await
+            .unwrap_or_else(|failure| {
+                panic!(
+                    "waiting for every live node to apply the whole log: {failure} (cluster in {})",
+                    self.path.display()
+                )
+            })
+    }
+
+    /// Like [`Cluster::wait_for_convergence`], but returns the failure instead of panicking.
+    pub async fn try_wait_for_convergence(&self, timeout: Duration) -> Result<u64, WaitFailure> {
+        poll(timeout, async || {
             let (leader, statuses) = match self.probe_agreed_leader().await {
                 Probe::Ready(found) => found,
                 Probe::NotYet(reason) => return Probe::NotYet(reason),
@@ -682,13 +908,7 @@ impl Cluster {
                 ))
             }
         })
-        .await;
-        result.unwrap_or_else(|failure| {
-            panic!(
-                "waiting for every live node to apply the whole log: {failure} (cluster in {})",
-                self.path.display()
-            )
-        })
+        .await
     }
 
     /// Waits until node `id` reports an applied index of at least `index`.
@@ -748,7 +968,9 @@ impl Drop for Cluster {
             node.kill_now();
         }
         let failed = std::thread::panicking();
-        let keep = failed || std::env::var_os(EVLOG_KEEP_CLUSTER).is_some_and(|value| value != "0");
+        let keep = failed
+            || self.keep
+            || std::env::var_os(EVLOG_KEEP_CLUSTER).is_some_and(|value| value != "0");
         if !keep {
             return;
         }
@@ -760,7 +982,11 @@ impl Drop for Cluster {
             );
         }
         if failed {
-            for (id, node) in &self.nodes {
+            for (id, node) in self
+                .nodes
+                .iter()
+                .filter(|(_, node)| node.log_path().exists())
+            {
                 eprintln!(
                     "---- node {id}: last {LOG_TAIL_LINES} lines of {} ----\n{}",
                     node.log_path().display(),

@@ -18,6 +18,16 @@ pub struct ClusterOptions {
     pub snapshot_threshold: Option<u64>,
     /// `--log-keep-after-snapshot`: log entries kept behind a snapshot before purging.
     pub log_keep_after_snapshot: Option<u64>,
+    /// `--request-timeout-ms`: how long a node lets a request wait for a leader or a commit.
+    pub request_timeout_ms: Option<u64>,
+    /// Route every peer link through a fault-injecting proxy (see [`crate::Network`]), so the
+    /// test can partition, slow down or cut links. Clients still reach the nodes directly.
+    pub proxied: bool,
+    /// Ports (and, when proxied, links) reserved for this many more nodes, with ids after the
+    /// initial ones, for a node that joins later (see [`crate::Cluster::replace_node`]).
+    pub spare_nodes: u64,
+    /// Seeds the proxies' jitter and loss.
+    pub network_seed: u64,
     /// More arguments appended to every `evlog serve` command line.
     pub extra_args: Vec<String>,
     /// How long the whole cluster may take to start and agree on a leader.
@@ -42,6 +52,10 @@ impl Default for ClusterOptions {
             election_timeout_max_ms: Some(2_000),
             snapshot_threshold: None,
             log_keep_after_snapshot: None,
+            request_timeout_ms: None,
+            proxied: false,
+            spare_nodes: 0,
+            network_seed: 0,
             extra_args: Vec::new(),
             startup_timeout: Duration::from_secs(60),
             rpc_timeout: Duration::from_secs(10),
@@ -60,6 +74,7 @@ impl ClusterOptions {
             ("--election-timeout-max-ms", self.election_timeout_max_ms),
             ("--snapshot-threshold", self.snapshot_threshold),
             ("--log-keep-after-snapshot", self.log_keep_after_snapshot),
+            ("--request-timeout-ms", self.request_timeout_ms),
         ];
         for (flag, value) in flags {
             if let Some(value) = value {

@@ -15,6 +15,8 @@
 //! - [`checker`] proves, from a history and the logs read back, that every acknowledged append
 //!   is present exactly once at its position, nothing unsent appears, positions are dense,
 //!   stream versions rise by one, the order respects real time, and all nodes hold the same log.
+//! - [`proxy`] and [`Network`]: a fault-injecting TCP proxy on every directed peer link of a
+//!   proxied cluster (`ClusterOptions::proxied`): delay, blackhole, drop, loss.
 //!
 //! The binary is found through `EVLOG_BIN`, or next to the test executable
 //! (`target/<profile>/evlog`): run `cargo build --bins` (or `scripts/test.sh`) first.
@@ -24,8 +26,10 @@ pub mod checker;
 mod cluster;
 mod cluster_options;
 mod history;
+mod network;
 mod node;
 mod ports;
+pub mod proxy;
 mod recording_writer;
 pub mod wait;
 mod workload;
@@ -35,6 +39,8 @@ pub use cluster::{Cluster, event, is_retryable};
 pub use cluster_options::ClusterOptions;
 pub use evlog_proto::v1 as proto;
 pub use history::{History, Operation, Outcome};
+pub use network::Network;
+pub use node::FAILPOINTS;
 pub use recording_writer::RecordingWriter;
 pub use wait::{wait_for, wait_until};
 pub use workload::{Workload, WorkloadOptions};

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use crate::wait::{Probe, poll};
 
+/// The environment variable the `fail` crate reads its failpoints from.
+pub const FAILPOINTS: &str = "FAILPOINTS";
+
 /// What a node's process is doing, as far as the harness knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NodeState {
@@ -74,12 +77,13 @@ impl Node {
         &self.log_path
     }
 
-    /// Starts `binary` with `args`, stdout and stderr appended to the node's log file.
+    /// Starts `binary` with `args` and the extra environment `env`, stdout and stderr
+    /// appended to the node's log file.
     ///
     /// # Panics
     ///
     /// When the node is already running, or the process cannot be started.
-    pub(crate) fn spawn(&mut self, binary: &Path, args: &[String]) {
+    pub(crate) fn spawn(&mut self, binary: &Path, args: &[String], env: &[(String, String)]) {
         let state = self.state();
         assert!(
             matches!(state, NodeState::Stopped | NodeState::Exited(_)),
@@ -94,9 +98,13 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .expect("the node's log file should be writable");
+        let env_text: String = env
+            .iter()
+            .map(|(key, value)| format!("{key}={value} "))
+            .collect();
         writeln!(
             log,
-            "==== evlog node {} start #{}: {} {} ====",
+            "==== evlog node {} start #{}: {env_text}{} {} ====",
             self.id,
             self.starts,
             binary.display(),
@@ -114,11 +122,16 @@ impl Node {
             .stderr(stderr);
         // The node also reads EVLOG_* variables; the test sets everything by flags, so a
         // variable left in the developer's shell must not change what is tested.
+        // Likewise failpoints: only the start that asks for them gets them.
         for (key, _) in std::env::vars_os() {
-            if key.to_str().is_some_and(|key| key.starts_with("EVLOG_")) {
+            if key
+                .to_str()
+                .is_some_and(|key| key.starts_with("EVLOG_") || key == FAILPOINTS)
+            {
                 command.env_remove(key);
             }
         }
+        command.envs(env.iter().map(|(key, value)| (key, value)));
         let child = command.spawn().unwrap_or_else(|error| {
             panic!(
                 "starting node {} ({}) failed: {error}",
@@ -212,6 +225,13 @@ impl Node {
             }
             Err(_) => None,
         }
+    }
+
+    /// Waits until the process exits on its own (a crash the test provoked), and forgets it,
+    /// so that the node counts as stopped rather than as an unexpected exit. `None` when it is
+    /// still running after `timeout`, or was not running.
+    pub(crate) async fn wait_for_own_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.wait_for_exit(timeout, "waiting for it to crash").await
     }
 
     /// Kills the process with SIGKILL (also when paused) and waits until it is gone.
