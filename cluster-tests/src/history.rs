@@ -1,13 +1,35 @@
-//! The record of what clients did: every append with its invoke time, completion time and
-//! outcome. The [`crate::checker`] judges the cluster's logs against it.
+//! The record of what clients did: every append and every read, with its invoke time,
+//! completion time (one monotonic clock) and outcome. The [`crate::checker`] judges the
+//! cluster's logs against it.
 //!
-//! An append that did not come back acknowledged has an unknown outcome, whatever the error:
-//! the leader may have committed it before the error (a timeout, a crash after proposing), so
-//! it may appear in the log once or never, but never twice and never in part.
+//! An append either was acknowledged, definitely failed (the cluster refused it: a wrong
+//! expected version, bad input; it is not in the log and never will be), or has an unknown
+//! outcome: the leader may have committed it before the error (a timeout, a crash after
+//! proposing, a lost connection), so it may appear in the log once or never, but never twice
+//! and never in part. Retries of one request share its idempotency key, and are recorded as
+//! separate operations (attempts) with that key.
 
 use std::time::{Duration, Instant};
 
-use evlog_proto::v1::{AppendResponse, EventData};
+use evlog_proto::v1::{AppendResponse, EventData, RecordedEvent};
+
+/// The metadata key carrying a stream's actual version on `FAILED_PRECONDITION`.
+pub const ACTUAL_VERSION_KEY: &str = "evlog-actual-version";
+
+/// Whether an append error means the append was refused and is not, and never will be, in
+/// the log: the node decided it (bad input, a limit, a wrong expected version decided when the
+/// entry was applied, an idempotency key reused for another request). Every other error
+/// (unavailable, deadline exceeded, a broken connection) leaves the outcome unknown.
+pub fn is_definite_failure(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::InvalidArgument
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::AlreadyExists
+            | tonic::Code::NotFound
+    )
+}
 
 /// How an append ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +43,15 @@ pub enum Outcome {
         /// The server recognised a retry of an already committed idempotency key.
         deduplicated: bool,
     },
-    /// The append failed or never completed: it may or may not be in the log.
+    /// The cluster refused the append: it is not in the log.
+    Failed {
+        code: tonic::Code,
+        message: String,
+        /// On `FAILED_PRECONDITION`: the stream's actual version the node reported.
+        actual_version: Option<u64>,
+    },
+    /// The append failed without a verdict or never completed: it may or may not be in the
+    /// log.
     Unknown {
         /// The gRPC status code, or `None` when the operation never completed (its task was
         /// stopped while the request was in flight).
@@ -40,6 +70,15 @@ impl Outcome {
                 stream_version: response.stream_version,
                 deduplicated: response.deduplicated,
             },
+            Err(status) if is_definite_failure(status.code()) => Outcome::Failed {
+                code: status.code(),
+                message: status.message().to_owned(),
+                actual_version: status
+                    .metadata()
+                    .get(ACTUAL_VERSION_KEY)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse().ok()),
+            },
             Err(status) => Outcome::Unknown {
                 code: Some(status.code()),
                 message: status.message().to_owned(),
@@ -56,7 +95,7 @@ impl Outcome {
     }
 }
 
-/// One append as a client saw it.
+/// One append (one attempt of it) as a client saw it.
 #[derive(Debug, Clone)]
 pub struct Operation {
     /// Which client sent it, e.g. `appender 3`.
@@ -64,8 +103,13 @@ pub struct Operation {
     /// The node the request was sent to.
     pub node: u64,
     pub stream: String,
-    /// The events sent, in order. Their ids are unique across a history.
+    /// The events sent, in order. Their ids are unique across a history, except between the
+    /// attempts of one request (same idempotency key), which send the same events.
     pub events: Vec<EventData>,
+    /// The request's `expected_version`.
+    pub expected_version: Option<u64>,
+    /// The request's idempotency key: the attempts of one request share it.
+    pub idempotency_key: Option<String>,
     /// When the first attempt was sent.
     pub invoked: Instant,
     /// When the final answer arrived; `None` if it never did.
@@ -78,9 +122,59 @@ impl Operation {
     pub fn acknowledged_at(&self) -> Option<Instant> {
         match self.outcome {
             Outcome::Acknowledged { .. } => self.completed,
-            Outcome::Unknown { .. } => None,
+            Outcome::Failed { .. } | Outcome::Unknown { .. } => None,
         }
     }
+
+    /// Whether the cluster refused this attempt.
+    pub fn definitely_failed(&self) -> bool {
+        matches!(self.outcome, Outcome::Failed { .. })
+    }
+}
+
+/// What a read asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadTarget {
+    /// The whole log, by global position.
+    All,
+    /// One stream, by stream version.
+    Stream(String),
+}
+
+/// How a read ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadOutcome {
+    /// The node answered.
+    Served {
+        /// The events returned, as returned.
+        events: Vec<RecordedEvent>,
+        /// The last position applied on the serving node when it served the read.
+        head_position: u64,
+        served_by: u64,
+    },
+    /// The read failed (a read changes nothing, so a failure says nothing either).
+    Failed {
+        code: Option<tonic::Code>,
+        message: String,
+    },
+}
+
+/// One read as a client saw it. The chaos workloads read the end of the log or of a stream
+/// (backward from the end, a few events): a linearizable read of the end must show every
+/// append acknowledged before it began.
+#[derive(Debug, Clone)]
+pub struct ReadOperation {
+    pub client: String,
+    pub node: u64,
+    pub target: ReadTarget,
+    /// Whether the read went backward from the end (`from` absent).
+    pub from_end: bool,
+    /// Whether the read asked for `LINEARIZABLE` consistency.
+    pub linearizable: bool,
+    pub invoked: Instant,
+    /// `None` if the answer never arrived.
+    pub completed: Option<Instant>,
+    pub outcome: ReadOutcome,
 }
 
 /// The gap between two consecutive acknowledgements.
@@ -103,6 +197,7 @@ impl AckGap {
 #[derive(Debug, Clone, Default)]
 pub struct History {
     operations: Vec<Operation>,
+    reads: Vec<ReadOperation>,
 }
 
 impl History {
@@ -111,15 +206,41 @@ impl History {
     }
 
     pub fn from_operations(operations: Vec<Operation>) -> History {
-        History { operations }
+        History {
+            operations,
+            reads: Vec::new(),
+        }
+    }
+
+    /// A history of appends and reads.
+    pub fn from_parts(operations: Vec<Operation>, reads: Vec<ReadOperation>) -> History {
+        History { operations, reads }
     }
 
     pub fn push(&mut self, operation: Operation) {
         self.operations.push(operation);
     }
 
+    pub fn push_read(&mut self, read: ReadOperation) {
+        self.reads.push(read);
+    }
+
+    /// The appends (every attempt).
     pub fn operations(&self) -> &[Operation] {
         &self.operations
+    }
+
+    /// The reads.
+    pub fn reads(&self) -> &[ReadOperation] {
+        &self.reads
+    }
+
+    /// How many attempts the cluster refused.
+    pub fn failed_count(&self) -> usize {
+        self.operations
+            .iter()
+            .filter(|operation| operation.definitely_failed())
+            .count()
     }
 
     pub fn len(&self) -> usize {
@@ -182,7 +303,7 @@ impl History {
         Some(AckGap { from, to })
     }
 
-    /// A one-line summary: operations, acknowledged, unknown, by error code.
+    /// A one-line summary: operations, acknowledged, refused, unknown by error code, reads.
     pub fn summary(&self) -> String {
         let mut by_code: std::collections::BTreeMap<String, usize> = Default::default();
         for operation in &self.operations {
@@ -191,12 +312,20 @@ impl History {
                 *by_code.entry(key).or_default() += 1;
             }
         }
+        let unknown: usize = by_code.values().sum();
+        let served = self
+            .reads
+            .iter()
+            .filter(|read| matches!(read.outcome, ReadOutcome::Served { .. }))
+            .count();
         format!(
-            "{} operations, {} acknowledged, {} with unknown outcome {:?}",
+            "{} operations, {} acknowledged, {} refused, {unknown} with unknown outcome {:?}; \
+             {} reads, {served} served",
             self.operations.len(),
             self.acknowledged_count(),
-            self.operations.len() - self.acknowledged_count(),
-            by_code
+            self.failed_count(),
+            by_code,
+            self.reads.len()
         )
     }
 }

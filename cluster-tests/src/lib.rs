@@ -14,7 +14,8 @@
 //!   [`History`]; [`RecordingWriter`] does the same for sequential appends.
 //! - [`checker`] proves, from a history and the logs read back, that every acknowledged append
 //!   is present exactly once at its position, nothing unsent appears, positions are dense,
-//!   stream versions rise by one, the order respects real time, and all nodes hold the same log.
+//!   stream versions rise by one, the order respects real time, all nodes hold the same log,
+//!   linearizable reads are fresh, and expected-version and idempotency results are consistent.
 //! - [`proxy`] and [`Network`]: a fault-injecting TCP proxy on every directed peer link of a
 //!   proxied cluster (`ClusterOptions::proxied`): delay, blackhole, drop, loss.
 //!
@@ -38,7 +39,9 @@ pub use binary::evlog_binary;
 pub use cluster::{Cluster, event, is_retryable};
 pub use cluster_options::ClusterOptions;
 pub use evlog_proto::v1 as proto;
-pub use history::{History, Operation, Outcome};
+pub use history::{
+    History, Operation, Outcome, ReadOperation, ReadOutcome, ReadTarget, is_definite_failure,
+};
 pub use network::Network;
 pub use node::FAILPOINTS;
 pub use recording_writer::RecordingWriter;

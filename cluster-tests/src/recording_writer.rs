@@ -103,6 +103,8 @@ impl RecordingWriter {
             node,
             stream: stream.to_owned(),
             events,
+            expected_version: append.expected_version,
+            idempotency_key: append.idempotency_key.clone(),
             invoked,
             completed: Some(Instant::now()),
             outcome,

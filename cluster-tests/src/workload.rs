@@ -230,6 +230,8 @@ impl Appender {
                 node: self.node,
                 stream: stream.clone(),
                 events: events.clone(),
+                expected_version: None,
+                idempotency_key: None,
                 invoked,
                 completed: None,
                 outcome: Outcome::in_flight(),
