@@ -47,3 +47,20 @@ pub fn evlog_binary() -> PathBuf {
     );
     binary
 }
+
+/// A failpoint name every failpoint-enabled `evlog` binary contains.
+const FAILPOINT_MARKER: &[u8] = b"store::before-commit";
+
+/// Whether the `evlog` binary at `path` was built with its failpoints (the `failpoints` cargo
+/// feature): the failpoint names are then in the binary; without the feature they are
+/// compiled out.
+///
+/// # Errors
+///
+/// When the binary cannot be read.
+pub fn failpoints_compiled_in(path: &std::path::Path) -> std::io::Result<bool> {
+    let bytes = std::fs::read(path)?;
+    Ok(bytes
+        .windows(FAILPOINT_MARKER.len())
+        .any(|window| window == FAILPOINT_MARKER))
+}

@@ -18,11 +18,14 @@
 //!   linearizable reads are fresh, and expected-version and idempotency results are consistent.
 //! - [`proxy`] and [`Network`]: a fault-injecting TCP proxy on every directed peer link of a
 //!   proxied cluster (`ClusterOptions::proxied`): delay, blackhole, drop, loss.
+//! - [`chaos`]: the chaos campaign (`scripts/chaos.sh`): faults on a seeded schedule under
+//!   recorded workloads, checked, with availability figures.
 //!
 //! The binary is found through `EVLOG_BIN`, or next to the test executable
 //! (`target/<profile>/evlog`): run `cargo build --bins` (or `scripts/test.sh`) first.
 
 mod binary;
+pub mod chaos;
 pub mod checker;
 mod cluster;
 mod cluster_options;
@@ -35,7 +38,7 @@ mod recording_writer;
 pub mod wait;
 mod workload;
 
-pub use binary::evlog_binary;
+pub use binary::{evlog_binary, failpoints_compiled_in};
 pub use cluster::{Cluster, event, is_retryable};
 pub use cluster_options::ClusterOptions;
 pub use evlog_proto::v1 as proto;

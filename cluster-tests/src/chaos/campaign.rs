@@ -1,0 +1,158 @@
+//! A campaign: runs of faults × workloads, each on a fresh cluster, one after the other, with a
+//! progress line per run and a report at the end.
+//!
+//! Run `i` of a campaign with seed `s` has seed `s + i`: replaying one run is running a
+//! campaign of that one fault and workload with the run's seed (the report prints the
+//! command). The processes' timing is not reproducible, so a replay repeats the schedule (the
+//! victims, durations and parameters), not the exact interleaving.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::fault::Fault;
+use super::load::LoadKind;
+use super::report::Report;
+use super::run::{self, RunResult, RunSettings, RunSpec};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct CampaignOptions {
+    pub faults: Vec<Fault>,
+    pub loads: Vec<LoadKind>,
+    /// Runs of each fault × workload pair (the quick campaign: of each fault).
+    pub runs: usize,
+    /// How long each run's load lasts.
+    pub duration: Duration,
+    pub seed: u64,
+    /// The quick campaign: each fault `runs` times, the workloads in turn, instead of every
+    /// fault × workload pair.
+    pub quick: bool,
+    /// Where the report (and kept histories) go.
+    pub out_dir: PathBuf,
+    /// Faults not run, with the reason (a failpoint missing from the binary).
+    pub skipped: Vec<(Fault, String)>,
+    /// The `evlog` binary the runs start.
+    pub binary: PathBuf,
+}
+
+impl CampaignOptions {
+    /// The runs, in order, with their seeds.
+    pub fn plan(&self) -> Vec<RunSpec> {
+        let mut pairs = Vec::new();
+        if self.quick {
+            for (index, fault) in self.faults.iter().enumerate() {
+                let load = self.loads[index % self.loads.len().max(1)];
+                for _ in 0..self.runs {
+                    pairs.push((*fault, load));
+                }
+            }
+        } else {
+            for fault in &self.faults {
+                for load in &self.loads {
+                    for _ in 0..self.runs {
+                        pairs.push((*fault, *load));
+                    }
+                }
+            }
+        }
+        pairs
+            .into_iter()
+            .enumerate()
+            .map(|(index, (fault, load))| RunSpec {
+                index,
+                seed: self.seed.wrapping_add(index as u64),
+                fault,
+                load,
+                duration: self.duration,
+            })
+            .collect()
+    }
+
+    /// The command that replays run `spec` alone.
+    pub fn replay_command(&self, spec: &RunSpec) -> String {
+        format!(
+            "scripts/chaos.sh --seed {} --faults {} --workloads {} --runs 1 --duration {}",
+            spec.seed,
+            spec.fault.name(),
+            spec.load.name(),
+            spec.duration.as_secs()
+        )
+    }
+}
+
+/// Runs the campaign, printing a line per run, and returns its report.
+pub async fn run_campaign(options: CampaignOptions) -> Report {
+    let started = Instant::now();
+    let plan = options.plan();
+    let settings = Arc::new(RunSettings {
+        out_dir: options.out_dir.clone(),
+    });
+    eprintln!(
+        "chaos: campaign seed {}: {} runs of {:?} each, report in {}",
+        options.seed,
+        plan.len(),
+        options.duration,
+        options.out_dir.display()
+    );
+    let mut results: Vec<RunResult> = Vec::new();
+    for spec in plan.iter().cloned() {
+        eprintln!(
+            "chaos: [{}/{}] {} × {} (seed {}) ...",
+            spec.index + 1,
+            plan.len(),
+            spec.fault.name(),
+            spec.load.name(),
+            spec.seed
+        );
+        let result = run::run(spec, Arc::clone(&settings)).await;
+        println!("{}", progress_line(&result, plan.len()));
+        if !result.violations.is_empty() {
+            for violation in result.violations.iter().take(10) {
+                println!("    {violation}");
+            }
+            if result.violations.len() > 10 {
+                println!("    … and {} more", result.violations.len() - 10);
+            }
+            println!("    replay: {}", options.replay_command(&result.spec));
+            if let Some(dir) = &result.cluster_dir {
+                println!("    cluster directory kept: {}", dir.display());
+            }
+            if let Some(file) = &result.history_file {
+                println!("    history: {}", file.display());
+            }
+        }
+        results.push(result);
+    }
+    Report::new(&options, results, started.elapsed())
+}
+
+fn seconds(duration: Option<Duration>) -> String {
+    duration.map_or_else(
+        || "-".to_owned(),
+        |duration| format!("{:.2}s", duration.as_secs_f64()),
+    )
+}
+
+fn progress_line(result: &RunResult, total: usize) -> String {
+    let spec = &result.spec;
+    format!(
+        "[{}/{total}] {:<22} {:<10} seed {:<20} {:>6} appends ({} acked, {} refused, {} \
+         unknown), {} reads; gap {}, first ack after fault {}, after heal {}; {} violations \
+         ({:.1}s)",
+        spec.index + 1,
+        spec.fault.name(),
+        spec.load.name(),
+        spec.seed,
+        result.operations,
+        result.acknowledged,
+        result.refused,
+        result.unknown,
+        result.reads_served,
+        seconds(result.availability.longest_gap),
+        seconds(result.availability.first_ack_after_fault),
+        seconds(result.availability.first_ack_after_heal),
+        result.violations.len(),
+        result.elapsed.as_secs_f64()
+    )
+}
