@@ -11,8 +11,10 @@ use clap::Parser;
 use evlog_cluster_tests::chaos::{CampaignOptions, Fault, LoadKind, run_campaign};
 use evlog_cluster_tests::{evlog_binary, failpoints_compiled_in};
 
+/// The load time per run.
+const DEFAULT_DURATION_SECS: u64 = 10;
 /// The quick campaign's load time per run: every fault once, a few minutes in all.
-const QUICK_DURATION_SECS: u64 = 4;
+const QUICK_DURATION_SECS: u64 = 6;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,9 +42,10 @@ struct Args {
     /// Runs of each fault × workload pair (with --quick: of each fault).
     #[arg(long, default_value_t = 1)]
     runs: usize,
-    /// Seconds of load per run (the fault and the recovery may stretch a run).
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
+    /// Seconds of load per run (the fault and the recovery may stretch a run)
+    /// [default: 10; with --quick, 6].
+    #[arg(long)]
+    duration: Option<u64>,
     /// The campaign's seed; run i uses seed + i. Default: from the clock (printed).
     #[arg(long)]
     seed: Option<u64>,
@@ -139,11 +142,11 @@ fn run() -> anyhow::Result<ExitCode> {
     let out_dir = args
         .out
         .unwrap_or_else(|| PathBuf::from(format!("target/chaos/seed-{seed}")));
-    let duration = Duration::from_secs(if args.quick && args.duration == 10 {
+    let duration = Duration::from_secs(args.duration.unwrap_or(if args.quick {
         QUICK_DURATION_SECS
     } else {
-        args.duration
-    });
+        DEFAULT_DURATION_SECS
+    }));
     let options = CampaignOptions {
         faults,
         loads,

@@ -15,6 +15,10 @@ use super::fault::Fault;
 use super::run::RunResult;
 use crate::checker::ViolationKind;
 
+/// Violations listed per run in `report.json` (all are counted; a failing run's history file
+/// lists them all).
+const MAX_LISTED_VIOLATIONS: usize = 100;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ViolationRecord {
     pub kind: &'static str,
@@ -47,6 +51,8 @@ pub struct RunRecord {
     pub events: Option<usize>,
     pub unknown_present: Option<usize>,
     pub unknown_absent: Option<usize>,
+    pub violation_count: usize,
+    /// The first violations (at most 100).
     pub violations: Vec<ViolationRecord>,
     pub availability: AvailabilityRecord,
     pub notes: Vec<String>,
@@ -114,9 +120,11 @@ impl Report {
                 events: result.check.as_ref().map(|check| check.events),
                 unknown_present: result.check.as_ref().map(|check| check.unknown_present),
                 unknown_absent: result.check.as_ref().map(|check| check.unknown_absent),
+                violation_count: result.violations.len(),
                 violations: result
                     .violations
                     .iter()
+                    .take(MAX_LISTED_VIOLATIONS)
                     .map(|violation| ViolationRecord {
                         kind: violation.kind.name(),
                         message: violation.message.clone(),
