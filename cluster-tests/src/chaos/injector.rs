@@ -13,6 +13,7 @@ use rand::{RngExt as _, SeedableRng as _};
 
 use super::fault::Fault;
 use super::load::Load;
+use crate::checker::{Violation, ViolationKind};
 use crate::cluster::Cluster;
 use crate::network::Network;
 use crate::node::FAILPOINTS;
@@ -39,6 +40,8 @@ pub struct Injection {
     pub healed_at: Instant,
     /// What was done, step by step, e.g. `killed node 2 (the leader)`.
     pub notes: Vec<String>,
+    /// A node started with a failpoint that exited some other way than at the failpoint.
+    pub violations: Vec<Violation>,
 }
 
 /// A duration in `min_ms..=max_ms`.
@@ -85,6 +88,7 @@ fn follower(cluster: &Cluster, leader: u64, rng: &mut StdRng) -> u64 {
 pub async fn inject(cluster: &mut Cluster, load: &Load, fault: Fault, seed: u64) -> Injection {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut notes = Vec::new();
+    let mut violations = Vec::new();
     let mut note = |text: String| {
         eprintln!("chaos: {text}");
         notes.push(text);
@@ -268,7 +272,7 @@ pub async fn inject(cluster: &mut Cluster, load: &Load, fault: Fault, seed: u64)
                 "SIGKILLed node {victim} (leader {leader}); restarted it with {FAILPOINTS}={spec}"
             ));
             cluster.restart_with_env(victim, &[(FAILPOINTS.to_owned(), spec)]);
-            await_crash(cluster, victim, &mut note).await;
+            await_crash(cluster, victim, &mut note, &mut violations).await;
             cluster.restart(victim);
         }
         Fault::CrashVote => {
@@ -294,7 +298,7 @@ pub async fn inject(cluster: &mut Cluster, load: &Load, fault: Fault, seed: u64)
                  {leader} for {isolated:?} to force an election"
             ));
             let crashed_at = Instant::now();
-            await_crash(cluster, victim, &mut note).await;
+            await_crash(cluster, victim, &mut note, &mut violations).await;
             tokio::time::sleep(isolated.saturating_sub(crashed_at.elapsed())).await;
             network(cluster).heal();
             cluster.restart(victim);
@@ -337,7 +341,7 @@ pub async fn inject(cluster: &mut Cluster, load: &Load, fault: Fault, seed: u64)
                 let spec = "store::snapshot-install=return".to_owned();
                 note(format!("restarting node {victim} with {FAILPOINTS}={spec}"));
                 cluster.restart_with_env(victim, &[(FAILPOINTS.to_owned(), spec)]);
-                await_crash(cluster, victim, &mut note).await;
+                await_crash(cluster, victim, &mut note, &mut violations).await;
             }
             cluster.restart(victim);
         }
@@ -363,13 +367,38 @@ pub async fn inject(cluster: &mut Cluster, load: &Load, fault: Fault, seed: u64)
         fault_at,
         healed_at,
         notes,
+        violations,
     }
 }
 
-/// Waits for node `victim`, started with a failpoint, to crash; kills it if it does not.
-async fn await_crash(cluster: &mut Cluster, victim: u64, note: &mut impl FnMut(String)) {
+/// Lines of a node's log searched for the failpoint's own last words.
+const FAILPOINT_LOG_LINES: usize = 40;
+
+/// Waits for node `victim`, started with a failpoint, to crash; kills it if it does not. A
+/// crash that is not the failpoint's abort (its log does not say so) is a violation: the node
+/// died of something else while it was being tested.
+async fn await_crash(
+    cluster: &mut Cluster,
+    victim: u64,
+    note: &mut impl FnMut(String),
+    violations: &mut Vec<Violation>,
+) {
     match cluster.wait_for_crash(victim, CRASH_WAIT).await {
-        Some(status) => note(format!("node {victim} crashed at its failpoint ({status})")),
+        Some(status) => {
+            let tail = cluster.log_tail(victim, FAILPOINT_LOG_LINES);
+            if tail.contains("failpoint store::") {
+                note(format!("node {victim} crashed at its failpoint ({status})"));
+            } else {
+                violations.push(Violation::new(
+                    ViolationKind::Crash,
+                    format!(
+                        "node {victim}, started with a failpoint, exited ({status}) without \
+                         reaching it; the end of its log {}:\n{tail}",
+                        cluster.log_path(victim).display()
+                    ),
+                ));
+            }
+        }
         None => {
             note(format!(
                 "the failpoint of node {victim} did not fire within {CRASH_WAIT:?}; SIGKILLed it"

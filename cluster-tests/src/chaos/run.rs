@@ -160,6 +160,7 @@ async fn run_inner(spec: RunSpec, settings: Arc<RunSettings>) -> RunResult {
 
     let injection = injector::inject(&mut cluster, &load, spec.fault, rng.random()).await;
     notes.extend(injection.notes.iter().cloned());
+    violations.extend(injection.violations.iter().cloned());
     if !load
         .wait_for_acknowledged(injection.healed_at, RECOVERY_ACKS, LIVENESS_TIMEOUT)
         .await
