@@ -55,6 +55,9 @@ struct Args {
     /// Where to write the report [default: target/chaos/seed-<seed>].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The nodes' `--read-policy` (`read-index` or `lease`) [default: the node's default].
+    #[arg(long)]
+    read_policy: Option<String>,
     /// Describe the faults and workloads, and exit.
     #[arg(long)]
     list: bool,
@@ -155,6 +158,7 @@ fn run() -> anyhow::Result<ExitCode> {
         seed,
         quick: args.quick,
         out_dir: out_dir.clone(),
+        read_policy: args.read_policy,
         skipped,
         binary,
     };

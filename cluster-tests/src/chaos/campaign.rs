@@ -30,6 +30,8 @@ pub struct CampaignOptions {
     pub quick: bool,
     /// Where the report (and kept histories) go.
     pub out_dir: PathBuf,
+    /// `--read-policy` of every node (`None`: the node's default).
+    pub read_policy: Option<String>,
     /// Faults not run, with the reason (a failpoint missing from the binary).
     pub skipped: Vec<(Fault, String)>,
     /// The `evlog` binary the runs start.
@@ -71,8 +73,13 @@ impl CampaignOptions {
 
     /// The command that replays run `spec` alone.
     pub fn replay_command(&self, spec: &RunSpec) -> String {
+        let read_policy = self
+            .read_policy
+            .as_ref()
+            .map(|policy| format!(" --read-policy {policy}"))
+            .unwrap_or_default();
         format!(
-            "scripts/chaos.sh --seed {} --faults {} --workloads {} --runs 1 --duration {}",
+            "scripts/chaos.sh --seed {} --faults {} --workloads {} --runs 1 --duration {}{read_policy}",
             spec.seed,
             spec.fault.name(),
             spec.load.name(),
@@ -87,6 +94,7 @@ pub async fn run_campaign(options: CampaignOptions) -> Report {
     let plan = options.plan();
     let settings = Arc::new(RunSettings {
         out_dir: options.out_dir.clone(),
+        read_policy: options.read_policy.clone(),
     });
     eprintln!(
         "chaos: campaign seed {}: {} runs of {:?} each, report in {}",

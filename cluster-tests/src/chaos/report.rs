@@ -89,6 +89,8 @@ pub struct Report {
     pub seed: u64,
     pub quick: bool,
     pub binary: PathBuf,
+    /// The nodes' `--read-policy`, when the campaign set one.
+    pub read_policy: Option<String>,
     pub elapsed_s: f64,
     pub runs: Vec<RunRecord>,
     pub faults: Vec<FaultSummary>,
@@ -185,6 +187,7 @@ impl Report {
             seed: options.seed,
             quick: options.quick,
             binary: options.binary.clone(),
+            read_policy: options.read_policy.clone(),
             elapsed_s: elapsed.as_secs_f64(),
             runs,
             faults,
@@ -217,7 +220,12 @@ impl Report {
             self.elapsed_s,
             self.violation_count()
         );
-        let _ = writeln!(text, "binary: {}", self.binary.display());
+        let _ = writeln!(
+            text,
+            "binary: {}; read policy: {}",
+            self.binary.display(),
+            self.read_policy.as_deref().unwrap_or("the node's default")
+        );
         let _ = writeln!(text);
         let _ = writeln!(
             text,

@@ -74,6 +74,8 @@ pub struct RunResult {
 pub struct RunSettings {
     /// The campaign's report directory.
     pub out_dir: PathBuf,
+    /// `--read-policy` of every node (`None`: the node's default).
+    pub read_policy: Option<String>,
 }
 
 /// Runs `spec`. A panic inside the run (the harness gave up waiting, say) becomes a
@@ -121,8 +123,13 @@ pub async fn run(spec: RunSpec, settings: Arc<RunSettings>) -> RunResult {
     }
 }
 
-fn cluster_options(seed: u64) -> ClusterOptions {
+fn cluster_options(seed: u64, settings: &RunSettings) -> ClusterOptions {
+    let extra_args = match &settings.read_policy {
+        Some(policy) => vec!["--read-policy".to_owned(), policy.clone()],
+        None => Vec::new(),
+    };
     ClusterOptions {
+        extra_args,
         proxied: true,
         spare_nodes: 1,
         snapshot_threshold: Some(200),
@@ -138,7 +145,7 @@ async fn run_inner(spec: RunSpec, settings: Arc<RunSettings>) -> RunResult {
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut violations = Vec::new();
     let mut notes = Vec::new();
-    let mut cluster = Cluster::start(cluster_options(rng.random())).await;
+    let mut cluster = Cluster::start(cluster_options(rng.random(), &settings)).await;
     let load_options = LoadOptions {
         max_duration: spec.duration + LIVENESS_TIMEOUT + Duration::from_secs(120),
         ..LoadOptions::default()
