@@ -189,6 +189,12 @@ fn run() -> anyhow::Result<ExitCode> {
             report.violation_count(),
             report.seed
         );
+    }
+    if report.interrupted {
+        println!("chaos: interrupted before every run was done");
+        return Ok(ExitCode::from(130));
+    }
+    if report.violation_count() > 0 {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -88,7 +88,26 @@ impl CampaignOptions {
     }
 }
 
-/// Runs the campaign, printing a line per run, and returns its report.
+/// Resolves at the first SIGINT or SIGTERM (never, if the handlers cannot be installed).
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// Runs the campaign, printing a line per run, and returns its report. SIGINT or SIGTERM
+/// stops it between two instants of a run: the run in progress is dropped (its cluster's
+/// processes are killed with it) and the report covers the runs that finished.
 pub async fn run_campaign(options: CampaignOptions) -> Report {
     let started = Instant::now();
     let plan = options.plan();
@@ -104,6 +123,8 @@ pub async fn run_campaign(options: CampaignOptions) -> Report {
         options.out_dir.display()
     );
     let mut results: Vec<RunResult> = Vec::new();
+    let mut interrupt = std::pin::pin!(interrupted());
+    let mut stopped = false;
     for spec in plan.iter().cloned() {
         eprintln!(
             "chaos: [{}/{}] {} × {} (seed {}) ...",
@@ -113,7 +134,14 @@ pub async fn run_campaign(options: CampaignOptions) -> Report {
             spec.load.name(),
             spec.seed
         );
-        let result = run::run(spec, Arc::clone(&settings)).await;
+        let result = tokio::select! {
+            result = run::run(spec, Arc::clone(&settings)) => result,
+            () = &mut interrupt => {
+                eprintln!("chaos: interrupted; the run in progress was stopped and its cluster killed");
+                stopped = true;
+                break;
+            }
+        };
         println!("{}", progress_line(&result, plan.len()));
         if !result.violations.is_empty() {
             for violation in result.violations.iter().take(10) {
@@ -132,7 +160,9 @@ pub async fn run_campaign(options: CampaignOptions) -> Report {
         }
         results.push(result);
     }
-    Report::new(&options, results, started.elapsed())
+    let mut report = Report::new(&options, results, started.elapsed());
+    report.interrupted = stopped;
+    report
 }
 
 fn seconds(duration: Option<Duration>) -> String {

@@ -92,6 +92,8 @@ pub struct Report {
     /// The nodes' `--read-policy`, when the campaign set one.
     pub read_policy: Option<String>,
     pub elapsed_s: f64,
+    /// The campaign was stopped by a signal before every run was done.
+    pub interrupted: bool,
     pub runs: Vec<RunRecord>,
     pub faults: Vec<FaultSummary>,
     pub violations_by_kind: BTreeMap<&'static str, usize>,
@@ -189,6 +191,7 @@ impl Report {
             binary: options.binary.clone(),
             read_policy: options.read_policy.clone(),
             elapsed_s: elapsed.as_secs_f64(),
+            interrupted: false,
             runs,
             faults,
             violations_by_kind,
@@ -213,9 +216,14 @@ impl Report {
         let mut text = String::new();
         let _ = writeln!(
             text,
-            "evlog chaos campaign: seed {}{}, {} runs in {:.0}s, {} violations",
+            "evlog chaos campaign: seed {}{}{}, {} runs in {:.0}s, {} violations",
             self.seed,
             if self.quick { " (quick)" } else { "" },
+            if self.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            },
             self.runs.len(),
             self.elapsed_s,
             self.violation_count()
