@@ -51,7 +51,7 @@ pub async fn run(
         tokio::task::spawn_blocking(move || evlog_raft_store::open(&store_config)).await??;
     let peer_rpc_timeout = Duration::from_millis(config.peer_rpc_timeout_ms);
     let channels = PeerChannels::new(peer_rpc_timeout, config.routes.clone());
-    let network = PeerNetwork::new(node_id, channels.clone());
+    let network = PeerNetwork::new(node_id, channels.clone(), peer_rpc_timeout);
     let raft = Raft::new(node_id, raft_config, network, log_store, state_machine).await?;
     let handle = RaftHandle::new(
         raft.clone(),

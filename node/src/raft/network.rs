@@ -50,11 +50,20 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 pub struct PeerNetwork {
     node_id: NodeId,
     channels: PeerChannels,
+    append_deadline_floor: Duration,
 }
 
 impl PeerNetwork {
-    pub fn new(node_id: NodeId, channels: PeerChannels) -> Self {
-        Self { node_id, channels }
+    /// `append_deadline_floor` is the least time an AppendEntries (or heartbeat) call gets:
+    /// openraft's own budget for one is the heartbeat interval (100 ms by default), and a
+    /// leader whose round trip to its followers exceeded that (a slow link, a loaded machine,
+    /// a follower catching up on a large batch) timed out every call and replicated nothing.
+    pub fn new(node_id: NodeId, channels: PeerChannels, append_deadline_floor: Duration) -> Self {
+        Self {
+            node_id,
+            channels,
+            append_deadline_floor,
+        }
     }
 }
 
@@ -67,6 +76,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             address: node.addr.clone(),
             channel: self.channels.get(&node.addr).ok(),
+            append_deadline_floor: self.append_deadline_floor,
         }
     }
 }
@@ -77,6 +87,7 @@ pub struct PeerClient {
     target: NodeId,
     address: String,
     channel: Option<Channel>,
+    append_deadline_floor: Duration,
 }
 
 type RpcResult<T, E = openraft::errors::Infallible> =
@@ -137,7 +148,10 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let ttl = option.hard_ttl();
+        let ttl = match action {
+            RPCTypes::AppendEntries => option.hard_ttl().max(self.append_deadline_floor),
+            _ => option.hard_ttl(),
+        };
         let payload = wire::encode(request)
             .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
         let client = self.client().map_err(RPCError::Unreachable)?;
