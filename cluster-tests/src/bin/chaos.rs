@@ -58,6 +58,11 @@ struct Args {
     /// The nodes' `--read-policy` (`read-index` or `lease`) [default: the node's default].
     #[arg(long)]
     read_policy: Option<String>,
+    /// Run the nodes with their own heartbeat and election timeouts instead of the relaxed
+    /// ones the harness gives debug builds (1-2 s elections): for measuring failover with a
+    /// release binary (`EVLOG_BIN=target/release/evlog`).
+    #[arg(long)]
+    node_timing: bool,
     /// Describe the faults and workloads, and exit.
     #[arg(long)]
     list: bool,
@@ -159,6 +164,7 @@ fn run() -> anyhow::Result<ExitCode> {
         quick: args.quick,
         out_dir: out_dir.clone(),
         read_policy: args.read_policy,
+        node_timing: args.node_timing,
         skipped,
         binary,
     };

@@ -32,6 +32,8 @@ pub struct CampaignOptions {
     pub out_dir: PathBuf,
     /// `--read-policy` of every node (`None`: the node's default).
     pub read_policy: Option<String>,
+    /// Nodes use their own heartbeat and election timeouts (`--node-timing`).
+    pub node_timing: bool,
     /// Faults not run, with the reason (a failpoint missing from the binary).
     pub skipped: Vec<(Fault, String)>,
     /// The `evlog` binary the runs start.
@@ -77,7 +79,12 @@ impl CampaignOptions {
             .read_policy
             .as_ref()
             .map(|policy| format!(" --read-policy {policy}"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + if self.node_timing {
+                " --node-timing"
+            } else {
+                ""
+            };
         format!(
             "scripts/chaos.sh --seed {} --faults {} --workloads {} --runs 1 --duration {}{read_policy}",
             spec.seed,
@@ -114,6 +121,7 @@ pub async fn run_campaign(options: CampaignOptions) -> Report {
     let settings = Arc::new(RunSettings {
         out_dir: options.out_dir.clone(),
         read_policy: options.read_policy.clone(),
+        node_timing: options.node_timing,
     });
     eprintln!(
         "chaos: campaign seed {}: {} runs of {:?} each, report in {}",

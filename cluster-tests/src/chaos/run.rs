@@ -76,6 +76,8 @@ pub struct RunSettings {
     pub out_dir: PathBuf,
     /// `--read-policy` of every node (`None`: the node's default).
     pub read_policy: Option<String>,
+    /// Nodes use their own heartbeat and election timeouts.
+    pub node_timing: bool,
 }
 
 /// Runs `spec`. A panic inside the run (the harness gave up waiting, say) becomes a
@@ -128,6 +130,16 @@ fn cluster_options(seed: u64, settings: &RunSettings) -> ClusterOptions {
         Some(policy) => vec!["--read-policy".to_owned(), policy.clone()],
         None => Vec::new(),
     };
+    let timing = if settings.node_timing {
+        ClusterOptions {
+            heartbeat_interval_ms: None,
+            election_timeout_min_ms: None,
+            election_timeout_max_ms: None,
+            ..ClusterOptions::default()
+        }
+    } else {
+        ClusterOptions::default()
+    };
     ClusterOptions {
         extra_args,
         proxied: true,
@@ -136,7 +148,7 @@ fn cluster_options(seed: u64, settings: &RunSettings) -> ClusterOptions {
         log_keep_after_snapshot: Some(50),
         request_timeout_ms: Some(3_000),
         network_seed: seed,
-        ..ClusterOptions::default()
+        ..timing
     }
 }
 
