@@ -148,15 +148,13 @@ impl ServeArgs {
     }
 }
 
+/// The endpoints of the local cluster `scripts/cluster.sh up` starts.
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053";
+
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// The cluster's endpoints, comma-separated.
-    #[arg(
-        long,
-        env = "EVLOG_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053"
-    )]
+    #[arg(long, env = "EVLOG_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINTS)]
     pub endpoints: Vec<String>,
     /// Print JSON (one object per line) instead of text.
     #[arg(long)]

@@ -79,12 +79,7 @@ impl ReadConsistency {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// The cluster's endpoints, comma-separated (all of them: reads are spread over every one).
-    #[arg(
-        long,
-        env = "EVLOG_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053"
-    )]
+    #[arg(long, env = "EVLOG_ENDPOINTS", value_delimiter = ',', default_value = crate::cli::DEFAULT_ENDPOINTS)]
     pub endpoints: Vec<String>,
     /// What each request does.
     #[arg(long, value_enum, default_value = "append")]
