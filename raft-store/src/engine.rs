@@ -179,9 +179,10 @@ type Done = oneshot::Sender<io::Result<()>>;
 
 /// One change for the writer thread.
 pub(crate) enum WriteOp {
+    /// Log entries the log store already shows from its pending tail: nobody waits for this op
+    /// but openraft's `flushed`, which fires after the fsync.
     Append {
         entries: Vec<Entry>,
-        done: Done,
         flushed: IOFlushed<TypeConfig>,
     },
     SaveVote {
@@ -553,8 +554,7 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
 /// An op's answer, sent only after its batch committed.
 enum Completion {
     Done(Done),
-    /// `None` once the entries were made visible ahead of the fsync (see [`write_batch`]).
-    Append(Option<Done>, IOFlushed<TypeConfig>),
+    Append(IOFlushed<TypeConfig>),
     Apply(Done, Vec<(ApplyResponder<TypeConfig>, CommandResponse)>),
     Installed(Done, SnapshotMeta, SnapshotFile),
     /// Answered already, before the batch's fsync.
@@ -568,12 +568,7 @@ impl Completion {
             Completion::Done(done) | Completion::Installed(done, ..) => {
                 done.send(Ok(())).ok();
             }
-            Completion::Append(done, flushed) => {
-                if let Some(done) = done {
-                    done.send(Ok(())).ok();
-                }
-                flushed.io_completed(Ok(()));
-            }
+            Completion::Append(flushed) => flushed.io_completed(Ok(())),
             Completion::Apply(done, responses) => {
                 for (responder, response) in responses {
                     responder.send(response);
@@ -686,9 +681,9 @@ impl WriterStats {
 ///
 /// A batch commits in two steps: first without fsync, which makes its writes readable, then an
 /// empty commit that fsyncs them. Between the two:
-/// - `append()` returns for the batch's log entries (they are readable), so the leader starts
-///   replicating while it fsyncs instead of before; openraft hears they are flushed
-///   (`IOFlushed`, what counts toward commit) only after the fsync.
+/// - the batch's log entries move from the log store's pending tail to the database (openraft
+///   read them from the tail until now); it hears they are flushed (`IOFlushed`, what counts
+///   toward commit) only after the fsync.
 /// - applies whose entries are all at or below the last *durable* commit index are answered
 ///   and shown to readers. A crash may take such an apply back, but never past what the node
 ///   recovers on start: openraft re-applies the log up to the durable commit index before the
@@ -749,18 +744,11 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
         if applies_covered && points.apply {
             publish_machine(shared, &machine);
         }
-        for completion in &mut completions {
-            match completion {
-                Completion::Append(done, _) => {
-                    if let Some(done) = done.take() {
-                        done.send(Ok(())).ok();
-                    }
+        if applies_covered {
+            for completion in &mut completions {
+                if matches!(completion, Completion::Apply(..)) {
+                    std::mem::replace(completion, Completion::Answered).answer();
                 }
-                Completion::Apply(..) if applies_covered => {
-                    let answered = std::mem::replace(completion, Completion::Answered);
-                    answered.answer();
-                }
-                _ => {}
             }
         }
         if completions
@@ -812,12 +800,7 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
                         done.send(Err(copy())).ok();
                     }
                     Completion::Answered => {}
-                    Completion::Append(done, flushed) => {
-                        if let Some(done) = done {
-                            done.send(Err(copy())).ok();
-                        }
-                        flushed.io_completed(Err(copy()));
-                    }
+                    Completion::Append(flushed) => flushed.io_completed(Err(copy())),
                 }
             }
         }
@@ -869,14 +852,9 @@ impl BatchPoints {
 
 fn split(op: WriteOp) -> (Work, Completion) {
     match op {
-        WriteOp::Append {
-            entries,
-            done,
-            flushed,
-        } => (
-            Work::Append(entries),
-            Completion::Append(Some(done), flushed),
-        ),
+        WriteOp::Append { entries, flushed } => {
+            (Work::Append(entries), Completion::Append(flushed))
+        }
         WriteOp::SaveVote { vote, done } => (Work::SaveVote(vote), Completion::Done(done)),
         WriteOp::SaveCommitted { committed, done } => {
             (Work::SaveCommitted(committed), Completion::Done(done))

@@ -220,11 +220,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             tail.last_log_id = Some(last);
         }
-        let (done, _unwatched) = tokio::sync::oneshot::channel();
         self.engine
             .submit(WriteOp::Append {
                 entries,
-                done,
                 flushed: callback,
             })
             .await

@@ -387,8 +387,8 @@ impl Client {
         sent
     }
 
-    /// One append, no key, any version; returns whether it was acknowledged.
-    async fn plain_append(&mut self) -> bool {
+    /// A new append of a few events to a random stream, any version, with `key`.
+    fn random_append(&mut self, key: Option<String>) -> AppendRequest {
         let stream = self.random_stream();
         let count = self
             .rng
@@ -397,26 +397,23 @@ impl Client {
             events: self.events(&stream, count),
             stream,
             expected_version: None,
-            idempotency_key: None,
+            idempotency_key: key,
         };
         self.sequence += 1;
+        append
+    }
+
+    /// One append, no key, any version; returns whether it was acknowledged.
+    async fn plain_append(&mut self) -> bool {
+        let append = self.random_append(None);
         matches!(self.send(&append, 0).await, Sent::Acknowledged(_))
     }
 
     /// One keyed append over many streams, retried with its key through the next nodes until
     /// it is acknowledged or refused; after an acknowledgement, sometimes sent once more.
     async fn idempotent_append(&mut self) -> bool {
-        let stream = self.random_stream();
-        let count = self
-            .rng
-            .random_range(1..=self.options.max_events_per_append);
-        let append = AppendRequest {
-            events: self.events(&stream, count),
-            stream,
-            expected_version: None,
-            idempotency_key: Some(format!("key-c{}-o{}", self.index, self.sequence)),
-        };
-        self.sequence += 1;
+        let key = format!("key-c{}-o{}", self.index, self.sequence);
+        let append = self.random_append(Some(key));
         for attempt in 0..self.options.max_attempts as usize {
             match self.send(&append, attempt).await {
                 Sent::Acknowledged(_) => {

@@ -90,9 +90,6 @@ pub struct PeerClient {
     append_deadline_floor: Duration,
 }
 
-type RpcResult<T, E = openraft::errors::Infallible> =
-    Result<T, RPCError<TypeConfig, RaftError<TypeConfig, E>>>;
-
 impl PeerClient {
     fn client(&self) -> Result<RaftPeerClient<Channel>, Unreachable<TypeConfig>> {
         match &self.channel {
@@ -132,8 +129,9 @@ impl PeerClient {
         }
     }
 
-    /// One unary call: encode, send with a deadline, decode the remote result.
-    async fn call<Req, Resp, E>(
+    /// One unary call: encode, send with a deadline, decode the remote result (a remote
+    /// `RaftError` becomes an unreachable peer, see [`flatten`]).
+    async fn call<Req, Resp>(
         &mut self,
         action: RPCTypes,
         request: &Req,
@@ -142,11 +140,10 @@ impl PeerClient {
             RaftPeerClient<Channel>,
             tonic::Request<RaftMessage>,
         ) -> Result<tonic::Response<RaftMessage>, tonic::Status>,
-    ) -> RpcResult<Resp, E>
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
     {
         let ttl = match action {
             RPCTypes::AppendEntries => option.hard_ttl().max(self.append_deadline_floor),
@@ -168,10 +165,10 @@ impl PeerClient {
                 })
             })?
             .map_err(|status| self.transport_error(action, ttl, status))?;
-        let result: Result<Resp, RaftError<TypeConfig, E>> =
+        let result: Result<Resp, RaftError<TypeConfig>> =
             wire::decode(&response.into_inner().payload)
                 .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
-        result.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
+        result.map_err(|error| flatten(RPCError::RemoteError(RemoteError::new(self.target, error))))
     }
 }
 
@@ -183,15 +180,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let result: RpcResult<AppendEntriesResponse<TypeConfig>> = self
-            .call(
-                RPCTypes::AppendEntries,
-                &rpc,
-                &option,
-                async |mut client, request| client.append_entries(request).await,
-            )
-            .await;
-        result.map_err(flatten)
+        self.call(
+            RPCTypes::AppendEntries,
+            &rpc,
+            &option,
+            async |mut client, request| client.append_entries(request).await,
+        )
+        .await
     }
 
     async fn vote(
@@ -199,15 +194,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let result: RpcResult<VoteResponse<TypeConfig>> = self
-            .call(
-                RPCTypes::Vote,
-                &rpc,
-                &option,
-                async |mut client, request| client.vote(request).await,
-            )
-            .await;
-        result.map_err(flatten)
+        self.call(
+            RPCTypes::Vote,
+            &rpc,
+            &option,
+            async |mut client, request| client.vote(request).await,
+        )
+        .await
     }
 
     async fn pre_vote(
@@ -215,15 +208,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let result: RpcResult<VoteResponse<TypeConfig>> = self
-            .call(
-                RPCTypes::Vote,
-                &rpc,
-                &option,
-                async |mut client, request| client.pre_vote(request).await,
-            )
-            .await;
-        result.map_err(flatten)
+        self.call(
+            RPCTypes::Vote,
+            &rpc,
+            &option,
+            async |mut client, request| client.pre_vote(request).await,
+        )
+        .await
     }
 
     async fn transfer_leader(
@@ -231,15 +222,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let result: RpcResult<TransferLeaderResponse<TypeConfig>> = self
-            .call(
-                RPCTypes::TransferLeader,
-                &req,
-                &option,
-                async |mut client, request| client.transfer_leader(request).await,
-            )
-            .await;
-        result.map_err(flatten)
+        self.call(
+            RPCTypes::TransferLeader,
+            &req,
+            &option,
+            async |mut client, request| client.transfer_leader(request).await,
+        )
+        .await
     }
 
     async fn full_snapshot(
