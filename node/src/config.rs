@@ -191,6 +191,10 @@ impl NodeConfig {
                 .snapshot_threshold
                 .saturating_add(self.log_keep_after_snapshot),
             enable_pre_vote: Some(true),
+            // A restarted leader must win an election before it leads again: it sends entries
+            // to its followers before its own fsync, so a crash can leave it without entries
+            // they hold, and leading on in the same term would reuse their log ids.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         config
