@@ -47,7 +47,6 @@ use crate::schema::STREAMS;
 use crate::schema::meta_key;
 use crate::schema::sm_key;
 use crate::snapshot;
-use crate::snapshot::SnapshotFile;
 use crate::state_machine::apply::decide_append;
 use crate::state_machine::apply::decide_idempotent;
 use crate::state_machine::apply::should_expire;
@@ -119,9 +118,6 @@ pub(crate) struct Shared {
     pub data_dir: PathBuf,
     pub log: Mutex<LogMeta>,
     pub machine: Mutex<MachineMeta>,
-    /// The newest snapshot on disk. Apart from `machine`, because the snapshot builder sets it
-    /// from its own thread while the writer thread replaces `machine` after every batch.
-    pub snapshot: Mutex<Option<(SnapshotMeta, PathBuf)>>,
     /// The log's tail as openraft sees it: appended entries the writer has not committed yet
     /// (so `append()` returns at once and they are readable meanwhile), and the last log id.
     pub tail: Mutex<Tail>,
@@ -145,29 +141,6 @@ impl Shared {
         self.tail
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The newest snapshot on disk, if any.
-    pub fn current_snapshot(&self) -> Option<(SnapshotMeta, PathBuf)> {
-        self.snapshot
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    /// Records a snapshot now on disk, unless a newer one is already recorded (a build and an
-    /// install can finish in either order).
-    pub fn offer_snapshot(&self, meta: SnapshotMeta, path: PathBuf) {
-        let mut current = self
-            .snapshot
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let newer = current
-            .as_ref()
-            .is_none_or(|(held, _)| held.last_log_id <= meta.last_log_id);
-        if newer {
-            *current = Some((meta, path));
-        }
     }
 
     pub fn snapshot_dir(&self) -> PathBuf {
@@ -205,9 +178,10 @@ pub(crate) enum WriteOp {
         entries: Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>,
         done: Done,
     },
+    /// Replaces the state machine with the snapshot file at `path` (received from the leader).
     InstallSnapshot {
         meta: SnapshotMeta,
-        file: SnapshotFile,
+        path: PathBuf,
         done: Done,
     },
 }
@@ -276,8 +250,7 @@ impl Engine {
         check_identity(&db, config).map_err(|e| e.with_path(&data_dir))?;
         let log = load_log_meta(&db).map_err(|e| e.with_path(&data_dir))?;
         let machine = load_machine_meta(&db).map_err(|e| e.with_path(&data_dir))?;
-        let newest_snapshot =
-            snapshot::find_newest(&data_dir.join("snapshots")).map_err(&storage)?;
+        snapshot::clear_dir(&data_dir.join("snapshots")).map_err(&storage)?;
         let applied = AppliedState {
             log_index: machine.last_applied.map(|id| id.index).unwrap_or(0),
             head_position: machine.head_position,
@@ -293,7 +266,6 @@ impl Engine {
             tail: Mutex::new(tail),
             log: Mutex::new(log),
             machine: Mutex::new(machine),
-            snapshot: Mutex::new(newest_snapshot),
             applied: applied_tx,
         });
         let (writer, queue) = mpsc::channel(WRITE_QUEUE_CAPACITY);
@@ -556,7 +528,6 @@ enum Completion {
     Done(Done),
     Append(IOFlushed<TypeConfig>),
     Apply(Done, Vec<(ApplyResponder<TypeConfig>, CommandResponse)>),
-    Installed(Done, SnapshotMeta, SnapshotFile),
     /// Answered already, before the batch's fsync.
     Answered,
 }
@@ -565,7 +536,7 @@ impl Completion {
     /// Tells the op's caller it succeeded.
     fn answer(self) {
         match self {
-            Completion::Done(done) | Completion::Installed(done, ..) => {
+            Completion::Done(done) => {
                 done.send(Ok(())).ok();
             }
             Completion::Append(flushed) => flushed.io_completed(Ok(())),
@@ -770,16 +741,6 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
     completions.extend(batch.drain(..).map(|op| split(op).1));
     match result {
         Ok(()) => {
-            for completion in &mut completions {
-                if let Completion::Installed(_, meta, file) = completion {
-                    match snapshot::keep_installed(&shared.snapshot_dir(), meta, file) {
-                        Ok(path) => shared.offer_snapshot(meta.clone(), path),
-                        Err(error) => {
-                            tracing::warn!("keeping the installed snapshot file failed: {error}")
-                        }
-                    }
-                }
-            }
             *shared.log() = log;
             publish_machine(shared, &machine);
             for completion in completions {
@@ -794,9 +755,7 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
             let copy = || io::Error::new(error.kind(), error.to_string());
             for completion in completions {
                 match completion {
-                    Completion::Done(done)
-                    | Completion::Installed(done, ..)
-                    | Completion::Apply(done, _) => {
+                    Completion::Done(done) | Completion::Apply(done, _) => {
                         done.send(Err(copy())).ok();
                     }
                     Completion::Answered => {}
@@ -815,7 +774,7 @@ enum Work {
     TruncateAfter(Option<LogId>),
     Purge(LogId),
     Apply(Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>),
-    InstallSnapshot(SnapshotMeta, SnapshotFile),
+    InstallSnapshot(SnapshotMeta, PathBuf),
 }
 
 /// Which crash points a batch passes before its commit.
@@ -866,10 +825,9 @@ fn split(op: WriteOp) -> (Work, Completion) {
         WriteOp::Apply { entries, done } => {
             (Work::Apply(entries), Completion::Apply(done, Vec::new()))
         }
-        WriteOp::InstallSnapshot { meta, file, done } => (
-            Work::InstallSnapshot(meta.clone(), file.clone()),
-            Completion::Installed(done, meta, file),
-        ),
+        WriteOp::InstallSnapshot { meta, path, done } => {
+            (Work::InstallSnapshot(meta, path), Completion::Done(done))
+        }
     }
 }
 
@@ -976,8 +934,8 @@ fn carry_out(
             .map_err(io_error)?;
             return Ok(responses);
         }
-        Work::InstallSnapshot(meta, file) => {
-            let installed = snapshot::install(txn, &meta, &file)?;
+        Work::InstallSnapshot(meta, path) => {
+            let installed = snapshot::install(txn, &meta, &path)?;
             machine.last_applied = meta.last_log_id;
             machine.membership = meta.last_membership.clone();
             machine.head_position = installed.head_position;

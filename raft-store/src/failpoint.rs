@@ -12,7 +12,7 @@
 //! | `store::vote` | a batch saving a vote, before its commit |
 //! | `store::apply` | a batch applying entries, before its commit |
 //! | `store::snapshot-install` | a batch installing a snapshot, before its commit |
-//! | `store::snapshot-build` | halfway through writing a snapshot file |
+//! | `store::snapshot-build` | building a snapshot (its view taken, not yet returned) |
 
 /// Aborts the process here when the point is armed with `return`. Without the feature, nothing.
 #[inline]

@@ -4,7 +4,7 @@
 //! - [`engine`]: opening (refusing damaged or foreign data), the writer thread.
 //! - [`log_store`]: openraft's `RaftLogStorage`.
 //! - [`state_machine`]: openraft's `RaftStateMachine`; pure apply decisions in `apply`.
-//! - [`snapshot`]: streamed snapshot files, crash-atomic install.
+//! - [`snapshot`]: live snapshots (a read transaction), streamed to followers; crash-atomic install.
 //! - [`reader`]: the read path for clients.
 //! - [`codec`], [`schema`]: the on-disk format (see `DESIGN.md`).
 
@@ -27,7 +27,7 @@ pub use reader::EventReader;
 pub use reader::ReadPage;
 pub use reader::ReadStart;
 pub use reader::ReadTarget;
-pub use snapshot::SnapshotFile;
+pub use snapshot::SnapshotData;
 pub use state_machine::store::StateMachine;
 
 /// Opens a node's store and returns the handles openraft and the node need.

@@ -1,11 +1,15 @@
-//! Snapshots: a file holding the whole state machine at one applied log id.
+//! Snapshots: the whole state machine at one applied log id.
 //!
-//! A snapshot is built from a redb read transaction (a consistent view that does not stop the
-//! writer) and streamed to a file record by record, so it is never held whole in memory. It is
-//! sent to a lagging follower in chunks, and installed there inside ONE write transaction that
-//! replaces every state-machine table: a crash during install leaves the old state whole.
+//! Building a snapshot costs nothing: it is a redb read transaction (an MVCC view that never
+//! stops the writer) and the meta read from it ([`SnapshotData::Live`]). Its records are
+//! serialized only when a lagging follower needs them, while they are sent, in chunks, so a
+//! snapshot is never held whole in memory nor written to the sender's disk. The follower writes
+//! what it receives to a file ([`SnapshotData::File`]) and installs it inside ONE write
+//! transaction that replaces every state-machine table: a crash during install leaves the old
+//! state whole. (An event log's state is every event: rewriting it to a file every N entries
+//! would cost work and disk in proportion to the whole log, again and again.)
 //!
-//! File layout (all integers little-endian):
+//! Wire and file layout (all integers little-endian):
 //! ```text
 //! magic "EVLSNAP1" | u32 format version
 //! record*          | u8 tag | u32 length | length bytes
@@ -25,9 +29,14 @@ use std::io::Read;
 use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use bytes::Bytes;
+use redb::ReadTransaction;
+use redb::ReadableDatabase;
 use redb::ReadableTable;
 use redb::WriteTransaction;
+use tokio::sync::mpsc;
 
 use crate::codec;
 use crate::error::io_error;
@@ -39,7 +48,6 @@ use crate::schema::SM_META;
 use crate::schema::STREAM_INDEX;
 use crate::schema::STREAMS;
 use crate::schema::sm_key;
-use crate::types::LogId;
 use crate::types::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"EVLSNAP1";
@@ -51,23 +59,35 @@ const TAG_END: u8 = 255;
 /// Largest record a snapshot may hold (an event is limited far below this).
 const MAX_RECORD_BYTES: usize = 64 << 20;
 
-/// A snapshot's data: the file it lives in. This is openraft's `SnapshotData` for evlog.
-#[derive(Clone, Debug)]
-pub struct SnapshotFile {
-    pub path: PathBuf,
+/// A snapshot's data: openraft's `SnapshotData` for evlog.
+#[derive(Clone)]
+pub enum SnapshotData {
+    /// The state machine as of a read transaction: what this node builds and sends.
+    Live(Arc<ReadTransaction>),
+    /// A snapshot file received from the leader, to install.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for SnapshotData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotData::Live(_) => f.write_str("SnapshotData::Live"),
+            SnapshotData::File(path) => write!(f, "SnapshotData::File({})", path.display()),
+        }
+    }
 }
 
 /// Writes records and keeps the running checksum.
-struct SnapshotWriter {
-    out: BufWriter<File>,
+struct SnapshotWriter<W: Write> {
+    out: W,
     hasher: crc32fast::Hasher,
     records: u64,
 }
 
-impl SnapshotWriter {
-    fn create(path: &Path) -> io::Result<Self> {
+impl<W: Write> SnapshotWriter<W> {
+    fn new(out: W) -> io::Result<Self> {
         let mut writer = Self {
-            out: BufWriter::with_capacity(1 << 20, File::create(path)?),
+            out,
             hasher: crc32fast::Hasher::new(),
             records: 0,
         };
@@ -93,13 +113,13 @@ impl SnapshotWriter {
         Ok(())
     }
 
-    fn finish(mut self) -> io::Result<()> {
+    fn finish(mut self) -> io::Result<W> {
         self.raw(&[TAG_END])?;
         self.raw(&self.records.to_le_bytes())?;
         let checksum = self.hasher.clone().finalize();
         self.out.write_all(&checksum.to_le_bytes())?;
-        let file = self.out.into_inner().map_err(|error| error.into_error())?;
-        file.sync_all()
+        self.out.flush()?;
+        Ok(self.out)
     }
 }
 
@@ -246,20 +266,15 @@ fn decode_header(record: &[u8]) -> io::Result<(SnapshotMeta, u64)> {
     ))
 }
 
-fn file_name(last_log_id: Option<&LogId>) -> String {
-    match last_log_id {
-        Some(id) => format!(
-            "snapshot-{:020}-{}-{}.snap",
-            id.index, id.leader_id.term, id.leader_id.node_id
-        ),
-        None => "snapshot-00000000000000000000-0-0.snap".to_string(),
-    }
+/// The state machine as it is now, as a snapshot (`None` before anything was applied).
+pub(crate) fn live(db: &redb::Database) -> io::Result<(SnapshotMeta, SnapshotData)> {
+    let txn = db.begin_read().map_err(io_error)?;
+    let (meta, _) = read_meta_of(&txn)?;
+    Ok((meta, SnapshotData::Live(Arc::new(txn))))
 }
 
-/// Builds a snapshot of the state machine as of `txn` into `dir`, returning its meta and file.
-pub(crate) fn build(db: &redb::Database, dir: &Path) -> io::Result<(SnapshotMeta, SnapshotFile)> {
-    use redb::ReadableDatabase;
-    let txn = db.begin_read().map_err(io_error)?;
+/// The snapshot meta and head position a read transaction sees.
+fn read_meta_of(txn: &ReadTransaction) -> io::Result<(SnapshotMeta, u64)> {
     let sm = txn.open_table(SM_META).map_err(io_error)?;
     let last_log_id = match sm.get(sm_key::LAST_APPLIED).map_err(io_error)? {
         None => None,
@@ -273,12 +288,28 @@ pub(crate) fn build(db: &redb::Database, dir: &Path) -> io::Result<(SnapshotMeta
         None => 0,
         Some(value) => codec::decode_u64("head position", value.value())?,
     };
-    let meta = SnapshotMeta {
-        last_log_id,
-        last_membership,
+    Ok((
+        SnapshotMeta {
+            last_log_id,
+            last_membership,
+        },
+        head_position,
+    ))
+}
+
+/// Writes the snapshot's bytes (the layout above) to `out`: a live snapshot's records as its
+/// read transaction sees them, a file's bytes as they are.
+pub fn write_to(data: &SnapshotData, out: impl Write) -> io::Result<()> {
+    let txn = match data {
+        SnapshotData::File(path) => {
+            let mut out = out;
+            io::copy(&mut File::open(path)?, &mut out)?;
+            return out.flush();
+        }
+        SnapshotData::Live(txn) => txn,
     };
-    let temp = dir.join(format!("building-{}.tmp", std::process::id()));
-    let mut writer = SnapshotWriter::create(&temp)?;
+    let (meta, head_position) = read_meta_of(txn)?;
+    let mut writer = SnapshotWriter::new(out)?;
     writer.record(TAG_HEADER, &[&encode_header(&meta, head_position)])?;
     let events = txn.open_table(EVENTS).map_err(io_error)?;
     for item in events.iter().map_err(io_error)? {
@@ -295,7 +326,6 @@ pub(crate) fn build(db: &redb::Database, dir: &Path) -> io::Result<(SnapshotMeta
             &[&name_len.to_le_bytes(), name.as_bytes(), value.value()],
         )?;
     }
-    crate::failpoint::crash_point("store::snapshot-build");
     let keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
     for item in keys.iter().map_err(io_error)? {
         let (key, value) = item.map_err(io_error)?;
@@ -307,19 +337,67 @@ pub(crate) fn build(db: &redb::Database, dir: &Path) -> io::Result<(SnapshotMeta
         )?;
     }
     writer.finish()?;
-    let path = dir.join(file_name(meta.last_log_id.as_ref()));
-    std::fs::rename(&temp, &path)?;
-    File::open(dir)?.sync_all()?;
-    remove_older(dir, &path);
-    Ok((meta, SnapshotFile { path }))
+    Ok(())
 }
 
-/// Reads the meta of a snapshot file (checking its header only).
-pub(crate) fn read_meta(path: &Path) -> io::Result<SnapshotMeta> {
-    let mut reader = SnapshotReader::open(path)?;
-    match reader.next()? {
-        Record::Header(header) => Ok(decode_header(&header)?.0),
-        _ => Err(invalid("first record is not the header")),
+/// Writes the snapshot to a new file at `path`, fsynced.
+pub fn write_file(data: &SnapshotData, path: &Path) -> io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    write_to(data, &mut out)?;
+    out.into_inner()
+        .map_err(|error| error.into_error())?
+        .sync_all()
+}
+
+/// The snapshot's bytes in chunks of about `chunk_bytes`, serialized on a blocking thread at the
+/// pace the receiver takes them (two chunks ahead at most). A failure ends the chunks with the
+/// error; dropping the receiver stops the serializing.
+pub fn chunks(data: SnapshotData, chunk_bytes: usize) -> mpsc::Receiver<io::Result<Bytes>> {
+    let (sender, receiver) = mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let mut sink = ChunkSink {
+            sender: sender.clone(),
+            buffer: Vec::with_capacity(chunk_bytes),
+            chunk_bytes,
+        };
+        let written = write_to(&data, &mut sink).and_then(|()| sink.send_buffer());
+        if let Err(error) = written {
+            sender.blocking_send(Err(error)).ok();
+        }
+    });
+    receiver
+}
+
+/// Collects written bytes into chunks and hands each full one to the channel.
+struct ChunkSink {
+    sender: mpsc::Sender<io::Result<Bytes>>,
+    buffer: Vec<u8>,
+    chunk_bytes: usize,
+}
+
+impl ChunkSink {
+    fn send_buffer(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.chunk_bytes));
+        self.sender
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "snapshot transfer ended"))
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= self.chunk_bytes {
+            self.send_buffer()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -328,14 +406,15 @@ pub(crate) struct Installed {
     pub head_position: u64,
 }
 
-/// Replaces the state machine with the snapshot in `file`, inside `txn`. The snapshot's meta
-/// must match `meta`; the whole file is checked (checksum) before `txn` can commit.
+/// Replaces the state machine with the snapshot in the file at `path`, inside `txn`. The
+/// snapshot's meta must match `meta`; the whole file is checked (checksum) before `txn` can
+/// commit.
 pub(crate) fn install(
     txn: &WriteTransaction,
     meta: &SnapshotMeta,
-    file: &SnapshotFile,
+    path: &Path,
 ) -> io::Result<Installed> {
-    let mut reader = SnapshotReader::open(&file.path)?;
+    let mut reader = SnapshotReader::open(path)?;
     let head_position = match reader.next()? {
         Record::Header(header) => {
             let (file_meta, head_position) = decode_header(&header)?;
@@ -417,44 +496,16 @@ pub(crate) fn install(
     Ok(Installed { head_position })
 }
 
-/// After an install committed: keeps the received file as this node's current snapshot.
-pub(crate) fn keep_installed(
-    dir: &Path,
-    meta: &SnapshotMeta,
-    file: &SnapshotFile,
-) -> io::Result<PathBuf> {
-    let path = dir.join(file_name(meta.last_log_id.as_ref()));
-    if file.path != path {
-        std::fs::rename(&file.path, &path)?;
-        File::open(dir)?.sync_all()?;
-    }
-    remove_older(dir, &path);
-    Ok(path)
-}
-
-/// Finds the newest complete snapshot in `dir`, removing leftovers of interrupted builds.
-pub(crate) fn find_newest(dir: &Path) -> io::Result<Option<(SnapshotMeta, PathBuf)>> {
-    let mut newest: Option<PathBuf> = None;
+/// Removes what an earlier run left in the snapshot directory: received files not installed,
+/// and snapshot files of versions that wrote them to disk.
+pub(crate) fn clear_dir(dir: &Path) -> io::Result<()> {
     for item in std::fs::read_dir(dir)? {
         let path = item?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        if name.ends_with(".tmp") {
+        if path.is_file() {
             std::fs::remove_file(&path)?;
-        } else if name.starts_with("snapshot-") && name.ends_with(".snap") {
-            // Names sort by zero-padded index.
-            if newest.as_ref().is_none_or(|current| path > *current) {
-                newest = Some(path);
-            }
         }
     }
-    match newest {
-        None => Ok(None),
-        Some(path) => Ok(Some((read_meta(&path)?, path))),
-    }
+    Ok(())
 }
 
 /// A path for receiving a snapshot from the leader.
@@ -462,22 +513,4 @@ pub fn incoming_path(dir: &Path) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     dir.join(format!("incoming-{}-{n}.tmp", std::process::id()))
-}
-
-/// Removes the snapshot files older than `keep` (names sort by zero-padded index), never a newer
-/// one that a concurrent build or install just made.
-fn remove_older(dir: &Path, keep: &Path) {
-    let Ok(items) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for item in items.flatten() {
-        let path = item.path();
-        let is_snapshot = path.extension().is_some_and(|ext| ext == "snap");
-        if is_snapshot
-            && path.file_name() < keep.file_name()
-            && let Err(error) = std::fs::remove_file(&path)
-        {
-            tracing::warn!("removing old snapshot {} failed: {error}", path.display());
-        }
-    }
 }

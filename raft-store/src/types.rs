@@ -31,7 +31,7 @@ pub type Entry = openraft::Entry<LeaderId, EntryPayload>;
 pub type Membership = openraft::Membership<NodeId, BasicNode>;
 pub type StoredMembership = openraft::StoredMembership<LeaderId, NodeId, BasicNode>;
 pub type SnapshotMeta = openraft::SnapshotMeta<LeaderId, NodeId, BasicNode>;
-pub type Snapshot = openraft::Snapshot<LeaderId, NodeId, BasicNode, crate::snapshot::SnapshotFile>;
+pub type Snapshot = openraft::Snapshot<LeaderId, NodeId, BasicNode, crate::snapshot::SnapshotData>;
 
 /// A state-machine command carried by a normal Raft log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,8 +1,10 @@
-//! The store keeps knowing its newest snapshot while it applies: the snapshot builder records
-//! the snapshot from its own thread while the writer thread commits apply batches, and an apply
-//! must never make the store forget it (a leader that forgot its snapshot could not send it to a
-//! follower behind its purged log, and openraft stops on that storage error).
+//! A snapshot is a consistent view of the state machine at its meta, even while entries apply:
+//! built (a read transaction) while the writer commits apply batches, and later sent and
+//! installed on a fresh store, it gives that store exactly the state of its meta, events up to
+//! the head included, nothing after. The current snapshot is never older than one built before.
 
+use evlog_raft_store::ReadStart;
+use evlog_raft_store::ReadTarget;
 use evlog_raft_store::StoreConfig;
 use evlog_raft_store::types::Command;
 use evlog_raft_store::types::Entry;
@@ -38,16 +40,19 @@ fn append(index: u64) -> Entry {
     Entry::new_normal(log_id, command)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn applying_never_forgets_the_newest_snapshot() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = StoreConfig {
+fn config(dir: &tempfile::TempDir, node_id: u64) -> StoreConfig {
+    StoreConfig {
         data_dir: dir.path().to_path_buf(),
-        node_id: 1,
+        node_id,
         cluster_id: "snapshot-state".to_string(),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_built_while_applying_installs_exactly_its_state() {
+    let dir = tempfile::tempdir().expect("temp dir");
     let (_engine, _log, mut machine, _reader) =
-        evlog_raft_store::open(&config).expect("a fresh store opens");
+        evlog_raft_store::open(&config(&dir, 1)).expect("a fresh store opens");
     let mut next = 1;
     for round in 0..20u64 {
         // Apply while a snapshot is being built: the two finish in either order.
@@ -65,17 +70,32 @@ async fn applying_never_forgets_the_newest_snapshot() {
             .get_current_snapshot()
             .await
             .expect("the current snapshot is readable")
-            .unwrap_or_else(|| panic!("round {round}: the store forgot the snapshot it built"));
+            .unwrap_or_else(|| panic!("round {round}: no current snapshot after applying"));
         assert!(
             current.meta.last_log_id >= built.meta.last_log_id,
             "round {round}: current snapshot {:?} is older than the one just built {:?}",
             current.meta.last_log_id,
             built.meta.last_log_id
         );
-        assert!(
-            current.snapshot.path.exists(),
-            "round {round}: the current snapshot's file {} is gone",
-            current.snapshot.path.display()
-        );
+
+        // Installed on a fresh store, the built snapshot gives exactly its state: one event
+        // per applied entry (entry i appended event e-i), none applied after it.
+        let other_dir = tempfile::tempdir().expect("temp dir");
+        let (_other_engine, _other_log, mut other, other_reader) =
+            evlog_raft_store::open(&config(&other_dir, 2)).expect("a fresh store opens");
+        other
+            .install_snapshot(&built.meta, built.snapshot)
+            .await
+            .unwrap_or_else(|error| panic!("round {round}: install failed: {error}"));
+        let (applied, _) = other.applied_state().await.expect("applied state");
+        assert_eq!(applied, built.meta.last_log_id, "round {round}");
+        let upto = built.meta.last_log_id.map(|id| id.index).unwrap_or(0);
+        let page = other_reader
+            .read(ReadTarget::All, ReadStart::Edge, 10_000, false)
+            .await
+            .expect("read the installed store");
+        let ids: Vec<String> = page.events.iter().map(|event| event.id.clone()).collect();
+        let expected: Vec<String> = (1..=upto).map(|i| format!("e-{i}")).collect();
+        assert_eq!(ids, expected, "round {round}: snapshot at index {upto}");
     }
 }

@@ -126,6 +126,9 @@ impl EventLogService {
     }
 }
 
+/// How long an append refused for want of a settled leader waits before it is proposed again.
+const NOT_LEADER_PAUSE: Duration = Duration::from_millis(20);
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -151,8 +154,26 @@ impl EventLog for EventLogService {
         let command = convert::append_command(request.clone(), &self.limits, now_ms())?;
         let stream = command.stream.clone();
         let key = command.idempotency_key.clone();
-        let proposed =
-            tokio::time::timeout(self.request_timeout, self.handle.append(command)).await;
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let proposed = loop {
+            let attempt =
+                tokio::time::timeout_at(deadline, self.handle.append(command.clone())).await;
+            // Refused before it got a log id: leadership is moving, or this node leads but has
+            // not heard from a quorum within the election timeout (openraft then takes no
+            // writes). Unless another node leads now, wait for it to settle, within the
+            // request's deadline; nothing was appended, so proposing again is safe.
+            let refused = matches!(attempt, Ok(Err(NodeError::NotLeader { .. })));
+            let other_leader = self
+                .handle
+                .leader()
+                .is_some_and(|(leader, _)| leader != self.handle.node_id());
+            let pause_ends = tokio::time::Instant::now() + NOT_LEADER_PAUSE;
+            if refused && !other_leader && pause_ends < deadline {
+                tokio::time::sleep_until(pause_ends).await;
+                continue;
+            }
+            break attempt;
+        };
         match proposed {
             Ok(Ok((CommandResponse::Appended(outcome), receipt))) => Ok(Response::new(pb::AppendResponse {
                 first_position: outcome.first_position,

@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use evlog_proto::v1 as pb;
 use evlog_proto::v1::raft_peer_server::RaftPeer;
-use evlog_raft_store::SnapshotFile;
+use evlog_raft_store::SnapshotData;
 use evlog_raft_store::types::Snapshot;
 use evlog_raft_store::types::SnapshotMeta;
 use evlog_raft_store::types::TypeConfig;
@@ -134,7 +134,7 @@ impl RaftPeer for PeerService {
         tracing::info!("received snapshot {meta} from {vote}");
         let snapshot = Snapshot {
             meta,
-            snapshot: SnapshotFile { path: path.clone() },
+            snapshot: SnapshotData::File(path.clone()),
         };
         let result = self
             .handle
@@ -142,7 +142,7 @@ impl RaftPeer for PeerService {
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(RaftError::<TypeConfig>::Fatal);
-        // Installed files were moved into place; anything left here was not installed.
+        // The store removes the file it installed; one openraft did not hand to it stays here.
         tokio::fs::remove_file(&path).await.ok();
         reply(&result)
     }

@@ -1,6 +1,6 @@
 //! openraft's network over the internal `RaftPeer` gRPC service: every RPC carries a deadline
-//! (openraft's TTL for the call), channels are pooled per peer, snapshots stream in chunks from
-//! their file.
+//! (openraft's TTL for the call), channels are pooled per peer, snapshots stream in chunks
+//! serialized as they are sent.
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use bytes::Bytes;
 use evlog_proto::v1::RaftMessage;
 use evlog_proto::v1::SnapshotChunk;
 use evlog_proto::v1::raft_peer_client::RaftPeerClient;
-use evlog_raft_store::SnapshotFile;
+use evlog_raft_store::SnapshotData;
 use evlog_raft_store::types::NodeId;
 use evlog_raft_store::types::Snapshot;
 use evlog_raft_store::types::TypeConfig;
@@ -36,7 +36,6 @@ use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::AsyncReadExt;
 use tonic::transport::Channel;
 
 use crate::raft::channels::PeerChannels;
@@ -173,7 +172,7 @@ impl PeerClient {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -242,34 +241,26 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let meta = wire::encode(&(vote, snapshot.meta.clone())).map_err(|status| {
             StreamingError::Network(NetworkError::from_string(status.message()))
         })?;
-        let file = tokio::fs::File::open(&snapshot.snapshot.path)
-            .await
-            .map_err(|error| StreamingError::Network(NetworkError::new(&error)))?;
-        // First chunk: the meta and no data; then the file in chunks.
+        // First chunk: the meta and no data; then the snapshot's bytes, serialized as they go.
         let first = futures::stream::once(async move {
             SnapshotChunk {
                 meta,
                 data: Bytes::new(),
             }
         });
-        let rest = futures::stream::unfold(Some(file), |file| async move {
-            let mut file = file?;
-            let mut buffer = vec![0u8; SNAPSHOT_CHUNK_BYTES];
-            match file.read(&mut buffer).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buffer.truncate(n);
-                    Some((
-                        SnapshotChunk {
-                            meta: Bytes::new(),
-                            data: Bytes::from(buffer),
-                        },
-                        Some(file),
-                    ))
-                }
+        let chunks = evlog_raft_store::snapshot::chunks(snapshot.snapshot, SNAPSHOT_CHUNK_BYTES);
+        let rest = futures::stream::unfold(chunks, |mut chunks| async move {
+            match chunks.recv().await? {
+                Ok(data) => Some((
+                    SnapshotChunk {
+                        meta: Bytes::new(),
+                        data,
+                    },
+                    chunks,
+                )),
                 Err(error) => {
                     // Ending the stream early makes the receiver refuse the truncated file.
-                    tracing::warn!("reading snapshot file failed: {error}");
+                    tracing::warn!("serializing the snapshot failed: {error}");
                     None
                 }
             }

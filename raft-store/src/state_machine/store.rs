@@ -14,7 +14,7 @@ use crate::engine::Engine;
 use crate::engine::WriteOp;
 use crate::log_store::blocking;
 use crate::snapshot;
-use crate::snapshot::SnapshotFile;
+use crate::snapshot::SnapshotData;
 use crate::types::LogId;
 use crate::types::Snapshot;
 use crate::types::SnapshotMeta;
@@ -33,32 +33,32 @@ impl StateMachine {
     }
 }
 
-/// Builds snapshots from a read transaction, off the writer thread.
+/// Builds snapshots: a read transaction and the meta it sees (see [`crate::snapshot`]).
 pub struct SnapshotBuilder {
     engine: Engine,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let shared = Arc::clone(&self.engine.shared);
-        let (meta, file) = blocking(move || {
-            let built = snapshot::build(&shared.db, &shared.snapshot_dir())?;
-            shared.offer_snapshot(built.0.clone(), built.1.path.clone());
+        let (meta, data) = blocking(move || {
+            let built = snapshot::live(&shared.db)?;
+            crate::failpoint::crash_point("store::snapshot-build");
             Ok(built)
         })
         .await?;
-        tracing::info!("built snapshot {meta}");
+        tracing::debug!("built snapshot {meta}");
         Ok(Snapshot {
             meta,
-            snapshot: file,
+            snapshot: data,
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -88,24 +88,41 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: SnapshotFile,
+        snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         let meta = meta.clone();
         tracing::info!("installing snapshot {meta}");
-        self.engine
+        let path = match snapshot {
+            SnapshotData::File(path) => path,
+            live @ SnapshotData::Live(_) => {
+                // Another store's live snapshot (tests hand one over directly): to a file first.
+                let path = snapshot::incoming_path(&self.engine.shared.snapshot_dir());
+                let target = path.clone();
+                blocking(move || snapshot::write_file(&live, &target)).await?;
+                path
+            }
+        };
+        let installed = self
+            .engine
             .write(|done| WriteOp::InstallSnapshot {
                 meta,
-                file: snapshot,
+                path: path.clone(),
                 done,
             })
-            .await
+            .await;
+        // Installed or refused, the received file has served.
+        if let Err(error) = std::fs::remove_file(&path) {
+            tracing::warn!("removing snapshot file {} failed: {error}", path.display());
+        }
+        installed
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let current = self.engine.shared.current_snapshot();
-        Ok(current.map(|(meta, path)| Snapshot {
+        let shared = Arc::clone(&self.engine.shared);
+        let (meta, data) = blocking(move || snapshot::live(&shared.db)).await?;
+        Ok(meta.last_log_id.is_some().then_some(Snapshot {
             meta,
-            snapshot: SnapshotFile { path },
+            snapshot: data,
         }))
     }
 }
