@@ -12,7 +12,7 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
 readonly CLUSTER_SH="$REPO_ROOT/scripts/cluster.sh"
-readonly ALL_CASES="a,b,c,d,e,f"
+readonly ALL_CASES="a,b,c,d,e,f,g"
 
 usage() {
   cat <<EOF
@@ -29,13 +29,22 @@ The matrix (all events of 100 B unless said; appends go to the leader):
   d  batched append, 100 events per append, 16 clients
   e  linearizable reads, 128 clients, spread over all nodes (10 streams preloaded with 100
      events each; each read asks for a page of 10)
-  f  append,  128 clients, 100000 streams instead of 10
+  f  append,  128 clients, 1,000,000 streams instead of 10 (one append to each of them first,
+     not measured, so the stream table holds them all)
+  g  append,  128 clients, on a log of 10,000,000 events (filled first with batched appends,
+     not measured); then node 3 is SIGKILLed and restarted, and the time until it serves a
+     local read, and a linearizable one, is measured
+
+After each case, every node's resident memory (now, and its peak) is recorded.
 
 Options:
   --runs N          runs of each case (default 3); the summary shows their median
   --duration SECS   measured seconds of each run (default 10)
   --warmup SECS     warm-up of each run, not measured (default 1)
-  --quick           a short smoke: 1 run of 2 s, 0.5 s warm-up (overrides the three above)
+  --fill-streams N  streams case f writes to first (default 1000000)
+  --fill-events N   events case g fills the log with first (default 10000000)
+  --quick           a short smoke: 1 run of 2 s, 0.5 s warm-up, fills of 10000 streams and
+                    100000 events (overrides the five above)
   --cases LIST      the cases to run, comma-separated (default $ALL_CASES)
   --out DIR         where results go (default bench-results/<timestamp>)
   --keep-data       keep each case's node data directories (they are removed by default)
@@ -50,6 +59,9 @@ Environment:
 Output, in the results folder:
   results.jsonl     one line per run: {"case":..,"run":..} followed by \`evlog bench --json\`
                     (ops_per_sec, events_per_sec, bytes_per_sec, p50_us .. max_us, errors, ...)
+  memory.jsonl      each node's RSS and peak RSS at the end of each case
+  restart.jsonl     case g: milliseconds from the restart of a node holding the log until it
+                    served a local read and a linearizable read
   summary.md        the machine, the parameters, and a table of the medians per case
   logs/<case>/      the nodes' logs of each case
 EOF
@@ -64,6 +76,8 @@ die() {
 
 runs=3
 duration=10
+fill_streams=1000000
+fill_events=10000000
 warmup=1
 quick=0
 cases="$ALL_CASES"
@@ -78,6 +92,8 @@ while (($# > 0)); do
     --warmup) warmup="${2:?--warmup needs seconds}"; shift 2 ;;
     --quick) quick=1; shift ;;
     --cases) cases="${2:?--cases needs a list}"; shift 2 ;;
+    --fill-streams) fill_streams="${2:?--fill-streams needs a number}"; shift 2 ;;
+    --fill-events) fill_events="${2:?--fill-events needs a number}"; shift 2 ;;
     --out) out="${2:?--out needs a folder}"; shift 2 ;;
     --keep-data) keep_data=1; shift ;;
     --no-build) build=0; shift ;;
@@ -90,7 +106,11 @@ if ((quick)); then
   runs=1
   duration=2
   warmup=0.5
+  fill_streams=10000
+  fill_events=100000
 fi
+[[ "$fill_streams" =~ ^[1-9][0-9]*$ ]] || die "--fill-streams must be a whole number, got '$fill_streams'"
+[[ "$fill_events" =~ ^[1-9][0-9]*00$ ]] || die "--fill-events must be a multiple of 100, got '$fill_events'"
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a whole number of 1 or more, got '$runs'"
 [[ "$duration" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--duration must be seconds, got '$duration'"
 [[ "$warmup" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--warmup must be seconds, got '$warmup'"
@@ -105,8 +125,18 @@ case_args() {
     c) echo "--mode append --concurrency 128 --size 1024" ;;
     d) echo "--mode batch --batch 100 --concurrency 16 --size 100" ;;
     e) echo "--mode read --concurrency 128 --size 100 --preload 100 --page-size 10" ;;
-    f) echo "--mode append --concurrency 128 --size 100 --streams 100000" ;;
+    f) echo "--mode append --concurrency 128 --size 100 --streams 1000000" ;;
+    g) echo "--mode append --concurrency 128 --size 100" ;;
     *) return 1 ;;
+  esac
+}
+
+# What a case writes before its measured runs (not measured): nothing, or `evlog bench` args.
+case_fill() {
+  case "$1" in
+    f) echo "--mode append --concurrency 128 --size 100 --streams $fill_streams --count $fill_streams" ;;
+    g) echo "--mode batch --batch 100 --concurrency 16 --size 100 --count $((fill_events / 100))" ;;
+    *) echo "" ;;
   esac
 }
 
@@ -117,7 +147,8 @@ case_title() {
     c) echo "append, 128 clients, 1 KiB" ;;
     d) echo "batch 100x100 B, 16 clients" ;;
     e) echo "linearizable read (page of 10), 128 clients, all nodes" ;;
-    f) echo "append, 128 clients, 100 B, 100000 streams" ;;
+    f) echo "append, 128 clients, 100 B, $fill_streams streams" ;;
+    g) echo "append, 128 clients, 100 B, log of $fill_events events" ;;
   esac
 }
 
@@ -134,7 +165,10 @@ fi
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 readonly out results="$out/results.jsonl" summary="$out/summary.md"
+readonly memory="$out/memory.jsonl" restarts="$out/restart.jsonl"
 : >"$results"
+: >"$memory"
+: >"$restarts"
 
 if [[ -n "${EVLOG_BIN:-}" ]]; then
   bin="$EVLOG_BIN"
@@ -208,6 +242,43 @@ cpu_model() {
 
 # ---------------------------------------------------------------- the runs
 
+# Appends each node's RSS and peak RSS (KiB, from /proc) to memory.jsonl.
+record_memory() {
+  local c="$1" n pid rss peak
+  for n in 1 2 3; do
+    pid="$(cat "$cluster_dir/pids/node-$n.pid" 2>/dev/null || true)"
+    [[ -n "$pid" && -r "/proc/$pid/status" ]] || continue
+    rss="$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")"
+    peak="$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")"
+    echo "{\"case\":\"$c\",\"node\":$n,\"rss_kib\":${rss:-0},\"peak_rss_kib\":${peak:-0}}" >>"$memory"
+  done
+}
+
+now_ms() { date +%s%3N; }
+
+# SIGKILLs node 3, starts it again, and records how long until it serves a local read and a
+# linearizable one (each probe is one read with a 1 s deadline, retried until 60 s pass).
+probe_restart() {
+  local c="$1" endpoint="127.0.0.1:$((base_port + 2))" started local_ms="" linear_ms=""
+  EVLOG_CLUSTER_DIR="$cluster_dir" "$CLUSTER_SH" kill 3 >/dev/null
+  started="$(now_ms)"
+  EVLOG_CLUSTER_DIR="$cluster_dir" "$CLUSTER_SH" start 3 >/dev/null
+  while (($(now_ms) - started < 60000)); do
+    if [[ -z "$local_ms" ]] && "$bin" read --endpoints "$endpoint" --all --max-count 1 \
+      --consistency local --timeout-ms 1000 >/dev/null 2>&1; then
+      local_ms=$(($(now_ms) - started))
+    fi
+    if [[ -n "$local_ms" ]] && "$bin" read --endpoints "$endpoint" --all --max-count 1 \
+      --timeout-ms 1000 >/dev/null 2>&1; then
+      linear_ms=$(($(now_ms) - started))
+      break
+    fi
+    sleep 0.05
+  done
+  echo "{\"case\":\"$c\",\"local_read_ms\":${local_ms:-null},\"linearizable_read_ms\":${linear_ms:-null}}" >>"$restarts"
+  echo "     restart of node 3: local read after ${local_ms:-never} ms, linearizable read after ${linear_ms:-never} ms" >&2
+}
+
 declare -A failed_runs=()
 for c in "${selected[@]}"; do
   base_port="${EVLOG_BASE_PORT:-$(free_base_port)}"
@@ -217,6 +288,15 @@ for c in "${selected[@]}"; do
   EVLOG_CLUSTER_DIR="$cluster_dir" EVLOG_BASE_PORT="$base_port" "$CLUSTER_SH" up >/dev/null
   read -r -a args <<<"$(case_args "$c")"
   failed_runs[$c]=0
+  fill_args="$(case_fill "$c")"
+  if [[ -n "$fill_args" ]]; then
+    echo "     fill (not measured): evlog bench $fill_args" >&2
+    read -r -a fill <<<"$fill_args"
+    fill_started="$(now_ms)"
+    "$bin" bench --endpoints "$endpoints" --json --warmup 0 --duration 7200 "${fill[@]}" \
+      >"$out/fill-$c.json" || die "the fill of case $c failed"
+    echo "     filled in $((($(now_ms) - fill_started) / 1000)) s" >&2
+  fi
   for run in $(seq 1 "$runs"); do
     line=""
     if line="$("$bin" bench --endpoints "$endpoints" --json --duration "$duration" \
@@ -230,6 +310,10 @@ for c in "${selected[@]}"; do
       echo "     run $run: evlog bench failed" >&2
     fi
   done
+  record_memory "$c"
+  if [[ "$c" == g ]]; then
+    probe_restart "$c"
+  fi
   EVLOG_CLUSTER_DIR="$cluster_dir" "$CLUSTER_SH" down >/dev/null
   mkdir -p "$out/logs/$c"
   cp "$cluster_dir"/logs/*.log "$out/logs/$c/" 2>/dev/null || true
@@ -260,12 +344,12 @@ fi
     "table shows the median of the runs (each column on its own)"
   echo "- the cluster (three nodes) and the bench client share this machine"
   echo
-  echo "| case | what | ops/s | events/s | MiB/s | p50 µs | p90 µs | p99 µs | p999 µs | max µs | errors |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| case | what | ops/s | events/s | MiB/s | p50 µs | p90 µs | p99 µs | p999 µs | max µs | errors | peak RSS MiB |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for c in "${selected[@]}"; do
     lines="$(grep "^{\"case\":\"$c\"," "$results" || true)"
     if [[ -z "$lines" ]]; then
-      echo "| $c | $(case_title "$c") | failed | | | | | | | | |"
+      echo "| $c | $(case_title "$c") | failed | | | | | | | | | |"
       continue
     fi
     errors="$(while IFS= read -r line; do json_number "$line" errors_total; done <<<"$lines" |
@@ -274,10 +358,22 @@ fi
       errors="$errors (+${failed_runs[$c]} failed runs)"
     fi
     mib="$(med bytes_per_sec | awk '{ printf "%.2f", $1 / 1048576 }')"
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+    peak="$({ grep "^{\"case\":\"$c\"," "$memory" || true; } | while IFS= read -r line; do
+      json_number "$line" peak_rss_kib; done | awk '$1 > m { m = $1 } END { printf "%.0f", m / 1024 }')"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
       "$c" "$(case_title "$c")" "$(med ops_per_sec %.1f)" "$(med events_per_sec %.1f)" "$mib" \
-      "$(med p50_us)" "$(med p90_us)" "$(med p99_us)" "$(med p999_us)" "$(med max_us)" "$errors"
+      "$(med p50_us)" "$(med p90_us)" "$(med p99_us)" "$(med p999_us)" "$(med max_us)" "$errors" \
+      "$peak"
   done
+  if [[ -s "$restarts" ]]; then
+    echo
+    while IFS= read -r line; do
+      echo "- case g, node 3 SIGKILLed and restarted on the $fill_events-event log: it served a" \
+        "local read after $(json_number "$line" local_read_ms) ms and a linearizable read after" \
+        "$(json_number "$line" linearizable_read_ms) ms"
+    done <"$restarts"
+  fi
+  echo "- peak RSS: the largest VmHWM of the three nodes at the end of the case (memory.jsonl)"
   echo
   echo "Every run: \`results.jsonl\` (one \`evlog bench --json\` line each). Nodes' logs: \`logs/\`."
 } >"$summary"

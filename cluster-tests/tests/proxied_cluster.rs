@@ -10,7 +10,7 @@ use std::time::Instant;
 use evlog_cluster_tests::proto::Consistency;
 use evlog_cluster_tests::proxy::LinkMode;
 use evlog_cluster_tests::{
-    Cluster, ClusterOptions, Workload, WorkloadOptions, checker, timeouts, wait_for,
+    Cluster, ClusterOptions, Workload, WorkloadOptions, checker, event, timeouts, wait_for,
 };
 
 /// Acknowledgements to see in each phase.
@@ -81,6 +81,22 @@ async fn partitions_cross_the_proxies_and_a_wiped_node_rejoins_under_a_new_id() 
         "node {new_leader} leads {:.1?} after node {old_leader} was cut off",
         isolated_at.elapsed()
     );
+    // The cut-off leader has heard from no quorum for longer than its lease: it refuses an
+    // append outright (nothing appended, so UNAVAILABLE: retry), after a short wait for the
+    // quorum to come back, instead of holding it into an unknown outcome.
+    let refused = cluster
+        .append(
+            old_leader,
+            "cut-off",
+            vec![event("to-the-cut-off-leader", "T", "x")],
+        )
+        .await
+        .expect_err("a leader cut off from every peer cannot commit");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::Unavailable,
+        "the cut-off leader's answer: {refused:?}"
+    );
     workload
         .wait_for_acknowledged_since(Instant::now(), ACKS_PER_PHASE, timeouts::ACKS)
         .await;
@@ -125,6 +141,13 @@ async fn partitions_cross_the_proxies_and_a_wiped_node_rejoins_under_a_new_id() 
     cluster.wait_for_convergence(timeouts::CATCH_UP).await;
     let logs = cluster.read_all_from_live_nodes(Consistency::Local).await;
     assert_eq!(logs.len(), 3, "three members, the new one included");
+    for (id, log) in &logs {
+        assert!(
+            log.iter()
+                .all(|recorded| recorded.id != "to-the-cut-off-leader"),
+            "node {id} holds the append the cut-off leader refused"
+        );
+    }
     let report = checker::assert_valid(&history, &logs);
     eprintln!(
         "{}; log: {} events; {} acknowledged appends in place",

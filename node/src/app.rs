@@ -77,6 +77,8 @@ pub async fn run(
         channels.clone(),
         config.limits.clone(),
         request_timeout,
+        // Long enough for a stalled leader to hear from a quorum again, or for a new election.
+        Duration::from_millis(2 * config.election_timeout_max_ms),
     ))
     .max_decoding_message_size(max_client_message)
     .max_encoding_message_size(usize::MAX);

@@ -27,6 +27,8 @@ pub struct EventLogService {
     channels: PeerChannels,
     limits: Arc<Limits>,
     request_timeout: Duration,
+    /// How long an append refused for want of a settled leader is retried before it fails.
+    settle_timeout: Duration,
 }
 
 impl EventLogService {
@@ -35,12 +37,14 @@ impl EventLogService {
         channels: PeerChannels,
         limits: Limits,
         request_timeout: Duration,
+        settle_timeout: Duration,
     ) -> Self {
         Self {
             handle,
             channels,
             limits: Arc::new(limits),
             request_timeout,
+            settle_timeout,
         }
     }
 
@@ -52,7 +56,12 @@ impl EventLogService {
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let (leader, address) = self.handle.wait_for_leader(self.request_timeout).await?;
         if leader == self.handle.node_id() {
-            return Err(NodeError::Unavailable("leadership is changing; retry".to_string()).into());
+            return Err(NodeError::Unavailable(
+                "this node leads but cannot take writes now (it has not heard from a quorum \
+                 lately, or leadership is changing); nothing was appended; retry"
+                    .to_string(),
+            )
+            .into());
         }
         let address = address.ok_or_else(|| {
             NodeError::Unavailable(format!("leader {leader} has no known address; retry"))
@@ -154,21 +163,24 @@ impl EventLog for EventLogService {
         let command = convert::append_command(request.clone(), &self.limits, now_ms())?;
         let stream = command.stream.clone();
         let key = command.idempotency_key.clone();
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.request_timeout;
+        let settle_by = deadline.min(started + self.settle_timeout);
         let proposed = loop {
             let attempt =
                 tokio::time::timeout_at(deadline, self.handle.append(command.clone())).await;
             // Refused before it got a log id: leadership is moving, or this node leads but has
             // not heard from a quorum within the election timeout (openraft then takes no
-            // writes). Unless another node leads now, wait for it to settle, within the
-            // request's deadline; nothing was appended, so proposing again is safe.
+            // writes). Unless another node leads now, wait a little for it to settle (nothing
+            // was appended, so proposing again is safe); past that, the refusal stands: a
+            // definite failure the client can retry, rather than a wait into an unknown outcome.
             let refused = matches!(attempt, Ok(Err(NodeError::NotLeader { .. })));
             let other_leader = self
                 .handle
                 .leader()
                 .is_some_and(|(leader, _)| leader != self.handle.node_id());
             let pause_ends = tokio::time::Instant::now() + NOT_LEADER_PAUSE;
-            if refused && !other_leader && pause_ends < deadline {
+            if refused && !other_leader && pause_ends < settle_by {
                 tokio::time::sleep_until(pause_ends).await;
                 continue;
             }
