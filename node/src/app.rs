@@ -46,6 +46,7 @@ pub async fn run(
         data_dir: config.data_dir.clone(),
         node_id,
         cluster_id: config.cluster_id.clone(),
+        cache_bytes: config.store_cache_mib << 20,
     };
     let (engine, log_store, state_machine, reader) =
         tokio::task::spawn_blocking(move || evlog_raft_store::open(&store_config)).await??;

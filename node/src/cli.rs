@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Log entries kept after a snapshot.
     #[arg(long, env = "EVLOG_LOG_KEEP_AFTER_SNAPSHOT", default_value_t = NodeConfig::default().log_keep_after_snapshot)]
     pub log_keep_after_snapshot: u64,
+    /// Memory the store may use to cache database pages, in MiB (node memory is about this
+    /// plus what requests in flight hold).
+    #[arg(long, env = "EVLOG_STORE_CACHE_MIB", default_value_t = NodeConfig::default().store_cache_mib)]
+    pub store_cache_mib: usize,
     /// How long a request may wait for a leader, a commit or a read index.
     #[arg(long, env = "EVLOG_REQUEST_TIMEOUT_MS", default_value_t = NodeConfig::default().request_timeout_ms)]
     pub request_timeout_ms: u64,
@@ -130,6 +134,7 @@ impl ServeArgs {
             snapshot_threshold: self.snapshot_threshold,
             log_keep_after_snapshot: self.log_keep_after_snapshot,
             request_timeout_ms: self.request_timeout_ms,
+            store_cache_mib: self.store_cache_mib,
             routes: parse_routes(&self.routes).map_err(|error| format!("--routes: {error}"))?,
             read_policy: self.read_policy,
             limits: Limits {

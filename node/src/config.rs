@@ -65,6 +65,8 @@ pub struct NodeConfig {
     pub log_keep_after_snapshot: u64,
     /// Deadline of one peer RPC (append entries, vote).
     pub peer_rpc_timeout_ms: u64,
+    /// Memory the store may use to cache database pages, in MiB.
+    pub store_cache_mib: usize,
     /// Deadline of a snapshot transfer.
     pub snapshot_transfer_timeout_ms: u64,
     /// How long a client request may wait for a leader, a commit or a read index, when the
@@ -107,6 +109,7 @@ impl Default for NodeConfig {
             snapshot_threshold: 100_000,
             log_keep_after_snapshot: 10_000,
             peer_rpc_timeout_ms: 2_000,
+            store_cache_mib: evlog_raft_store::engine::DEFAULT_CACHE_BYTES >> 20,
             snapshot_transfer_timeout_ms: 300_000,
             request_timeout_ms: 10_000,
             limits: Limits::default(),
@@ -150,6 +153,12 @@ impl NodeConfig {
             return fail(format!(
                 "election timeout max ({} ms) must exceed min ({} ms)",
                 self.election_timeout_max_ms, self.election_timeout_min_ms
+            ));
+        }
+        if self.store_cache_mib == 0 || self.store_cache_mib > 1 << 20 {
+            return fail(format!(
+                "store cache must be between 1 MiB and 1 TiB, got {} MiB",
+                self.store_cache_mib
             ));
         }
         if self.snapshot_threshold == 0 {

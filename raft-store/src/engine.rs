@@ -79,7 +79,13 @@ pub struct StoreConfig {
     pub node_id: u64,
     /// The cluster's name: a data directory of another cluster is refused.
     pub cluster_id: String,
+    /// Memory redb may use to cache pages (reads and not yet flushed writes).
+    pub cache_bytes: usize,
 }
+
+/// The default of [`StoreConfig::cache_bytes`]: 128 MiB (redb's own default is 1 GiB, which
+/// a node fills as its log grows).
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
 
 /// What the Raft log looks like now (kept in memory, changed only after a commit).
 #[derive(Clone, Debug, Default)]
@@ -230,18 +236,21 @@ impl Engine {
         std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
         std::fs::create_dir_all(data_dir.join("snapshots")).map_err(dir_error)?;
         let db_path = data_dir.join("evlog.redb");
-        let db = Database::create(&db_path).map_err(|source| match source {
-            redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
-                OpenError::Damaged {
-                    path: db_path.clone(),
-                    detail,
+        let db = Database::builder()
+            .set_cache_size(config.cache_bytes)
+            .create(&db_path)
+            .map_err(|source| match source {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+                    OpenError::Damaged {
+                        path: db_path.clone(),
+                        detail,
+                    }
                 }
-            }
-            source => OpenError::Database {
-                path: db_path.clone(),
-                source,
-            },
-        })?;
+                source => OpenError::Database {
+                    path: db_path.clone(),
+                    source,
+                },
+            })?;
         let storage_path = data_dir.clone();
         let storage = move |source: io::Error| OpenError::Storage {
             path: storage_path.clone(),

@@ -31,6 +31,7 @@ fn config(dir: &std::path::Path) -> StoreConfig {
         data_dir: dir.to_path_buf(),
         node_id: 1,
         cluster_id: "crash".to_string(),
+        cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
     }
 }
 

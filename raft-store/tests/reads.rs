@@ -31,6 +31,7 @@ impl Store {
             data_dir: dir.path().to_path_buf(),
             node_id: 1,
             cluster_id: "reads".to_string(),
+            cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
         };
         let (_engine, _log, machine, reader) =
             evlog_raft_store::open(&config).expect("a fresh store opens");

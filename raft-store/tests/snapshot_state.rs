@@ -45,6 +45,7 @@ fn config(dir: &tempfile::TempDir, node_id: u64) -> StoreConfig {
         data_dir: dir.path().to_path_buf(),
         node_id,
         cluster_id: "snapshot-state".to_string(),
+        cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
     }
 }
 

@@ -18,6 +18,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
             data_dir: dir.path().to_path_buf(),
             node_id: 0,
             cluster_id: "suite".to_string(),
+            cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
         };
         let (_engine, log_store, state_machine, _reader) =
             evlog_raft_store::open(&config).expect("a fresh store opens");
