@@ -260,9 +260,9 @@ now_ms() { date +%s%3N; }
 # linearizable one (each probe is one read with a 1 s deadline, retried until 60 s pass).
 probe_restart() {
   local c="$1" endpoint="127.0.0.1:$((base_port + 2))" started local_ms="" linear_ms=""
-  EVLOG_CLUSTER_DIR="$cluster_dir" "$CLUSTER_SH" kill 3 >/dev/null
+  EVLOG_CLUSTER_DIR="$cluster_dir" EVLOG_BASE_PORT="$base_port" "$CLUSTER_SH" kill 3 >/dev/null
   started="$(now_ms)"
-  EVLOG_CLUSTER_DIR="$cluster_dir" "$CLUSTER_SH" start 3 >/dev/null
+  EVLOG_CLUSTER_DIR="$cluster_dir" EVLOG_BASE_PORT="$base_port" "$CLUSTER_SH" start 3 >/dev/null
   while (($(now_ms) - started < 60000)); do
     if [[ -z "$local_ms" ]] && "$bin" read --endpoints "$endpoint" --all --max-count 1 \
       --consistency local --timeout-ms 1000 >/dev/null 2>&1; then

@@ -10,7 +10,6 @@ set -euo pipefail
 readonly NODES=(1 2 3)
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
-readonly BASE_PORT="${EVLOG_BASE_PORT:-50051}"
 readonly STARTUP_TIMEOUT_S="${EVLOG_STARTUP_TIMEOUT_S:-60}"
 readonly STOP_TIMEOUT_S="${EVLOG_STOP_TIMEOUT_S:-30}"
 readonly MARKER=".evlog-cluster"
@@ -38,7 +37,8 @@ Commands:
 
 Environment:
   EVLOG_CLUSTER_DIR   folder for data, logs and pids (default: <repo>/.cluster)
-  EVLOG_BASE_PORT     gRPC port of node 1; node N uses BASE+N-1 (default: 50051)
+  EVLOG_BASE_PORT     gRPC port of node 1; node N uses BASE+N-1 (default: 50051, or the
+                      port the cluster folder was created with)
   EVLOG_BIN           evlog binary to run (default: <repo>/target/release/evlog, built here)
   EVLOG_SERVE_ARGS    extra arguments for every \`evlog serve\`, e.g.
                       "--snapshot-threshold 1000"
@@ -65,6 +65,19 @@ cluster_dir() {
 
 CLUSTER_DIR="$(cluster_dir)"
 readonly CLUSTER_DIR
+
+# The ports are those the cluster was created with (remembered in the folder), so `start N`
+# after `EVLOG_BASE_PORT=... up` needs no variable; a different EVLOG_BASE_PORT is refused.
+base_port() {
+  local remembered=""
+  if [[ -r "$CLUSTER_DIR/base-port" ]]; then remembered="$(<"$CLUSTER_DIR/base-port")"; fi
+  if [[ -n "${EVLOG_BASE_PORT:-}" && -n "$remembered" && "$EVLOG_BASE_PORT" != "$remembered" ]]; then
+    die "$CLUSTER_DIR was created with EVLOG_BASE_PORT=$remembered, not $EVLOG_BASE_PORT"
+  fi
+  echo "${EVLOG_BASE_PORT:-${remembered:-50051}}"
+}
+BASE_PORT="$(base_port)"
+readonly BASE_PORT
 
 port_of() { echo $((BASE_PORT + $1 - 1)); }
 address_of() { echo "127.0.0.1:$(port_of "$1")"; }
@@ -168,6 +181,7 @@ start_node() {
   port_in_use "$port" && die "port $port (node $n) is already in use by another process"
   mkdir -p "$CLUSTER_DIR/data" "$CLUSTER_DIR/logs" "$CLUSTER_DIR/pids"
   touch "$CLUSTER_DIR/$MARKER"
+  echo "$BASE_PORT" >"$CLUSTER_DIR/base-port"
   read -r -a extra <<<"${EVLOG_SERVE_ARGS:-}"
   echo "==== $(date '+%Y-%m-%dT%H:%M:%S%z') cluster.sh starts node $n ====" >>"$(log_of "$n")"
   nohup "$bin" serve \

@@ -23,6 +23,8 @@ async fn partitions_cross_the_proxies_and_a_wiped_node_rejoins_under_a_new_id() 
         spare_nodes: 1,
         snapshot_threshold: Some(200),
         log_keep_after_snapshot: Some(50),
+        // The cut-off leader's refusal below comes within this, well inside the client's 10 s.
+        request_timeout_ms: Some(3_000),
         ..ClusterOptions::default()
     })
     .await;

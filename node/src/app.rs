@@ -78,8 +78,9 @@ pub async fn run(
         channels.clone(),
         config.limits.clone(),
         request_timeout,
-        // Long enough for a stalled leader to hear from a quorum again, or for a new election.
-        Duration::from_millis(2 * config.election_timeout_max_ms),
+        // Long enough for an overloaded leader to hear from a quorum again, or for a new
+        // election to be decided (1 s with the default timing).
+        Duration::from_millis(5 * config.election_timeout_max_ms),
     ))
     .max_decoding_message_size(max_client_message)
     .max_encoding_message_size(usize::MAX);
