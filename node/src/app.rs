@@ -47,6 +47,7 @@ pub async fn run(
         node_id,
         cluster_id: config.cluster_id.clone(),
         cache_bytes: config.store_cache_mib << 20,
+        quick_repair: config.store_quick_repair,
     };
     let (engine, log_store, state_machine, reader) =
         tokio::task::spawn_blocking(move || evlog_raft_store::open(&store_config)).await??;

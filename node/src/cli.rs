@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// plus what requests in flight hold).
     #[arg(long, env = "EVLOG_STORE_CACHE_MIB", default_value_t = NodeConfig::default().store_cache_mib)]
     pub store_cache_mib: usize,
+    /// Save the store's allocator state with every commit, so a node restarted after a crash
+    /// opens at once instead of walking its whole database file; every commit costs more.
+    #[arg(long, env = "EVLOG_STORE_QUICK_REPAIR", default_value_t = NodeConfig::default().store_quick_repair, action = clap::ArgAction::Set)]
+    pub store_quick_repair: bool,
     /// How long a request may wait for a leader, a commit or a read index.
     #[arg(long, env = "EVLOG_REQUEST_TIMEOUT_MS", default_value_t = NodeConfig::default().request_timeout_ms)]
     pub request_timeout_ms: u64,
@@ -135,6 +139,7 @@ impl ServeArgs {
             log_keep_after_snapshot: self.log_keep_after_snapshot,
             request_timeout_ms: self.request_timeout_ms,
             store_cache_mib: self.store_cache_mib,
+            store_quick_repair: self.store_quick_repair,
             routes: parse_routes(&self.routes).map_err(|error| format!("--routes: {error}"))?,
             read_policy: self.read_policy,
             limits: Limits {

@@ -67,6 +67,8 @@ pub struct NodeConfig {
     pub peer_rpc_timeout_ms: u64,
     /// Memory the store may use to cache database pages, in MiB.
     pub store_cache_mib: usize,
+    /// Save the store's allocator state with every commit (fast reopening after a crash).
+    pub store_quick_repair: bool,
     /// Deadline of a snapshot transfer.
     pub snapshot_transfer_timeout_ms: u64,
     /// How long a client request may wait for a leader, a commit or a read index, when the
@@ -110,6 +112,7 @@ impl Default for NodeConfig {
             log_keep_after_snapshot: 10_000,
             peer_rpc_timeout_ms: 2_000,
             store_cache_mib: evlog_raft_store::engine::DEFAULT_CACHE_BYTES >> 20,
+            store_quick_repair: false,
             snapshot_transfer_timeout_ms: 300_000,
             request_timeout_ms: 10_000,
             limits: Limits::default(),

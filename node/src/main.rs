@@ -4,6 +4,10 @@ use clap::Parser;
 use evlog::cli::Cli;
 use evlog::cli::CliCommand;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli) {

@@ -81,6 +81,9 @@ pub struct StoreConfig {
     pub cluster_id: String,
     /// Memory redb may use to cache pages (reads and not yet flushed writes).
     pub cache_bytes: usize,
+    /// Save redb's allocator state with every commit (and commit in two phases), so that
+    /// reopening after a crash takes no walk over the whole file; commits cost more.
+    pub quick_repair: bool,
 }
 
 /// The default of [`StoreConfig::cache_bytes`]: 128 MiB (redb's own default is 1 GiB, which
@@ -122,6 +125,7 @@ pub(crate) struct MachineMeta {
 pub(crate) struct Shared {
     pub db: Database,
     pub data_dir: PathBuf,
+    pub quick_repair: bool,
     pub log: Mutex<LogMeta>,
     pub machine: Mutex<MachineMeta>,
     /// The log's tail as openraft sees it: appended entries the writer has not committed yet
@@ -272,6 +276,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             db,
             data_dir,
+            quick_repair: config.quick_repair,
             tail: Mutex::new(tail),
             log: Mutex::new(log),
             machine: Mutex::new(machine),
@@ -686,6 +691,7 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
             .any(|op| matches!(op, WriteOp::InstallSnapshot { .. }));
     let result = (|| -> io::Result<()> {
         let mut txn = shared.db.begin_write().map_err(io_error)?;
+        txn.set_quick_repair(shared.quick_repair);
         let mut points = BatchPoints::default();
         let mut appended: Vec<LogId> = Vec::new();
         for op in batch.drain(..) {
@@ -736,6 +742,7 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
             .any(|completion| !matches!(completion, Completion::Answered))
         {
             let mut flush = shared.db.begin_write().map_err(io_error)?;
+            flush.set_quick_repair(shared.quick_repair);
             flush
                 .set_durability(Durability::Immediate)
                 .map_err(io_error)?;

@@ -25,13 +25,16 @@ use openraft::storage::RaftLogStorage;
 use openraft::type_config::TypeConfigExt;
 
 const CHILD_ENV: &str = "EVLOG_CRASH_CHILD_DIR";
+/// Set (to anything) when the child's store saves its allocator state with every commit.
+const QUICK_REPAIR_ENV: &str = "EVLOG_CRASH_CHILD_QUICK_REPAIR";
 
-fn config(dir: &std::path::Path) -> StoreConfig {
+fn config(dir: &std::path::Path, quick_repair: bool) -> StoreConfig {
     StoreConfig {
         data_dir: dir.to_path_buf(),
         node_id: 1,
         cluster_id: "crash".to_string(),
         cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
+        quick_repair,
     }
 }
 
@@ -68,8 +71,11 @@ async fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let (_engine, mut log, _sm, _reader) =
-        evlog_raft_store::open(&config(dir.as_ref())).expect("opens");
+    let (_engine, mut log, _sm, _reader) = evlog_raft_store::open(&config(
+        dir.as_ref(),
+        std::env::var_os(QUICK_REPAIR_ENV).is_some(),
+    ))
+    .expect("opens");
     let state = log.get_log_state().await.expect("log state");
     let mut next = state.last_log_id.map(|id| id.index + 1).unwrap_or(1);
     // Bounded: the parent kills us long before this.
@@ -93,13 +99,27 @@ async fn crash_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_survive_sigkill() {
+    survive_sigkill(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_appends_survive_sigkill_with_quick_repair() {
+    survive_sigkill(true).await;
+}
+
+async fn survive_sigkill(quick_repair: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let exe = std::env::current_exe().expect("test executable");
     let mut highest_acked = 0u64;
     for round in 0..3 {
-        let mut child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, dir.path())
+            .env(CHILD_ENV, dir.path());
+        if quick_repair {
+            command.env(QUICK_REPAIR_ENV, "1");
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -127,7 +147,8 @@ async fn acknowledged_appends_survive_sigkill() {
         );
 
         let (_engine, mut log, _sm, _reader) =
-            evlog_raft_store::open(&config(dir.path())).expect("reopens after SIGKILL");
+            evlog_raft_store::open(&config(dir.path(), quick_repair))
+                .expect("reopens after SIGKILL");
         let state = log.get_log_state().await.expect("log state");
         let last = state.last_log_id.expect("entries survived").index;
         assert!(

@@ -32,6 +32,7 @@ impl Store {
             node_id: 1,
             cluster_id: "reads".to_string(),
             cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
+            quick_repair: false,
         };
         let (_engine, _log, machine, reader) =
             evlog_raft_store::open(&config).expect("a fresh store opens");

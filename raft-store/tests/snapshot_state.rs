@@ -46,6 +46,7 @@ fn config(dir: &tempfile::TempDir, node_id: u64) -> StoreConfig {
         node_id,
         cluster_id: "snapshot-state".to_string(),
         cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
+        quick_repair: false,
     }
 }
 

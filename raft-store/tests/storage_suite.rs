@@ -19,6 +19,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
             node_id: 0,
             cluster_id: "suite".to_string(),
             cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
+            quick_repair: false,
         };
         let (_engine, log_store, state_machine, _reader) =
             evlog_raft_store::open(&config).expect("a fresh store opens");
