@@ -113,13 +113,12 @@ impl<W: Write> SnapshotWriter<W> {
         Ok(())
     }
 
-    fn finish(mut self) -> io::Result<W> {
+    fn finish(mut self) -> io::Result<()> {
         self.raw(&[TAG_END])?;
         self.raw(&self.records.to_le_bytes())?;
         let checksum = self.hasher.clone().finalize();
         self.out.write_all(&checksum.to_le_bytes())?;
-        self.out.flush()?;
-        Ok(self.out)
+        self.out.flush()
     }
 }
 
@@ -266,7 +265,8 @@ fn decode_header(record: &[u8]) -> io::Result<(SnapshotMeta, u64)> {
     ))
 }
 
-/// The state machine as it is now, as a snapshot (`None` before anything was applied).
+/// The state machine as it is now, as a snapshot (its meta has no log id before anything was
+/// applied).
 pub(crate) fn live(db: &redb::Database) -> io::Result<(SnapshotMeta, SnapshotData)> {
     let txn = db.begin_read().map_err(io_error)?;
     let (meta, _) = read_meta_of(&txn)?;
@@ -336,8 +336,7 @@ pub fn write_to(data: &SnapshotData, out: impl Write) -> io::Result<()> {
             &[&key_len.to_le_bytes(), key.as_bytes(), value.value()],
         )?;
     }
-    writer.finish()?;
-    Ok(())
+    writer.finish()
 }
 
 /// Writes the snapshot to a new file at `path`, fsynced.

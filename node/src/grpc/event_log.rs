@@ -166,9 +166,14 @@ impl EventLog for EventLogService {
         let started = tokio::time::Instant::now();
         let deadline = started + self.request_timeout;
         let settle_by = deadline.min(started + self.settle_timeout);
+        let mut first = Some(command);
         let proposed = loop {
-            let attempt =
-                tokio::time::timeout_at(deadline, self.handle.append(command.clone())).await;
+            // A retry converts the request again (the first proposal consumed the command).
+            let command = match first.take() {
+                Some(command) => command,
+                None => convert::append_command(request.clone(), &self.limits, now_ms())?,
+            };
+            let attempt = tokio::time::timeout_at(deadline, self.handle.append(command)).await;
             // Refused before it got a log id: leadership is moving, or this node leads but has
             // not heard from a quorum within the election timeout (openraft then takes no
             // writes). Unless another node leads now, wait a little for it to settle (nothing

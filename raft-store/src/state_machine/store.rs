@@ -111,7 +111,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             })
             .await;
         // Installed or refused, the received file has served.
-        if let Err(error) = std::fs::remove_file(&path) {
+        if let Err(error) = tokio::fs::remove_file(&path).await {
             tracing::warn!("removing snapshot file {} failed: {error}", path.display());
         }
         installed
