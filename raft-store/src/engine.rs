@@ -95,9 +95,8 @@ pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
 pub(crate) struct LogMeta {
     pub vote: Option<Vote>,
     pub committed: Option<LogId>,
-    /// The commit index as of the last fsynced commit. Applied state is shown to readers
-    /// before its fsync only up to this index (see [`write_batch`]).
-    pub durable_committed: Option<LogId>,
+    /// `committed` has changed since it was last written: the next transaction writes it.
+    pub committed_unwritten: bool,
     pub last_purged: Option<LogId>,
     pub last_log_id: Option<LogId>,
 }
@@ -493,7 +492,7 @@ fn load_log_meta(db: &Database) -> Result<LogMeta, OpenFailure> {
     Ok(LogMeta {
         vote,
         committed,
-        durable_committed: committed,
+        committed_unwritten: false,
         last_purged,
         last_log_id: last_log_id.or(last_purged),
     })
@@ -539,7 +538,10 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
 
 /// An op's answer, sent only after its batch committed.
 enum Completion {
+    /// Answered after the fsync.
     Done(Done),
+    /// A commit-index save: answered once readable (see [`save_commit_index_later`]).
+    Saved(Done),
     Append(IOFlushed<TypeConfig>),
     Apply(Done, Vec<(ApplyResponder<TypeConfig>, CommandResponse)>),
     /// Answered already, before the batch's fsync.
@@ -550,7 +552,7 @@ impl Completion {
     /// Tells the op's caller it succeeded.
     fn answer(self) {
         match self {
-            Completion::Done(done) => {
+            Completion::Done(done) | Completion::Saved(done) => {
                 done.send(Ok(())).ok();
             }
             Completion::Append(flushed) => flushed.io_completed(Ok(())),
@@ -597,13 +599,44 @@ fn publish_machine(shared: &Shared, machine: &MachineMeta) {
     });
 }
 
-/// The largest batch that commits in two steps (see [`write_batch`]).
-const TWO_STEP_MAX_OPS: usize = 4;
+/// How long applied state may wait for its fsync while the writer has nothing else to do.
+const IDLE_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
 
 fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
     let mut batch = Vec::with_capacity(MAX_BATCH_OPS);
     let mut stats = WriterStats::new();
-    while let Some(first) = queue.blocking_recv() {
+    // Only for waiting on the queue with a timeout; nothing else runs on it.
+    let waiter = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!("store writer cannot start its timer: {error}");
+            return;
+        }
+    };
+    // Applied state committed without fsync, waiting for the next durable commit.
+    let mut unsynced = false;
+    loop {
+        let first = if unsynced {
+            let next = waiter
+                .block_on(async { tokio::time::timeout(IDLE_SYNC_DELAY, queue.recv()).await });
+            match next {
+                Ok(Some(op)) => op,
+                Ok(None) => break,
+                Err(_idle) => {
+                    sync(shared);
+                    unsynced = false;
+                    continue;
+                }
+            }
+        } else {
+            match queue.blocking_recv() {
+                Some(op) => op,
+                None => break,
+            }
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH_OPS {
             match queue.try_recv() {
@@ -611,12 +644,60 @@ fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        let ops = batch.len();
+        let kinds = BatchKinds::of(&batch);
         let started = std::time::Instant::now();
-        write_batch(shared, &mut batch);
-        stats.record(ops, started.elapsed());
+        unsynced = write_batch(shared, &mut batch, unsynced);
+        stats.record(kinds, started.elapsed());
+    }
+    if unsynced {
+        sync(shared);
     }
     tracing::debug!("store writer thread stops: every handle is gone");
+}
+
+/// Makes every commit so far durable with an empty durable commit.
+fn sync(shared: &Shared) {
+    let result = (|| -> io::Result<()> {
+        durable_empty_commit(shared)?;
+        crash_point("store::after-commit");
+        Ok(())
+    })();
+    if let Err(error) = result {
+        // Nothing waits on it: the next batch that needs an fsync meets the error itself.
+        tracing::error!("store fsync of applied state failed: {error}");
+    }
+}
+
+/// An empty commit with fsync: it makes every commit before it durable.
+fn durable_empty_commit(shared: &Shared) -> io::Result<()> {
+    let mut flush = shared.db.begin_write().map_err(io_error)?;
+    flush.set_quick_repair(shared.quick_repair);
+    flush
+        .set_durability(Durability::Immediate)
+        .map_err(io_error)?;
+    crash_point("store::before-fsync");
+    flush.commit().map_err(io_error)
+}
+
+/// What kinds of op a batch holds (for the writer's statistics).
+struct BatchKinds {
+    ops: usize,
+    append: bool,
+    apply: bool,
+    only_commit_index: bool,
+}
+
+impl BatchKinds {
+    fn of(batch: &[WriteOp]) -> Self {
+        Self {
+            ops: batch.len(),
+            append: batch.iter().any(|op| matches!(op, WriteOp::Append { .. })),
+            apply: batch.iter().any(|op| matches!(op, WriteOp::Apply { .. })),
+            only_commit_index: batch
+                .iter()
+                .all(|op| matches!(op, WriteOp::SaveCommitted { .. })),
+        }
+    }
 }
 
 /// What the writer thread did lately, logged at debug level every few seconds (for finding
@@ -625,6 +706,10 @@ struct WriterStats {
     since: std::time::Instant,
     batches: u64,
     ops: u64,
+    /// Batches holding log appends, applies; batches that ran no transaction.
+    with_append: u64,
+    with_apply: u64,
+    without_transaction: u64,
     busy: std::time::Duration,
     longest: std::time::Duration,
 }
@@ -637,14 +722,20 @@ impl WriterStats {
             since: std::time::Instant::now(),
             batches: 0,
             ops: 0,
+            with_append: 0,
+            with_apply: 0,
+            without_transaction: 0,
             busy: std::time::Duration::ZERO,
             longest: std::time::Duration::ZERO,
         }
     }
 
-    fn record(&mut self, ops: usize, took: std::time::Duration) {
+    fn record(&mut self, kinds: BatchKinds, took: std::time::Duration) {
         self.batches += 1;
-        self.ops += ops as u64;
+        self.ops += kinds.ops as u64;
+        self.with_append += u64::from(kinds.append);
+        self.with_apply += u64::from(kinds.apply);
+        self.without_transaction += u64::from(kinds.only_commit_index);
         self.busy += took;
         self.longest = self.longest.max(took);
         let elapsed = self.since.elapsed();
@@ -652,6 +743,9 @@ impl WriterStats {
             tracing::debug!(
                 batches = self.batches,
                 ops_per_batch = self.ops as f64 / self.batches as f64,
+                with_append = self.with_append,
+                with_apply = self.with_apply,
+                without_transaction = self.without_transaction,
                 busy_percent = 100.0 * self.busy.as_secs_f64() / elapsed.as_secs_f64(),
                 mean_batch_us = self.busy.as_micros() as u64 / self.batches,
                 longest_batch_us = self.longest.as_micros() as u64,
@@ -662,33 +756,43 @@ impl WriterStats {
     }
 }
 
-/// Carries a batch out and answers its ops, each as soon as it may be.
+/// Carries a batch out and answers its ops, each as soon as it may be. `unsynced` says whether
+/// earlier commits still wait for an fsync; returns whether they (or this batch's) do now.
 ///
 /// A batch commits in two steps: first without fsync, which makes its writes readable, then an
-/// empty commit that fsyncs them. Between the two:
+/// empty commit that fsyncs them, and every commit before them. Between the two:
 /// - the batch's log entries move from the log store's pending tail to the database (openraft
 ///   read them from the tail until now); it hears they are flushed (`IOFlushed`, what counts
 ///   toward commit) only after the fsync.
-/// - applies whose entries are all at or below the last *durable* commit index are answered
-///   and shown to readers. A crash may take such an apply back, but never past what the node
-///   recovers on start: openraft re-applies the log up to the durable commit index before the
-///   node serves anything, so no reader ever sees the state go backwards.
+/// - applies are answered and shown to readers. Applied state needs no fsync of its own: every
+///   entry it comes from is committed, so on a quorum's disks, and a node that loses applied
+///   state in a crash applies it again from the log (openraft re-applies up to the saved commit
+///   index at start, the leader's commit index brings the rest). What it must not do is serve a
+///   read older than one it served before the crash: the node serves no read until it has
+///   confirmed a read index with the leader once since it started (`RaftHandle::linearize`).
+///   And nothing that depends on applied state can be durable without it: the log is purged in
+///   a later commit of the same database, and a durable commit makes every commit before it
+///   durable.
 ///
-/// Everything else (votes, commit-index saves, truncation, purge, applies beyond the durable
-/// commit index) is answered after the fsync; a batch with nothing else skips it.
-///
-/// The two steps buy latency at the price of a second commit's work, so only small batches
-/// (an idle or lightly loaded node, where latency is what there is to win) take them; a large
-/// batch, and any batch that installs a snapshot, commits once, durably, before anything is
-/// answered or shown.
-fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
+/// Votes, truncation, purge and appends are answered after the fsync. A batch with nothing
+/// else (applies and commit-index saves) skips it: the next batch's fsync covers it, or the
+/// writer's, once it has been idle for [`IDLE_SYNC_DELAY`]. A batch that installs a snapshot
+/// commits once, durably, before anything is answered or shown.
+fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>, unsynced: bool) -> bool {
+    if batch
+        .iter()
+        .all(|op| matches!(op, WriteOp::SaveCommitted { .. }))
+    {
+        save_commit_index_later(shared, batch);
+        return unsynced;
+    }
     let mut log = shared.log().clone();
     let mut machine = shared.machine().clone();
     let mut completions = Vec::with_capacity(batch.len());
-    let one_durable_commit = batch.len() > TWO_STEP_MAX_OPS
-        || batch
-            .iter()
-            .any(|op| matches!(op, WriteOp::InstallSnapshot { .. }));
+    let one_durable_commit = batch
+        .iter()
+        .any(|op| matches!(op, WriteOp::InstallSnapshot { .. }));
+    let mut synced = false;
     let result = (|| -> io::Result<()> {
         let mut txn = shared.db.begin_write().map_err(io_error)?;
         txn.set_quick_repair(shared.quick_repair);
@@ -711,44 +815,39 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
                 }
             }
         }
+        if log.committed_unwritten {
+            write_commit_index(&txn, log.committed)?;
+            log.committed_unwritten = false;
+        }
         points.before_commit();
         if one_durable_commit {
             txn.set_durability(Durability::Immediate)
                 .map_err(io_error)?;
             txn.commit().map_err(io_error)?;
+            synced = true;
             forget_pending(shared, &appended);
-            log.durable_committed = log.committed;
             crash_point("store::after-commit");
             return Ok(());
         }
         txn.set_durability(Durability::None).map_err(io_error)?;
         txn.commit().map_err(io_error)?;
         forget_pending(shared, &appended);
-        // Readable now: entries for openraft; applies within the durable commit index for all.
+        // Readable now: entries for openraft, applied state for everyone.
         *shared.log() = log.clone();
-        let applies_covered = machine.last_applied <= log.durable_committed;
-        if applies_covered && points.apply {
+        if points.apply {
             publish_machine(shared, &machine);
         }
-        if applies_covered {
-            for completion in &mut completions {
-                if matches!(completion, Completion::Apply(..)) {
-                    std::mem::replace(completion, Completion::Answered).answer();
-                }
+        for completion in &mut completions {
+            if matches!(completion, Completion::Apply(..) | Completion::Saved(_)) {
+                std::mem::replace(completion, Completion::Answered).answer();
             }
         }
         if completions
             .iter()
             .any(|completion| !matches!(completion, Completion::Answered))
         {
-            let mut flush = shared.db.begin_write().map_err(io_error)?;
-            flush.set_quick_repair(shared.quick_repair);
-            flush
-                .set_durability(Durability::Immediate)
-                .map_err(io_error)?;
-            crash_point("store::before-fsync");
-            flush.commit().map_err(io_error)?;
-            log.durable_committed = log.committed;
+            durable_empty_commit(shared)?;
+            synced = true;
             crash_point("store::after-commit");
         }
         Ok(())
@@ -762,6 +861,7 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
             for completion in completions {
                 completion.answer();
             }
+            !synced
         }
         Err(error) => {
             tracing::error!(
@@ -771,15 +871,54 @@ fn write_batch(shared: &Shared, batch: &mut Vec<WriteOp>) {
             let copy = || io::Error::new(error.kind(), error.to_string());
             for completion in completions {
                 match completion {
-                    Completion::Done(done) | Completion::Apply(done, _) => {
+                    Completion::Done(done)
+                    | Completion::Saved(done)
+                    | Completion::Apply(done, _) => {
                         done.send(Err(copy())).ok();
                     }
                     Completion::Answered => {}
                     Completion::Append(flushed) => flushed.io_completed(Err(copy())),
                 }
             }
+            // Whatever committed before the failure still waits for an fsync.
+            true
         }
     }
+}
+
+/// Takes a batch of nothing but commit-index saves without a transaction of its own: the index
+/// is kept in memory and written by the next transaction (with the apply that follows it, as a
+/// rule). A commit of its own would put one more commit and fsync between a quorum's
+/// acknowledgement and the apply that answers the client. The saved index only tells a restarted
+/// node how far it may re-apply its log at once; openraft asks nothing more of it, and applied
+/// state is durable by its own commit, so a crash before the write loses nothing.
+fn save_commit_index_later(shared: &Shared, batch: &mut Vec<WriteOp>) {
+    let mut log = shared.log();
+    for op in batch.drain(..) {
+        if let WriteOp::SaveCommitted { committed, done } = op {
+            log.committed = committed;
+            log.committed_unwritten = true;
+            done.send(Ok(())).ok();
+        }
+    }
+}
+
+/// Writes the commit index (absent: none) into `txn`.
+fn write_commit_index(txn: &WriteTransaction, committed: Option<LogId>) -> io::Result<()> {
+    let mut meta = txn.open_table(META).map_err(io_error)?;
+    match committed {
+        Some(log_id) => {
+            meta.insert(
+                meta_key::COMMITTED,
+                codec::encode_log_id(&log_id).as_slice(),
+            )
+            .map_err(io_error)?;
+        }
+        None => {
+            meta.remove(meta_key::COMMITTED).map_err(io_error)?;
+        }
+    }
+    Ok(())
 }
 
 /// The part of an op that changes the store.
@@ -832,7 +971,7 @@ fn split(op: WriteOp) -> (Work, Completion) {
         }
         WriteOp::SaveVote { vote, done } => (Work::SaveVote(vote), Completion::Done(done)),
         WriteOp::SaveCommitted { committed, done } => {
-            (Work::SaveCommitted(committed), Completion::Done(done))
+            (Work::SaveCommitted(committed), Completion::Saved(done))
         }
         WriteOp::TruncateAfter { last, done } => {
             (Work::TruncateAfter(last), Completion::Done(done))
@@ -881,20 +1020,9 @@ fn carry_out(
             log.vote = Some(vote);
         }
         Work::SaveCommitted(committed) => {
-            let mut meta = txn.open_table(META).map_err(io_error)?;
-            match committed {
-                Some(log_id) => {
-                    meta.insert(
-                        meta_key::COMMITTED,
-                        codec::encode_log_id(&log_id).as_slice(),
-                    )
-                    .map_err(io_error)?;
-                }
-                None => {
-                    meta.remove(meta_key::COMMITTED).map_err(io_error)?;
-                }
-            }
+            // Written once, just before the batch commits (see `write_batch`).
             log.committed = committed;
+            log.committed_unwritten = true;
         }
         Work::TruncateAfter(last) => {
             let mut table = txn.open_table(LOG).map_err(io_error)?;

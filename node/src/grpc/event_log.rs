@@ -119,11 +119,14 @@ impl EventLogService {
             }
             Ok(pb::Consistency::AtLeast) => {
                 let deadline = tokio::time::Instant::now() + self.request_timeout;
+                self.handle.catch_up(self.request_timeout).await?;
                 self.handle
                     .wait_position(at_least_position, deadline)
                     .await?;
             }
-            Ok(pb::Consistency::Local) => {}
+            Ok(pb::Consistency::Local) => {
+                self.handle.catch_up(self.request_timeout).await?;
+            }
             Err(_) => {
                 return Err(NodeError::InvalidArgument(format!(
                     "unknown consistency {consistency}"

@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use evlog_proto::v1::ReadIndexRequest;
@@ -76,6 +79,8 @@ pub struct RaftHandle {
     remote_reads: ReadIndexBatcher,
     /// Appends waiting together go to Raft as one batch.
     proposals: Proposals,
+    /// This node has applied a read index confirmed since it started (see [`Self::catch_up`]).
+    caught_up: Arc<AtomicBool>,
 }
 
 impl RaftHandle {
@@ -117,6 +122,7 @@ impl RaftHandle {
             leader_reads,
             remote_reads,
             proposals,
+            caught_up: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -211,7 +217,33 @@ impl RaftHandle {
                     timeout.as_millis()
                 ))
             })??;
-        self.wait_applied(read_index, deadline).await
+        self.wait_applied(read_index, deadline).await?;
+        self.caught_up.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes this node ready for a read that need not be linearizable (`LOCAL`, `AT_LEAST`):
+    /// once since it started, it must have applied a read index confirmed by the leader.
+    ///
+    /// The store shows applied state before its fsync (the log it comes from is durable on a
+    /// quorum), so a crash can take some of it back until the node applies it again. A node
+    /// that served reads from its state at once after a restart could then serve a read older
+    /// than one it served before the crash; after one confirmed read index it has everything
+    /// it ever showed.
+    pub async fn catch_up(&self, timeout: Duration) -> Result<(), NodeError> {
+        if self.caught_up.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.linearize(timeout).await.map_err(|error| match error {
+            NodeError::Unavailable(why) | NodeError::Timeout(why) => {
+                NodeError::Unavailable(format!(
+                    "node {} has not caught up with the leader since it started, and serves no \
+                     read until it has: {why}",
+                    self.node_id
+                ))
+            }
+            other => other,
+        })
     }
 
     /// Waits until this node has applied log index `index`.
