@@ -129,7 +129,7 @@ impl EventReader {
         .await
     }
 
-    /// What has been applied (as of the last durable apply).
+    /// What has been applied and shown to readers.
     pub fn applied(&self) -> AppliedState {
         *self.shared.applied.borrow()
     }
