@@ -62,33 +62,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|error| io::Error::other(format!("storage task failed: {error}")))?
 }
 
-impl RaftLogReader<TypeConfig> for LogReader {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, io::Error> {
-        let (start, end) = to_range(&range);
-        if end.is_some_and(|end| end <= start) {
-            return Ok(Vec::new());
-        }
-        // The pending tail first, then the database: an entry the writer commits in between is
-        // then in both (the pending copy wins), never in neither.
-        let pending: Vec<Entry> = {
-            let tail = self.engine.shared.tail();
-            match end {
-                Some(end) => tail.pending.range(start..end),
-                None => tail.pending.range(start..),
-            }
-            .map(|(_, entry)| entry.clone())
-            .collect()
-        };
-        let stored_end = match (pending.first(), end) {
-            (Some(first), _) => Some(first.log_id.index),
-            (None, end) => end,
-        };
+impl LogReader {
+    /// Entries `start..end` (`None`: to the end) from the database, on a blocking thread.
+    async fn read_stored(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>, io::Error> {
         let shared = std::sync::Arc::clone(&self.engine.shared);
-        let mut entries = blocking(move || {
-            let end = stored_end;
+        blocking(move || {
             let txn = shared.db.begin_read().map_err(io_error)?;
             let table = txn.open_table(LOG).map_err(io_error)?;
             let items = match end {
@@ -117,7 +95,41 @@ impl RaftLogReader<TypeConfig> for LogReader {
             }
             Ok(entries)
         })
-        .await?;
+        .await
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (start, end) = to_range(&range);
+        if end.is_some_and(|end| end <= start) {
+            return Ok(Vec::new());
+        }
+        // The pending tail first, then the database: an entry the writer commits in between is
+        // then in both (the pending copy wins), never in neither.
+        let pending: Vec<Entry> = {
+            let tail = self.engine.shared.tail();
+            match end {
+                Some(end) => tail.pending.range(start..end),
+                None => tail.pending.range(start..),
+            }
+            .map(|(_, entry)| entry.clone())
+            .collect()
+        };
+        let stored_end = match (pending.first(), end) {
+            (Some(first), _) => Some(first.log_id.index),
+            (None, end) => end,
+        };
+        // Replication and apply mostly read the newest entries, all still in the pending tail:
+        // no database read then, and no hop to a blocking thread for it.
+        let mut entries = if stored_end.is_some_and(|end| end <= start) {
+            Vec::new()
+        } else {
+            self.read_stored(start, stored_end).await?
+        };
         if let Some(first) = pending.first()
             && entries.last().map_or(first.log_id.index != start, |last| {
                 last.log_id.index + 1 != first.log_id.index
