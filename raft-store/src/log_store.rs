@@ -105,6 +105,12 @@ impl RaftLogReader<TypeConfig> for LogReader {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = to_range(&range);
+        // Purged entries may still be stored for a while (see `engine::delete_purged`): they
+        // are gone all the same.
+        let start = match self.engine.shared.log().last_purged {
+            Some(purged) => start.max(purged.index + 1),
+            None => start,
+        };
         if end.is_some_and(|end| end <= start) {
             return Ok(Vec::new());
         }

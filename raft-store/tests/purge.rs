@@ -1,0 +1,136 @@
+//! A purge takes effect at once (the log starts after the purge point, also after a restart),
+//! while the purged entries are deleted a bounded run per transaction, never all in the
+//! purge's own.
+
+use evlog_raft_store::StoreConfig;
+use evlog_raft_store::types::AppendCommand;
+use evlog_raft_store::types::Command;
+use evlog_raft_store::types::Entry;
+use evlog_raft_store::types::EntryPayload;
+use evlog_raft_store::types::LeaderId;
+use evlog_raft_store::types::LogId;
+use evlog_raft_store::types::NewEvent;
+use evlog_raft_store::types::TypeConfig;
+use openraft::RaftLogReader;
+use openraft::storage::IOFlushed;
+use openraft::storage::RaftLogStorage;
+use openraft::type_config::TypeConfigExt;
+use redb::ReadableDatabase;
+use redb::ReadableTable;
+
+const ENTRIES: u64 = 5_000;
+const PURGED: u64 = 4_000;
+
+fn config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
+        data_dir: dir.to_path_buf(),
+        node_id: 1,
+        cluster_id: "purge".to_string(),
+        cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
+        quick_repair: false,
+    }
+}
+
+fn log_id(index: u64) -> LogId {
+    LogId {
+        leader_id: LeaderId {
+            term: 1,
+            node_id: 1,
+        },
+        index,
+    }
+}
+
+fn entry(index: u64) -> Entry {
+    Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(Command::Append(AppendCommand {
+            stream: "s".to_string(),
+            events: vec![NewEvent {
+                id: format!("e-{index}"),
+                event_type: "T".to_string(),
+                content_type: String::new(),
+                data: bytes::Bytes::from(vec![1u8; 64]),
+                metadata: Default::default(),
+            }],
+            expected_version: None,
+            idempotency_key: None,
+            timestamp_ms: index,
+            request_fingerprint: index,
+            idempotency: Default::default(),
+        })),
+    }
+}
+
+async fn append(log: &mut evlog_raft_store::LogStore, from: u64, to: u64) {
+    let entries: Vec<Entry> = (from..=to).map(entry).collect();
+    let (tx, rx) = TypeConfig::oneshot();
+    log.append(entries, IOFlushed::<TypeConfig>::signal(tx))
+        .await
+        .expect("append");
+    rx.await.expect("callback").expect("flushed");
+}
+
+/// The first index still stored in the log table (purged or not), read from the file.
+fn first_stored(dir: &std::path::Path) -> Option<u64> {
+    let db = redb::Database::open(dir.join("evlog.redb")).expect("the database opens");
+    let txn = db.begin_read().expect("read");
+    let table = txn
+        .open_table(evlog_raft_store::schema::LOG)
+        .expect("log table");
+    table
+        .first()
+        .expect("first")
+        .map(|(index, _)| index.value())
+}
+
+async fn readable_indexes(log: &mut evlog_raft_store::LogStore) -> Vec<u64> {
+    let mut reader = log.get_log_reader().await;
+    reader
+        .try_get_log_entries(0..)
+        .await
+        .expect("log read")
+        .iter()
+        .map(|entry| entry.log_id.index)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_takes_effect_at_once_and_its_entries_go_a_run_at_a_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let (_engine, mut log, _sm, _reader) =
+            evlog_raft_store::open(&config(dir.path())).expect("a fresh store opens");
+        append(&mut log, 1, ENTRIES).await;
+        log.purge(log_id(PURGED)).await.expect("purge");
+        let state = log.get_log_state().await.expect("log state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(PURGED)));
+        assert_eq!(
+            readable_indexes(&mut log).await,
+            (PURGED + 1..=ENTRIES).collect::<Vec<_>>(),
+            "a purge takes effect at once"
+        );
+    }
+    // The purge's transaction deleted one run; the rest is still stored, and a restart reads
+    // the log from after the purge point all the same.
+    let first = first_stored(dir.path()).expect("entries are stored");
+    assert!(
+        first > 1 && first <= PURGED,
+        "one run of purged entries is deleted with the purge, not all: first stored {first}"
+    );
+    let (_engine, mut log, _sm, _reader) =
+        evlog_raft_store::open(&config(dir.path())).expect("a store with purged entries opens");
+    let state = log.get_log_state().await.expect("log state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(PURGED)));
+    assert_eq!(state.last_log_id, Some(log_id(ENTRIES)));
+    assert_eq!(
+        readable_indexes(&mut log).await,
+        (PURGED + 1..=ENTRIES).collect::<Vec<_>>()
+    );
+    // Each later transaction deletes another run, until none is left.
+    for index in ENTRIES + 1..=ENTRIES + 8 {
+        append(&mut log, index, index).await;
+    }
+    drop((_engine, log, _sm, _reader));
+    assert_eq!(first_stored(dir.path()), Some(PURGED + 1));
+}
