@@ -926,14 +926,22 @@ fn delete_purged(txn: &WriteTransaction, log: &mut LogMeta) -> io::Result<()> {
     if log.purged_stored_from > purged.index {
         return Ok(());
     }
-    let end = purged.index.saturating_add(1).min(
-        log.purged_stored_from
-            .saturating_add(PURGED_DELETED_PER_TRANSACTION),
-    );
     let mut table = txn.open_table(LOG).map_err(io_error)?;
-    table
-        .retain_in(log.purged_stored_from..end, |_, _| false)
-        .map_err(io_error)?;
+    // Start at the first entry stored: a node that installed a snapshot may have purged far
+    // past anything it ever stored.
+    let from = match table.first().map_err(io_error)? {
+        Some((first, _)) => first.value().max(log.purged_stored_from),
+        None => u64::MAX,
+    };
+    if from > purged.index {
+        log.purged_stored_from = purged.index + 1;
+        return Ok(());
+    }
+    let end = purged
+        .index
+        .saturating_add(1)
+        .min(from.saturating_add(PURGED_DELETED_PER_TRANSACTION));
+    table.retain_in(from..end, |_, _| false).map_err(io_error)?;
     log.purged_stored_from = end;
     Ok(())
 }

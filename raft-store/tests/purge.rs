@@ -133,4 +133,14 @@ async fn a_purge_takes_effect_at_once_and_its_entries_go_a_run_at_a_time() {
     }
     drop((_engine, log, _sm, _reader));
     assert_eq!(first_stored(dir.path()), Some(PURGED + 1));
+
+    // A purge past everything stored (as after a snapshot install): the log goes on after it.
+    let beyond = ENTRIES + 100_000;
+    let (_engine, mut log, _sm, _reader) =
+        evlog_raft_store::open(&config(dir.path())).expect("the store opens again");
+    log.purge(log_id(beyond)).await.expect("purge past the log");
+    append(&mut log, beyond + 1, beyond + 1).await;
+    assert_eq!(readable_indexes(&mut log).await, vec![beyond + 1]);
+    drop((_engine, log, _sm, _reader));
+    assert_eq!(first_stored(dir.path()), Some(beyond + 1));
 }
