@@ -26,25 +26,8 @@ work="$(mktemp -d)"
 export EVLOG_CLUSTER_DIR="$work/cluster"
 trap '"$REPO_ROOT/scripts/cluster.sh" clean >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
-free_base_port() {
-  python3 - <<'EOF'
-import socket
-for base in range(42000, 60000, 7):
-    try:
-        sockets = []
-        for port in range(base, base + 3):
-            s = socket.socket()
-            s.bind(("127.0.0.1", port))
-            sockets.append(s)
-        print(base)
-        break
-    except OSError:
-        pass
-    finally:
-        for s in sockets:
-            s.close()
-EOF
-}
+# shellcheck source=scripts/ports.sh
+source "$REPO_ROOT/scripts/ports.sh"
 
 # CPU ticks (user + system) of a process, all threads.
 ticks() {
@@ -53,7 +36,7 @@ ticks() {
 
 for _round in $(seq "$rounds"); do
   for bin in "$@"; do
-    base="$(free_base_port)"
+    base="$(free_base_port)" || { echo "found no three free ports" >&2; exit 1; }
     export EVLOG_BIN="$bin" EVLOG_BASE_PORT="$base"
     "$REPO_ROOT/scripts/cluster.sh" clean >/dev/null 2>&1 || true
     if ! "$REPO_ROOT/scripts/cluster.sh" up >/dev/null 2>&1; then

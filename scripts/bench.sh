@@ -182,22 +182,8 @@ fi
 [[ -x "$bin" ]] || die "no evlog binary at $bin (build it, or drop --no-build)"
 export EVLOG_BIN="$bin"
 
-port_in_use() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# A base port whose three ports nothing listens on.
-free_base_port() {
-  local base
-  for _ in $(seq 1 50); do
-    base=$((20000 + RANDOM % 30000))
-    if ! port_in_use "$base" && ! port_in_use $((base + 1)) && ! port_in_use $((base + 2)); then
-      echo "$base"
-      return
-    fi
-  done
-  die "found no three free ports"
-}
+# shellcheck source=scripts/ports.sh
+source "$REPO_ROOT/scripts/ports.sh"
 
 cluster_dir=""
 stop_cluster() {
@@ -281,7 +267,7 @@ probe_restart() {
 
 declare -A failed_runs=()
 for c in "${selected[@]}"; do
-  base_port="${EVLOG_BASE_PORT:-$(free_base_port)}"
+  base_port="${EVLOG_BASE_PORT:-$(free_base_port || die "found no three free ports")}"
   cluster_dir="$out/cluster-$c"
   endpoints="127.0.0.1:$base_port,127.0.0.1:$((base_port + 1)),127.0.0.1:$((base_port + 2))"
   echo "==== case $c: $(case_title "$c") (ports $base_port-$((base_port + 2)))" >&2

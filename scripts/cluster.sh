@@ -10,6 +10,8 @@ set -euo pipefail
 readonly NODES=(1 2 3)
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
+# shellcheck source=scripts/ports.sh
+source "$REPO_ROOT/scripts/ports.sh"
 readonly STARTUP_TIMEOUT_S="${EVLOG_STARTUP_TIMEOUT_S:-60}"
 readonly STOP_TIMEOUT_S="${EVLOG_STOP_TIMEOUT_S:-30}"
 readonly MARKER=".evlog-cluster"
@@ -157,10 +159,6 @@ is_paused() {
   local state
   state="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
   [[ "$state" == T* ]]
-}
-
-port_in_use() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 log_tail() {

@@ -104,6 +104,14 @@ pub(crate) struct LogMeta {
     pub last_log_id: Option<LogId>,
 }
 
+impl LogMeta {
+    /// Takes a new commit index in memory; the next transaction writes it.
+    fn stage_committed(&mut self, committed: Option<LogId>) {
+        self.committed = committed;
+        self.committed_unwritten = true;
+    }
+}
+
 /// The log's tail as openraft sees it, ahead of what the writer has committed.
 #[derive(Debug, Default)]
 pub(crate) struct Tail {
@@ -775,7 +783,8 @@ impl WriterStats {
 ///   state in a crash applies it again from the log (openraft re-applies up to the saved commit
 ///   index at start, the leader's commit index brings the rest). What it must not do is serve a
 ///   read older than one it served before the crash: the node serves no read until it has
-///   confirmed a read index with the leader once since it started (`RaftHandle::linearize`).
+///   confirmed a read index with the leader once since it started (`RaftHandle::catch_up` in
+///   the node).
 ///   And nothing that depends on applied state can be durable without it: the log is purged in
 ///   a later commit of the same database, and a durable commit makes every commit before it
 ///   durable.
@@ -903,8 +912,7 @@ fn save_commit_index_later(shared: &Shared, batch: &mut Vec<WriteOp>) {
     let mut log = shared.log();
     for op in batch.drain(..) {
         if let WriteOp::SaveCommitted { committed, done } = op {
-            log.committed = committed;
-            log.committed_unwritten = true;
+            log.stage_committed(committed);
             done.send(Ok(())).ok();
         }
     }
@@ -1064,8 +1072,7 @@ fn carry_out(
         }
         Work::SaveCommitted(committed) => {
             // Written once, just before the batch commits (see `write_batch`).
-            log.committed = committed;
-            log.committed_unwritten = true;
+            log.stage_committed(committed);
         }
         Work::TruncateAfter(last) => {
             let mut table = txn.open_table(LOG).map_err(io_error)?;
