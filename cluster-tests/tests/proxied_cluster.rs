@@ -18,7 +18,7 @@ const ACKS_PER_PHASE: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_cross_the_proxies_and_a_wiped_node_rejoins_under_a_new_id() {
-    let mut cluster = Cluster::start(ClusterOptions {
+    let options = ClusterOptions {
         proxied: true,
         spare_nodes: 1,
         snapshot_threshold: Some(200),
@@ -26,8 +26,8 @@ async fn partitions_cross_the_proxies_and_a_wiped_node_rejoins_under_a_new_id() 
         // The cut-off leader's refusal below comes within this, well inside the client's 10 s.
         request_timeout_ms: Some(3_000),
         ..ClusterOptions::default()
-    })
-    .await;
+    };
+    let mut cluster = Cluster::start(options.clone()).await;
     let old_leader = cluster.wait_for_leader(timeouts::LEADER).await;
     let started = Instant::now();
     let workload = Workload::start(&cluster, WorkloadOptions::default());
@@ -83,9 +83,33 @@ async fn partitions_cross_the_proxies_and_a_wiped_node_rejoins_under_a_new_id() 
         "node {new_leader} leads {:.1?} after node {old_leader} was cut off",
         isolated_at.elapsed()
     );
-    // The cut-off leader has heard from no quorum for longer than its lease: it refuses an
-    // append outright (nothing appended, so UNAVAILABLE: retry), after a short wait for the
-    // quorum to come back, instead of holding it into an unknown outcome.
+    // The others can elect a leader after the lower election timeout, while the old leader's
+    // lease (the upper one, counted from the last quorum acknowledgement) may still run: an
+    // append it takes then can only time out, its outcome unknown. Wait until the old leader
+    // reports that lease over (or that it stepped down).
+    let lease_ms = options
+        .election_timeout_max_ms
+        .expect("the tests set election timeouts");
+    wait_for(
+        timeouts::LEADER,
+        "the cut-off leader's lease to run out",
+        async || {
+            let status = cluster
+                .status(old_leader)
+                .await
+                .map_err(|error| format!("node {old_leader}: {error}"))?;
+            match status.millis_since_quorum_ack {
+                Some(age) if status.role == "leader" && age <= lease_ms => Err(format!(
+                    "node {old_leader} heard from a quorum {age} ms ago (lease {lease_ms} ms)"
+                )),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+    // Past its lease, the cut-off leader refuses an append outright (nothing appended, so
+    // UNAVAILABLE: retry), after a short wait for the quorum to come back, instead of holding
+    // it into an unknown outcome.
     let refused = cluster
         .append(
             old_leader,

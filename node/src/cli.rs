@@ -547,12 +547,17 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                             "leader_id": status.leader_id, "leader_address": status.leader_address,
                             "last_log_index": status.last_log_index, "committed_index": status.committed_index,
                             "applied_index": status.applied_index, "head_position": status.head_position,
-                            "snapshot_index": status.snapshot_index, "purged_index": status.purged_index, "members": members,
+                            "snapshot_index": status.snapshot_index, "purged_index": status.purged_index,
+                            "millis_since_quorum_ack": status.millis_since_quorum_ack, "members": members,
                         })
                     );
                 } else {
+                    let quorum_ack = status
+                        .millis_since_quorum_ack
+                        .map(|ms| format!(" quorum ack {ms} ms ago"))
+                        .unwrap_or_default();
                     println!(
-                        "{endpoint:<22} node {:<3} {:<9} term {:<4} leader {:<3} log {:<8} committed {:<8} applied {:<8} head position {}",
+                        "{endpoint:<22} node {:<3} {:<9} term {:<4} leader {:<3} log {:<8} committed {:<8} applied {:<8} head position {}{quorum_ack}",
                         status.node_id,
                         status.role,
                         status.term,

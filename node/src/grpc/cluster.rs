@@ -91,6 +91,7 @@ impl Cluster for ClusterService {
             address,
             snapshot_index: status.snapshot_index,
             purged_index: status.purged_index,
+            millis_since_quorum_ack: status.since_quorum_ack.map(|age| age.as_millis() as u64),
         }))
     }
 

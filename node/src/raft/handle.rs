@@ -17,6 +17,7 @@ use evlog_raft_store::types::Command;
 use evlog_raft_store::types::CommandResponse;
 use evlog_raft_store::types::NodeId;
 use evlog_raft_store::types::TypeConfig;
+use openraft::Instant as _;
 use openraft::ReadPolicy;
 use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
@@ -56,6 +57,8 @@ pub struct NodeStatus {
     pub purged_index: u64,
     pub head_position: u64,
     pub members: Vec<MemberStatus>,
+    /// On the leader: how long since a quorum last acknowledged it (none before the first).
+    pub since_quorum_ack: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -346,6 +349,9 @@ impl RaftHandle {
             purged_index: metrics.purged.map(|id| id.index).unwrap_or(0),
             head_position: applied.head_position,
             members,
+            since_quorum_ack: metrics
+                .last_quorum_acked
+                .map(|acked| acked.into_inner().elapsed()),
         }
     }
 
