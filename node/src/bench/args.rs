@@ -93,7 +93,7 @@ pub struct BenchArgs {
     /// Events per append [default: 1; 100 with --mode batch].
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Streams written and read, taken round-robin.
+    /// Streams written and read: each once per round, in a scattered order.
     #[arg(long, default_value_t = 10)]
     pub streams: u64,
     /// Stream names are this prefix followed by 0..streams.
@@ -243,11 +243,25 @@ impl BenchConfig {
         Ok(())
     }
 
-    /// The name of stream `index` (taken modulo `streams`).
+    /// The name of the `index`th stream taken. Every `streams` consecutive indexes name each
+    /// stream once, in a scattered order: `index × P mod streams` for a prime P that does not
+    /// divide `streams`. Taken in numeric order (`bench-1000`, `bench-1001`, …), neighbouring
+    /// appends would land on neighbouring keys of the stream tables, which flatters a store
+    /// with many streams: real aggregates are written in no such order.
     pub fn stream(&self, index: u64) -> String {
-        format!("{}{}", self.stream_prefix, index % self.streams)
+        let streams = u128::from(self.streams);
+        let prime = SCATTER_PRIMES
+            .into_iter()
+            .find(|prime| streams % u128::from(*prime) != 0)
+            .map_or(1, u128::from);
+        let scattered = (u128::from(index) % streams) * prime % streams;
+        format!("{}{}", self.stream_prefix, scattered)
     }
 }
+
+/// Multipliers for [`BenchConfig::stream`]: primes, so one of them does not divide any
+/// `--streams` value (it would have to be a multiple of all three).
+const SCATTER_PRIMES: [u64; 3] = [2_654_435_761, 2_246_822_519, 3_266_489_917];
 
 #[cfg(test)]
 mod tests {
@@ -302,9 +316,27 @@ mod tests {
     }
 
     #[test]
-    fn streams_are_named_round_robin() {
-        let config = config(&["--streams", "3", "--stream-prefix", "s-"]).expect("valid");
-        let names: Vec<String> = (0..4).map(|index| config.stream(index)).collect();
-        assert_eq!(names, ["s-0", "s-1", "s-2", "s-0"]);
+    fn each_stream_is_taken_once_per_round_in_a_scattered_order() {
+        for streams in [1_u64, 3, 10, 1_000, 2_654_435_761] {
+            let count = streams.min(1_000);
+            let arg = streams.to_string();
+            let config = config(&["--streams", &arg, "--stream-prefix", "s-"]).expect("valid");
+            let names: Vec<String> = (0..count).map(|index| config.stream(index)).collect();
+            let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+            assert_eq!(distinct.len() as u64, count, "{streams} streams: {names:?}");
+            assert!(
+                names.iter().all(|name| name
+                    .strip_prefix("s-")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n < streams)),
+                "{streams} streams: {names:?}"
+            );
+            // The next round starts over, in the same order.
+            assert_eq!(config.stream(streams), config.stream(0));
+            if streams >= 1_000 {
+                let numeric: Vec<String> = (0..count).map(|n| format!("s-{n}")).collect();
+                assert_ne!(names, numeric, "not in numeric order");
+            }
+        }
     }
 }

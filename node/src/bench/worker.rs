@@ -45,7 +45,7 @@ pub struct Progress {
     pub failed: AtomicU64,
 }
 
-/// What every task shares: the clients, the prepared request body, and the round-robin
+/// What every task shares: the clients, the prepared request body, and the
 /// cursors that spread streams and endpoints.
 pub struct Workload {
     pub config: BenchConfig,
