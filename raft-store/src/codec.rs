@@ -30,7 +30,6 @@ use crate::types::Membership;
 use crate::types::NewEvent;
 use crate::types::RecordedEvent;
 use crate::types::StoredMembership;
-use crate::types::StreamInfo;
 use crate::types::Vote;
 
 /// The codec version written in the first byte of every record.
@@ -524,25 +523,6 @@ pub fn decode_event(position: u64, record: &[u8]) -> Result<RecordedEvent, Corru
         metadata,
         timestamp_ms,
     })
-}
-
-pub fn encode_stream_info(info: &StreamInfo) -> Vec<u8> {
-    let mut writer = Writer::new();
-    writer.u64(info.version);
-    writer.u64(info.first_position);
-    writer.u64(info.last_position);
-    writer.finish()
-}
-
-pub fn decode_stream_info(record: &[u8]) -> Result<StreamInfo, CorruptRecord> {
-    let mut reader = Reader::new("stream info", record)?;
-    let info = StreamInfo {
-        version: reader.u64()?,
-        first_position: reader.u64()?,
-        last_position: reader.u64()?,
-    };
-    reader.end()?;
-    Ok(info)
 }
 
 pub fn encode_u64(value: u64) -> Vec<u8> {

@@ -35,6 +35,7 @@ use crate::error::OpenError;
 use crate::error::io_error;
 use crate::failpoint::crash_point;
 use crate::schema::EVENTS;
+use crate::schema::FORMAT_2_STREAMS;
 use crate::schema::FORMAT_VERSION;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_MAX_EXPIRED_PER_APPLY;
@@ -43,7 +44,7 @@ use crate::schema::LOG;
 use crate::schema::META;
 use crate::schema::SM_META;
 use crate::schema::STREAM_INDEX;
-use crate::schema::STREAMS;
+use crate::schema::UPGRADABLE_FORMAT_VERSION;
 use crate::schema::meta_key;
 use crate::schema::sm_key;
 use crate::snapshot;
@@ -394,7 +395,22 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure
                 )?;
             }
             Some(format) => {
-                let found = codec::decode_u64("format version", &format).map_err(corrupt)?;
+                let mut found = codec::decode_u64("format version", &format).map_err(corrupt)?;
+                if found == u64::from(UPGRADABLE_FORMAT_VERSION) {
+                    // Format 2 differs only by a table that repeated the stream index: drop it.
+                    // The upgrade commits with the open's other checks, or not at all.
+                    txn.delete_table(FORMAT_2_STREAMS)?;
+                    meta.insert(
+                        meta_key::FORMAT_VERSION,
+                        codec::encode_u64(u64::from(FORMAT_VERSION)).as_slice(),
+                    )?;
+                    tracing::info!(
+                        from = found,
+                        to = FORMAT_VERSION,
+                        "upgraded the store's format (dropped the streams table)"
+                    );
+                    found = u64::from(FORMAT_VERSION);
+                }
                 if found != u64::from(FORMAT_VERSION) {
                     let found = u32::try_from(found).unwrap_or(u32::MAX);
                     return Err(OpenFailure::Foreign(Box::new(move |path| {
@@ -439,7 +455,6 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure
         txn.open_table(LOG)?;
         txn.open_table(SM_META)?;
         txn.open_table(EVENTS)?;
-        txn.open_table(STREAMS)?;
         txn.open_table(STREAM_INDEX)?;
         txn.open_table(IDEMPOTENCY)?;
         txn.open_table(IDEMPOTENCY_ORDER)?;
@@ -1176,15 +1191,11 @@ fn apply_entry(
                     return Ok(response);
                 }
             }
-            let mut streams = txn.open_table(STREAMS).map_err(io_error)?;
-            let current = match streams.get(command.stream.as_str()).map_err(io_error)? {
-                None => None,
-                Some(value) => Some(codec::decode_stream_info(value.value())?),
-            };
+            let mut index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
+            let current = stream_summary(&index, command.stream.as_str())?;
             let decision = decide_append(machine.head_position, current, command, timestamp_ms);
             if let Some(writes) = decision.writes {
                 let mut events = txn.open_table(EVENTS).map_err(io_error)?;
-                let mut index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
                 for event in &writes.events {
                     events
                         .insert(event.position, codec::encode_event(event).as_slice())
@@ -1196,12 +1207,6 @@ fn apply_entry(
                         )
                         .map_err(io_error)?;
                 }
-                streams
-                    .insert(
-                        writes.stream.as_str(),
-                        codec::encode_stream_info(&writes.info).as_slice(),
-                    )
-                    .map_err(io_error)?;
                 machine.head_position = writes.info.last_position;
                 machine.last_timestamp_ms = timestamp_ms;
                 if let (Some(key), CommandResponse::Appended(outcome)) =
@@ -1285,9 +1290,35 @@ pub(crate) fn stream_info(
     txn: &redb::ReadTransaction,
     stream: &str,
 ) -> io::Result<Option<StreamInfo>> {
-    let streams = txn.open_table(STREAMS).map_err(io_error)?;
-    match streams.get(stream).map_err(io_error)? {
-        None => Ok(None),
-        Some(value) => Ok(Some(codec::decode_stream_info(value.value())?)),
-    }
+    let index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
+    stream_summary(&index, stream)
+}
+
+/// A stream's summary from the stream index, `None` if it has no events: its version and last
+/// position are its last entry, its first position its first (versions start at 1, and no
+/// event is ever removed, so the entries run 1..=version without a gap).
+pub(crate) fn stream_summary(
+    index: &impl ReadableTable<(&'static str, u64), u64>,
+    stream: &str,
+) -> io::Result<Option<StreamInfo>> {
+    let mut entries = index
+        .range((stream, 1)..=(stream, u64::MAX))
+        .map_err(io_error)?;
+    let Some(first) = entries.next() else {
+        return Ok(None);
+    };
+    let (first_key, first_position) = first.map_err(io_error)?;
+    let first_position = first_position.value();
+    let (version, last_position) = match entries.next_back() {
+        Some(last) => {
+            let (key, position) = last.map_err(io_error)?;
+            (key.value().1, position.value())
+        }
+        None => (first_key.value().1, first_position),
+    };
+    Ok(Some(StreamInfo {
+        version,
+        first_position,
+        last_position,
+    }))
 }

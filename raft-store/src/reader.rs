@@ -4,6 +4,7 @@
 //! calls in here.
 
 use std::io;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use redb::ReadableDatabase;
@@ -13,11 +14,11 @@ use crate::codec;
 use crate::engine::Engine;
 use crate::engine::Shared;
 use crate::engine::stream_info;
+use crate::engine::stream_summary;
 use crate::error::io_error;
 use crate::log_store::blocking;
 use crate::schema::EVENTS;
 use crate::schema::STREAM_INDEX;
-use crate::schema::STREAMS;
 use crate::types::AppliedState;
 use crate::types::RecordedEvent;
 use crate::types::StreamInfo;
@@ -90,19 +91,30 @@ impl EventReader {
         let shared = Arc::clone(&self.shared);
         blocking(move || {
             let txn = shared.db.begin_read().map_err(io_error)?;
-            let streams = txn.open_table(STREAMS).map_err(io_error)?;
-            let start = match &after {
-                Some(after) if after.as_str() >= prefix.as_str() => after.as_str(),
-                _ => prefix.as_str(),
+            let index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
+            // Each stream's entries lie together in the index: visit the first entry of each
+            // stream (one seek), then seek past the stream's last possible entry.
+            let mut from = match &after {
+                Some(after) if after.as_str() >= prefix.as_str() => {
+                    Bound::Excluded((after.clone(), u64::MAX))
+                }
+                _ => Bound::Included((prefix.clone(), 0)),
             };
             let mut page = Vec::with_capacity(max_count.min(1024));
             let mut next = None;
-            for item in streams.range(start..).map_err(io_error)? {
-                let (name, value) = item.map_err(io_error)?;
-                let name = name.value();
-                if after.as_deref() == Some(name) {
-                    continue;
-                }
+            loop {
+                let start = from
+                    .as_ref()
+                    .map(|(name, version)| (name.as_str(), *version));
+                let Some(item) = index
+                    .range::<(&str, u64)>((start, Bound::Unbounded))
+                    .map_err(io_error)?
+                    .next()
+                else {
+                    break;
+                };
+                let (key, _) = item.map_err(io_error)?;
+                let name = key.value().0.to_string();
                 if !name.starts_with(prefix.as_str()) {
                     break;
                 }
@@ -112,7 +124,11 @@ impl EventReader {
                         .map(|(last, _): &(String, StreamInfo)| last.clone());
                     break;
                 }
-                page.push((name.to_string(), codec::decode_stream_info(value.value())?));
+                let info = stream_summary(&index, &name)?.ok_or_else(|| {
+                    io::Error::other(format!("stream {name:?} vanished from the index"))
+                })?;
+                from = Bound::Excluded((name.clone(), u64::MAX));
+                page.push((name, info));
             }
             Ok((page, next))
         })

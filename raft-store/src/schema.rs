@@ -7,7 +7,10 @@
 use redb::TableDefinition;
 
 /// Bumped whenever a table's layout or meaning changes incompatibly.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// The one older format a store is upgraded from at open: format 2 kept a `streams` table
+/// (name -> version, first and last position) that repeated what the stream index holds.
+pub const UPGRADABLE_FORMAT_VERSION: u32 = 2;
 
 /// Store-wide facts: format version, cluster id, node id, vote, committed, last purged.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -17,10 +20,11 @@ pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 pub const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 /// Events: global position -> encoded event.
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// Streams: name -> encoded stream summary (version, first and last position).
-pub const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
-/// Stream index: (stream name, stream version) -> global position.
+/// Stream index: (stream name, stream version) -> global position. Also the streams' summaries:
+/// a stream's version and last position are its last entry, its first position its first.
 pub const STREAM_INDEX: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_index");
+/// Format 2's stream summaries, deleted by the upgrade to format 3.
+pub const FORMAT_2_STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 /// Idempotency keys: key -> encoded record (fingerprint, original outcome, log index, time).
 pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// Idempotency expiry order: log index of the first use -> key.

@@ -15,11 +15,12 @@
 //! record*          | u8 tag | u32 length | length bytes
 //!   tag 1 header   : codec record: optional last-applied log id, membership, head position
 //!   tag 2 event    : u64 position | codec event record
-//!   tag 3 stream   : u32 name length | name | codec stream-info record
 //!   tag 4 key      : u32 key length | idempotency key | codec idempotency record
 //! trailer          | u8 255 | u64 record count | u32 CRC-32 of every byte before the trailer's CRC
 //! ```
-//! The stream index and the idempotency expiry order are not shipped: install rebuilds them.
+//! The stream index (which is also every stream's summary) and the idempotency expiry order are
+//! not shipped: install rebuilds them. (Tag 3 held format 2's stream summaries; format 3 has
+//! none.)
 
 use std::fs::File;
 use std::io;
@@ -46,14 +47,12 @@ use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
 use crate::schema::SM_META;
 use crate::schema::STREAM_INDEX;
-use crate::schema::STREAMS;
 use crate::schema::sm_key;
 use crate::types::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"EVLSNAP1";
 const TAG_HEADER: u8 = 1;
 const TAG_EVENT: u8 = 2;
-const TAG_STREAM: u8 = 3;
 const TAG_KEY: u8 = 4;
 const TAG_END: u8 = 255;
 /// Largest record a snapshot may hold (an event is limited far below this).
@@ -132,7 +131,6 @@ struct SnapshotReader {
 enum Record {
     Header(Vec<u8>),
     Event(u64, Vec<u8>),
-    Stream(String, Vec<u8>),
     Key(String, Vec<u8>),
     End,
 }
@@ -210,7 +208,7 @@ impl SnapshotReader {
                 array.copy_from_slice(position);
                 Ok(Record::Event(u64::from_le_bytes(array), event.to_vec()))
             }
-            TAG_STREAM | TAG_KEY => {
+            TAG_KEY => {
                 if body.len() < 4 {
                     return Err(invalid("short named record"));
                 }
@@ -221,11 +219,7 @@ impl SnapshotReader {
                 let name = String::from_utf8(body[4..4 + name_len].to_vec())
                     .map_err(|_| invalid("record name is not UTF-8"))?;
                 let value = body[4 + name_len..].to_vec();
-                Ok(if tag[0] == TAG_STREAM {
-                    Record::Stream(name, value)
-                } else {
-                    Record::Key(name, value)
-                })
+                Ok(Record::Key(name, value))
             }
             other => Err(invalid(format!("unknown record tag {other}"))),
         }
@@ -315,16 +309,6 @@ pub fn write_to(data: &SnapshotData, out: impl Write) -> io::Result<()> {
     for item in events.iter().map_err(io_error)? {
         let (position, value) = item.map_err(io_error)?;
         writer.record(TAG_EVENT, &[&position.value().to_le_bytes(), value.value()])?;
-    }
-    let streams = txn.open_table(STREAMS).map_err(io_error)?;
-    for item in streams.iter().map_err(io_error)? {
-        let (name, value) = item.map_err(io_error)?;
-        let name = name.value();
-        let name_len = u32::try_from(name.len()).map_err(|_| invalid("stream name too long"))?;
-        writer.record(
-            TAG_STREAM,
-            &[&name_len.to_le_bytes(), name.as_bytes(), value.value()],
-        )?;
     }
     let keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
     for item in keys.iter().map_err(io_error)? {
@@ -425,12 +409,10 @@ pub(crate) fn install(
         _ => return Err(invalid("first record is not the header")),
     };
     txn.delete_table(EVENTS).map_err(io_error)?;
-    txn.delete_table(STREAMS).map_err(io_error)?;
     txn.delete_table(STREAM_INDEX).map_err(io_error)?;
     txn.delete_table(IDEMPOTENCY).map_err(io_error)?;
     txn.delete_table(IDEMPOTENCY_ORDER).map_err(io_error)?;
     let mut events = txn.open_table(EVENTS).map_err(io_error)?;
-    let mut streams = txn.open_table(STREAMS).map_err(io_error)?;
     let mut index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
     let mut keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
     let mut key_order = txn.open_table(IDEMPOTENCY_ORDER).map_err(io_error)?;
@@ -449,12 +431,6 @@ pub(crate) fn install(
                     .map_err(io_error)?;
                 index
                     .insert((event.stream.as_str(), event.stream_version), position)
-                    .map_err(io_error)?;
-            }
-            Record::Stream(name, record) => {
-                codec::decode_stream_info(&record)?;
-                streams
-                    .insert(name.as_str(), record.as_slice())
                     .map_err(io_error)?;
             }
             Record::Key(key, record) => {

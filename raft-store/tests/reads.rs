@@ -7,18 +7,32 @@ use evlog_raft_store::ReadStart;
 use evlog_raft_store::ReadTarget;
 use evlog_raft_store::StateMachine;
 use evlog_raft_store::StoreConfig;
+use evlog_raft_store::schema;
+use redb::ReadableDatabase;
+use redb::TableHandle;
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::Command;
 use evlog_raft_store::types::Entry;
 use evlog_raft_store::types::LeaderId;
 use evlog_raft_store::types::LogId;
 use evlog_raft_store::types::NewEvent;
+use evlog_raft_store::types::StreamInfo;
 use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
 use tempfile::TempDir;
 
+fn config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
+        data_dir: dir.to_path_buf(),
+        node_id: 1,
+        cluster_id: "reads".to_string(),
+        cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
+        quick_repair: false,
+    }
+}
+
 struct Store {
-    _dir: TempDir,
+    dir: TempDir,
     machine: StateMachine,
     reader: EventReader,
     next_index: u64,
@@ -26,22 +40,27 @@ struct Store {
 
 impl Store {
     fn open() -> Store {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = StoreConfig {
-            data_dir: dir.path().to_path_buf(),
-            node_id: 1,
-            cluster_id: "reads".to_string(),
-            cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
-            quick_repair: false,
+        Store::open_in(tempfile::tempdir().expect("temp dir")).expect("a fresh store opens")
+    }
+
+    /// Opens the store in `dir`; a refusal hands the directory back with the error.
+    fn open_in(dir: TempDir) -> Result<Store, (evlog_raft_store::OpenError, TempDir)> {
+        let (_engine, _log, machine, reader) = match evlog_raft_store::open(&config(dir.path())) {
+            Ok(opened) => opened,
+            Err(error) => return Err((error, dir)),
         };
-        let (_engine, _log, machine, reader) =
-            evlog_raft_store::open(&config).expect("a fresh store opens");
-        Store {
-            _dir: dir,
+        let applied = reader.applied().log_index;
+        Ok(Store {
+            dir,
             machine,
             reader,
-            next_index: 1,
-        }
+            next_index: applied + 1,
+        })
+    }
+
+    /// Closes the store, keeping its directory.
+    fn close(self) -> TempDir {
+        self.dir
     }
 
     /// Applies an append of `count` events to `stream`, proposed at `timestamp_ms`.
@@ -216,4 +235,116 @@ async fn streams_list_by_prefix_in_pages() {
         .expect("list");
     assert_eq!(page.len(), 5);
     assert_eq!(next, None);
+}
+
+#[tokio::test]
+async fn a_streams_summary_comes_from_its_index_entries() {
+    let mut store = Store::open();
+    store.append("s-1", 2, 1).await; // positions 1, 2
+    store.append("s-10", 1, 2).await; // 3
+    store.append("s-1", 1, 3).await; // 4
+    store.append("s-1x", 1, 4).await; // 5
+    store.append("s-2", 1, 5).await; // 6
+
+    let summary = |version, first_position, last_position| StreamInfo {
+        version,
+        first_position,
+        last_position,
+    };
+    let info = |name: &str| store.reader.stream(name.to_string());
+    assert_eq!(info("s-1").await.expect("read"), Some(summary(3, 1, 4)));
+    assert_eq!(info("s-10").await.expect("read"), Some(summary(1, 3, 3)));
+    assert_eq!(info("s-").await.expect("read"), None);
+    assert_eq!(info("s-100").await.expect("read"), None);
+
+    // Names that are prefixes of each other, a page of one at a time.
+    let mut listed = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let (page, next) = store
+            .reader
+            .list_streams("s-1".to_string(), after, 1)
+            .await
+            .expect("list");
+        listed.extend(page);
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        listed,
+        vec![
+            ("s-1".to_string(), summary(3, 1, 4)),
+            ("s-10".to_string(), summary(1, 3, 3)),
+            ("s-1x".to_string(), summary(1, 5, 5)),
+        ]
+    );
+}
+
+/// Sets the stored format version, and adds format 2's `streams` table with a row in it.
+fn rewrite_as_format(dir: &std::path::Path, version: u64) {
+    let db = redb::Database::create(dir.join("evlog.redb")).expect("the database opens");
+    let txn = db.begin_write().expect("write");
+    {
+        let mut meta = txn.open_table(schema::META).expect("meta");
+        meta.insert(
+            schema::meta_key::FORMAT_VERSION,
+            evlog_raft_store::codec::encode_u64(version).as_slice(),
+        )
+        .expect("insert");
+        let mut streams = txn.open_table(schema::FORMAT_2_STREAMS).expect("streams");
+        streams.insert("a", b"format 2".as_slice()).expect("insert");
+    }
+    txn.commit().expect("commit");
+}
+
+#[tokio::test]
+async fn a_format_2_store_is_upgraded_at_open_and_an_unknown_format_refused() {
+    let mut store = Store::open();
+    store.append("a", 2, 1).await;
+    let dir = store.close();
+
+    rewrite_as_format(dir.path(), 99);
+    let (refused, dir) = Store::open_in(dir).err().expect("format 99 is refused");
+    assert!(
+        matches!(
+            refused,
+            evlog_raft_store::OpenError::UnknownFormat {
+                found: 99,
+                supported: 3,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+
+    rewrite_as_format(dir.path(), 2);
+    let store = Store::open_in(dir).expect("a format 2 store opens");
+    assert_eq!(
+        store.reader.stream("a".to_string()).await.expect("read"),
+        Some(StreamInfo {
+            version: 2,
+            first_position: 1,
+            last_position: 2
+        })
+    );
+    let dir = store.close();
+    let db = redb::Database::open(dir.path().join("evlog.redb")).expect("the database opens");
+    let txn = db.begin_read().expect("read");
+    let tables: Vec<String> = txn
+        .list_tables()
+        .expect("tables")
+        .map(|table| table.name().to_string())
+        .collect();
+    assert!(!tables.contains(&"streams".to_string()), "{tables:?}");
+    let meta = txn.open_table(schema::META).expect("meta");
+    let version = meta
+        .get(schema::meta_key::FORMAT_VERSION)
+        .expect("get")
+        .expect("a format version");
+    assert_eq!(
+        evlog_raft_store::codec::decode_u64("format version", version.value()).expect("decode"),
+        3
+    );
 }
