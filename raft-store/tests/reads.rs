@@ -8,8 +8,6 @@ use evlog_raft_store::ReadTarget;
 use evlog_raft_store::StateMachine;
 use evlog_raft_store::StoreConfig;
 use evlog_raft_store::schema;
-use redb::ReadableDatabase;
-use redb::TableHandle;
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::Command;
 use evlog_raft_store::types::Entry;
@@ -19,6 +17,8 @@ use evlog_raft_store::types::NewEvent;
 use evlog_raft_store::types::StreamInfo;
 use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
+use redb::ReadableDatabase;
+use redb::TableHandle;
 use tempfile::TempDir;
 
 fn config(dir: &std::path::Path) -> StoreConfig {
