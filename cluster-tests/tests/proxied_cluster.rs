@@ -27,7 +27,11 @@ async fn partitions_cross_the_proxies_and_a_wiped_node_rejoins_under_a_new_id() 
         request_timeout_ms: Some(3_000),
         ..ClusterOptions::default()
     };
-    let mut cluster = Cluster::start(options.clone()).await;
+    // openraft's leader lease is the upper election timeout.
+    let lease_ms = options
+        .election_timeout_max_ms
+        .expect("the tests set election timeouts");
+    let mut cluster = Cluster::start(options).await;
     let old_leader = cluster.wait_for_leader(timeouts::LEADER).await;
     let started = Instant::now();
     let workload = Workload::start(&cluster, WorkloadOptions::default());
@@ -87,9 +91,6 @@ async fn partitions_cross_the_proxies_and_a_wiped_node_rejoins_under_a_new_id() 
     // lease (the upper one, counted from the last quorum acknowledgement) may still run: an
     // append it takes then can only time out, its outcome unknown. Wait until the old leader
     // reports that lease over (or that it stepped down).
-    let lease_ms = options
-        .election_timeout_max_ms
-        .expect("the tests set election timeouts");
     wait_for(
         timeouts::LEADER,
         "the cut-off leader's lease to run out",
