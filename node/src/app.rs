@@ -43,11 +43,9 @@ pub async fn run(
     let raft_config = Arc::new(config.raft_config()?);
     let node_id = config.node_id;
     let store_config = StoreConfig {
-        data_dir: config.data_dir.clone(),
-        node_id,
-        cluster_id: config.cluster_id.clone(),
         cache_bytes: config.store_cache_mib << 20,
         quick_repair: config.store_quick_repair,
+        ..StoreConfig::new(&config.data_dir, node_id, &config.cluster_id)
     };
     let (engine, log_store, state_machine, reader) =
         tokio::task::spawn_blocking(move || evlog_raft_store::open(&store_config)).await??;

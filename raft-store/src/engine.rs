@@ -85,6 +85,128 @@ pub struct StoreConfig {
     /// Save redb's allocator state with every commit (and commit in two phases), so that
     /// reopening after a crash takes no walk over the whole file; commits cost more.
     pub quick_repair: bool,
+    /// What the database is stored on: `<data_dir>/evlog.redb`, or a backend of the caller's.
+    pub backend: StoreBackend,
+}
+
+impl StoreConfig {
+    /// A store in `data_dir` for node `node_id` of cluster `cluster_id`, with the default
+    /// cache, no quick repair, on the file.
+    pub fn new(data_dir: impl Into<PathBuf>, node_id: u64, cluster_id: impl Into<String>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            node_id,
+            cluster_id: cluster_id.into(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            quick_repair: false,
+            backend: StoreBackend::File,
+        }
+    }
+}
+
+/// Where the store's database lives.
+#[derive(Clone, Default)]
+pub enum StoreBackend {
+    /// The file `<data_dir>/evlog.redb` (what a node runs on).
+    #[default]
+    File,
+    /// Any redb storage backend: tests use one that loses every write not yet synced
+    /// (`testing::CrashBackend`). It must hold this data directory's database.
+    Custom(SharedBackend),
+}
+
+impl std::fmt::Debug for StoreBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreBackend::File => f.write_str("File"),
+            StoreBackend::Custom(backend) => write!(f, "Custom({:?})", backend.0),
+        }
+    }
+}
+
+impl StoreBackend {
+    /// A backend of the caller's.
+    pub fn custom(backend: impl redb::StorageBackend) -> Self {
+        StoreBackend::Custom(SharedBackend(Arc::new(backend)))
+    }
+}
+
+/// A storage backend shared between the config that names it and the database that uses it.
+#[derive(Clone, Debug)]
+pub struct SharedBackend(Arc<dyn redb::StorageBackend>);
+
+impl redb::StorageBackend for SharedBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        self.0.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        self.0.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.0.write(offset, data)
+    }
+
+    fn close(&self) -> Result<(), io::Error> {
+        self.0.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.0.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.0.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.0.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.0.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.0.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.0.query_lock_range(start, end)
+    }
 }
 
 /// The default of [`StoreConfig::cache_bytes`]: 128 MiB (redb's own default is 1 GiB, which
@@ -251,21 +373,24 @@ impl Engine {
         std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
         std::fs::create_dir_all(data_dir.join("snapshots")).map_err(dir_error)?;
         let db_path = data_dir.join("evlog.redb");
-        let db = Database::builder()
-            .set_cache_size(config.cache_bytes)
-            .create(&db_path)
-            .map_err(|source| match source {
-                redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
-                    OpenError::Damaged {
-                        path: db_path.clone(),
-                        detail,
-                    }
-                }
-                source => OpenError::Database {
+        let mut builder = Database::builder();
+        builder.set_cache_size(config.cache_bytes);
+        let db = match &config.backend {
+            StoreBackend::File => builder.create(&db_path),
+            StoreBackend::Custom(backend) => builder.create_with_backend(backend.clone()),
+        }
+        .map_err(|source| match source {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+                OpenError::Damaged {
                     path: db_path.clone(),
-                    source,
-                },
-            })?;
+                    detail,
+                }
+            }
+            source => OpenError::Database {
+                path: db_path.clone(),
+                source,
+            },
+        })?;
         let storage_path = data_dir.clone();
         let storage = move |source: io::Error| OpenError::Storage {
             path: storage_path.clone(),

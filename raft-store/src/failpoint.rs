@@ -1,8 +1,10 @@
 //! Crash points for the chaos tests. Built only with the `failpoints` feature; then the `fail`
 //! crate's `FAILPOINTS` environment variable (read by `evlog serve` at start) arms them, e.g.
 //! `FAILPOINTS='store::before-commit=2%return'`. An armed point with the action `return` aborts
-//! the process on the spot: a crash at that instant, with whatever the store wrote since its
-//! last fsync lost. Other `fail` actions (`sleep(ms)`, `pause`, `panic`) work too.
+//! the process on the spot: a crash at that instant. The kernel keeps what the store wrote, as
+//! it would after a real process crash; `return(power-loss)` also takes back every write since
+//! the store's last sync, as a power cut would. Other `fail` actions (`sleep(ms)`, `pause`,
+//! `panic`) work too.
 //!
 //! | point | where |
 //! |---|---|
@@ -14,14 +16,23 @@
 //! | `store::snapshot-install` | a batch installing a snapshot, before its commit |
 //! | `store::snapshot-build` | building a snapshot (its view taken, not yet returned) |
 
-/// Aborts the process here when the point is armed with `return`. Without the feature, nothing.
+/// Aborts the process here when the point is armed with `return`; with `return(power-loss)`,
+/// first loses every write since the store's last sync (the node's failpoints build runs its
+/// store on [`crate::testing::CrashBackend`]): a power cut rather than a process crash, which
+/// leaves the kernel's page cache alone. Without the feature, nothing.
 #[inline]
 pub fn crash_point(name: &'static str) {
     #[cfg(feature = "failpoints")]
-    if fail::eval(name, |_| ()).is_some() {
+    if let Some(action) = fail::eval(name, |argument| argument) {
+        if action.as_deref() == Some(POWER_LOSS) {
+            crate::testing::lose_power_and_abort(&format!("failpoint {name}"));
+        }
         eprintln!("failpoint {name}: aborting the process (simulated crash)");
         std::process::abort();
     }
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
 }
+
+/// The argument of a failpoint's `return` that makes it a power cut: `return(power-loss)`.
+pub const POWER_LOSS: &str = "power-loss";

@@ -17,9 +17,12 @@ pub mod reader;
 pub mod schema;
 pub mod snapshot;
 pub mod state_machine;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod types;
 
 pub use engine::Engine;
+pub use engine::StoreBackend;
 pub use engine::StoreConfig;
 pub use error::OpenError;
 pub use log_store::LogStore;

@@ -2,6 +2,12 @@
 //! one whose flush callback fired; the parent SIGKILLs it mid-stream, reopens the store and
 //! checks that every reported entry is there, intact, with no hole. Several rounds, each
 //! continuing the same log.
+//!
+//! SIGKILL leaves the kernel's page cache alone, so this checks the store's own crash
+//! consistency (what redb holds in memory is lost, what it wrote is not); durability against
+//! the loss of unsynced writes is `power_loss.rs`'s.
+
+mod common;
 
 use std::io::BufRead;
 use std::io::BufReader;
@@ -10,14 +16,8 @@ use std::process::Stdio;
 use std::time::Duration;
 use std::time::Instant;
 
+use common::entry;
 use evlog_raft_store::StoreConfig;
-use evlog_raft_store::types::AppendCommand;
-use evlog_raft_store::types::Command as LogCommand;
-use evlog_raft_store::types::Entry;
-use evlog_raft_store::types::EntryPayload;
-use evlog_raft_store::types::LeaderId;
-use evlog_raft_store::types::LogId;
-use evlog_raft_store::types::NewEvent;
 use evlog_raft_store::types::TypeConfig;
 use openraft::RaftLogReader;
 use openraft::storage::IOFlushed;
@@ -30,47 +30,19 @@ const QUICK_REPAIR_ENV: &str = "EVLOG_CRASH_CHILD_QUICK_REPAIR";
 
 fn config(dir: &std::path::Path, quick_repair: bool) -> StoreConfig {
     StoreConfig {
-        data_dir: dir.to_path_buf(),
-        node_id: 1,
-        cluster_id: "crash".to_string(),
-        cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
         quick_repair,
-    }
-}
-
-fn entry(index: u64) -> Entry {
-    Entry {
-        log_id: LogId {
-            leader_id: LeaderId {
-                term: 1,
-                node_id: 1,
-            },
-            index,
-        },
-        payload: EntryPayload::Normal(LogCommand::Append(AppendCommand {
-            stream: format!("s-{}", index % 7),
-            events: vec![NewEvent {
-                id: format!("event-{index}"),
-                event_type: "T".to_string(),
-                content_type: String::new(),
-                data: bytes::Bytes::from(format!("payload-{index}")),
-                metadata: vec![],
-            }],
-            expected_version: None,
-            idempotency_key: None,
-            timestamp_ms: index,
-            request_fingerprint: index,
-            idempotency: Default::default(),
-        })),
+        ..StoreConfig::new(dir, 1, "crash")
     }
 }
 
 /// The child: appends forever (until killed), printing `acked <index>` after each flush.
+/// Not a test of its own: the parent runs it (with `--ignored`) in a process it then kills.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of acknowledged_appends_survive_sigkill, run by it"]
 async fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+    let dir = std::env::var(CHILD_ENV).unwrap_or_else(|_| {
+        panic!("crash_child runs only as the child of acknowledged_appends_survive_sigkill ({CHILD_ENV} is unset)")
+    });
     let (_engine, mut log, _sm, _reader) = evlog_raft_store::open(&config(
         dir.as_ref(),
         std::env::var_os(QUICK_REPAIR_ENV).is_some(),
@@ -114,7 +86,13 @@ async fn survive_sigkill(quick_repair: bool) {
     for round in 0..3 {
         let mut command = Command::new(&exe);
         command
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path());
         if quick_repair {
             command.env(QUICK_REPAIR_ENV, "1");

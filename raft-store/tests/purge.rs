@@ -2,19 +2,15 @@
 //! while the purged entries are deleted a bounded run per transaction, never all in the
 //! purge's own.
 
+mod common;
+
+use common::append_flushed;
+use common::entry;
+use common::log_id;
 use evlog_raft_store::StoreConfig;
-use evlog_raft_store::types::AppendCommand;
-use evlog_raft_store::types::Command;
 use evlog_raft_store::types::Entry;
-use evlog_raft_store::types::EntryPayload;
-use evlog_raft_store::types::LeaderId;
-use evlog_raft_store::types::LogId;
-use evlog_raft_store::types::NewEvent;
-use evlog_raft_store::types::TypeConfig;
 use openraft::RaftLogReader;
-use openraft::storage::IOFlushed;
 use openraft::storage::RaftLogStorage;
-use openraft::type_config::TypeConfigExt;
 use redb::ReadableDatabase;
 use redb::ReadableTable;
 
@@ -22,53 +18,14 @@ const ENTRIES: u64 = 5_000;
 const PURGED: u64 = 4_000;
 
 fn config(dir: &std::path::Path) -> StoreConfig {
-    StoreConfig {
-        data_dir: dir.to_path_buf(),
-        node_id: 1,
-        cluster_id: "purge".to_string(),
-        cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
-        quick_repair: false,
-    }
-}
-
-fn log_id(index: u64) -> LogId {
-    LogId {
-        leader_id: LeaderId {
-            term: 1,
-            node_id: 1,
-        },
-        index,
-    }
-}
-
-fn entry(index: u64) -> Entry {
-    Entry {
-        log_id: log_id(index),
-        payload: EntryPayload::Normal(Command::Append(AppendCommand {
-            stream: "s".to_string(),
-            events: vec![NewEvent {
-                id: format!("e-{index}"),
-                event_type: "T".to_string(),
-                content_type: String::new(),
-                data: bytes::Bytes::from(vec![1u8; 64]),
-                metadata: Default::default(),
-            }],
-            expected_version: None,
-            idempotency_key: None,
-            timestamp_ms: index,
-            request_fingerprint: index,
-            idempotency: Default::default(),
-        })),
-    }
+    StoreConfig::new(dir, 1, "purge")
 }
 
 async fn append(log: &mut evlog_raft_store::LogStore, from: u64, to: u64) {
     let entries: Vec<Entry> = (from..=to).map(entry).collect();
-    let (tx, rx) = TypeConfig::oneshot();
-    log.append(entries, IOFlushed::<TypeConfig>::signal(tx))
+    append_flushed(log, entries)
         .await
-        .expect("append");
-    rx.await.expect("callback").expect("flushed");
+        .expect("appended and flushed");
 }
 
 /// The first index still stored in the log table (purged or not), read from the file.

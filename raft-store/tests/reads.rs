@@ -22,13 +22,7 @@ use redb::TableHandle;
 use tempfile::TempDir;
 
 fn config(dir: &std::path::Path) -> StoreConfig {
-    StoreConfig {
-        data_dir: dir.to_path_buf(),
-        node_id: 1,
-        cluster_id: "reads".to_string(),
-        cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
-        quick_repair: false,
-    }
+    StoreConfig::new(dir, 1, "reads")
 }
 
 struct Store {

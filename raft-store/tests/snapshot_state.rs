@@ -41,13 +41,7 @@ fn append(index: u64) -> Entry {
 }
 
 fn config(dir: &tempfile::TempDir, node_id: u64) -> StoreConfig {
-    StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        node_id,
-        cluster_id: "snapshot-state".to_string(),
-        cache_bytes: evlog_raft_store::engine::DEFAULT_CACHE_BYTES,
-        quick_repair: false,
-    }
+    StoreConfig::new(dir.path(), node_id, "snapshot-state")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

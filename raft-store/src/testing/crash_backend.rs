@@ -1,0 +1,330 @@
+//! A file-backed redb storage backend that can lose power.
+//!
+//! Every write goes to the file as usual. Before a page is first changed after a sync, the
+//! backend keeps what it held at that sync (its durable bytes); a sync forgets them, since the
+//! file is then durable as it is. Losing power writes every kept page back, cuts the file to
+//! its length at the last sync, and turns the backend off: from then on every call fails, as
+//! a machine without power does nothing. Reopening the file afterwards shows exactly the bytes
+//! of the last sync: what a disk holds after a power cut that took its volatile cache.
+//!
+//! (redb's own `tests/crash_consistency.rs` keeps a live and a durable image in memory; this
+//! keeps the live image in the file and only the pages that differ in memory, so a real node
+//! can run on it with a log of any size.)
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::fs::OpenOptions;
+use std::io;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+
+use redb::BackendError;
+use redb::StorageBackend;
+use redb::backends::FileBackend;
+
+/// The granularity at which durable bytes are kept.
+const PAGE_BYTES: u64 = 4096;
+
+/// How much a power loss took back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lost {
+    /// Pages written back to what they held at the last sync.
+    pub pages: u64,
+    /// Bytes of those pages, plus bytes the file had grown by since the last sync.
+    pub bytes: u64,
+}
+
+struct State {
+    file: FileBackend,
+    /// The file's length at the last sync.
+    durable_len: u64,
+    /// Page number -> the page's bytes at the last sync (cut at `durable_len`), for every
+    /// page changed since.
+    durable_pages: BTreeMap<u64, Vec<u8>>,
+    /// False once power is lost: every call then fails.
+    powered: bool,
+    /// `sync_data` calls so far (failed ones included).
+    syncs: u64,
+    /// When `Some(n)`: sync number `n` (counting from 1 at open) never happens; power is lost
+    /// instead.
+    lose_power_at_sync: Option<u64>,
+}
+
+impl State {
+    fn check_power(&self) -> io::Result<()> {
+        if self.powered {
+            Ok(())
+        } else {
+            Err(io::Error::other(
+                "the store's disk has lost power (simulated by the testing crash backend)",
+            ))
+        }
+    }
+
+    /// Keeps the durable bytes of every page in `from..to` not kept yet.
+    fn keep_durable(&mut self, from: u64, to: u64) -> io::Result<()> {
+        let to = to.min(self.durable_len);
+        if from >= to {
+            return Ok(());
+        }
+        for page in from / PAGE_BYTES..=(to - 1) / PAGE_BYTES {
+            if self.durable_pages.contains_key(&page) {
+                continue;
+            }
+            let start = page * PAGE_BYTES;
+            let end = (start + PAGE_BYTES).min(self.durable_len);
+            let mut bytes = vec![0u8; usize::try_from(end - start).map_err(io::Error::other)?];
+            self.file.read(start, &mut bytes)?;
+            self.durable_pages.insert(page, bytes);
+        }
+        Ok(())
+    }
+
+    fn lose_power(&mut self) -> io::Result<Lost> {
+        if !self.powered {
+            return Ok(Lost::default());
+        }
+        self.powered = false;
+        let mut lost = Lost::default();
+        let live_len = self.file.len()?;
+        lost.bytes += live_len.saturating_sub(self.durable_len);
+        for (page, bytes) in std::mem::take(&mut self.durable_pages) {
+            self.file.write(page * PAGE_BYTES, &bytes)?;
+            lost.pages += 1;
+            lost.bytes += bytes.len() as u64;
+        }
+        self.file.set_len(self.durable_len)?;
+        // The image left behind must itself survive, whatever happens to this process next.
+        self.file.sync_data()?;
+        Ok(lost)
+    }
+}
+
+/// The backend redb writes through. Cloning it (or taking its [`PowerSwitch`]) shares one file.
+#[derive(Clone)]
+pub struct CrashBackend {
+    state: Arc<Mutex<State>>,
+}
+
+/// Loses power for a [`CrashBackend`] from outside redb, and tells how many syncs it did.
+#[derive(Clone)]
+pub struct PowerSwitch {
+    state: Arc<Mutex<State>>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl std::fmt::Debug for CrashBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = lock(&self.state);
+        f.debug_struct("CrashBackend")
+            .field("durable_len", &state.durable_len)
+            .field("pages_since_sync", &state.durable_pages.len())
+            .field("powered", &state.powered)
+            .field("syncs", &state.syncs)
+            .finish()
+    }
+}
+
+impl CrashBackend {
+    /// Opens (or creates) the database file at `path`. What it holds now counts as durable.
+    pub fn open(path: &Path) -> io::Result<(Self, PowerSwitch)> {
+        let file: File = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        file.sync_all()?;
+        let durable_len = file.metadata()?.len();
+        let file = FileBackend::new(file).map_err(io::Error::other)?;
+        let state = Arc::new(Mutex::new(State {
+            file,
+            durable_len,
+            durable_pages: BTreeMap::new(),
+            powered: true,
+            syncs: 0,
+            lose_power_at_sync: None,
+        }));
+        Ok((
+            Self {
+                state: Arc::clone(&state),
+            },
+            PowerSwitch { state },
+        ))
+    }
+}
+
+impl PowerSwitch {
+    /// Cuts the power now: every write since the last sync is undone in the file, and the
+    /// backend fails every later call. Losing power twice does nothing the second time.
+    pub fn lose_power(&self) -> Lost {
+        let mut state = lock(&self.state);
+        match state.lose_power() {
+            Ok(lost) => lost,
+            Err(error) => {
+                // The file could not be cut back: the simulation is void, so stop here rather
+                // than let a test pass on a store that kept what it should have lost.
+                panic!("the crash backend could not undo the unsynced writes: {error}")
+            }
+        }
+    }
+
+    /// Makes the `n`-th `sync_data` from now on (1: the next one) lose power instead of
+    /// syncing: a power cut at that sync point, before the disk confirmed it.
+    pub fn lose_power_at_sync(&self, n: u64) {
+        let mut state = lock(&self.state);
+        state.lose_power_at_sync = Some(state.syncs + n);
+    }
+
+    /// How many times redb asked for a sync so far.
+    pub fn syncs(&self) -> u64 {
+        lock(&self.state).syncs
+    }
+
+    /// Whether the power is still on.
+    pub fn powered(&self) -> bool {
+        lock(&self.state).powered
+    }
+}
+
+impl StorageBackend for CrashBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        let state = lock(&self.state);
+        state.check_power()?;
+        state.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        let state = lock(&self.state);
+        state.check_power()?;
+        state.file.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        let mut state = lock(&self.state);
+        state.check_power()?;
+        let live_len = state.file.len()?;
+        if len < live_len {
+            // What is cut off may be durable: keep it, to put it back on a power loss.
+            state.keep_durable(len, live_len)?;
+        }
+        state.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        let mut state = lock(&self.state);
+        state.check_power()?;
+        state.syncs += 1;
+        if state.lose_power_at_sync == Some(state.syncs) {
+            state.lose_power()?;
+            return Err(io::Error::other(format!(
+                "power lost at sync {} (simulated by the testing crash backend)",
+                state.syncs
+            )));
+        }
+        state.file.sync_data()?;
+        state.durable_len = state.file.len()?;
+        state.durable_pages.clear();
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        let mut state = lock(&self.state);
+        state.check_power()?;
+        state.keep_durable(offset, offset.saturating_add(data.len() as u64))?;
+        state.file.write(offset, data)
+    }
+
+    fn close(&self) -> Result<(), io::Error> {
+        // Release the file lock even without power, so the file can be opened again.
+        lock(&self.state).file.close()
+    }
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        lock(&self.state).file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        lock(&self.state).file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        lock(&self.state).file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        lock(&self.state).file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        lock(&self.state).file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        lock(&self.state).file.query_lock_range(start, end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_file(path: &Path) -> Vec<u8> {
+        std::fs::read(path).expect("the file reads")
+    }
+
+    #[test]
+    fn a_power_loss_takes_back_exactly_what_was_written_since_the_last_sync() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db");
+        let (backend, switch) = CrashBackend::open(&path).expect("opens");
+        backend.set_len(3 * PAGE_BYTES).expect("grows");
+        backend.write(0, &[1u8; 10_000]).expect("writes");
+        backend.sync_data().expect("syncs");
+        let synced = read_file(&path);
+        // Overwrite across a page boundary, grow, shrink below the synced length, grow again.
+        backend.write(4090, &[2u8; 20]).expect("writes");
+        backend.set_len(5 * PAGE_BYTES).expect("grows");
+        backend.write(4 * PAGE_BYTES, &[3u8; 100]).expect("writes");
+        backend.set_len(PAGE_BYTES + 5).expect("shrinks");
+        backend.set_len(4 * PAGE_BYTES).expect("grows");
+        backend.write(2 * PAGE_BYTES, &[4u8; 8]).expect("writes");
+        assert_ne!(read_file(&path), synced);
+        let lost = switch.lose_power();
+        assert!(lost.pages >= 2, "{lost:?}");
+        assert_eq!(
+            read_file(&path),
+            synced,
+            "the file is back at its last sync"
+        );
+        assert!(backend.write(0, &[9]).is_err(), "no power, no writes");
+        assert!(backend.sync_data().is_err(), "no power, no syncs");
+        assert_eq!(read_file(&path), synced);
+    }
+
+    #[test]
+    fn the_chosen_sync_loses_power_instead() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db");
+        let (backend, switch) = CrashBackend::open(&path).expect("opens");
+        switch.lose_power_at_sync(2);
+        backend.write(0, b"first").expect("writes");
+        backend.sync_data().expect("the first sync happens");
+        backend.write(0, b"later").expect("writes");
+        assert!(backend.sync_data().is_err(), "the second sync loses power");
+        assert!(!switch.powered());
+        assert_eq!(read_file(&path), b"first");
+    }
+}
