@@ -564,6 +564,32 @@ impl Cluster {
         })
     }
 
+    /// Sends `signal` (a name such as `USR1`) to every node of `ids` with one `kill` command,
+    /// so they get it at the same instant. It does not wait for anything: a node the signal
+    /// ends is then waited for with [`Cluster::wait_for_crash`].
+    ///
+    /// # Panics
+    ///
+    /// When a node is not running, or `kill` fails.
+    pub fn signal_all(&mut self, ids: &[u64], signal: &str) {
+        let pids: Vec<String> = ids
+            .iter()
+            .map(|id| self.node(*id).pid().to_string())
+            .collect();
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .unwrap_or_else(|error| panic!("running `kill -{signal}` failed: {error}"));
+        assert!(
+            status.success(),
+            "`kill -{signal} {}` (nodes {ids:?}) failed: {status}",
+            pids.join(" ")
+        );
+        eprintln!("cluster-tests: sent SIG{signal} to nodes {ids:?} at once");
+    }
+
     /// Stops node `id` with SIGSTOP: it holds its sockets open but answers nothing.
     pub fn pause(&mut self, id: u64) {
         self.node_mut(id).pause();

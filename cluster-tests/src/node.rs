@@ -175,6 +175,11 @@ impl Node {
         }
     }
 
+    /// The pid of the running (or paused) process, for a signal sent from outside.
+    pub(crate) fn pid(&self) -> u32 {
+        self.live_pid("signal")
+    }
+
     /// Sends `signal` (a name such as `STOP`) with the `kill` command.
     fn signal(&self, signal: &str) {
         let pid = self.live_pid(&format!("send SIG{signal} to"));

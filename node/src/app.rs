@@ -45,6 +45,7 @@ pub async fn run(
     let store_config = StoreConfig {
         cache_bytes: config.store_cache_mib << 20,
         quick_repair: config.store_quick_repair,
+        backend: store_backend(&config.data_dir)?,
         ..StoreConfig::new(&config.data_dir, node_id, &config.cluster_id)
     };
     let (engine, log_store, state_machine, reader) =
@@ -140,6 +141,36 @@ pub async fn run(
     }
     tracing::info!(node_id, "stopped");
     Ok(())
+}
+
+/// The store's backend: the file. A failpoints build (the chaos and cluster tests) runs on the
+/// testing crash backend instead, whose power switch this process installs, so a crash point
+/// armed with `return(power-loss)` or a SIGUSR1 (see `main.rs`) loses every write the store
+/// has not synced, as a power cut does.
+fn store_backend(data_dir: &std::path::Path) -> anyhow::Result<evlog_raft_store::StoreBackend> {
+    #[cfg(feature = "failpoints")]
+    {
+        use evlog_raft_store::testing;
+        std::fs::create_dir_all(data_dir).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot create data directory {}: {error}",
+                data_dir.display()
+            )
+        })?;
+        let path = data_dir.join(evlog_raft_store::schema::DATABASE_FILE);
+        let (backend, switch) = testing::CrashBackend::open(&path)
+            .map_err(|error| anyhow::anyhow!("cannot open {}: {error}", path.display()))?;
+        testing::install_process_switch(switch);
+        tracing::warn!(
+            "failpoints build: the store runs on the testing crash backend (it can lose power)"
+        );
+        Ok(evlog_raft_store::StoreBackend::custom(backend))
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = data_dir;
+        Ok(evlog_raft_store::StoreBackend::File)
+    }
 }
 
 /// On the lowest-id initial member: once every initial member answers and none has a log,

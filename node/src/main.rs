@@ -27,9 +27,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             CliCommand::Serve(args) => {
                 let shutdown = shutdown_signal()?;
-                // Chaos-test builds only: arm the crash points named in `FAILPOINTS`.
+                // Chaos-test builds only: arm the crash points named in `FAILPOINTS`, and cut
+                // the store's power on SIGUSR1 (every write since its last sync is lost).
                 #[cfg(feature = "failpoints")]
                 let _failpoints = fail::FailScenario::setup();
+                #[cfg(feature = "failpoints")]
+                power_loss_on_sigusr1()?;
                 evlog::telemetry::init();
                 let config = args.config().map_err(anyhow::Error::msg)?;
                 let listener = tokio::net::TcpListener::bind(config.listen_addr)
@@ -46,6 +49,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             CliCommand::Bench(args) => evlog::bench::run(args).await,
         }
     })
+}
+
+/// Failpoints builds: SIGUSR1 cuts the store's power at its next sync, when everything the
+/// commit being made durable wrote is lost with the rest since the last sync (or after 200 ms
+/// if no sync comes; see `evlog_raft_store::testing`), then aborts the process. The chaos
+/// campaign sends it to every node at once (`power-loss-all`).
+#[cfg(feature = "failpoints")]
+fn power_loss_on_sigusr1() -> anyhow::Result<()> {
+    use tokio::signal::unix::SignalKind;
+    use tokio::signal::unix::signal;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    tokio::spawn(async move {
+        if usr1.recv().await.is_some() {
+            evlog_raft_store::testing::lose_power_at_next_sync_and_abort(
+                "SIGUSR1",
+                std::time::Duration::from_millis(200),
+            );
+        }
+    });
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The handlers are registered before this returns, so a

@@ -372,7 +372,7 @@ impl Engine {
         };
         std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
         std::fs::create_dir_all(data_dir.join("snapshots")).map_err(dir_error)?;
-        let db_path = data_dir.join("evlog.redb");
+        let db_path = data_dir.join(crate::schema::DATABASE_FILE);
         let mut builder = Database::builder();
         builder.set_cache_size(config.cache_bytes);
         let db = match &config.backend {

@@ -15,6 +15,7 @@
 //! | `store::apply` | a batch applying entries, before its commit |
 //! | `store::snapshot-install` | a batch installing a snapshot, before its commit |
 //! | `store::snapshot-build` | building a snapshot (its view taken, not yet returned) |
+//! | `store::sync` | in the testing crash backend, at every `sync_data` (the commit's writes issued, not synced): `return(power-loss)` loses them with everything since the last sync |
 
 /// Aborts the process here when the point is armed with `return`; with `return(power-loss)`,
 /// first loses every write since the store's last sync (the node's failpoints build runs its

@@ -6,6 +6,9 @@
 
 use redb::TableDefinition;
 
+/// The database file in a node's data directory.
+pub const DATABASE_FILE: &str = "evlog.redb";
+
 /// Bumped whenever a table's layout or meaning changes incompatibly.
 pub const FORMAT_VERSION: u32 = 3;
 /// The one older format a store is upgraded from at open: format 2 kept a `streams` table

@@ -26,8 +26,8 @@ const QUICK_DURATION_SECS: u64 = 6;
                   pause-leader, isolate-leader, isolate-follower, one-way, bridge, flapping, \
                   slow-links, lossy-links, crash-unsynced, crash-after-commit, crash-vote, \
                   crash-apply, crash-snapshot-install, crash-snapshot-build, wipe-rejoin, \
-                  snapshot-catch-up (crash-* need an evlog binary built with the failpoints \
-                  feature; they are skipped otherwise)\nWorkloads:\n  all, or a \
+                  snapshot-catch-up, power-loss-all (crash-* and power-loss-all need an evlog \
+                  binary built with the failpoints feature; they are skipped otherwise)\nWorkloads:\n  all, or a \
                   comma-separated list of: appends, mixed, contention, idempotent\n\nThe \
                   report (report.json, summary.txt, and the history of any run with a \
                   violation) goes to --out. `--list` describes every fault and workload."
@@ -133,7 +133,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let mut faults = Vec::new();
     let mut skipped = Vec::new();
     for fault in requested {
-        match fault.failpoint() {
+        match fault.needs_failpoints_build() {
             Some(failpoint) if !failpoints => skipped.push((
                 fault,
                 format!(

@@ -23,7 +23,8 @@ pub enum Fault {
     SlowLinks,
     /// Reset connections at random on every link.
     LossyLinks,
-    /// Crash a node before a write batch's fsynced commit: it loses what it wrote since.
+    /// Cut a node's power after a write batch's commit, before its fsync: it loses every write
+    /// since its last sync (the testing crash backend), not only what a process crash loses.
     CrashUnsynced,
     /// Crash a node after a commit is durable, before it is acknowledged.
     CrashAfterCommit,
@@ -40,10 +41,13 @@ pub enum Fault {
     /// Stop a follower until the leader has purged the log it needs; it catches up from a
     /// snapshot.
     SnapshotCatchUp,
+    /// Cut the power of every node at once, under load: each loses every write it had not
+    /// synced; then restart them all.
+    PowerLossAll,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 18] = [
+    pub const ALL: [Fault; 19] = [
         Fault::KillLeader,
         Fault::KillFollower,
         Fault::PauseLeader,
@@ -62,6 +66,7 @@ impl Fault {
         Fault::CrashSnapshotBuild,
         Fault::WipeRejoin,
         Fault::SnapshotCatchUp,
+        Fault::PowerLossAll,
     ];
 
     pub fn name(self) -> &'static str {
@@ -84,6 +89,7 @@ impl Fault {
             Fault::CrashSnapshotBuild => "crash-snapshot-build",
             Fault::WipeRejoin => "wipe-rejoin",
             Fault::SnapshotCatchUp => "snapshot-catch-up",
+            Fault::PowerLossAll => "power-loss-all",
         }
     }
 
@@ -100,7 +106,7 @@ impl Fault {
             Fault::SlowLinks => "delay all links (or one node's) 50-150 ms + 0-50 ms jitter",
             Fault::LossyLinks => "reset connections on every link, 1-5 % per chunk, 2-4 s",
             Fault::CrashUnsynced => {
-                "failpoint store::before-commit: crash losing un-fsynced writes"
+                "failpoint store::sync=return(power-loss): a power cut at a sync, losing unsynced writes"
             }
             Fault::CrashAfterCommit => "failpoint store::after-commit: crash after the fsync",
             Fault::CrashVote => "failpoint store::vote: crash saving a vote in a forced election",
@@ -113,6 +119,9 @@ impl Fault {
             }
             Fault::WipeRejoin => "wipe a node; a new id joins by AddLearner + ChangeMembership",
             Fault::SnapshotCatchUp => "a follower down past the purged log catches up by snapshot",
+            Fault::PowerLossAll => {
+                "SIGUSR1 to every node at once: all lose their unsynced writes, then restart"
+            }
         }
     }
 
@@ -121,10 +130,19 @@ impl Fault {
         Fault::ALL.into_iter().find(|fault| fault.name() == name)
     }
 
-    /// The failpoint the fault needs in the `evlog` binary, if any.
+    /// What the fault needs of a failpoints build of the `evlog` binary, if anything: a
+    /// failpoint's name, or the power cut on SIGUSR1.
+    pub fn needs_failpoints_build(self) -> Option<&'static str> {
+        match self {
+            Fault::PowerLossAll => Some("its power cut on SIGUSR1"),
+            other => other.failpoint(),
+        }
+    }
+
+    /// The failpoint the fault arms in the `evlog` binary, if any.
     pub fn failpoint(self) -> Option<&'static str> {
         match self {
-            Fault::CrashUnsynced => Some("store::before-commit"),
+            Fault::CrashUnsynced => Some("store::sync"),
             Fault::CrashAfterCommit => Some("store::after-commit"),
             Fault::CrashVote => Some("store::vote"),
             Fault::CrashApply => Some("store::apply"),

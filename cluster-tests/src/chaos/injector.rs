@@ -254,10 +254,13 @@ pub async fn inject(cluster: &mut Cluster, load: &Load, fault: Fault, seed: u64)
             let failpoint = fault
                 .failpoint()
                 .expect("a crash fault names its failpoint");
-            let action = if fault == Fault::CrashSnapshotBuild {
-                "return".to_owned()
-            } else {
-                format!("{}%return", rng.random_range(1_u32..=5))
+            let action = match fault {
+                Fault::CrashSnapshotBuild => "return".to_owned(),
+                // A power cut, not a process crash: the writes since the last sync are gone.
+                Fault::CrashUnsynced => {
+                    format!("{}%return(power-loss)", rng.random_range(1_u32..=5))
+                }
+                _ => format!("{}%return", rng.random_range(1_u32..=5)),
             };
             let leader = leader(cluster).await;
             let victim = if rng.random_bool(0.5) {
@@ -345,6 +348,24 @@ pub async fn inject(cluster: &mut Cluster, load: &Load, fault: Fault, seed: u64)
             }
             cluster.restart(victim);
         }
+        Fault::PowerLossAll => {
+            let leader = leader(cluster).await;
+            let down = hold(&mut rng, 200, 2_000);
+            fault_at = Instant::now();
+            let nodes = cluster.live_node_ids();
+            cluster.signal_all(&nodes, "USR1");
+            note(format!(
+                "cut the power of nodes {nodes:?} at once (SIGUSR1; leader {leader}); \
+                 restarting them after {down:?}"
+            ));
+            for victim in &nodes {
+                await_crash(cluster, *victim, &mut note, &mut violations).await;
+            }
+            tokio::time::sleep(down).await;
+            for victim in nodes {
+                cluster.restart(victim);
+            }
+        }
         Fault::WipeRejoin => {
             let leader = leader(cluster).await;
             let nodes = cluster.live_node_ids();
@@ -386,8 +407,10 @@ async fn await_crash(
     match cluster.wait_for_crash(victim, CRASH_WAIT).await {
         Some(status) => {
             let tail = cluster.log_tail(victim, FAILPOINT_LOG_LINES);
-            if tail.contains("failpoint store::") {
-                note(format!("node {victim} crashed at its failpoint ({status})"));
+            if tail.contains("failpoint store::") || tail.contains("SIGUSR1: power loss") {
+                note(format!(
+                    "node {victim} crashed at its failpoint or power cut ({status})"
+                ));
             } else {
                 violations.push(Violation::new(
                     ViolationKind::Crash,

@@ -51,6 +51,8 @@ struct State {
     /// When `Some(n)`: sync number `n` (counting from 1 at open) never happens; power is lost
     /// instead.
     lose_power_at_sync: Option<u64>,
+    /// When `Some(why)`: a power loss also ends the process (a node under test), saying why.
+    abort_on_loss: Option<String>,
 }
 
 impl State {
@@ -83,6 +85,15 @@ impl State {
         Ok(())
     }
 
+    /// Loses power, and ends the process if it was asked to.
+    fn lose_power_here(&mut self, at: &str) -> io::Result<Lost> {
+        let lost = self.lose_power()?;
+        if let Some(why) = &self.abort_on_loss {
+            abort_after_power_loss(why, at, lost);
+        }
+        Ok(lost)
+    }
+
     fn lose_power(&mut self) -> io::Result<Lost> {
         if !self.powered {
             return Ok(Lost::default());
@@ -101,6 +112,16 @@ impl State {
         self.file.sync_data()?;
         Ok(lost)
     }
+}
+
+/// Ends a process whose store just lost power, saying how much it lost.
+fn abort_after_power_loss(why: &str, at: &str, lost: Lost) -> ! {
+    eprintln!(
+        "{why}: power loss {at}: {} unsynced pages ({} bytes) lost, the store is back at its \
+         last sync; aborting the process",
+        lost.pages, lost.bytes
+    );
+    std::process::abort()
 }
 
 /// The backend redb writes through. Cloning it (or taking its [`PowerSwitch`]) shares one file.
@@ -152,6 +173,7 @@ impl CrashBackend {
             powered: true,
             syncs: 0,
             lose_power_at_sync: None,
+            abort_on_loss: None,
         }));
         Ok((
             Self {
@@ -184,6 +206,32 @@ impl PowerSwitch {
         state.lose_power_at_sync = Some(state.syncs + n);
     }
 
+    /// For a process under test: the next sync loses power and ends the process, saying
+    /// `why`; if no sync comes within `within`, the power goes then anyway. A cut at a sync
+    /// loses the most: everything the commit being made durable wrote is gone.
+    pub fn lose_power_at_next_sync_and_abort(&self, why: &str, within: std::time::Duration) {
+        {
+            let mut state = lock(&self.state);
+            state.abort_on_loss = Some(why.to_string());
+            state.lose_power_at_sync = Some(state.syncs + 1);
+        }
+        let switch = self.clone();
+        let why = why.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("evlog-power-cut".to_string())
+            .spawn(move || {
+                std::thread::sleep(within);
+                let mut state = lock(&switch.state);
+                let lost = state.lose_power().unwrap_or_else(|error| {
+                    panic!("the crash backend could not undo the unsynced writes: {error}")
+                });
+                abort_after_power_loss(&why, "while idle", lost);
+            });
+        if let Err(error) = spawned {
+            panic!("cannot start the power cut's timer thread: {error}");
+        }
+    }
+
     /// How many times redb asked for a sync so far.
     pub fn syncs(&self) -> u64 {
         lock(&self.state).syncs
@@ -193,6 +241,25 @@ impl PowerSwitch {
     pub fn powered(&self) -> bool {
         lock(&self.state).powered
     }
+}
+
+/// The `store::sync` failpoint (failpoints builds): armed with `return(power-loss)`, the sync
+/// it stands before loses power, and the process ends (see [`crate::failpoint`]); with plain
+/// `return`, the process aborts before the sync, its writes left to the kernel.
+fn failpoint_cuts_power() -> bool {
+    #[cfg(feature = "failpoints")]
+    match fail::eval("store::sync", |argument| argument) {
+        Some(Some(argument)) if argument == crate::failpoint::POWER_LOSS => {
+            // The power goes inside the backend's lock, so no other write slips in.
+            return true;
+        }
+        Some(_) => {
+            eprintln!("failpoint store::sync: aborting the process (simulated crash)");
+            std::process::abort();
+        }
+        None => {}
+    }
+    false
 }
 
 impl StorageBackend for CrashBackend {
@@ -223,8 +290,12 @@ impl StorageBackend for CrashBackend {
         let mut state = lock(&self.state);
         state.check_power()?;
         state.syncs += 1;
-        if state.lose_power_at_sync == Some(state.syncs) {
-            state.lose_power()?;
+        let failpoint = failpoint_cuts_power();
+        if failpoint && state.abort_on_loss.is_none() {
+            state.abort_on_loss = Some("failpoint store::sync".to_string());
+        }
+        if state.lose_power_at_sync == Some(state.syncs) || failpoint {
+            state.lose_power_here("at a sync")?;
             return Err(io::Error::other(format!(
                 "power lost at sync {} (simulated by the testing crash backend)",
                 state.syncs

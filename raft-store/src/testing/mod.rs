@@ -27,6 +27,19 @@ pub fn install_process_switch(switch: PowerSwitch) {
     }
 }
 
+/// Cuts the power of this process's store at its next sync (every write of the commit being
+/// made durable is lost with the rest since the last sync), or after `within` if no sync
+/// comes, then aborts the process. The node's SIGUSR1 handler (failpoints builds).
+pub fn lose_power_at_next_sync_and_abort(why: &str, within: std::time::Duration) {
+    match PROCESS_SWITCH.get() {
+        Some(switch) => switch.lose_power_at_next_sync_and_abort(why, within),
+        None => {
+            eprintln!("{why}: power loss asked for, but the store has no power switch; aborting");
+            std::process::abort()
+        }
+    }
+}
+
 /// Loses every write since the last sync (when the process's store runs on a
 /// [`CrashBackend`]), then aborts the process: a power cut at this instant.
 pub fn lose_power_and_abort(why: &str) -> ! {
