@@ -1,8 +1,6 @@
 //! The node's errors. Each says what went wrong in words a person understands; the one place
 //! they become gRPC statuses is `grpc::status`.
 
-use std::io;
-
 /// Why a client request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -41,7 +39,7 @@ pub enum NodeError {
     Timeout(String),
     /// The node's storage failed.
     #[error("storage error: {0}")]
-    Storage(#[from] io::Error),
+    Storage(#[from] evlog_raft_store::StoreError),
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),

@@ -17,20 +17,20 @@ use bytes::Bytes;
 use openraft::impls::BasicNode;
 
 use crate::error::CorruptRecord;
+use crate::type_config::Entry;
+use crate::type_config::EntryPayload;
+use crate::type_config::LeaderId;
+use crate::type_config::LogId;
+use crate::type_config::Membership;
+use crate::type_config::StoredMembership;
+use crate::type_config::Vote;
 use crate::types::AppendCommand;
 use crate::types::AppendOutcome;
 use crate::types::Command;
-use crate::types::Entry;
-use crate::types::EntryPayload;
 use crate::types::IdempotencyPolicy;
 use crate::types::IdempotentRecord;
-use crate::types::LeaderId;
-use crate::types::LogId;
-use crate::types::Membership;
 use crate::types::NewEvent;
 use crate::types::RecordedEvent;
-use crate::types::StoredMembership;
-use crate::types::Vote;
 
 /// The codec version written in the first byte of every record.
 pub const CODEC_VERSION: u8 = 1;

@@ -1,12 +1,18 @@
 //! evlog's storage: the Raft log, the vote and the state machine of one node, in one redb
 //! database, written by one thread in group-committed transactions.
 //!
-//! - [`engine`]: opening (refusing damaged or foreign data), the writer thread.
-//! - [`log_store`]: openraft's `RaftLogStorage`.
-//! - [`state_machine`]: openraft's `RaftStateMachine`; pure apply decisions in `apply`.
-//! - [`snapshot`]: live snapshots (a read transaction), streamed to followers; crash-atomic install.
+//! - [`engine`]: opening (refusing damaged or foreign data), the writer thread (ops, batching,
+//!   durability), its statistics.
+//! - [`log_store`]: openraft's `RaftLogStorage`: the pending tail, the log's ops in a
+//!   transaction.
+//! - [`state_machine`]: pure apply decisions (`decide` returns mutations and a response), and
+//!   openraft's `RaftStateMachine`, which executes them.
+//! - [`snapshot`]: live snapshots (a read transaction), streamed to followers; crash-atomic
+//!   install.
 //! - [`reader`]: the read path for clients.
-//! - [`codec`], [`schema`]: the on-disk format (see `DESIGN.md`).
+//! - [`codec`], [`schema`]: the on-disk format (see `DESIGN.md`); [`types`]: the domain types
+//!   (a leaf); [`type_config`]: openraft's type configuration.
+//! - [`testing`] (feature `testing`): a storage backend that loses power.
 
 pub mod codec;
 pub mod engine;
@@ -19,12 +25,14 @@ pub mod snapshot;
 pub mod state_machine;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod type_config;
 pub mod types;
 
 pub use engine::Engine;
 pub use engine::StoreBackend;
 pub use engine::StoreConfig;
 pub use error::OpenError;
+pub use error::StoreError;
 pub use log_store::LogStore;
 pub use reader::EventReader;
 pub use reader::ReadPage;

@@ -33,14 +33,6 @@ pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idem
 /// Idempotency expiry order: log index of the first use -> key.
 pub const IDEMPOTENCY_ORDER: TableDefinition<u64, &str> = TableDefinition::new("idempotency_order");
 
-/// Idempotency keys are remembered for this long, measured in leader-assigned append
-/// timestamps (never the local clock, so every replica expires the same keys)...
-pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
-/// ...and at most this many are kept (the oldest go first).
-pub const IDEMPOTENCY_MAX_KEYS: u64 = 1_000_000;
-/// Most keys one apply expires, so apply work stays bounded; expiry catches up over time.
-pub const IDEMPOTENCY_MAX_EXPIRED_PER_APPLY: usize = 64;
-
 pub mod meta_key {
     pub const FORMAT_VERSION: &str = "format_version";
     pub const CLUSTER_ID: &str = "cluster_id";

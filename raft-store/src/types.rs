@@ -1,37 +1,15 @@
-//! openraft's type configuration for evlog, and the domain types that travel through the
-//! Raft log: commands (what a client asked for) and their responses (what applying decided).
+//! The domain types that travel through the Raft log: commands (what a client asked for) and
+//! their responses (what applying decided), events, and the state machine's records.
 //!
-//! These are evlog's own types. On disk they are written by [`crate::codec`]; between nodes
-//! they are serialized with serde (postcard) inside the internal peer service.
+//! A leaf: it imports nothing of the crate. These are evlog's own types; on disk they are
+//! written by [`crate::codec`], between nodes serialized with serde (postcard) inside the
+//! internal peer service. openraft's type configuration is [`crate::type_config`].
 
 use std::fmt;
 
 use bytes::Bytes;
-use openraft::impls::BasicNode;
 use serde::Deserialize;
 use serde::Serialize;
-
-/// Node ids are positive integers chosen by the operator (`--id`).
-pub type NodeId = u64;
-
-openraft::declare_raft_types!(
-    /// evlog's openraft type configuration.
-    pub TypeConfig:
-        D = Command,
-        R = CommandResponse,
-        NodeId = NodeId,
-        Node = BasicNode,
-);
-
-pub type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>;
-pub type LogId = openraft::LogId<LeaderId>;
-pub type Vote = openraft::impls::Vote<LeaderId>;
-pub type EntryPayload = openraft::EntryPayload<Command, NodeId, BasicNode>;
-pub type Entry = openraft::Entry<LeaderId, EntryPayload>;
-pub type Membership = openraft::Membership<NodeId, BasicNode>;
-pub type StoredMembership = openraft::StoredMembership<LeaderId, NodeId, BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<LeaderId, NodeId, BasicNode>;
-pub type Snapshot = openraft::Snapshot<LeaderId, NodeId, BasicNode, crate::snapshot::SnapshotData>;
 
 /// A state-machine command carried by a normal Raft log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,11 +62,19 @@ pub struct IdempotencyPolicy {
     pub max_keys: u64,
 }
 
+impl IdempotencyPolicy {
+    /// Keys are remembered for 24 hours, measured in leader-assigned append timestamps (never
+    /// the local clock, so every replica expires the same keys)...
+    pub const DEFAULT_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+    /// ...and at most this many are kept (the oldest go first).
+    pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
+}
+
 impl Default for IdempotencyPolicy {
     fn default() -> Self {
         Self {
-            window_ms: crate::schema::IDEMPOTENCY_WINDOW_MS,
-            max_keys: crate::schema::IDEMPOTENCY_MAX_KEYS,
+            window_ms: Self::DEFAULT_WINDOW_MS,
+            max_keys: Self::DEFAULT_MAX_KEYS,
         }
     }
 }
@@ -158,7 +144,7 @@ pub struct IdempotentRecord {
     pub timestamp_ms: u64,
 }
 
-/// A stream's summary, kept in the `streams` table.
+/// A stream's summary, read from its first and last stream-index entries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamInfo {
     /// The stream's event count; 0 for a stream with no events.

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use common::entry;
 use evlog_raft_store::StoreConfig;
-use evlog_raft_store::types::TypeConfig;
+use evlog_raft_store::type_config::TypeConfig;
 use openraft::RaftLogReader;
 use openraft::storage::IOFlushed;
 use openraft::storage::RaftLogStorage;

@@ -8,7 +8,7 @@ use common::append_flushed;
 use common::entry;
 use common::log_id;
 use evlog_raft_store::StoreConfig;
-use evlog_raft_store::types::Entry;
+use evlog_raft_store::type_config::Entry;
 use openraft::RaftLogReader;
 use openraft::storage::RaftLogStorage;
 use redb::ReadableDatabase;

@@ -8,11 +8,11 @@ use evlog_raft_store::ReadTarget;
 use evlog_raft_store::StateMachine;
 use evlog_raft_store::StoreConfig;
 use evlog_raft_store::schema;
+use evlog_raft_store::type_config::Entry;
+use evlog_raft_store::type_config::LeaderId;
+use evlog_raft_store::type_config::LogId;
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::Command;
-use evlog_raft_store::types::Entry;
-use evlog_raft_store::types::LeaderId;
-use evlog_raft_store::types::LogId;
 use evlog_raft_store::types::NewEvent;
 use evlog_raft_store::types::StreamInfo;
 use openraft::entry::RaftEntry;
@@ -201,11 +201,12 @@ async fn streams_list_by_prefix_in_pages() {
     }
     store.append("orders-1", 2, 10).await;
 
-    let (page, next) = store
+    let (page, next): (Vec<(String, StreamInfo)>, _) = store
         .reader
         .list_streams("orders-".to_string(), None, 2)
         .await
-        .expect("list");
+        .expect("list")
+        .into();
     let names: Vec<&str> = page.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, vec!["orders-1", "orders-2"]);
     assert_eq!(page[0].1.version, 3);
@@ -213,20 +214,22 @@ async fn streams_list_by_prefix_in_pages() {
     assert_eq!(page[0].1.last_position, 7);
     assert_eq!(next.as_deref(), Some("orders-2"));
 
-    let (page, next) = store
+    let (page, next): (Vec<(String, StreamInfo)>, _) = store
         .reader
         .list_streams("orders-".to_string(), next, 2)
         .await
-        .expect("list");
+        .expect("list")
+        .into();
     let names: Vec<&str> = page.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, vec!["orders-3"]);
     assert_eq!(next, None);
 
-    let (page, next) = store
+    let (page, next): (Vec<(String, StreamInfo)>, _) = store
         .reader
         .list_streams(String::new(), None, 10)
         .await
-        .expect("list");
+        .expect("list")
+        .into();
     assert_eq!(page.len(), 5);
     assert_eq!(next, None);
 }
@@ -255,11 +258,12 @@ async fn a_streams_summary_comes_from_its_index_entries() {
     let mut listed = Vec::new();
     let mut after = None;
     for _ in 0..10 {
-        let (page, next) = store
+        let (page, next): (Vec<(String, StreamInfo)>, _) = store
             .reader
             .list_streams("s-1".to_string(), after, 1)
             .await
-            .expect("list");
+            .expect("list")
+            .into();
         listed.extend(page);
         match next {
             Some(next) => after = Some(next),

@@ -6,10 +6,10 @@
 use evlog_raft_store::ReadStart;
 use evlog_raft_store::ReadTarget;
 use evlog_raft_store::StoreConfig;
+use evlog_raft_store::type_config::Entry;
+use evlog_raft_store::type_config::LeaderId;
+use evlog_raft_store::type_config::LogId;
 use evlog_raft_store::types::Command;
-use evlog_raft_store::types::Entry;
-use evlog_raft_store::types::LeaderId;
-use evlog_raft_store::types::LogId;
 use openraft::entry::RaftEntry;
 use openraft::storage::RaftSnapshotBuilder;
 use openraft::storage::RaftStateMachine;

@@ -6,7 +6,7 @@ use evlog_raft_store::StateMachine;
 use evlog_raft_store::StoreBackend;
 use evlog_raft_store::StoreConfig;
 use evlog_raft_store::testing::CrashBackend;
-use evlog_raft_store::types::TypeConfig;
+use evlog_raft_store::type_config::TypeConfig;
 use openraft::StorageError;
 use openraft::testing::log::StoreBuilder;
 use openraft::testing::log::Suite;

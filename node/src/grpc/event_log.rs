@@ -330,10 +330,11 @@ impl EventLog for EventLogService {
             .await?;
         let reader = self.handle.reader();
         let head_position = reader.applied().head_position;
-        let (streams, next_after) = reader
+        let page = reader
             .list_streams(request.prefix, request.after, max_count)
             .await
             .map_err(NodeError::from)?;
+        let (streams, next_after) = (page.streams, page.next_after);
         Ok(Response::new(pb::ListStreamsResponse {
             streams: streams
                 .into_iter()

@@ -11,4 +11,5 @@ pub mod wire;
 pub use handle::RaftHandle;
 
 /// openraft specialised to evlog's types and store.
-pub type Raft = openraft::Raft<evlog_raft_store::types::TypeConfig, evlog_raft_store::StateMachine>;
+pub type Raft =
+    openraft::Raft<evlog_raft_store::type_config::TypeConfig, evlog_raft_store::StateMachine>;

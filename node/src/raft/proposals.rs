@@ -94,8 +94,8 @@ async fn answer_in_order(
     mut results: futures::stream::BoxStream<
         'static,
         Result<
-            openraft::raft::WriteResult<evlog_raft_store::types::TypeConfig>,
-            openraft::error::Fatal<evlog_raft_store::types::TypeConfig>,
+            openraft::raft::WriteResult<evlog_raft_store::type_config::TypeConfig>,
+            openraft::error::Fatal<evlog_raft_store::type_config::TypeConfig>,
         >,
     >,
     replies: Vec<oneshot::Sender<Answer>>,

@@ -1,6 +1,35 @@
-//! The replicated state machine: events, streams and the stream index.
+//! The replicated state machine: events, the stream index, idempotency keys.
 //!
-//! `apply` holds the pure decisions; `store` is openraft's `RaftStateMachine` on the engine.
+//! Applying an entry is decided apart from done. `apply.rs` decides, from the entry, the
+//! state machine's meta and a read-only [`StateView`], which [`Mutation`]s to write and what
+//! to answer: pure, with every replica-determinism rule in it, unit-tested without I/O
+//! (`apply_test.rs`). `append.rs` and `idempotency.rs` are the pure pieces it is built of.
+//! `store.rs` executes the mutations in the writer's transaction, and is openraft's
+//! `RaftStateMachine`.
 
+pub mod append;
 pub mod apply;
+pub mod idempotency;
+pub mod mutation;
 pub mod store;
+#[cfg(test)]
+mod test_support;
+pub mod view;
+
+pub use mutation::Decision;
+pub use mutation::Mutation;
+pub use view::StateView;
+
+use crate::type_config::LogId;
+use crate::type_config::StoredMembership;
+
+/// What the state machine looks like now: kept in memory, changed only after a commit (the
+/// writer stages a copy while it applies).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineMeta {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub head_position: u64,
+    /// The timestamp of the last event (0 with none): apply never records an earlier one.
+    pub last_timestamp_ms: u64,
+}

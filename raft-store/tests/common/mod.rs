@@ -3,14 +3,14 @@
 
 #![allow(dead_code)] // Each test file uses its own part.
 
+use evlog_raft_store::type_config::Entry;
+use evlog_raft_store::type_config::EntryPayload;
+use evlog_raft_store::type_config::LeaderId;
+use evlog_raft_store::type_config::LogId;
+use evlog_raft_store::type_config::TypeConfig;
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::Command;
-use evlog_raft_store::types::Entry;
-use evlog_raft_store::types::EntryPayload;
-use evlog_raft_store::types::LeaderId;
-use evlog_raft_store::types::LogId;
 use evlog_raft_store::types::NewEvent;
-use evlog_raft_store::types::TypeConfig;
 use openraft::storage::IOFlushed;
 use openraft::storage::RaftLogStorage;
 use openraft::storage::RaftStateMachine;

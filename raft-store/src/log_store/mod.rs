@@ -1,5 +1,7 @@
 //! openraft's log storage on the engine: appends, votes, truncation and purge go to the
-//! writer thread (group commit); reads open redb read transactions on blocking threads.
+//! writer thread (group commit), which carries them out with `txn.rs`; reads take the pending
+//! tail (`tail.rs`) and open redb read transactions on blocking threads. `meta.rs` is what the
+//! log looks like now.
 
 use std::fmt::Debug;
 use std::io;
@@ -15,12 +17,20 @@ use redb::ReadableDatabase;
 use crate::codec;
 use crate::engine::Engine;
 use crate::engine::WriteOp;
-use crate::error::io_error;
+use crate::engine::blocking;
+use crate::error::StoreError;
 use crate::schema::LOG;
-use crate::types::Entry;
-use crate::types::LogId;
-use crate::types::TypeConfig;
-use crate::types::Vote;
+use crate::type_config::Entry;
+use crate::type_config::LogId;
+use crate::type_config::TypeConfig;
+use crate::type_config::Vote;
+
+mod meta;
+mod tail;
+pub(crate) mod txn;
+
+pub(crate) use meta::LogMeta;
+pub(crate) use tail::Tail;
 
 /// The Raft log and vote of one node.
 #[derive(Clone)]
@@ -54,37 +64,29 @@ fn to_range(range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
     (start, end)
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| io::Error::other(format!("storage task failed: {error}")))?
-}
-
 impl LogReader {
     /// Entries `start..end` (`None`: to the end) from the database, on a blocking thread.
-    async fn read_stored(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>, io::Error> {
+    async fn read_stored(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>, StoreError> {
         let shared = std::sync::Arc::clone(&self.engine.shared);
         blocking(move || {
-            let txn = shared.db.begin_read().map_err(io_error)?;
-            let table = txn.open_table(LOG).map_err(io_error)?;
+            let txn = shared.db.begin_read().map_err(StoreError::db)?;
+            let table = txn.open_table(LOG).map_err(StoreError::db)?;
             let items = match end {
                 Some(end) if end <= start => return Ok(Vec::new()),
                 Some(end) => table.range(start..end),
                 None => table.range(start..),
             }
-            .map_err(io_error)?;
+            .map_err(StoreError::db)?;
             let mut entries = Vec::new();
             let mut expected = start;
             for item in items {
-                let (index, value) = item.map_err(io_error)?;
+                let (index, value) = item.map_err(StoreError::db)?;
                 let entry = codec::decode_entry(value.value())?;
                 // Pair assertion with the append path: contiguous, each at its own index.
                 if entry.log_id.index != index.value()
                     || (!entries.is_empty() && index.value() != expected)
                 {
-                    return Err(io::Error::other(format!(
+                    return Err(StoreError::Invariant(format!(
                         "log corrupt near index {}: found entry {}",
                         index.value(),
                         entry.log_id.index
@@ -105,7 +107,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = to_range(&range);
-        // Purged entries may still be stored for a while (see `engine::delete_purged`): they
+        // Purged entries may still be stored for a while (see `txn::delete_purged`): they
         // are gone all the same.
         let start = match self.engine.shared.log().last_purged {
             Some(purged) => start.max(purged.index + 1),
@@ -141,11 +143,12 @@ impl RaftLogReader<TypeConfig> for LogReader {
                 last.log_id.index + 1 != first.log_id.index
             })
         {
-            return Err(io::Error::other(format!(
+            return Err(StoreError::Invariant(format!(
                 "log read of {start}..: stored entries end at {:?} but pending ones start at {}",
                 entries.last().map(|entry| entry.log_id.index),
                 first.log_id.index
-            )));
+            ))
+            .into());
         }
         entries.extend(pending);
         Ok(entries)
@@ -198,18 +201,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let vote = *vote;
-        self.engine
+        Ok(self
+            .engine
             .write(|done| WriteOp::SaveVote { vote, done })
-            .await
+            .await?)
     }
 
     /// Queued, not awaited: the commit index is advisory (openraft re-derives it), and the
     /// writer makes it durable with its next fsync, which is what re-apply at start relies on.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let (done, _unwatched) = tokio::sync::oneshot::channel();
-        self.engine
+        Ok(self
+            .engine
             .submit(WriteOp::SaveCommitted { committed, done })
-            .await
+            .await?)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -238,12 +243,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             tail.last_log_id = Some(last);
         }
-        self.engine
+        Ok(self
+            .engine
             .submit(WriteOp::Append {
                 entries,
                 flushed: callback,
             })
-            .await
+            .await?)
     }
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
@@ -253,9 +259,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             tail.pending.retain(|&index, _| index < from);
             tail.last_log_id = tail.last_log_id.min(last);
         }
-        self.engine
+        Ok(self
+            .engine
             .write(|done| WriteOp::TruncateAfter { last, done })
-            .await
+            .await?)
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
@@ -264,8 +271,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             tail.pending.retain(|&index, _| index > upto.index);
             tail.last_log_id = tail.last_log_id.max(Some(upto));
         }
-        self.engine
+        Ok(self
+            .engine
             .write(|done| WriteOp::Purge { upto, done })
-            .await
+            .await?)
     }
 }

@@ -1,5 +1,8 @@
 //! Snapshots: the whole state machine at one applied log id.
 //!
+//! [`SnapshotData`] (what openraft carries around) is in `data.rs`, a leaf the type
+//! configuration names; the format, building, sending and installing are here.
+//!
 //! Building a snapshot costs nothing: it is a redb read transaction (an MVCC view that never
 //! stops the writer) and the meta read from it ([`SnapshotData::Live`]). Its records are
 //! serialized only when a lagging follower needs them, while they are sent, in chunks, so a
@@ -48,7 +51,11 @@ use crate::schema::IDEMPOTENCY_ORDER;
 use crate::schema::SM_META;
 use crate::schema::STREAM_INDEX;
 use crate::schema::sm_key;
-use crate::types::SnapshotMeta;
+use crate::type_config::SnapshotMeta;
+
+mod data;
+
+pub use data::SnapshotData;
 
 const MAGIC: &[u8; 8] = b"EVLSNAP1";
 const TAG_HEADER: u8 = 1;
@@ -57,24 +64,6 @@ const TAG_KEY: u8 = 4;
 const TAG_END: u8 = 255;
 /// Largest record a snapshot may hold (an event is limited far below this).
 const MAX_RECORD_BYTES: usize = 64 << 20;
-
-/// A snapshot's data: openraft's `SnapshotData` for evlog.
-#[derive(Clone)]
-pub enum SnapshotData {
-    /// The state machine as of a read transaction: what this node builds and sends.
-    Live(Arc<ReadTransaction>),
-    /// A snapshot file received from the leader, to install.
-    File(PathBuf),
-}
-
-impl std::fmt::Debug for SnapshotData {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SnapshotData::Live(_) => f.write_str("SnapshotData::Live"),
-            SnapshotData::File(path) => write!(f, "SnapshotData::File({})", path.display()),
-        }
-    }
-}
 
 /// Writes records and keeps the running checksum.
 struct SnapshotWriter<W: Write> {

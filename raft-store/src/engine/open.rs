@@ -1,0 +1,329 @@
+//! Opening a data directory: create it, or check that it is this cluster's and this node's,
+//! in a format this evlog reads, undamaged where a crash could have left damage (the log's
+//! tail), and load what the engine keeps in memory. A damaged or foreign directory is refused
+//! with a message naming it; it is never recreated.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use redb::Database;
+use redb::ReadableDatabase;
+use redb::ReadableTable;
+use redb::ReadableTableMetadata;
+use tokio::sync::watch;
+
+use super::Shared;
+use super::StoreBackend;
+use super::StoreConfig;
+use crate::codec;
+use crate::error::CorruptRecord;
+use crate::error::OpenError;
+use crate::log_store::LogMeta;
+use crate::log_store::Tail;
+use crate::schema::EVENTS;
+use crate::schema::FORMAT_2_STREAMS;
+use crate::schema::FORMAT_VERSION;
+use crate::schema::IDEMPOTENCY;
+use crate::schema::IDEMPOTENCY_ORDER;
+use crate::schema::LOG;
+use crate::schema::META;
+use crate::schema::SM_META;
+use crate::schema::STREAM_INDEX;
+use crate::schema::UPGRADABLE_FORMAT_VERSION;
+use crate::schema::meta_key;
+use crate::schema::sm_key;
+use crate::snapshot;
+use crate::state_machine::MachineMeta;
+use crate::type_config::LogId;
+use crate::type_config::StoredMembership;
+use crate::types::AppliedState;
+
+/// How many log entries at the tail are checked (checksums) when a store opens.
+const TAIL_ENTRIES_VERIFIED_AT_OPEN: usize = 1024;
+
+/// Opens (or creates) the store in `config.data_dir`, refusing a damaged or foreign one.
+pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
+    let data_dir = config.data_dir.clone();
+    let dir_error = |source| OpenError::Directory {
+        path: data_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
+    std::fs::create_dir_all(data_dir.join("snapshots")).map_err(dir_error)?;
+    let db = open_database(config)?;
+    check_identity(&db, config).map_err(|e| e.with_path(&data_dir))?;
+    let log = load_log_meta(&db).map_err(|e| e.with_path(&data_dir))?;
+    let machine = load_machine_meta(&db).map_err(|e| e.with_path(&data_dir))?;
+    snapshot::clear_dir(&data_dir.join("snapshots")).map_err(|source| OpenError::Storage {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let applied = AppliedState {
+        log_index: machine.last_applied.map(|id| id.index).unwrap_or(0),
+        head_position: machine.head_position,
+    };
+    let tail = Tail {
+        pending: BTreeMap::new(),
+        last_log_id: log.last_log_id,
+    };
+    Ok(Shared {
+        db,
+        data_dir,
+        quick_repair: config.quick_repair,
+        tail: Mutex::new(tail),
+        log: Mutex::new(log),
+        machine: Mutex::new(machine),
+        applied: watch::channel(applied).0,
+        failure: watch::channel(None).0,
+    })
+}
+
+/// The database on the configured backend; one redb reports corrupted is refused as damaged.
+fn open_database(config: &StoreConfig) -> Result<Database, OpenError> {
+    let db_path: PathBuf = config.data_dir.join(crate::schema::DATABASE_FILE);
+    let mut builder = Database::builder();
+    builder.set_cache_size(config.cache_bytes);
+    match &config.backend {
+        StoreBackend::File => builder.create(&db_path),
+        StoreBackend::Custom(backend) => builder.create_with_backend(backend.clone()),
+    }
+    .map_err(|source| match source {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => OpenError::Damaged {
+            path: db_path.clone(),
+            detail,
+        },
+        source => OpenError::Database {
+            path: db_path.clone(),
+            source,
+        },
+    })
+}
+
+/// Errors while opening, before the data directory path is attached.
+enum OpenFailure {
+    Foreign(Box<dyn FnOnce(PathBuf) -> OpenError>),
+    Damaged(String),
+}
+
+impl OpenFailure {
+    fn with_path(self, path: &Path) -> OpenError {
+        match self {
+            OpenFailure::Foreign(make) => make(path.to_path_buf()),
+            OpenFailure::Damaged(detail) => OpenError::Damaged {
+                path: path.to_path_buf(),
+                detail,
+            },
+        }
+    }
+}
+
+impl<E: Into<redb::Error>> From<E> for OpenFailure {
+    fn from(error: E) -> Self {
+        OpenFailure::Damaged(error.into().to_string())
+    }
+}
+
+fn corrupt(error: CorruptRecord) -> OpenFailure {
+    OpenFailure::Damaged(error.to_string())
+}
+
+/// First open: stamps format version, cluster id and node id. Later opens: checks them.
+fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let format = meta
+            .get(meta_key::FORMAT_VERSION)?
+            .map(|v| v.value().to_vec());
+        match format {
+            None => {
+                let log_len = txn.open_table(LOG)?.len()?;
+                let events_len = txn.open_table(EVENTS)?.len()?;
+                if log_len != 0 || events_len != 0 {
+                    return Err(OpenFailure::Damaged(
+                        "log or events present but no format version".to_string(),
+                    ));
+                }
+                meta.insert(
+                    meta_key::FORMAT_VERSION,
+                    codec::encode_u64(u64::from(FORMAT_VERSION)).as_slice(),
+                )?;
+                meta.insert(
+                    meta_key::CLUSTER_ID,
+                    codec::encode_str(&config.cluster_id).as_slice(),
+                )?;
+                meta.insert(
+                    meta_key::NODE_ID,
+                    codec::encode_u64(config.node_id).as_slice(),
+                )?;
+            }
+            Some(format) => {
+                let mut found = codec::decode_u64("format version", &format).map_err(corrupt)?;
+                if found == u64::from(UPGRADABLE_FORMAT_VERSION) {
+                    // Format 2 differs only by a table that repeated the stream index: drop it.
+                    // The upgrade commits with the open's other checks, or not at all.
+                    txn.delete_table(FORMAT_2_STREAMS)?;
+                    meta.insert(
+                        meta_key::FORMAT_VERSION,
+                        codec::encode_u64(u64::from(FORMAT_VERSION)).as_slice(),
+                    )?;
+                    tracing::info!(
+                        from = found,
+                        to = FORMAT_VERSION,
+                        "upgraded the store's format (dropped the streams table)"
+                    );
+                    found = u64::from(FORMAT_VERSION);
+                }
+                if found != u64::from(FORMAT_VERSION) {
+                    let found = u32::try_from(found).unwrap_or(u32::MAX);
+                    return Err(OpenFailure::Foreign(Box::new(move |path| {
+                        OpenError::UnknownFormat {
+                            path,
+                            found,
+                            supported: FORMAT_VERSION,
+                        }
+                    })));
+                }
+                let cluster = meta
+                    .get(meta_key::CLUSTER_ID)?
+                    .ok_or_else(|| OpenFailure::Damaged("cluster id missing".to_string()))?;
+                let found = codec::decode_string("cluster id", cluster.value()).map_err(corrupt)?;
+                if found != config.cluster_id {
+                    let expected = config.cluster_id.clone();
+                    return Err(OpenFailure::Foreign(Box::new(move |path| {
+                        OpenError::ForeignCluster {
+                            path,
+                            expected,
+                            found,
+                        }
+                    })));
+                }
+                let node = meta
+                    .get(meta_key::NODE_ID)?
+                    .ok_or_else(|| OpenFailure::Damaged("node id missing".to_string()))?;
+                let found = codec::decode_u64("node id", node.value()).map_err(corrupt)?;
+                if found != config.node_id {
+                    let expected = config.node_id;
+                    return Err(OpenFailure::Foreign(Box::new(move |path| {
+                        OpenError::ForeignNode {
+                            path,
+                            expected,
+                            found,
+                        }
+                    })));
+                }
+            }
+        }
+        // Create every table, so readers never meet a missing one.
+        txn.open_table(LOG)?;
+        txn.open_table(SM_META)?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(STREAM_INDEX)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(IDEMPOTENCY_ORDER)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn load_log_meta(db: &Database) -> Result<LogMeta, OpenFailure> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let read_log_id = |key: &str| -> Result<Option<LogId>, OpenFailure> {
+        match meta.get(key)? {
+            None => Ok(None),
+            Some(value) => Ok(Some(codec::decode_log_id(value.value()).map_err(corrupt)?)),
+        }
+    };
+    let vote = match meta.get(meta_key::VOTE)? {
+        None => None,
+        Some(value) => Some(codec::decode_vote(value.value()).map_err(corrupt)?),
+    };
+    let committed = read_log_id(meta_key::COMMITTED)?;
+    let last_purged = read_log_id(meta_key::LAST_PURGED)?;
+    let log = txn.open_table(LOG)?;
+    // Verify the tail: indexes contiguous, checksums good, each entry at its own index.
+    let mut last_log_id = None;
+    let mut expected_index: Option<u64> = None;
+    for item in log.iter()?.rev().take(TAIL_ENTRIES_VERIFIED_AT_OPEN) {
+        let (index, value) = item?;
+        let entry = codec::decode_entry(value.value()).map_err(corrupt)?;
+        if entry.log_id.index != index.value() {
+            return Err(OpenFailure::Damaged(format!(
+                "log entry stored at index {} says index {}",
+                index.value(),
+                entry.log_id.index
+            )));
+        }
+        if let Some(expected) = expected_index
+            && index.value() != expected
+        {
+            return Err(OpenFailure::Damaged(format!(
+                "log has a hole: index {} follows {}",
+                index.value(),
+                expected + 1
+            )));
+        }
+        expected_index = index.value().checked_sub(1);
+        if last_log_id.is_none() {
+            last_log_id = Some(entry.log_id);
+        }
+    }
+    let first = log.first()?.map(|(index, _)| index.value());
+    // Entries at or below the purge point may still be stored (they are deleted a run at a
+    // time); a first entry above the one after it is a hole.
+    if let (Some(first), Some(purged)) = (first, last_purged)
+        && first > purged.index + 1
+    {
+        return Err(OpenFailure::Damaged(format!(
+            "log starts at index {first} but was purged up to {}",
+            purged.index
+        )));
+    }
+    Ok(LogMeta {
+        vote,
+        committed,
+        committed_unwritten: false,
+        last_purged,
+        purged_stored_from: first.unwrap_or(0),
+        last_log_id: last_log_id.or(last_purged),
+    })
+}
+
+fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
+    let txn = db.begin_read()?;
+    let sm = txn.open_table(SM_META)?;
+    let last_applied = match sm.get(sm_key::LAST_APPLIED)? {
+        None => None,
+        Some(value) => Some(codec::decode_log_id(value.value()).map_err(corrupt)?),
+    };
+    let membership = match sm.get(sm_key::MEMBERSHIP)? {
+        None => StoredMembership::default(),
+        Some(value) => codec::decode_stored_membership(value.value()).map_err(corrupt)?,
+    };
+    let head_position = match sm.get(sm_key::HEAD_POSITION)? {
+        None => 0,
+        Some(value) => codec::decode_u64("head position", value.value()).map_err(corrupt)?,
+    };
+    let events = txn.open_table(EVENTS)?;
+    let (last_event, last_timestamp_ms) = match events.last()? {
+        None => (0, 0),
+        Some((position, value)) => {
+            let event = codec::decode_event(position.value(), value.value()).map_err(corrupt)?;
+            (event.position, event.timestamp_ms)
+        }
+    };
+    if last_event != head_position {
+        return Err(OpenFailure::Damaged(format!(
+            "head position is {head_position} but the last event is at {last_event}"
+        )));
+    }
+    Ok(MachineMeta {
+        last_applied,
+        membership,
+        head_position,
+        last_timestamp_ms,
+    })
+}

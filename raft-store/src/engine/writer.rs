@@ -1,0 +1,444 @@
+//! The writer thread: takes every op waiting (at most [`MAX_BATCH_OPS`]), carries them out in
+//! one transaction, commits it in two steps and answers each op as soon as it may be (see
+//! [`write_batch`]). What an op changes is decided elsewhere: the log's ops in
+//! `log_store::txn`, applies and snapshot installs in `state_machine::store`. This file knows
+//! ops, batching and durability.
+//!
+//! The first failure stops the thread for good: the ops of the failed batch and every op
+//! queued after it get the error, [`Shared::fail`] records it (the node watches it and
+//! exits), and nothing is retried.
+
+use std::path::PathBuf;
+use std::time::Duration;
+use std::time::Instant;
+
+use openraft::storage::ApplyResponder;
+use openraft::storage::IOFlushed;
+use redb::Durability;
+use redb::WriteTransaction;
+use tokio::sync::mpsc;
+
+use super::Done;
+use super::MAX_BATCH_OPS;
+use super::Shared;
+use super::WriteOp;
+use super::stats::BatchKinds;
+use super::stats::WriterStats;
+use crate::error::StoreError;
+use crate::failpoint::crash_point;
+use crate::log_store::LogMeta;
+use crate::log_store::txn;
+use crate::state_machine::MachineMeta;
+use crate::state_machine::store as machine_store;
+use crate::type_config::Entry;
+use crate::type_config::LogId;
+use crate::type_config::SnapshotMeta;
+use crate::type_config::TypeConfig;
+use crate::type_config::Vote;
+use crate::types::AppliedState;
+use crate::types::CommandResponse;
+
+/// How long applied state may wait for its fsync while the writer has nothing else to do.
+const IDLE_SYNC_DELAY: Duration = Duration::from_millis(10);
+
+/// The writer thread's loop, until every engine handle is gone or the store fails.
+pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH_OPS);
+    let mut stats = WriterStats::new();
+    // Only for waiting on the queue with a timeout; nothing else runs on it.
+    let waiter = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            shared.fail(StoreError::Io(format!(
+                "the store writer cannot start its timer: {error}"
+            )));
+            refuse_queued(shared, &mut queue);
+            return;
+        }
+    };
+    // Applied state committed without fsync, waiting for the next durable commit.
+    let mut unsynced = false;
+    loop {
+        let first = if unsynced {
+            let next = waiter
+                .block_on(async { tokio::time::timeout(IDLE_SYNC_DELAY, queue.recv()).await });
+            match next {
+                Ok(Some(op)) => op,
+                Ok(None) => break,
+                Err(_idle) => {
+                    if let Err(error) = sync(shared) {
+                        shared.fail(error);
+                        break;
+                    }
+                    unsynced = false;
+                    continue;
+                }
+            }
+        } else {
+            match queue.blocking_recv() {
+                Some(op) => op,
+                None => break,
+            }
+        };
+        batch.push(first);
+        while batch.len() < MAX_BATCH_OPS {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let kinds = BatchKinds::of(&batch);
+        let started = Instant::now();
+        match write_batch(shared, &mut batch, unsynced) {
+            Ok(still_unsynced) => unsynced = still_unsynced,
+            Err(error) => {
+                shared.fail(error);
+                break;
+            }
+        }
+        stats.record(kinds, started.elapsed());
+    }
+    if shared.failure.borrow().is_some() {
+        refuse_queued(shared, &mut queue);
+        return;
+    }
+    if unsynced && let Err(error) = sync(shared) {
+        shared.fail(error);
+    }
+    tracing::debug!("store writer thread stops: every handle is gone");
+}
+
+/// After a failure: every op queued, and every op sent later, gets the "stopped" error.
+fn refuse_queued(shared: &Shared, queue: &mut mpsc::Receiver<WriteOp>) {
+    queue.close();
+    while let Ok(op) = queue.try_recv() {
+        split(op).1.fail(&shared.stopped());
+    }
+}
+
+/// Makes every commit so far durable with an empty durable commit.
+fn sync(shared: &Shared) -> Result<(), StoreError> {
+    durable_empty_commit(shared)?;
+    crash_point("store::after-commit");
+    Ok(())
+}
+
+/// An empty commit with fsync: it makes every commit before it durable.
+fn durable_empty_commit(shared: &Shared) -> Result<(), StoreError> {
+    let mut flush = shared.db.begin_write().map_err(StoreError::db)?;
+    flush.set_quick_repair(shared.quick_repair);
+    flush
+        .set_durability(Durability::Immediate)
+        .map_err(StoreError::db)?;
+    crash_point("store::before-fsync");
+    flush.commit().map_err(StoreError::db)
+}
+
+/// An op's answer, sent only after its batch committed.
+enum Completion {
+    /// Answered after the fsync.
+    Done(Done),
+    /// A commit-index save: answered once readable (see [`save_commit_index_later`]).
+    Saved(Done),
+    Append(IOFlushed<TypeConfig>),
+    Apply(Done, Vec<(ApplyResponder<TypeConfig>, CommandResponse)>),
+    /// Answered already, before the batch's fsync.
+    Answered,
+}
+
+impl Completion {
+    /// Tells the op's caller it succeeded.
+    fn answer(self) {
+        match self {
+            Completion::Done(done) | Completion::Saved(done) => {
+                done.send(Ok(())).ok();
+            }
+            Completion::Append(flushed) => flushed.io_completed(Ok(())),
+            Completion::Apply(done, responses) => {
+                for (responder, response) in responses {
+                    responder.send(response);
+                }
+                done.send(Ok(())).ok();
+            }
+            Completion::Answered => {}
+        }
+    }
+
+    /// Tells the op's caller it failed.
+    fn fail(self, error: &StoreError) {
+        match self {
+            Completion::Done(done) | Completion::Saved(done) | Completion::Apply(done, _) => {
+                done.send(Err(error.clone())).ok();
+            }
+            Completion::Append(flushed) => flushed.io_completed(Err(error.clone().into())),
+            Completion::Answered => {}
+        }
+    }
+}
+
+/// Drops from the pending tail the entries a commit just made readable from the database
+/// (unless a truncation and a new append replaced them meanwhile).
+fn forget_pending(shared: &Shared, appended: &[LogId]) {
+    if appended.is_empty() {
+        return;
+    }
+    let mut tail = shared.tail();
+    for log_id in appended {
+        if tail
+            .pending
+            .get(&log_id.index)
+            .is_some_and(|pending| pending.log_id == *log_id)
+        {
+            tail.pending.remove(&log_id.index);
+        }
+    }
+}
+
+/// Shows the state machine as `machine` describes it: in memory, and to waiting readers.
+fn publish_machine(shared: &Shared, machine: &MachineMeta) {
+    let applied = AppliedState {
+        log_index: machine.last_applied.map(|id| id.index).unwrap_or(0),
+        head_position: machine.head_position,
+    };
+    *shared.machine() = machine.clone();
+    shared.applied.send_if_modified(|current| {
+        let changed = *current != applied;
+        *current = applied;
+        changed
+    });
+}
+
+/// Carries a batch out and answers its ops, each as soon as it may be. `unsynced` says whether
+/// earlier commits still wait for an fsync; returns whether they (or this batch's) do now.
+///
+/// A batch commits in two steps: first without fsync, which makes its writes readable, then an
+/// empty commit that fsyncs them, and every commit before them. Between the two:
+/// - the batch's log entries move from the log store's pending tail to the database (openraft
+///   read them from the tail until now); it hears they are flushed (`IOFlushed`, what counts
+///   toward commit) only after the fsync.
+/// - applies are answered and shown to readers. Applied state needs no fsync of its own: every
+///   entry it comes from is committed, so on a quorum's disks, and a node that loses applied
+///   state in a crash applies it again from the log (openraft re-applies up to the saved commit
+///   index at start, the leader's commit index brings the rest). What it must not do is serve a
+///   read older than one it served before the crash: the node serves no read until it has
+///   confirmed a read index with the leader once since it started (`RaftHandle::catch_up` in
+///   the node).
+///   And nothing that depends on applied state can be durable without it: the log is purged in
+///   a later commit of the same database, and a durable commit makes every commit before it
+///   durable.
+///
+/// Votes, truncation, purge and appends are answered after the fsync. A batch with nothing
+/// else (applies and commit-index saves) skips it: the next batch's fsync covers it, or the
+/// writer's, once it has been idle for [`IDLE_SYNC_DELAY`]. A batch that installs a snapshot
+/// commits once, durably, before anything is answered or shown.
+///
+/// On failure every op of the batch not answered yet gets the error, which is returned: the
+/// writer stops.
+fn write_batch(
+    shared: &Shared,
+    batch: &mut Vec<WriteOp>,
+    unsynced: bool,
+) -> Result<bool, StoreError> {
+    if batch
+        .iter()
+        .all(|op| matches!(op, WriteOp::SaveCommitted { .. }))
+    {
+        save_commit_index_later(shared, batch);
+        return Ok(unsynced);
+    }
+    let mut log = shared.log().clone();
+    let mut machine = shared.machine().clone();
+    let mut completions = Vec::with_capacity(batch.len());
+    let one_durable_commit = batch
+        .iter()
+        .any(|op| matches!(op, WriteOp::InstallSnapshot { .. }));
+    let mut synced = false;
+    let result = (|| -> Result<(), StoreError> {
+        let mut txn = shared.db.begin_write().map_err(StoreError::db)?;
+        txn.set_quick_repair(shared.quick_repair);
+        let mut points = BatchPoints::default();
+        let mut appended: Vec<LogId> = Vec::new();
+        for op in batch.drain(..) {
+            let (work, completion) = split(op);
+            points.note(&work);
+            if let Work::Append(entries) = &work {
+                appended.extend(entries.iter().map(|entry| entry.log_id));
+            }
+            match carry_out(&txn, work, &mut log, &mut machine) {
+                Ok(responses) => completions.push(match completion {
+                    Completion::Apply(done, _) => Completion::Apply(done, responses),
+                    other => other,
+                }),
+                Err(error) => {
+                    completions.push(completion);
+                    return Err(error);
+                }
+            }
+        }
+        if log.committed_unwritten {
+            txn::write_commit_index(&txn, log.committed)?;
+            log.committed_unwritten = false;
+        }
+        txn::delete_purged(&txn, &mut log)?;
+        points.before_commit();
+        if one_durable_commit {
+            txn.set_durability(Durability::Immediate)
+                .map_err(StoreError::db)?;
+            txn.commit().map_err(StoreError::db)?;
+            synced = true;
+            forget_pending(shared, &appended);
+            crash_point("store::after-commit");
+            return Ok(());
+        }
+        txn.set_durability(Durability::None)
+            .map_err(StoreError::db)?;
+        txn.commit().map_err(StoreError::db)?;
+        forget_pending(shared, &appended);
+        // Readable now: entries for openraft, applied state for everyone.
+        *shared.log() = log.clone();
+        if points.apply {
+            publish_machine(shared, &machine);
+        }
+        for completion in &mut completions {
+            if matches!(completion, Completion::Apply(..) | Completion::Saved(_)) {
+                std::mem::replace(completion, Completion::Answered).answer();
+            }
+        }
+        if completions
+            .iter()
+            .any(|completion| !matches!(completion, Completion::Answered))
+        {
+            durable_empty_commit(shared)?;
+            synced = true;
+            crash_point("store::after-commit");
+        }
+        Ok(())
+    })();
+    // Ops after a failed one were never carried out: they fail with the batch.
+    completions.extend(batch.drain(..).map(|op| split(op).1));
+    match result {
+        Ok(()) => {
+            *shared.log() = log;
+            publish_machine(shared, &machine);
+            for completion in completions {
+                completion.answer();
+            }
+            Ok(!synced)
+        }
+        Err(error) => {
+            tracing::error!(
+                "store write transaction failed, {} ops refused, the store stops: {error}",
+                completions.len()
+            );
+            for completion in completions {
+                completion.fail(&error);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Takes a batch of nothing but commit-index saves without a transaction of its own: the index
+/// is kept in memory and written by the next transaction (with the apply that follows it, as a
+/// rule). A commit of its own would put one more commit and fsync between a quorum's
+/// acknowledgement and the apply that answers the client. The saved index only tells a restarted
+/// node how far it may re-apply its log at once; openraft asks nothing more of it, and applied
+/// state is durable by its own commit, so a crash before the write loses nothing.
+fn save_commit_index_later(shared: &Shared, batch: &mut Vec<WriteOp>) {
+    let mut log = shared.log();
+    for op in batch.drain(..) {
+        if let WriteOp::SaveCommitted { committed, done } = op {
+            log.stage_committed(committed);
+            done.send(Ok(())).ok();
+        }
+    }
+}
+
+/// The part of an op that changes the store.
+enum Work {
+    Append(Vec<Entry>),
+    SaveVote(Vote),
+    SaveCommitted(Option<LogId>),
+    TruncateAfter(Option<LogId>),
+    Purge(LogId),
+    Apply(Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>),
+    InstallSnapshot(SnapshotMeta, PathBuf),
+}
+
+/// Which crash points a batch passes before its commit.
+#[derive(Default)]
+struct BatchPoints {
+    vote: bool,
+    apply: bool,
+    install: bool,
+}
+
+impl BatchPoints {
+    fn note(&mut self, work: &Work) {
+        match work {
+            Work::SaveVote(_) => self.vote = true,
+            Work::Apply(_) => self.apply = true,
+            Work::InstallSnapshot(..) => self.install = true,
+            _ => {}
+        }
+    }
+
+    fn before_commit(&self) {
+        crash_point("store::before-commit");
+        if self.vote {
+            crash_point("store::vote");
+        }
+        if self.apply {
+            crash_point("store::apply");
+        }
+        if self.install {
+            crash_point("store::snapshot-install");
+        }
+    }
+}
+
+fn split(op: WriteOp) -> (Work, Completion) {
+    match op {
+        WriteOp::Append { entries, flushed } => {
+            (Work::Append(entries), Completion::Append(flushed))
+        }
+        WriteOp::SaveVote { vote, done } => (Work::SaveVote(vote), Completion::Done(done)),
+        WriteOp::SaveCommitted { committed, done } => {
+            (Work::SaveCommitted(committed), Completion::Saved(done))
+        }
+        WriteOp::TruncateAfter { last, done } => {
+            (Work::TruncateAfter(last), Completion::Done(done))
+        }
+        WriteOp::Purge { upto, done } => (Work::Purge(upto), Completion::Done(done)),
+        WriteOp::Apply { entries, done } => {
+            (Work::Apply(entries), Completion::Apply(done, Vec::new()))
+        }
+        WriteOp::InstallSnapshot { meta, path, done } => {
+            (Work::InstallSnapshot(meta, path), Completion::Done(done))
+        }
+    }
+}
+
+/// Carries one op out inside `txn`, updating the staged in-memory state. Returns the
+/// responses an apply decided.
+fn carry_out(
+    txn: &WriteTransaction,
+    work: Work,
+    log: &mut LogMeta,
+    machine: &mut MachineMeta,
+) -> Result<Vec<(ApplyResponder<TypeConfig>, CommandResponse)>, StoreError> {
+    match work {
+        Work::Append(entries) => txn::append(txn, &entries, log)?,
+        Work::SaveVote(vote) => txn::save_vote(txn, vote, log)?,
+        // Written once, just before the batch commits (see `write_batch`).
+        Work::SaveCommitted(committed) => log.stage_committed(committed),
+        Work::TruncateAfter(last) => txn::truncate_after(txn, last, log)?,
+        Work::Purge(upto) => txn::purge(txn, upto, log)?,
+        Work::Apply(entries) => return machine_store::apply(txn, entries, machine),
+        Work::InstallSnapshot(meta, path) => machine_store::install(txn, &meta, &path, machine)?,
+    }
+    Ok(Vec::new())
+}

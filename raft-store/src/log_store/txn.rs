@@ -1,0 +1,152 @@
+//! The log's ops inside the writer's transaction: append, save a vote, truncate, purge, and
+//! the commit index. Each changes the staged [`LogMeta`], which the writer publishes once the
+//! transaction committed.
+
+use redb::ReadableTable;
+use redb::WriteTransaction;
+
+use super::LogMeta;
+use crate::codec;
+use crate::error::StoreError;
+use crate::schema::LOG;
+use crate::schema::META;
+use crate::schema::meta_key;
+use crate::type_config::Entry;
+use crate::type_config::LogId;
+use crate::type_config::Vote;
+
+/// Stores `entries` after the log's last entry.
+pub(crate) fn append(
+    txn: &WriteTransaction,
+    entries: &[Entry],
+    log: &mut LogMeta,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(LOG).map_err(StoreError::db)?;
+    for entry in entries {
+        // Pair assertion with the open-time check: the log stays contiguous.
+        if let Some(last) = log.last_log_id
+            && entry.log_id.index != last.index + 1
+        {
+            return Err(StoreError::Invariant(format!(
+                "append of log index {} after {}: the log must stay contiguous",
+                entry.log_id.index, last.index
+            )));
+        }
+        table
+            .insert(entry.log_id.index, codec::encode_entry(entry).as_slice())
+            .map_err(StoreError::db)?;
+        log.last_log_id = Some(entry.log_id);
+    }
+    Ok(())
+}
+
+/// Stores the vote.
+pub(crate) fn save_vote(
+    txn: &WriteTransaction,
+    vote: Vote,
+    log: &mut LogMeta,
+) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+    meta.insert(meta_key::VOTE, codec::encode_vote(&vote).as_slice())
+        .map_err(StoreError::db)?;
+    log.vote = Some(vote);
+    Ok(())
+}
+
+/// Removes every entry after `last` (all of them with `None`), in one transaction: no hole.
+pub(crate) fn truncate_after(
+    txn: &WriteTransaction,
+    last: Option<LogId>,
+    log: &mut LogMeta,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(LOG).map_err(StoreError::db)?;
+    let from = last.map(|id| id.index + 1).unwrap_or(0);
+    table
+        .retain_in(from.., |_, _| false)
+        .map_err(StoreError::db)?;
+    log.last_log_id = match (last, log.last_log_id) {
+        (Some(last), Some(current)) if current.index <= last.index => Some(current),
+        (Some(last), _) => Some(last),
+        (None, _) => log.last_purged,
+    };
+    Ok(())
+}
+
+/// Purges the log up to `upto`: it takes effect here (the purge point is written); the
+/// entries go a run at a time, with this and later transactions ([`delete_purged`]).
+pub(crate) fn purge(
+    txn: &WriteTransaction,
+    upto: LogId,
+    log: &mut LogMeta,
+) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+    meta.insert(
+        meta_key::LAST_PURGED,
+        codec::encode_log_id(&upto).as_slice(),
+    )
+    .map_err(StoreError::db)?;
+    log.last_purged = Some(upto);
+    if log.last_log_id.is_none_or(|last| last.index < upto.index) {
+        log.last_log_id = Some(upto);
+    }
+    Ok(())
+}
+
+/// The most purged entries one transaction deletes.
+const PURGED_DELETED_PER_TRANSACTION: u64 = 1024;
+
+/// Deletes the next run of purged entries still stored.
+///
+/// A purge takes effect at once: the purge point is written, and reads never go below it. The
+/// entries themselves are deleted a bounded run per transaction, since deleting all of them in
+/// the purge's own transaction (100,000 entries at the default snapshot threshold) stalled the
+/// writer for 200-300 ms with 1 KiB events, and every client with it.
+pub(crate) fn delete_purged(txn: &WriteTransaction, log: &mut LogMeta) -> Result<(), StoreError> {
+    let Some(purged) = log.last_purged else {
+        return Ok(());
+    };
+    if log.purged_stored_from > purged.index {
+        return Ok(());
+    }
+    let mut table = txn.open_table(LOG).map_err(StoreError::db)?;
+    // Start at the first entry stored: a node that installed a snapshot may have purged far
+    // past anything it ever stored.
+    let from = match table.first().map_err(StoreError::db)? {
+        Some((first, _)) => first.value().max(log.purged_stored_from),
+        None => u64::MAX,
+    };
+    if from > purged.index {
+        log.purged_stored_from = purged.index + 1;
+        return Ok(());
+    }
+    let end = purged
+        .index
+        .saturating_add(1)
+        .min(from.saturating_add(PURGED_DELETED_PER_TRANSACTION));
+    table
+        .retain_in(from..end, |_, _| false)
+        .map_err(StoreError::db)?;
+    log.purged_stored_from = end;
+    Ok(())
+}
+
+/// Writes the commit index (absent: none) into `txn`.
+pub(crate) fn write_commit_index(
+    txn: &WriteTransaction,
+    committed: Option<LogId>,
+) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+    match committed {
+        Some(log_id) => {
+            meta.insert(
+                meta_key::COMMITTED,
+                codec::encode_log_id(&log_id).as_slice(),
+            )
+            .map_err(StoreError::db)?;
+        }
+        None => {
+            meta.remove(meta_key::COMMITTED).map_err(StoreError::db)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! The read path: pages of events from a stream or the whole log, served from redb read
+//! transactions (consistent snapshots that never wait for the writer) on blocking threads.
+//! Which state a read may see (linearizable, at least, local) is decided by the node before it
+//! calls in here. `seek.rs` turns a time into where a read starts; `streams.rs` reads stream
+//! summaries from the stream index.
+
+use std::sync::Arc;
+
+use redb::ReadableDatabase;
+
+use crate::codec;
+use crate::engine::Engine;
+use crate::engine::Shared;
+use crate::engine::blocking;
+use crate::error::StoreError;
+use crate::schema::EVENTS;
+use crate::schema::STREAM_INDEX;
+use crate::types::AppliedState;
+use crate::types::RecordedEvent;
+use crate::types::StreamInfo;
+
+mod seek;
+pub(crate) mod streams;
+
+pub use streams::StreamPage;
+
+use streams::stream_info;
+
+/// Which events a read covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadTarget {
+    /// One stream, `from` being a stream version.
+    Stream(String),
+    /// The whole log, `from` being a global position.
+    All,
+}
+
+/// Where a read starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStart {
+    /// The start going forward, the end going backward.
+    Edge,
+    /// This stream version or global position, inclusive.
+    From(u64),
+    /// Going forward, the first event recorded at or after this time (ms since the Unix epoch);
+    /// going backward, the last event recorded at or before it.
+    Time(u64),
+}
+
+/// One page of a read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadPage {
+    pub events: Vec<RecordedEvent>,
+    /// Where the next page starts, `None` when this page reached the end.
+    pub next_from: Option<u64>,
+    /// What had been applied in the transaction that served the read.
+    pub applied: AppliedState,
+}
+
+/// A cloneable handle for reads.
+#[derive(Clone)]
+pub struct EventReader {
+    shared: Arc<Shared>,
+}
+
+impl EventReader {
+    pub fn new(engine: &Engine) -> Self {
+        Self {
+            shared: Arc::clone(&engine.shared),
+        }
+    }
+
+    /// Reads up to `max_count` events of `target` starting at `start`.
+    pub async fn read(
+        &self,
+        target: ReadTarget,
+        start: ReadStart,
+        max_count: usize,
+        backward: bool,
+    ) -> Result<ReadPage, StoreError> {
+        // Taken before the transaction: the transaction sees at least this much.
+        let applied = *self.shared.applied.borrow();
+        self.run(move |txn| read_page(txn, applied, &target, start, max_count, backward))
+            .await
+    }
+
+    /// Up to `max_count` streams whose names start with `prefix`, in name order, after the
+    /// stream named `after` (exclusive).
+    pub async fn list_streams(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        max_count: usize,
+    ) -> Result<StreamPage, StoreError> {
+        self.run(move |txn| streams::list(txn, &prefix, after.as_deref(), max_count))
+            .await
+    }
+
+    /// A stream's summary, `None` if it has no events.
+    pub async fn stream(&self, stream: String) -> Result<Option<StreamInfo>, StoreError> {
+        self.run(move |txn| stream_info(txn, &stream)).await
+    }
+
+    /// Runs `read` in a read transaction on a blocking thread. Damage it finds (a record that
+    /// does not decode, a broken invariant) stops the store: the node must not go on serving
+    /// from it.
+    async fn run<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shared = Arc::clone(&self.shared);
+        let result = blocking(move || {
+            let txn = shared.db.begin_read().map_err(StoreError::db)?;
+            read(&txn)
+        })
+        .await;
+        if let Err(error @ (StoreError::Corrupt(_) | StoreError::Invariant(_))) = &result {
+            self.shared.fail(error.clone());
+        }
+        result
+    }
+
+    /// What has been applied and shown to readers.
+    pub fn applied(&self) -> AppliedState {
+        *self.shared.applied.borrow()
+    }
+}
+
+fn read_page(
+    txn: &redb::ReadTransaction,
+    applied: AppliedState,
+    target: &ReadTarget,
+    start: ReadStart,
+    max_count: usize,
+    backward: bool,
+) -> Result<ReadPage, StoreError> {
+    let events_table = txn.open_table(EVENTS).map_err(StoreError::db)?;
+    let from = match start {
+        ReadStart::Edge => None,
+        ReadStart::From(from) => Some(from),
+        ReadStart::Time(time_ms) => {
+            let from = seek::seek_time(txn, &events_table, target, time_ms, backward)?;
+            if backward && from == 0 {
+                // Nothing was recorded at or before the time.
+                return Ok(ReadPage {
+                    events: Vec::new(),
+                    next_from: None,
+                    applied,
+                });
+            }
+            Some(from)
+        }
+    };
+    let mut events = Vec::with_capacity(max_count.min(1024));
+    let mut next_from = None;
+    match target {
+        ReadTarget::All => {
+            let range = if backward {
+                events_table.range(..=from.unwrap_or(u64::MAX))
+            } else {
+                events_table.range(from.unwrap_or(0)..)
+            }
+            .map_err(StoreError::db)?;
+            let items: Box<dyn Iterator<Item = _>> = if backward {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
+            for item in items {
+                let (position, value) = item.map_err(StoreError::db)?;
+                if events.len() == max_count {
+                    next_from = Some(position.value());
+                    break;
+                }
+                events.push(codec::decode_event(position.value(), value.value())?);
+            }
+        }
+        ReadTarget::Stream(stream) => {
+            let index = txn.open_table(STREAM_INDEX).map_err(StoreError::db)?;
+            let name = stream.as_str();
+            let range = if backward {
+                index.range((name, 0u64)..=(name, from.unwrap_or(u64::MAX)))
+            } else {
+                index.range((name, from.unwrap_or(0))..=(name, u64::MAX))
+            }
+            .map_err(StoreError::db)?;
+            let items: Box<dyn Iterator<Item = _>> = if backward {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
+            for item in items {
+                let (key, position) = item.map_err(StoreError::db)?;
+                let version = key.value().1;
+                if events.len() == max_count {
+                    next_from = Some(version);
+                    break;
+                }
+                let position = position.value();
+                let value = events_table
+                    .get(position)
+                    .map_err(StoreError::db)?
+                    .ok_or_else(|| {
+                        StoreError::Invariant(format!(
+                            "stream index points at missing event {position}"
+                        ))
+                    })?;
+                let event = codec::decode_event(position, value.value())?;
+                // Pair assertion with apply: the index and the event agree.
+                if event.stream != *stream || event.stream_version != version {
+                    return Err(StoreError::Invariant(format!(
+                        "stream index ({stream}, {version}) points at event {position} of ({}, {})",
+                        event.stream, event.stream_version
+                    )));
+                }
+                events.push(event);
+            }
+        }
+    }
+    Ok(ReadPage {
+        events,
+        next_from,
+        applied,
+    })
+}

@@ -1,0 +1,41 @@
+//! What applying an entry changes, as data: the decision (`apply.rs`) returns these, the
+//! writer's transaction executes them (`store.rs`), in order.
+
+use crate::type_config::LogId;
+use crate::type_config::StoredMembership;
+use crate::types::CommandResponse;
+use crate::types::IdempotentRecord;
+use crate::types::RecordedEvent;
+
+/// One change to the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// The entry at this log id is applied (every entry's first mutation).
+    SetLastApplied(LogId),
+    /// A membership entry: the cluster's members from now on.
+    SetMembership(StoredMembership),
+    /// An event, stored at its position and indexed under its stream and version.
+    PutEvent(RecordedEvent),
+    /// The log's head moved to `head_position`; the last event was recorded at
+    /// `last_timestamp_ms` (no later event may be recorded earlier).
+    AdvanceHead {
+        head_position: u64,
+        last_timestamp_ms: u64,
+    },
+    /// An idempotency key and the outcome of its append, first used at `record.log_index`.
+    /// `replaces_order`: the place in the expiry order of the key's earlier (expired) record.
+    PutIdempotencyKey {
+        key: String,
+        record: IdempotentRecord,
+        replaces_order: Option<u64>,
+    },
+    /// An idempotency key expired: removed, with its place `order` in the expiry order.
+    ExpireIdempotencyKey { key: String, order: u64 },
+}
+
+/// What applying one entry decided: what to write, and what to answer the proposer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub mutations: Vec<Mutation>,
+    pub response: CommandResponse,
+}
