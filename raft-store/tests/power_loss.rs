@@ -48,7 +48,7 @@ use openraft::type_config::TypeConfigExt;
 
 /// A store on a crash backend, with its power switch.
 struct Store {
-    _engine: evlog_raft_store::Engine,
+    engine: evlog_raft_store::Engine,
     log: LogStore,
     machine: StateMachine,
     reader: EventReader,
@@ -65,7 +65,7 @@ fn open(dir: &Path) -> Store {
     let (engine, log, machine, reader) =
         evlog_raft_store::open(&config).expect("the store opens after a power loss");
     Store {
-        _engine: engine,
+        engine,
         log,
         machine,
         reader,
@@ -588,4 +588,51 @@ async fn a_power_cut_at_any_sync_of_a_scripted_sequence_leaves_a_store_that_work
         check_applied(&found, &terms, snapshot, &format!("{context}, working on"));
     }
     panic!("the scripted sequence never ran to its end with the power on");
+}
+
+/// A failed sync stops the store for good: the op that needed it fails, the failure is
+/// reported (the node exits on it), and every later write is refused, never retried over
+/// what the failed sync may have lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_stops_the_store_for_good() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path());
+    append_flushed(&mut store.log, vec![entry(1)])
+        .await
+        .expect("the first append is flushed");
+    assert!(store.engine.failure().borrow().is_none());
+    store.switch.lose_power_at_sync(1);
+    let error = append_flushed(&mut store.log, vec![entry(2)])
+        .await
+        .expect_err("the append whose sync failed");
+    assert!(
+        matches!(
+            evlog_raft_store::StoreError::from(error),
+            evlog_raft_store::StoreError::Io(_)
+        ),
+        "the append fails with the I/O error"
+    );
+    let failure = store
+        .engine
+        .failure()
+        .wait_for(Option::is_some)
+        .await
+        .expect("the failure is reported")
+        .clone();
+    assert!(
+        matches!(failure, Some(evlog_raft_store::StoreError::Io(_))),
+        "{failure:?}"
+    );
+    let error = store
+        .log
+        .save_vote(&Vote::new(1, 1))
+        .await
+        .expect_err("a later write is refused");
+    assert!(
+        matches!(
+            evlog_raft_store::StoreError::from(error),
+            evlog_raft_store::StoreError::Stopped(_)
+        ),
+        "a later write gets the store's stopped error"
+    );
 }
