@@ -168,8 +168,12 @@ log_tail() {
   tail -n "${2:-20}" "$log" >&2 2>/dev/null || true
 }
 
+# Starts node N. With "found" as the second argument (`up` creating the cluster's folders), the
+# node founds the cluster (--bootstrap). Otherwise a node with an empty data folder, emptied or
+# removed, waits to be caught up by a leader and votes only then: it may have lost entries the
+# cluster acknowledged.
 start_node() {
-  local n="$1" pid bin port extra=()
+  local n="$1" mode="${2:-}" pid bin port extra=() bootstrap=()
   if pid="$(node_pid "$n")"; then
     echo "node $n is already running (pid $pid)"
     return
@@ -177,6 +181,7 @@ start_node() {
   bin="$(binary)"
   port="$(port_of "$n")"
   port_in_use "$port" && die "port $port (node $n) is already in use by another process"
+  if [[ "$mode" == found ]]; then bootstrap=(--bootstrap); fi
   mkdir -p "$CLUSTER_DIR/data" "$CLUSTER_DIR/logs" "$CLUSTER_DIR/pids"
   touch "$CLUSTER_DIR/$MARKER"
   echo "$BASE_PORT" >"$CLUSTER_DIR/base-port"
@@ -187,6 +192,7 @@ start_node() {
     --listen "$(address_of "$n")" \
     --data-dir "$(data_dir_of "$n")" \
     --peers "$(peers)" \
+    ${bootstrap[@]+"${bootstrap[@]}"} \
     ${extra[@]+"${extra[@]}"} \
     </dev/null >>"$(log_of "$n")" 2>&1 &
   echo $! >"$(pid_file_of "$n")"
@@ -243,8 +249,13 @@ wait_for_leader() {
 
 cmd_up() {
   ensure_binary
-  local n
-  for n in "${NODES[@]}"; do start_node "$n"; done
+  local n mode=found
+  # The cluster is founded only when none of its data folders exists: a folder that exists
+  # (or one that is missing beside others that exist) belongs to a cluster already.
+  for n in "${NODES[@]}"; do
+    if [[ -e "$(data_dir_of "$n")" ]]; then mode=""; fi
+  done
+  for n in "${NODES[@]}"; do start_node "$n" "$mode"; done
   wait_for_leader
   cat <<EOF
 evlog cluster is up.

@@ -229,8 +229,10 @@ impl Cluster {
 
     /// The `evlog serve` arguments of node `id`.
     ///
-    /// The initial members get `--peers` (all initial members); a node that joins later gets
-    /// none, and waits to be added. A proxied node gets `--routes` through its links.
+    /// The initial members get `--peers` (all initial members), and `--bootstrap` at their
+    /// first start only (they found the cluster; a restart, or a start after the data was
+    /// wiped, does not); a node that joins later gets neither, and waits to be added. A
+    /// proxied node gets `--routes` through its links.
     fn serve_args(&self, id: u64) -> Vec<String> {
         let node = self.node(id);
         let mut args = vec![
@@ -251,6 +253,9 @@ impl Cluster {
                 .join(",");
             args.push("--peers".to_owned());
             args.push(peers);
+            if node.starts() == 0 {
+                args.push("--bootstrap".to_owned());
+            }
         }
         if let Some(network) = &self.network {
             args.push("--routes".to_owned());

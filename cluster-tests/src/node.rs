@@ -60,6 +60,11 @@ impl Node {
         }
     }
 
+    /// How many times the process was started.
+    pub(crate) fn starts(&self) -> u32 {
+        self.starts
+    }
+
     pub(crate) fn port(&self) -> u16 {
         self.port
     }

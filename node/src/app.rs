@@ -1,51 +1,57 @@
-//! Wiring and graceful shutdown: open the store, start Raft, serve gRPC on the given
-//! listener until `shutdown` resolves. Tests call [`run`] in-process with a port-0 listener.
+//! Wiring, a supervisor and graceful shutdown: open the store, start Raft, serve gRPC on the
+//! given listener until `shutdown` resolves, or stop at once with an error when the store or
+//! the Raft core fails (a node that cannot write must not go on answering: the orchestrator
+//! restarts it). Tests call [`run`] in-process with a port-0 listener.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use evlog_proto::v1::StatusRequest;
-use evlog_proto::v1::cluster_client::ClusterClient;
 use evlog_proto::v1::cluster_server::ClusterServer;
 use evlog_proto::v1::event_log_server::EventLogServer;
 use evlog_proto::v1::raft_peer_server::RaftPeerServer;
 use evlog_raft_store::StoreConfig;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::config::NodeConfig;
-use crate::grpc::cluster::ClusterService;
-use crate::grpc::event_log::EventLogService;
-use crate::grpc::peer::PeerService;
+use crate::grpc::cluster::ClusterGrpc;
+use crate::grpc::event_log::EventLogGrpc;
+use crate::grpc::forward::GrpcForward;
 use crate::raft::Raft;
 use crate::raft::RaftHandle;
-use crate::raft::channels::PeerChannels;
-use crate::raft::network::PeerNetwork;
+use crate::raft::transport::channels::PeerChannels;
+use crate::raft::transport::client::PeerNetwork;
+use crate::raft::transport::server::PeerService;
+use crate::service::cluster::ClusterService;
+use crate::service::event_log::EventLogService;
 
 /// How long in-flight requests get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How often the initializing node checks whether every initial member is up.
-const INIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// The initializing node gives up after this long (an operator can restart it).
-const INIT_GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
 /// Largest peer message (a batch of replicated entries).
 const MAX_PEER_MESSAGE_BYTES: usize = 512 << 20;
+/// How long a membership change may take (adding a learner waits until it has caught up).
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The gRPC health service name of the event log (`grpc.health.v1`); "" is the whole node.
+const HEALTH_SERVICE: &str = "evlog.v1.EventLog";
 
-/// Runs a node until `shutdown` resolves.
+/// Runs a node until `shutdown` resolves (then `Ok`), or until its store or Raft core fails
+/// (then the failure, as an error: the process should exit non-zero).
 pub async fn run(
     config: NodeConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let raft_config = Arc::new(config.raft_config()?);
+    let raft_config = Arc::new(crate::raft::config::raft_config(&config)?);
     let node_id = config.node_id;
     let store_config = StoreConfig {
         cache_bytes: config.store_cache_mib << 20,
         quick_repair: config.store_quick_repair,
         backend: store_backend(&config.data_dir)?,
+        founding: config.bootstrap,
         ..StoreConfig::new(&config.data_dir, node_id, &config.cluster_id)
     };
     let (engine, log_store, state_machine, reader) =
@@ -63,31 +69,52 @@ pub async fn run(
         peer_rpc_timeout,
         config.read_policy,
     );
+    if engine.needs_catch_up() {
+        tracing::warn!(
+            node_id,
+            "this node's data directory was {} without --bootstrap: it joins a cluster that \
+             exists (or lost its data), waits to be caught up by a leader, and does not vote \
+             until then",
+            if engine.created() {
+                "empty"
+            } else {
+                "created empty"
+            }
+        );
+        handle.set_voting(false);
+    }
     let request_timeout = Duration::from_millis(config.request_timeout_ms);
-
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<EventLogServer<EventLogService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(evlog_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
     let max_client_message = config.limits.max_append_bytes + (1 << 20);
-    let event_log = EventLogServer::new(EventLogService::new(
+    let forward = Arc::new(GrpcForward::new(channels.clone(), max_client_message));
+    let event_log = Arc::new(EventLogService::new(
         handle.clone(),
-        channels.clone(),
+        forward.clone(),
         config.limits.clone(),
         request_timeout,
         // Long enough for an overloaded leader to hear from a quorum again, or for a new
         // election to be decided (1 s with the default timing).
         Duration::from_millis(5 * config.election_timeout_max_ms),
-    ))
-    .max_decoding_message_size(max_client_message)
-    .max_encoding_message_size(usize::MAX);
-    let cluster = ClusterServer::new(ClusterService::new(handle.clone(), channels.clone()));
-    let peer = RaftPeerServer::new(PeerService::new(
+    ));
+    let cluster = Arc::new(ClusterService::new(
+        handle.clone(),
+        forward,
+        MEMBERSHIP_TIMEOUT,
+    ));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(evlog_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let event_log_server = EventLogServer::new(EventLogGrpc::new(event_log))
+        .max_decoding_message_size(max_client_message)
+        .max_encoding_message_size(usize::MAX);
+    let cluster_server = ClusterServer::new(ClusterGrpc::new(cluster));
+    let peer_server = RaftPeerServer::new(PeerService::new(
+        raft,
         handle.clone(),
         engine.data_dir().join("snapshots"),
+        config.max_snapshot_bytes,
     ))
     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
@@ -95,13 +122,21 @@ pub async fn run(
     let local_address = listener.local_addr()?;
     tracing::info!(node_id, %local_address, advertise = %config.advertise_addr, data_dir = %config.data_dir.display(), "evlog node serving");
 
-    let initializer = (config.initial_members.keys().next() == Some(&node_id)).then(|| {
-        tokio::spawn(initialize_when_ready(
-            handle.clone(),
-            config.initial_members.clone(),
-            channels.clone(),
-        ))
-    });
+    let founder = config.bootstrap && !engine.needs_catch_up();
+    let initializer =
+        (founder && config.initial_members.keys().next() == Some(&node_id)).then(|| {
+            tokio::spawn(crate::raft::bootstrap::initialize_when_ready(
+                handle.clone(),
+                config.initial_members.clone(),
+                channels.clone(),
+            ))
+        });
+    let readiness = tokio::spawn(become_ready(
+        handle.clone(),
+        engine.clone(),
+        health.clone(),
+        request_timeout,
+    ));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // The builder's `tcp_nodelay` applies only to sockets it binds itself; this listener's
@@ -113,34 +148,100 @@ pub async fn run(
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(event_log)
-        .add_service(cluster)
-        .add_service(peer)
+        .add_service(event_log_server)
+        .add_service(cluster_server)
+        .add_service(peer_server)
         .serve_with_incoming_shutdown(incoming, async {
             stop_rx.await.ok();
         });
     let mut server = tokio::spawn(server);
-    tokio::select! {
-        result = &mut server => {
-            result??;
+    let mut store_failure = engine.failure();
+    let store_failed = async move {
+        match store_failure.wait_for(Option::is_some).await {
+            Ok(failure) => failure.as_ref().map(ToString::to_string),
+            Err(_) => None,
         }
+    };
+    let outcome = tokio::select! {
+        result = &mut server => result.map_err(anyhow::Error::from).and_then(|served| {
+            served.map_err(anyhow::Error::from)
+        }),
         () = shutdown => {
             tracing::info!(node_id, "shutting down");
+            set_health(&health, ServingStatus::NotServing).await;
             stop_tx.send(()).ok();
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
                 tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; closing them");
                 server.abort();
             }
+            Ok(())
         }
+        reason = store_failed => {
+            Err(anyhow::anyhow!(
+                "node {node_id} stops: its store failed ({}); a failed write or fsync is never \
+                 retried (it may have lost data the kernel had accepted); fix the disk, then \
+                 restart the node: it recovers from its log and the leader",
+                reason.unwrap_or_else(|| "the store closed".to_string())
+            ))
+        }
+        reason = handle.core_stopped() => {
+            Err(anyhow::anyhow!("node {node_id} stops: its Raft core stopped: {reason}"))
+        }
+    };
+    if outcome.is_err() {
+        set_health(&health, ServingStatus::NotServing).await;
+        server.abort();
     }
+    readiness.abort();
     if let Some(initializer) = initializer {
         initializer.abort();
     }
-    if let Err(error) = raft.shutdown().await {
-        tracing::warn!("raft shutdown: {error}");
+    handle.shutdown().await;
+    match &outcome {
+        Ok(()) => tracing::info!(node_id, "stopped"),
+        Err(error) => tracing::error!(node_id, "{error}"),
     }
-    tracing::info!(node_id, "stopped");
-    Ok(())
+    outcome
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(HEALTH_SERVICE, status).await;
+}
+
+/// Health follows readiness: `NOT_SERVING` until the node has caught up with the leader since
+/// it started (it serves no read before), then `SERVING`. A node that must catch up before it
+/// votes records, durably, that it has, and votes from then on. Tries with a growing pause,
+/// until it succeeds or the node stops.
+async fn become_ready(
+    handle: RaftHandle,
+    engine: evlog_raft_store::Engine,
+    health: HealthReporter,
+    attempt_timeout: Duration,
+) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match handle.catch_up(attempt_timeout).await {
+            Ok(()) => {
+                if engine.needs_catch_up() {
+                    // Every entry this node holds is on its disk once this returns (the mark
+                    // is written after them, and a durable commit covers every commit before).
+                    if let Err(error) = engine.mark_caught_up().await {
+                        tracing::error!("recording that this node caught up failed: {error}");
+                        return;
+                    }
+                    handle.set_voting(true);
+                    tracing::info!("caught up with the leader after an empty start: voting");
+                }
+                tracing::info!("caught up with the leader: serving");
+                set_health(&health, ServingStatus::Serving).await;
+                return;
+            }
+            Err(error) => tracing::debug!("not ready yet: {error}"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
 }
 
 /// The store's backend: the file. A failpoints build (the chaos and cluster tests) runs on the
@@ -171,86 +272,4 @@ fn store_backend(data_dir: &std::path::Path) -> anyhow::Result<evlog_raft_store:
         let _ = data_dir;
         Ok(evlog_raft_store::StoreBackend::File)
     }
-}
-
-/// On the lowest-id initial member: once every initial member answers and none has a log,
-/// initializes the cluster, exactly once. A restarted or already-joined node finds a log
-/// (its own or a peer's) and does nothing.
-async fn initialize_when_ready(
-    handle: RaftHandle,
-    members: BTreeMap<u64, String>,
-    channels: PeerChannels,
-) {
-    let started = tokio::time::Instant::now();
-    while started.elapsed() < INIT_GIVE_UP_AFTER {
-        match handle.is_initialized().await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(error) => {
-                tracing::warn!("cannot initialize: {error}");
-                return;
-            }
-        }
-        match peers_ready(&handle, &members, &channels).await {
-            PeersReady::AllFresh => {
-                match handle.initialize(&members).await {
-                    Ok(()) => tracing::info!(
-                        "initialized the cluster with members {:?}",
-                        members.keys().collect::<Vec<_>>()
-                    ),
-                    Err(error) => tracing::warn!("initialize: {error}"),
-                }
-                return;
-            }
-            PeersReady::SomeInitialized(peer) => {
-                tracing::info!(
-                    "node {peer} already has a log; not initializing (this node will be caught up)"
-                );
-                return;
-            }
-            PeersReady::Waiting(peer) => {
-                tracing::debug!("waiting for node {peer} before initializing")
-            }
-        }
-        tokio::time::sleep(INIT_POLL_INTERVAL).await;
-    }
-    tracing::warn!("gave up waiting for every initial member after {INIT_GIVE_UP_AFTER:?}");
-}
-
-enum PeersReady {
-    AllFresh,
-    SomeInitialized(u64),
-    Waiting(u64),
-}
-
-async fn peers_ready(
-    handle: &RaftHandle,
-    members: &BTreeMap<u64, String>,
-    channels: &PeerChannels,
-) -> PeersReady {
-    for (id, address) in members {
-        if *id == handle.node_id() {
-            continue;
-        }
-        let Ok(channel) = channels.get(address) else {
-            return PeersReady::Waiting(*id);
-        };
-        let mut request = tonic::Request::new(StatusRequest {});
-        request.set_timeout(Duration::from_secs(1));
-        let answer = tokio::time::timeout(
-            Duration::from_secs(1),
-            ClusterClient::new(channel).status(request),
-        )
-        .await;
-        match answer {
-            Ok(Ok(status)) => {
-                let status = status.into_inner();
-                if status.last_log_index > 0 || !status.members.is_empty() || status.term > 0 {
-                    return PeersReady::SomeInitialized(*id);
-                }
-            }
-            _ => return PeersReady::Waiting(*id),
-        }
-    }
-    PeersReady::AllFresh
 }

@@ -54,6 +54,12 @@ pub struct NodeConfig {
     pub initial_members: BTreeMap<u64, String>,
     /// The cluster's name; a data directory of another cluster is refused.
     pub cluster_id: String,
+    /// This node founds a new cluster with `initial_members` if its data directory is empty:
+    /// it may vote at once, and the lowest-id member initializes the cluster once every member
+    /// answers and none has a log. Without it, a node with an empty data directory joins a
+    /// cluster that exists (or lost its data): it waits to be caught up by a leader and votes
+    /// only then. Ignored when the data directory holds a store.
+    pub bootstrap: bool,
     /// How often the leader sends heartbeats.
     pub heartbeat_interval_ms: u64,
     /// A follower that hears no leader for a random time in this range starts an election.
@@ -71,6 +77,8 @@ pub struct NodeConfig {
     pub store_quick_repair: bool,
     /// Deadline of a snapshot transfer.
     pub snapshot_transfer_timeout_ms: u64,
+    /// Largest snapshot accepted from a leader, in bytes.
+    pub max_snapshot_bytes: u64,
     /// How long a client request may wait for a leader, a commit or a read index, when the
     /// client sets no shorter deadline.
     pub request_timeout_ms: u64,
@@ -105,6 +113,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("evlog-data"),
             initial_members: BTreeMap::new(),
             cluster_id: "evlog".to_string(),
+            bootstrap: false,
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 110,
             election_timeout_max_ms: 200,
@@ -114,6 +123,7 @@ impl Default for NodeConfig {
             store_cache_mib: evlog_raft_store::engine::DEFAULT_CACHE_BYTES >> 20,
             store_quick_repair: false,
             snapshot_transfer_timeout_ms: 300_000,
+            max_snapshot_bytes: 256 << 30,
             request_timeout_ms: 10_000,
             limits: Limits::default(),
             routes: BTreeMap::new(),
@@ -139,6 +149,13 @@ impl NodeConfig {
                 self.node_id,
                 self.initial_members.keys().collect::<Vec<_>>()
             ));
+        }
+        if self.bootstrap && self.initial_members.is_empty() {
+            return fail(
+                "--bootstrap founds a cluster with --peers: list the founding members, this \
+                 node included"
+                    .to_string(),
+            );
         }
         if self.initial_members.contains_key(&0) {
             return fail("node ids in --peers must be 1 or more".to_string());
@@ -187,31 +204,6 @@ impl NodeConfig {
             return fail("default read count must be between 1 and the max read count".to_string());
         }
         Ok(())
-    }
-
-    /// The openraft configuration these settings imply.
-    pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
-        let config = openraft::Config {
-            cluster_name: self.cluster_id.clone(),
-            heartbeat_interval: self.heartbeat_interval_ms,
-            election_timeout_min: self.election_timeout_min_ms,
-            election_timeout_max: self.election_timeout_max_ms,
-            install_snapshot_timeout: self.snapshot_transfer_timeout_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
-            max_in_snapshot_log_to_keep: self.log_keep_after_snapshot,
-            replication_lag_threshold: self
-                .snapshot_threshold
-                .saturating_add(self.log_keep_after_snapshot),
-            enable_pre_vote: Some(true),
-            // A restarted leader must win an election before it leads again: it sends entries
-            // to its followers before its own fsync, so a crash can leave it without entries
-            // they hold, and leading on in the same term would reuse their log ids.
-            enable_leader_restore: Some(false),
-            ..Default::default()
-        };
-        config
-            .validate()
-            .map_err(|error| ConfigError(error.to_string()))
     }
 }
 
@@ -287,9 +279,6 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         NodeConfig::default().validate().expect("defaults validate");
-        NodeConfig::default()
-            .raft_config()
-            .expect("defaults make a raft config");
     }
 
     #[test]

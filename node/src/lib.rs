@@ -1,12 +1,16 @@
-//! evlog's node and client: the `evlog` binary is `main.rs` over this library, so tests can
-//! start a node in-process (`app::run` on a port-0 listener) and use the same client.
+//! evlog's node and command line: the `evlog` binary is `main.rs` over this library, so tests
+//! start a node in-process (`app::run` on a port-0 listener).
+//!
+//! Layers, top down: `grpc/` converts the wire and maps errors (tonic only); `service/`
+//! decides with domain types (validation, forward or propose, consistency); `raft/` is the only
+//! door to openraft (and its peer transport); `raft-store` holds the data. `app.rs` wires them
+//! and supervises; `cli/` and `bench/` are the command line, clients through `evlog-client`.
 
 pub mod app;
 pub mod bench;
 pub mod cli;
-pub mod client;
 pub mod config;
-pub mod error;
 pub mod grpc;
 pub mod raft;
+pub mod service;
 pub mod telemetry;

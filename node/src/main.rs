@@ -42,11 +42,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     })?;
                 evlog::app::run(config, listener, shutdown).await
             }
-            CliCommand::Append(args) => evlog::cli::append(args).await,
-            CliCommand::Read(args) => evlog::cli::read(args).await,
-            CliCommand::Status(args) => evlog::cli::status(args).await,
-            CliCommand::Streams(args) => evlog::cli::streams(args).await,
             CliCommand::Bench(args) => evlog::bench::run(args).await,
+            client => evlog::cli::run_client(client).await,
         }
     })
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::all, missing_docs)]
 
 pub mod codec;
+pub mod metadata;
 
 pub mod v1 {
     tonic::include_proto!("evlog.v1");

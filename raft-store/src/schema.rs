@@ -15,7 +15,8 @@ pub const FORMAT_VERSION: u32 = 3;
 /// (name -> version, first and last position) that repeated what the stream index holds.
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 2;
 
-/// Store-wide facts: format version, cluster id, node id, vote, committed, last purged.
+/// Store-wide facts: format version, cluster id, node id, vote, committed, last purged, and
+/// whether the store must catch up before its node votes.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Raft log: log index -> encoded entry.
 pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -40,6 +41,9 @@ pub mod meta_key {
     pub const VOTE: &str = "vote";
     pub const COMMITTED: &str = "committed";
     pub const LAST_PURGED: &str = "last_purged";
+    /// Present (`u64` 1) while a store created empty outside a cluster's founding has not yet
+    /// caught up with a leader: its node must not vote (it may lack acknowledged entries).
+    pub const CATCH_UP_REQUIRED: &str = "catch_up_required";
 }
 
 pub mod sm_key {

@@ -79,7 +79,7 @@ impl ReadConsistency {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// The cluster's endpoints, comma-separated (all of them: reads are spread over every one).
-    #[arg(long, env = "EVLOG_ENDPOINTS", value_delimiter = ',', default_value = crate::cli::DEFAULT_ENDPOINTS)]
+    #[arg(long, env = "EVLOG_ENDPOINTS", value_delimiter = ',', default_value = evlog_client::DEFAULT_ENDPOINTS)]
     pub endpoints: Vec<String>,
     /// What each request does.
     #[arg(long, value_enum, default_value = "append")]

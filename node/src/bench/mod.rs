@@ -46,8 +46,8 @@ use self::worker::Progress;
 use self::worker::Schedule;
 use self::worker::TaskResult;
 use self::worker::Workload;
-use crate::client::ClientOptions;
-use crate::client::EvlogClient;
+use evlog_client::ClientOptions;
+use evlog_client::EvlogClient;
 use evlog_proto::v1 as pb;
 
 /// How often the leader search asks the endpoints again, and the progress bar redraws.

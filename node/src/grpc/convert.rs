@@ -1,166 +1,149 @@
-//! Wire (protobuf) types to domain types and back, validating everything a client sends.
+//! Wire (protobuf) types to the service's domain types and back. What a client may send wrong
+//! in the wire form alone (an unknown enum value, no target, two starts) is refused here;
+//! everything else the service validates.
 
 use evlog_proto::v1 as pb;
-use evlog_raft_store::types::AppendCommand;
-use evlog_raft_store::types::NewEvent;
+use evlog_raft_store::ReadStart;
+use evlog_raft_store::ReadTarget;
+use evlog_raft_store::types::AppendOutcome;
 use evlog_raft_store::types::RecordedEvent;
 use evlog_raft_store::types::StreamInfo;
 
-use crate::config::Limits;
-use crate::error::NodeError;
+use crate::raft::handle::MemberStatus;
+use crate::raft::handle::NodeStatus;
+use crate::raft::receipt::Receipt;
+use crate::service::ServiceError;
+use crate::service::append::AppendRequest;
+use crate::service::append::Appended;
+use crate::service::append::EventData;
+use crate::service::event_log::Consistency;
+use crate::service::event_log::ReadRequest;
+use crate::service::forward::MembershipChanged;
 
-/// Longest stream name, in bytes.
-pub const MAX_STREAM_NAME_BYTES: usize = 200;
-/// Longest idempotency key, in bytes.
-pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
-
-/// Checks a stream name: 1-200 bytes of `A-Z a-z 0-9 _ - . : /`; `$` names are the system's.
-pub fn validate_stream_name(stream: &str) -> Result<(), NodeError> {
-    if stream.is_empty() {
-        return Err(NodeError::InvalidArgument(
-            "stream name is empty".to_string(),
-        ));
-    }
-    if stream.len() > MAX_STREAM_NAME_BYTES {
-        return Err(NodeError::InvalidArgument(format!(
-            "stream name is {} bytes; the limit is {MAX_STREAM_NAME_BYTES}",
-            stream.len()
-        )));
-    }
-    if stream.starts_with('$') {
-        return Err(NodeError::InvalidArgument(format!(
-            "stream name {stream:?} begins with '$', which is reserved for system streams"
-        )));
-    }
-    if let Some(bad) = stream
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/')))
-    {
-        return Err(NodeError::InvalidArgument(format!(
-            "stream name {stream:?} contains {bad:?}; allowed are A-Z a-z 0-9 _ - . : /"
-        )));
-    }
-    Ok(())
-}
-
-/// A 64-bit FNV-1a hash of the request as the client sent it (event ids as given, empty or
-/// not; metadata sorted). A retry hashes the same; another request under the same key does not.
-pub fn request_fingerprint(request: &pb::AppendRequest) -> u64 {
-    struct Fnv(u64);
-    impl Fnv {
-        fn bytes(&mut self, bytes: &[u8]) {
-            for part in [&(bytes.len() as u64).to_le_bytes()[..], bytes] {
-                for byte in part {
-                    self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-                }
-            }
-        }
-    }
-    let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
-    hash.bytes(request.stream.as_bytes());
-    hash.bytes(&request.expected_version.map_or([0xff; 9], |v| {
-        let mut tagged = [0u8; 9];
-        tagged[1..].copy_from_slice(&v.to_le_bytes());
-        tagged
-    }));
-    for event in &request.events {
-        hash.bytes(event.id.as_bytes());
-        hash.bytes(event.r#type.as_bytes());
-        hash.bytes(event.content_type.as_bytes());
-        hash.bytes(&event.data);
-        let mut metadata: Vec<_> = event.metadata.iter().collect();
-        metadata.sort();
-        for (key, value) in metadata {
-            hash.bytes(key.as_bytes());
-            hash.bytes(value.as_bytes());
-        }
-    }
-    hash.0
-}
-
-/// Turns an append request into a command, enforcing the limits. Empty event ids become
-/// UUIDv7s; metadata is sorted so the encoding is deterministic.
-pub fn append_command(
-    request: pb::AppendRequest,
-    limits: &Limits,
-    timestamp_ms: u64,
-) -> Result<AppendCommand, NodeError> {
-    validate_stream_name(&request.stream)?;
-    let request_fingerprint = request_fingerprint(&request);
-    if request.events.is_empty() {
-        return Err(NodeError::InvalidArgument(
-            "an append needs at least one event".to_string(),
-        ));
-    }
-    if request.events.len() > limits.max_events_per_append {
-        return Err(NodeError::TooLarge(format!(
-            "{} events in one append; the limit is {}",
-            request.events.len(),
-            limits.max_events_per_append
-        )));
-    }
-    if let Some(key) = &request.idempotency_key
-        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
-    {
-        return Err(NodeError::InvalidArgument(format!(
-            "idempotency key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes, got {}",
-            key.len()
-        )));
-    }
-    let mut total = 0usize;
-    let mut events = Vec::with_capacity(request.events.len());
-    for (index, event) in request.events.into_iter().enumerate() {
-        let size = event.data.len()
-            + event.id.len()
-            + event.r#type.len()
-            + event.content_type.len()
-            + event
-                .metadata
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
-        if size > limits.max_event_bytes {
-            return Err(NodeError::TooLarge(format!(
-                "event {index} is {size} bytes; the limit is {} bytes",
-                limits.max_event_bytes
-            )));
-        }
-        total += size;
-        if total > limits.max_append_bytes {
-            return Err(NodeError::TooLarge(format!(
-                "the append's events reach {total} bytes at event {index}; the limit is {} bytes \
-                 per append",
-                limits.max_append_bytes
-            )));
-        }
-        if event.r#type.is_empty() {
-            return Err(NodeError::InvalidArgument(format!(
-                "event {index} has no type"
-            )));
-        }
-        let id = if event.id.is_empty() {
-            uuid::Uuid::now_v7().to_string()
-        } else {
-            event.id
-        };
-        let mut metadata: Vec<(String, String)> = event.metadata.into_iter().collect();
-        metadata.sort();
-        events.push(NewEvent {
-            id,
-            event_type: event.r#type,
-            content_type: event.content_type,
-            data: event.data,
-            metadata,
-        });
-    }
-    Ok(AppendCommand {
+/// An append request from the wire (metadata sorted by key).
+pub fn append_request(request: pb::AppendRequest) -> AppendRequest {
+    AppendRequest {
         stream: request.stream,
-        events,
+        events: request
+            .events
+            .into_iter()
+            .map(|event| {
+                let mut metadata: Vec<(String, String)> = event.metadata.into_iter().collect();
+                metadata.sort();
+                EventData {
+                    id: event.id,
+                    event_type: event.r#type,
+                    content_type: event.content_type,
+                    data: event.data,
+                    metadata,
+                }
+            })
+            .collect(),
         expected_version: request.expected_version,
         idempotency_key: request.idempotency_key,
-        timestamp_ms,
-        request_fingerprint,
-        idempotency: limits.idempotency,
+    }
+}
+
+/// An append request back on the wire, as the client sent it (to forward it to the leader).
+pub fn append_request_to_wire(request: AppendRequest) -> pb::AppendRequest {
+    pb::AppendRequest {
+        stream: request.stream,
+        events: request
+            .events
+            .into_iter()
+            .map(|event| pb::EventData {
+                id: event.id,
+                r#type: event.event_type,
+                content_type: event.content_type,
+                data: event.data,
+                metadata: event.metadata.into_iter().collect(),
+            })
+            .collect(),
+        expected_version: request.expected_version,
+        idempotency_key: request.idempotency_key,
+    }
+}
+
+pub fn append_response(appended: Appended) -> pb::AppendResponse {
+    pb::AppendResponse {
+        first_position: appended.outcome.first_position,
+        last_position: appended.outcome.last_position,
+        stream_version: appended.outcome.stream_version,
+        deduplicated: appended.outcome.deduplicated,
+        receipt: Some(pb::DurabilityReceipt {
+            term: appended.receipt.term,
+            log_index: appended.receipt.log_index,
+            leader_id: appended.receipt.leader_id,
+        }),
+    }
+}
+
+/// The leader's answer to a forwarded append.
+pub fn append_response_from_wire(response: pb::AppendResponse) -> Appended {
+    let receipt = response.receipt.unwrap_or_default();
+    Appended {
+        outcome: AppendOutcome {
+            first_position: response.first_position,
+            last_position: response.last_position,
+            stream_version: response.stream_version,
+            deduplicated: response.deduplicated,
+        },
+        receipt: Receipt {
+            term: receipt.term,
+            log_index: receipt.log_index,
+            leader_id: receipt.leader_id,
+        },
+    }
+}
+
+/// A consistency level and its position (used with `AT_LEAST` only).
+pub fn consistency(value: i32, at_least_position: u64) -> Result<Consistency, ServiceError> {
+    match pb::Consistency::try_from(value) {
+        Ok(pb::Consistency::Linearizable) => Ok(Consistency::Linearizable),
+        Ok(pb::Consistency::AtLeast) => Ok(Consistency::AtLeast(at_least_position)),
+        Ok(pb::Consistency::Local) => Ok(Consistency::Local),
+        Err(_) => Err(ServiceError::InvalidArgument(format!(
+            "unknown consistency {value}"
+        ))),
+    }
+}
+
+pub fn read_request(request: pb::ReadRequest) -> Result<ReadRequest, ServiceError> {
+    let target = match request.target {
+        Some(pb::read_request::Target::Stream(stream)) => ReadTarget::Stream(stream),
+        Some(pb::read_request::Target::All(_)) => ReadTarget::All,
+        None => {
+            return Err(ServiceError::InvalidArgument(
+                "a read needs a target: a stream or all".to_string(),
+            ));
+        }
+    };
+    let start = match (request.from, request.from_timestamp_ms) {
+        (Some(_), Some(_)) => {
+            return Err(ServiceError::InvalidArgument(
+                "a read starts at `from` or at `from_timestamp_ms`, not both".to_string(),
+            ));
+        }
+        (Some(from), None) => ReadStart::From(from),
+        (None, Some(time_ms)) => ReadStart::Time(time_ms),
+        (None, None) => ReadStart::Edge,
+    };
+    let backward = match pb::Direction::try_from(request.direction) {
+        Ok(pb::Direction::Forward) => false,
+        Ok(pb::Direction::Backward) => true,
+        Err(_) => {
+            return Err(ServiceError::InvalidArgument(format!(
+                "unknown direction {}",
+                request.direction
+            )));
+        }
+    };
+    Ok(ReadRequest {
+        target,
+        start,
+        max_count: request.max_count,
+        backward,
+        consistency: consistency(request.consistency, request.at_least_position)?,
     })
 }
 
@@ -187,96 +170,137 @@ pub fn recorded_event(event: RecordedEvent) -> pb::RecordedEvent {
     }
 }
 
+/// Members on the wire; the replication lag is measured against `last_log_index` (the
+/// leader's, where the matched indexes are known).
+pub fn members(members: &[MemberStatus], last_log_index: u64) -> Vec<pb::Member> {
+    members
+        .iter()
+        .map(|member| pb::Member {
+            node_id: member.node_id,
+            address: member.address.clone(),
+            role: if member.voter { "voter" } else { "learner" }.to_string(),
+            matched_index: member.matched_index,
+            replication_lag: member
+                .matched_index
+                .map(|matched| last_log_index.saturating_sub(matched)),
+        })
+        .collect()
+}
+
+pub fn status_response(status: &NodeStatus) -> pb::StatusResponse {
+    let address = status
+        .members
+        .iter()
+        .find(|member| member.node_id == status.node_id)
+        .map(|member| member.address.clone())
+        .unwrap_or_default();
+    pb::StatusResponse {
+        node_id: status.node_id,
+        role: status.role.as_str().to_string(),
+        term: status.term,
+        leader_id: status.leader_id.unwrap_or(0),
+        leader_address: status.leader_address.clone().unwrap_or_default(),
+        last_log_index: status.last_log_index,
+        committed_index: status.committed_index,
+        applied_index: status.applied_index,
+        head_position: status.head_position,
+        members: members(&status.members, status.last_log_index),
+        address,
+        snapshot_index: status.snapshot_index,
+        purged_index: status.purged_index,
+        millis_since_quorum_ack: status.since_quorum_ack.map(|age| age.as_millis() as u64),
+        serving: status.not_serving_reason().is_none(),
+        not_serving_reason: status.not_serving_reason().unwrap_or_default(),
+        voting: status.voting,
+    }
+}
+
+pub fn membership_response(
+    changed: MembershipChanged,
+    last_log_index: u64,
+) -> pb::MembershipResponse {
+    pb::MembershipResponse {
+        log_index: changed.log_index,
+        members: members(&changed.members, last_log_index),
+    }
+}
+
+/// The leader's answer to a forwarded membership change.
+pub fn membership_from_wire(response: pb::MembershipResponse) -> MembershipChanged {
+    MembershipChanged {
+        log_index: response.log_index,
+        members: response
+            .members
+            .into_iter()
+            .map(|member| MemberStatus {
+                node_id: member.node_id,
+                address: member.address,
+                voter: member.role == "voter",
+                matched_index: member.matched_index,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn event(data: usize) -> pb::EventData {
-        pb::EventData {
-            id: String::new(),
-            r#type: "T".to_string(),
-            content_type: String::new(),
-            data: vec![0u8; data].into(),
-            metadata: Default::default(),
-        }
-    }
-
-    fn request(stream: &str, events: Vec<pb::EventData>) -> pb::AppendRequest {
-        pb::AppendRequest {
-            stream: stream.to_string(),
-            events,
-            expected_version: None,
-            idempotency_key: None,
-        }
-    }
-
     #[test]
-    fn stream_names_are_checked() {
-        assert!(validate_stream_name("orders-42:eu/1.x_y").is_ok());
-        for bad in ["", "$system", "has space", "é", &"x".repeat(201)] {
-            assert!(
-                matches!(
-                    validate_stream_name(bad),
-                    Err(NodeError::InvalidArgument(_))
-                ),
-                "{bad:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn limits_are_enforced() {
-        let limits = Limits {
-            max_event_bytes: 10,
-            max_events_per_append: 2,
-            max_append_bytes: 15,
-            ..Limits::default()
+    fn an_append_request_survives_the_trip_to_the_domain_and_back() {
+        let wire = pb::AppendRequest {
+            stream: "orders-1".to_string(),
+            events: vec![pb::EventData {
+                id: String::new(),
+                r#type: "T".to_string(),
+                content_type: "text/plain".to_string(),
+                data: bytes::Bytes::from_static(b"x"),
+                metadata: [("b", "2"), ("a", "1")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }],
+            expected_version: Some(3),
+            idempotency_key: Some("k".to_string()),
         };
-        assert!(append_command(request("s", vec![event(5)]), &limits, 0).is_ok());
-        assert!(matches!(
-            append_command(request("s", vec![event(11)]), &limits, 0),
-            Err(NodeError::TooLarge(_))
-        ));
-        assert!(matches!(
-            append_command(request("s", vec![event(1); 3]), &limits, 0),
-            Err(NodeError::TooLarge(_))
-        ));
-        assert!(matches!(
-            append_command(request("s", vec![event(8), event(8)]), &limits, 0),
-            Err(NodeError::TooLarge(_))
-        ));
-        assert!(matches!(
-            append_command(request("s", vec![]), &limits, 0),
-            Err(NodeError::InvalidArgument(_))
-        ));
+        let domain = append_request(wire.clone());
+        assert_eq!(
+            domain.events[0].metadata,
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "2".to_string())
+            ],
+            "metadata sorted by key"
+        );
+        assert_eq!(append_request_to_wire(domain), wire);
     }
 
     #[test]
-    fn fingerprints_tell_retries_from_other_requests() {
-        let a = request("s", vec![event(3)]);
-        assert_eq!(request_fingerprint(&a), request_fingerprint(&a.clone()));
-        assert_ne!(
-            request_fingerprint(&a),
-            request_fingerprint(&request("s", vec![event(4)]))
-        );
-        assert_ne!(
-            request_fingerprint(&a),
-            request_fingerprint(&request("t", vec![event(3)]))
-        );
-        let mut expecting = a.clone();
-        expecting.expected_version = Some(0);
-        assert_ne!(request_fingerprint(&a), request_fingerprint(&expecting));
-    }
-
-    #[test]
-    fn empty_ids_get_a_uuid_and_metadata_is_sorted() {
-        let mut event = event(1);
-        event.metadata.insert("b".to_string(), "2".to_string());
-        event.metadata.insert("a".to_string(), "1".to_string());
-        let command =
-            append_command(request("s", vec![event]), &Limits::default(), 7).expect("valid");
-        assert_eq!(command.events[0].id.len(), 36);
-        assert_eq!(command.events[0].metadata[0].0, "a");
-        assert_eq!(command.timestamp_ms, 7);
+    fn wire_only_mistakes_are_refused() {
+        let read = |target, from, from_timestamp_ms, direction, consistency| pb::ReadRequest {
+            target,
+            from,
+            max_count: 0,
+            direction,
+            consistency,
+            at_least_position: 0,
+            from_timestamp_ms,
+        };
+        let all = Some(pb::read_request::Target::All(pb::AllStreams {}));
+        for request in [
+            read(None, None, None, 0, 0),
+            read(all.clone(), Some(1), Some(2), 0, 0),
+            read(all.clone(), None, None, 7, 0),
+            read(all.clone(), None, None, 0, 9),
+        ] {
+            assert!(matches!(
+                read_request(request),
+                Err(ServiceError::InvalidArgument(_))
+            ));
+        }
+        let ok = read_request(read(all, None, Some(5), 1, 1)).expect("valid");
+        assert_eq!(ok.start, ReadStart::Time(5));
+        assert!(ok.backward);
+        assert_eq!(ok.consistency, Consistency::AtLeast(0));
     }
 }

@@ -1,11 +1,11 @@
-//! The gRPC services, one file each, plus `convert` (wire <-> domain, with validation) and
-//! `status` (the one place errors become `tonic::Status`).
+//! The gRPC services, tonic only: one file per service, each converting the wire request,
+//! calling the service layer and mapping its errors; `convert.rs` (wire <-> domain),
+//! `status.rs` (the one place errors become `tonic::Status`), `forward.rs` (the transport the
+//! service hands requests to the leader with). The peer service is the raft layer's
+//! (`raft/transport/server.rs`).
 
 pub mod cluster;
 pub mod convert;
 pub mod event_log;
-pub mod peer;
+pub mod forward;
 pub mod status;
-
-/// Metadata marking an append a follower forwarded, so the receiver never forwards it again.
-pub const FORWARDED_KEY: &str = "evlog-forwarded";

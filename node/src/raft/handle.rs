@@ -1,5 +1,6 @@
 //! The only door to openraft for the rest of the node: propose a command, confirm a read
-//! index, wait for apply, report status, change membership.
+//! index, wait for apply, report status, watch for the core stopping, change membership.
+//! Every error is one of `errors.rs`'s; nothing here hands out openraft itself.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -12,7 +13,6 @@ use evlog_proto::v1::ReadIndexRequest;
 use evlog_proto::v1::raft_peer_client::RaftPeerClient;
 use evlog_raft_store::EventReader;
 use evlog_raft_store::type_config::NodeId;
-use evlog_raft_store::type_config::TypeConfig;
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::AppliedState;
 use evlog_raft_store::types::Command;
@@ -21,32 +21,51 @@ use openraft::Instant as _;
 use openraft::ReadPolicy;
 use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::error::ClientWriteError;
-use openraft::error::ForwardToLeader;
 use openraft::error::LinearizableReadError;
 use openraft::error::RaftError;
 use openraft::impls::BasicNode;
 use tokio::sync::watch;
 
-use crate::error::NodeError;
 use crate::raft::Raft;
-use crate::raft::channels::PeerChannels;
+use crate::raft::errors::LeaderHint;
+use crate::raft::errors::LinearizeError;
+use crate::raft::errors::MembershipError;
+use crate::raft::errors::ProposeError;
+use crate::raft::errors::ReadIndexError;
+use crate::raft::errors::WaitError;
 use crate::raft::proposals::Proposals;
 use crate::raft::read_index::ReadIndexBatcher;
+use crate::raft::receipt::Receipt;
+use crate::raft::transport::channels::PeerChannels;
 
-/// Where an append landed in the Raft log (the durability receipt).
+/// A node's role, as openraft reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Receipt {
-    pub term: u64,
-    pub log_index: u64,
-    pub leader_id: u64,
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    /// The Raft core has stopped.
+    Shutdown,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// This node's view of the cluster.
 #[derive(Clone, Debug)]
 pub struct NodeStatus {
     pub node_id: NodeId,
-    pub role: &'static str,
+    pub role: Role,
     pub term: u64,
     pub leader_id: Option<NodeId>,
     pub leader_address: Option<String>,
@@ -59,6 +78,37 @@ pub struct NodeStatus {
     pub members: Vec<MemberStatus>,
     /// On the leader: how long since a quorum last acknowledged it (none before the first).
     pub since_quorum_ack: Option<Duration>,
+    /// Why the Raft core stopped, once it has.
+    pub stopped: Option<String>,
+    /// This node has caught up with the leader since it started: it serves reads.
+    pub caught_up: bool,
+    /// This node votes (see [`RaftHandle::set_voting`]).
+    pub voting: bool,
+}
+
+impl NodeStatus {
+    /// Why this node serves no reads now; `None` when it does.
+    pub fn not_serving_reason(&self) -> Option<String> {
+        if let Some(stopped) = &self.stopped {
+            return Some(format!("the Raft core stopped: {stopped}"));
+        }
+        if !self.voting {
+            return Some(
+                "this node started with an empty data directory and was not told to found the \
+                 cluster (--bootstrap): it waits to be caught up by a leader, and does not vote \
+                 until then"
+                    .to_string(),
+            );
+        }
+        if !self.caught_up {
+            return Some(
+                "catching up with the leader since start: no read is served until a read index \
+                 the leader confirmed is applied here"
+                    .to_string(),
+            );
+        }
+        None
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -84,6 +134,9 @@ pub struct RaftHandle {
     proposals: Proposals,
     /// This node has applied a read index confirmed since it started (see [`Self::catch_up`]).
     caught_up: Arc<AtomicBool>,
+    /// This node votes (and campaigns): not while a store created empty outside a founding
+    /// has not caught up (see [`Self::set_voting`]).
+    voting: Arc<AtomicBool>,
 }
 
 impl RaftHandle {
@@ -102,11 +155,8 @@ impl RaftHandle {
             async move {
                 tokio::time::timeout(peer_rpc_timeout, confirm_leadership(&raft, read_policy))
                     .await
-                    .map_err(|_| {
-                        NodeError::Unavailable(format!(
-                            "no quorum confirmed leadership within {} ms",
-                            peer_rpc_timeout.as_millis()
-                        ))
+                    .map_err(|_| ReadIndexError::Timeout {
+                        after: peer_rpc_timeout,
                     })?
             }
         });
@@ -126,11 +176,22 @@ impl RaftHandle {
             remote_reads,
             proposals,
             caught_up: Arc::new(AtomicBool::new(false)),
+            voting: Arc::new(AtomicBool::new(true)),
         }
     }
 
-    pub fn raft(&self) -> &Raft {
-        &self.raft
+    /// Whether this node votes and campaigns. A node whose store was created empty outside a
+    /// founding (it joins, or lost its data) must not until it has caught up with a leader:
+    /// it may lack entries a quorum acknowledged, and a vote it gave before is gone, so its
+    /// vote could elect a leader without them. It still takes entries and acknowledges them.
+    pub fn set_voting(&self, voting: bool) {
+        self.voting.store(voting, Ordering::Release);
+        self.raft.runtime_config().elect(voting);
+    }
+
+    /// Whether this node votes now (the peer service refuses vote requests otherwise).
+    pub fn is_voting(&self) -> bool {
+        self.voting.load(Ordering::Acquire)
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -146,67 +207,58 @@ impl RaftHandle {
         known_leader(&self.raft)
     }
 
-    /// Waits (bounded) until some leader is known, and returns it.
-    pub async fn wait_for_leader(
-        &self,
-        timeout: Duration,
-    ) -> Result<(NodeId, Option<String>), NodeError> {
+    /// Whether this node knows itself to be the leader.
+    pub fn is_leader(&self) -> bool {
+        self.leader()
+            .is_some_and(|(leader, _)| leader == self.node_id)
+    }
+
+    /// Waits (bounded) until some leader is known, and returns it; `None` when none was known
+    /// in time, or the node is shutting down.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<(NodeId, Option<String>)> {
         let mut metrics = self.raft.metrics();
         let wait = async {
             loop {
                 if let Some(leader) = self.leader() {
-                    return Ok(leader);
+                    return Some(leader);
                 }
                 if metrics.changed().await.is_err() {
-                    return Err(NodeError::Unavailable(
-                        "this node is shutting down".to_string(),
-                    ));
+                    return None;
                 }
             }
         };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| {
-            NodeError::Unavailable(format!(
-                "no leader elected within {} ms; retry",
-                timeout.as_millis()
-            ))
-        })?
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
     }
 
     /// Proposes an append (batched with the appends waiting beside it); returns what applying
     /// it decided, and where it landed.
-    pub async fn append(
+    pub async fn propose_append(
         &self,
         command: AppendCommand,
-    ) -> Result<(CommandResponse, Receipt), NodeError> {
+    ) -> Result<(CommandResponse, Receipt), ProposeError> {
         self.proposals.propose(Command::Append(command)).await
     }
 
     /// On the leader: a read index confirmed with a quorum after this call began (shared with
-    /// the concurrent reads).
-    pub async fn leader_read_index(&self) -> Result<u64, NodeError> {
+    /// the concurrent reads). Followers ask this of the leader.
+    pub async fn leader_read_index(&self) -> Result<u64, ReadIndexError> {
         match self.leader() {
             Some((leader, _)) if leader == self.node_id => self.leader_reads.read_index().await,
-            Some((leader, address)) => Err(NodeError::NotLeader {
+            Some((leader, address)) => Err(ReadIndexError::NotLeader(LeaderHint {
                 leader_id: Some(leader),
                 leader_address: address,
-            }),
-            None => Err(NodeError::NotLeader {
-                leader_id: None,
-                leader_address: None,
-            }),
+            })),
+            None => Err(ReadIndexError::NotLeader(LeaderHint::default())),
         }
     }
 
     /// Makes this node ready for a linearizable read: gets a read index confirmed after this
     /// call began (by itself as leader, from the leader otherwise; either way shared with the
     /// concurrent reads) and waits until this node has applied it.
-    pub async fn linearize(&self, timeout: Duration) -> Result<(), NodeError> {
+    pub async fn linearize(&self, timeout: Duration) -> Result<(), LinearizeError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let read_index = async {
-            if self
-                .leader()
-                .is_some_and(|(leader, _)| leader == self.node_id)
-            {
+            if self.is_leader() {
                 self.leader_reads.read_index().await
             } else {
                 self.remote_reads.read_index().await
@@ -214,12 +266,7 @@ impl RaftHandle {
         };
         let read_index = tokio::time::timeout_at(deadline, read_index)
             .await
-            .map_err(|_| {
-                NodeError::Unavailable(format!(
-                    "no read index confirmed within {} ms; retry",
-                    timeout.as_millis()
-                ))
-            })??;
+            .map_err(|_| ReadIndexError::Timeout { after: timeout })??;
         self.wait_applied(read_index, deadline).await?;
         self.caught_up.store(true, Ordering::Relaxed);
         Ok(())
@@ -233,20 +280,17 @@ impl RaftHandle {
     /// that served reads from its state at once after a restart could then serve a read older
     /// than one it served before the crash; after one confirmed read index it has everything
     /// it ever showed.
-    pub async fn catch_up(&self, timeout: Duration) -> Result<(), NodeError> {
-        if self.caught_up.load(Ordering::Relaxed) {
+    pub async fn catch_up(&self, timeout: Duration) -> Result<(), LinearizeError> {
+        if self.is_caught_up() {
             return Ok(());
         }
-        self.linearize(timeout).await.map_err(|error| match error {
-            NodeError::Unavailable(why) | NodeError::Timeout(why) => {
-                NodeError::Unavailable(format!(
-                    "node {} has not caught up with the leader since it started, and serves no \
-                     read until it has: {why}",
-                    self.node_id
-                ))
-            }
-            other => other,
-        })
+        self.linearize(timeout).await
+    }
+
+    /// Whether this node has applied a read index confirmed since it started: it may serve
+    /// reads.
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Relaxed)
     }
 
     /// Waits until this node has applied log index `index`.
@@ -254,7 +298,7 @@ impl RaftHandle {
         &self,
         index: u64,
         deadline: tokio::time::Instant,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), WaitError> {
         self.wait_state(
             deadline,
             |state| state.log_index >= index,
@@ -268,7 +312,7 @@ impl RaftHandle {
         &self,
         position: u64,
         deadline: tokio::time::Instant,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), WaitError> {
         self.wait_state(
             deadline,
             |state| state.head_position >= position,
@@ -282,19 +326,16 @@ impl RaftHandle {
         deadline: tokio::time::Instant,
         ready: impl Fn(&AppliedState) -> bool,
         what: impl Fn() -> String,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), WaitError> {
         let mut applied = self.applied.clone();
         let wait = applied.wait_for(|state| ready(state));
         match tokio::time::timeout_at(deadline, wait).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(NodeError::Unavailable(
-                "this node is shutting down".to_string(),
-            )),
-            Err(_) => Err(NodeError::Timeout(format!(
-                "node {} had not applied {} before the deadline",
-                self.node_id,
-                what()
-            ))),
+            Ok(Err(_)) => Err(WaitError::ShuttingDown),
+            Err(_) => Err(WaitError::Timeout {
+                node_id: self.node_id,
+                what: what(),
+            }),
         }
     }
 
@@ -302,14 +343,28 @@ impl RaftHandle {
         *self.applied.borrow()
     }
 
+    /// Resolves when the Raft core has stopped (a storage error, or a bug), with the reason.
+    /// A node whose core stopped can serve nothing: it must exit.
+    pub async fn core_stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(reason) = core_stop_reason(&metrics.borrow_watched()) {
+                return reason;
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft core ended".to_string();
+            }
+        }
+    }
+
     pub fn status(&self) -> NodeStatus {
         let metrics = self.raft.metrics().borrow_watched().clone();
         let role = match metrics.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
         };
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -352,11 +407,17 @@ impl RaftHandle {
             since_quorum_ack: metrics
                 .last_quorum_acked
                 .map(|acked| acked.into_inner().elapsed()),
+            stopped: core_stop_reason(&metrics),
+            caught_up: self.is_caught_up(),
+            voting: self.is_voting(),
         }
     }
 
     /// Initializes a fresh cluster with these voters.
-    pub async fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<(), NodeError> {
+    pub async fn initialize(
+        &self,
+        members: &BTreeMap<NodeId, String>,
+    ) -> Result<(), MembershipError> {
         let nodes: BTreeMap<NodeId, BasicNode> = members
             .iter()
             .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
@@ -364,32 +425,71 @@ impl RaftHandle {
         self.raft
             .initialize(nodes)
             .await
-            .map_err(|error| NodeError::Unavailable(format!("initializing the cluster: {error}")))
+            .map_err(|error| match error {
+                RaftError::Fatal(fatal) => MembershipError::Stopped(fatal.to_string()),
+                RaftError::APIError(error) => MembershipError::Refused(error.to_string()),
+            })
     }
 
-    pub async fn is_initialized(&self) -> Result<bool, NodeError> {
+    pub async fn is_initialized(&self) -> Result<bool, MembershipError> {
         self.raft
             .is_initialized()
             .await
-            .map_err(|fatal| NodeError::Unavailable(format!("raft stopped: {fatal}")))
+            .map_err(|fatal| MembershipError::Stopped(fatal.to_string()))
     }
 
-    /// Adds a learner and waits until it has caught up.
-    pub async fn add_learner(&self, node_id: NodeId, address: String) -> Result<u64, NodeError> {
-        self.raft
-            .add_learner(node_id, BasicNode { addr: address }, true)
-            .await
-            .map(|response| response.log_id.index)
-            .map_err(membership_error)
+    /// Adds a learner and waits (at most `timeout`) until it has caught up.
+    pub async fn add_learner(
+        &self,
+        node_id: NodeId,
+        address: String,
+        timeout: Duration,
+    ) -> Result<u64, MembershipError> {
+        let added = self
+            .raft
+            .add_learner(node_id, BasicNode { addr: address }, true);
+        match tokio::time::timeout(timeout, added).await {
+            Ok(result) => Ok(result?.log_id.index),
+            Err(_) => Err(MembershipError::Timeout(format!(
+                "node {node_id} was added as a learner but had not caught up within {} ms; \
+                 it goes on catching up",
+                timeout.as_millis()
+            ))),
+        }
     }
 
     /// Sets the voters.
-    pub async fn change_membership(&self, voters: BTreeSet<NodeId>) -> Result<u64, NodeError> {
-        self.raft
-            .change_membership(voters, false)
-            .await
-            .map(|response| response.log_id.index)
-            .map_err(membership_error)
+    pub async fn change_membership(
+        &self,
+        voters: BTreeSet<NodeId>,
+        timeout: Duration,
+    ) -> Result<u64, MembershipError> {
+        let changed = self.raft.change_membership(voters, false);
+        match tokio::time::timeout(timeout, changed).await {
+            Ok(result) => Ok(result?.log_id.index),
+            Err(_) => Err(MembershipError::Timeout(format!(
+                "the membership change did not commit within {} ms; its outcome is unknown",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Stops the Raft core (graceful shutdown).
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {error}");
+        }
+    }
+}
+
+/// Why openraft's core stopped, if it has.
+fn core_stop_reason(
+    metrics: &openraft::RaftMetrics<evlog_raft_store::type_config::TypeConfig>,
+) -> Option<String> {
+    match (&metrics.running_state, metrics.state) {
+        (Err(fatal), _) => Some(fatal.to_string()),
+        (Ok(()), ServerState::Shutdown) => Some("the Raft core shut down".to_string()),
+        _ => None,
     }
 }
 
@@ -411,7 +511,7 @@ fn known_leader(raft: &Raft) -> Option<(NodeId, Option<String>)> {
 async fn confirm_leadership(
     raft: &Raft,
     policy: crate::config::ReadPolicy,
-) -> Result<u64, NodeError> {
+) -> Result<u64, ReadIndexError> {
     if policy == crate::config::ReadPolicy::Lease
         && let Ok(linearizer) = raft.get_read_linearizer(ReadPolicy::LeaseRead).await
     {
@@ -421,14 +521,12 @@ async fn confirm_leadership(
     match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
         Ok(linearizer) => Ok(linearizer.read_log_id().index()),
         Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
-            Err(not_leader(forward))
+            Err(ReadIndexError::NotLeader(LeaderHint::from_forward(forward)))
         }
-        Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(error))) => Err(
-            NodeError::Unavailable(format!("no quorum to confirm leadership: {error}")),
-        ),
-        Err(RaftError::Fatal(fatal)) => {
-            Err(NodeError::Unavailable(format!("raft stopped: {fatal}")))
+        Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(error))) => {
+            Err(ReadIndexError::NoQuorum(error.to_string()))
         }
+        Err(RaftError::Fatal(fatal)) => Err(ReadIndexError::Stopped(fatal.to_string())),
     }
 }
 
@@ -437,47 +535,24 @@ async fn ask_leader_for_read_index(
     raft: &Raft,
     channels: &PeerChannels,
     timeout: Duration,
-) -> Result<u64, NodeError> {
+) -> Result<u64, ReadIndexError> {
     let Some((leader, address)) = known_leader(raft) else {
-        return Err(NodeError::Unavailable(
-            "no leader is known yet; retry".to_string(),
-        ));
+        return Err(ReadIndexError::NoLeader);
     };
-    let address = address
-        .ok_or_else(|| NodeError::Unavailable(format!("leader {leader} has no known address")))?;
-    let mut client = RaftPeerClient::new(channels.get(&address)?);
+    let unreachable = |detail: String| ReadIndexError::LeaderUnreachable {
+        leader_id: leader,
+        detail,
+    };
+    let address = address.ok_or_else(|| unreachable("its address is not known".to_string()))?;
+    let channel = channels
+        .get(&address)
+        .map_err(|error| unreachable(error.to_string()))?;
+    let mut client = RaftPeerClient::new(channel);
     let mut request = tonic::Request::new(ReadIndexRequest {});
     request.set_timeout(timeout);
     let response = tokio::time::timeout(timeout, client.read_index(request))
         .await
-        .map_err(|_| {
-            NodeError::Unavailable(format!(
-                "leader {leader} did not confirm a read index in time; retry"
-            ))
-        })?
-        .map_err(|status| {
-            NodeError::Unavailable(format!(
-                "asking leader {leader} for a read index: {}",
-                status.message()
-            ))
-        })?;
+        .map_err(|_| ReadIndexError::Timeout { after: timeout })?
+        .map_err(|status| unreachable(status.message().to_string()))?;
     Ok(response.into_inner().read_index)
-}
-
-pub(crate) fn not_leader(forward: ForwardToLeader<TypeConfig>) -> NodeError {
-    NodeError::NotLeader {
-        leader_id: forward.leader_id,
-        leader_address: forward.leader_node.map(|node| node.addr),
-    }
-}
-
-fn membership_error(error: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
-    match error {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => not_leader(forward),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => {
-            NodeError::InvalidArgument(error.to_string())
-        }
-        RaftError::APIError(error) => NodeError::Unavailable(error.to_string()),
-        RaftError::Fatal(fatal) => NodeError::Unavailable(format!("raft stopped: {fatal}")),
-    }
 }

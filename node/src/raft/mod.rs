@@ -1,12 +1,22 @@
-//! evlog's thin layer over openraft: the peer network and the one facade the rest of the node
-//! uses. openraft's API moves between alphas; only this module (and `raft-store`) names it.
+//! evlog's thin layer over openraft, and the only door to it: openraft's API moves between
+//! alphas, so only this module (and `raft-store`) names it.
+//!
+//! - `handle.rs`: [`RaftHandle`], what the rest of the node may ask of Raft (propose, read
+//!   index, wait for apply, status, membership, watch the core).
+//! - `proposals.rs`, `read_index.rs`: appends and read-index confirmations batched per node.
+//! - `errors.rs`: one error enum per operation; `receipt.rs`: where an entry landed.
+//! - `config.rs`: openraft's configuration from the node's; `bootstrap.rs`: initializing a
+//!   new cluster, once.
+//! - `transport/`: the Raft network over gRPC (client, server, channel pool, encoding).
 
-pub mod channels;
+pub mod bootstrap;
+pub mod config;
+pub mod errors;
 pub mod handle;
-pub mod network;
 pub mod proposals;
 pub mod read_index;
-pub mod wire;
+pub mod receipt;
+pub mod transport;
 
 pub use handle::RaftHandle;
 

@@ -14,17 +14,17 @@ use openraft::error::ClientWriteError;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
-use crate::error::NodeError;
 use crate::raft::Raft;
-use crate::raft::handle::Receipt;
-use crate::raft::handle::not_leader;
+use crate::raft::errors::LeaderHint;
+use crate::raft::errors::ProposeError;
+use crate::raft::receipt::Receipt;
 
 /// Most appends waiting to be proposed; a full queue makes callers wait (backpressure).
 const MAX_WAITING: usize = 16_384;
 /// Most appends in one proposal batch.
 const MAX_BATCH: usize = 1_024;
 
-type Answer = Result<(CommandResponse, Receipt), NodeError>;
+type Answer = Result<(CommandResponse, Receipt), ProposeError>;
 
 struct Pending {
     command: Command,
@@ -60,11 +60,10 @@ impl Proposals {
                         tokio::spawn(answer_in_order(results, replies));
                     }
                     Err(fatal) => {
+                        // Refused before anything was proposed: nothing was appended.
                         for reply in replies {
                             reply
-                                .send(Err(NodeError::Unavailable(format!(
-                                    "raft stopped: {fatal}"
-                                ))))
+                                .send(Err(ProposeError::Halted(fatal.to_string())))
                                 .ok();
                         }
                     }
@@ -80,12 +79,9 @@ impl Proposals {
         self.queue
             .send(Pending { command, reply })
             .await
-            .map_err(|_| NodeError::Unavailable("this node is shutting down".to_string()))?;
+            .map_err(|_| ProposeError::ShuttingDown)?;
         answer.await.map_err(|_| {
-            NodeError::Unavailable(
-                "this node stopped before the append was applied; its outcome is unknown"
-                    .to_string(),
-            )
+            ProposeError::Stopped("the node stopped before the entry was applied".to_string())
         })?
     }
 }
@@ -114,24 +110,23 @@ async fn answer_in_order(
                     leader_id: written.log_id.leader_id.node_id,
                 },
             )),
-            Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(not_leader(forward)),
-            Ok(Err(ClientWriteError::LogEntryDiscarded(discarded))) => {
-                Err(NodeError::Unavailable(format!(
-                    "the leader changed before the append committed; it was not applied: {discarded}"
-                )))
+            Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(ProposeError::NotLeader(LeaderHint::from_forward(forward)))
             }
-            Ok(Err(error)) => Err(NodeError::Internal(error.to_string())),
-            Err(fatal) => Err(NodeError::Unavailable(format!(
-                "raft stopped before the append was applied (outcome unknown): {fatal}"
-            ))),
+            Ok(Err(ClientWriteError::LogEntryDiscarded(discarded))) => {
+                Err(ProposeError::Discarded(discarded.to_string()))
+            }
+            // A membership change error cannot come of a normal entry; say what it was.
+            Ok(Err(error)) => Err(ProposeError::Discarded(error.to_string())),
+            Err(fatal) => Err(ProposeError::Stopped(fatal.to_string())),
         };
         reply.send(answer).ok();
     }
     // The stream ended early (raft stopped): the rest have an unknown outcome.
     for reply in replies {
         reply
-            .send(Err(NodeError::Unavailable(
-                "raft stopped before the append was applied; its outcome is unknown".to_string(),
+            .send(Err(ProposeError::Stopped(
+                "the answers ended before this entry was applied".to_string(),
             )))
             .ok();
     }

@@ -12,14 +12,14 @@ use std::future::Future;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
-use crate::error::NodeError;
+use crate::raft::errors::ReadIndexError;
 
 /// Most requests waiting for the next confirmation; a full queue makes callers wait.
 const MAX_WAITING: usize = 65_536;
 /// Most requests answered by one confirmation (the rest wait for the next).
 const MAX_BATCH: usize = 16_384;
 
-type Reply = oneshot::Sender<Result<u64, String>>;
+type Reply = oneshot::Sender<Result<u64, ReadIndexError>>;
 
 /// A handle to the batching task; cheap to clone.
 #[derive(Clone)]
@@ -32,7 +32,7 @@ impl ReadIndexBatcher {
     pub fn start<F, Fut>(confirm: F) -> Self
     where
         F: Fn() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<u64, NodeError>> + Send,
+        Fut: Future<Output = Result<u64, ReadIndexError>> + Send,
     {
         let (requests, mut waiting) = mpsc::channel::<Reply>(MAX_WAITING);
         tokio::spawn(async move {
@@ -43,7 +43,7 @@ impl ReadIndexBatcher {
                 if batch.is_empty() {
                     continue;
                 }
-                let result = confirm().await.map_err(|error| error.to_string());
+                let result = confirm().await;
                 for reply in batch.drain(..) {
                     reply.send(result.clone()).ok();
                 }
@@ -53,16 +53,13 @@ impl ReadIndexBatcher {
     }
 
     /// A read index confirmed after this call began.
-    pub async fn read_index(&self) -> Result<u64, NodeError> {
+    pub async fn read_index(&self) -> Result<u64, ReadIndexError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(reply)
             .await
-            .map_err(|_| NodeError::Unavailable("this node is shutting down".to_string()))?;
-        answer
-            .await
-            .map_err(|_| NodeError::Unavailable("this node is shutting down".to_string()))?
-            .map_err(NodeError::Unavailable)
+            .map_err(|_| ReadIndexError::ShuttingDown)?;
+        answer.await.map_err(|_| ReadIndexError::ShuttingDown)?
     }
 }
 
@@ -106,9 +103,9 @@ mod tests {
     #[tokio::test]
     async fn a_failed_confirmation_fails_its_batch_with_the_reason() {
         let batcher = ReadIndexBatcher::start(|| async {
-            Err(NodeError::Unavailable("no quorum".to_string()))
+            Err(ReadIndexError::NoQuorum("2 of 3 silent".to_string()))
         });
         let error = batcher.read_index().await.expect_err("no quorum");
-        assert!(error.to_string().contains("no quorum"), "{error}");
+        assert_eq!(error, ReadIndexError::NoQuorum("2 of 3 silent".to_string()));
     }
 }

@@ -69,6 +69,11 @@ pub struct StoreConfig {
     pub quick_repair: bool,
     /// What the database is stored on: `<data_dir>/evlog.redb`, or a backend of the caller's.
     pub backend: StoreBackend,
+    /// What a store created by this open is: `true`, one of a new cluster's founding members
+    /// (it may vote at once, having nothing to lose); `false`, a node joining a cluster that
+    /// exists, or one that lost its data: it must catch up with a leader before it votes
+    /// ([`Engine::needs_catch_up`]). A store that exists keeps what it recorded.
+    pub founding: bool,
 }
 
 /// The default of [`StoreConfig::cache_bytes`]: 128 MiB (redb's own default is 1 GiB, which
@@ -86,6 +91,7 @@ impl StoreConfig {
             cache_bytes: DEFAULT_CACHE_BYTES,
             quick_repair: false,
             backend: StoreBackend::File,
+            founding: true,
         }
     }
 }
@@ -198,6 +204,11 @@ pub(crate) struct Shared {
     pub applied: watch::Sender<AppliedState>,
     /// The failure that stopped the store, once there is one.
     pub failure: watch::Sender<Option<StoreError>>,
+    /// The store was created empty outside a founding and has not caught up with a leader
+    /// since: its node must not vote.
+    pub needs_catch_up: std::sync::atomic::AtomicBool,
+    /// This open created the store.
+    pub created: bool,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -273,6 +284,10 @@ pub(crate) enum WriteOp {
     },
     Apply {
         entries: Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>,
+        done: Done,
+    },
+    /// The node caught up with a leader: its store no longer needs to (durable once answered).
+    MarkCaughtUp {
         done: Done,
     },
     /// Replaces the state machine with the snapshot file at `path` (received from the leader).
@@ -367,6 +382,35 @@ impl Engine {
 
     pub fn data_dir(&self) -> &Path {
         &self.shared.data_dir
+    }
+
+    /// Whether this open created the store (the data directory held none).
+    pub fn created(&self) -> bool {
+        self.shared.created
+    }
+
+    /// Whether the store was created empty outside a cluster's founding (a node that joins,
+    /// or lost its data) and has not caught up with a leader since. Its node must not vote
+    /// nor campaign until it has: it may lack entries a quorum acknowledged, and a vote it
+    /// gave before it lost its data is gone too.
+    pub fn needs_catch_up(&self) -> bool {
+        self.shared
+            .needs_catch_up
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records, durably, that the node has caught up with a leader (it applied a read index
+    /// the leader confirmed after it started, and every entry it holds is on its disk once
+    /// this returns): from now on it may vote.
+    pub async fn mark_caught_up(&self) -> Result<(), StoreError> {
+        if !self.needs_catch_up() {
+            return Ok(());
+        }
+        self.write(|done| WriteOp::MarkCaughtUp { done }).await?;
+        self.shared
+            .needs_catch_up
+            .store(false, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 }
 

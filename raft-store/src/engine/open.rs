@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 
 use redb::Database;
 use redb::ReadableDatabase;
@@ -53,7 +54,7 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
     std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
     std::fs::create_dir_all(data_dir.join("snapshots")).map_err(dir_error)?;
     let db = open_database(config)?;
-    check_identity(&db, config).map_err(|e| e.with_path(&data_dir))?;
+    let identity = check_identity(&db, config).map_err(|e| e.with_path(&data_dir))?;
     let log = load_log_meta(&db).map_err(|e| e.with_path(&data_dir))?;
     let machine = load_machine_meta(&db).map_err(|e| e.with_path(&data_dir))?;
     snapshot::clear_dir(&data_dir.join("snapshots")).map_err(|source| OpenError::Storage {
@@ -77,7 +78,17 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
         machine: Mutex::new(machine),
         applied: watch::channel(applied).0,
         failure: watch::channel(None).0,
+        needs_catch_up: AtomicBool::new(identity.needs_catch_up),
+        created: identity.created,
     })
+}
+
+/// What the store's identity says beside whose it is.
+struct Identity {
+    /// This open created the store.
+    created: bool,
+    /// The store must catch up with a leader before its node votes.
+    needs_catch_up: bool,
 }
 
 /// The database on the configured backend; one redb reports corrupted is refused as damaged.
@@ -129,9 +140,12 @@ fn corrupt(error: CorruptRecord) -> OpenFailure {
     OpenFailure::Damaged(error.to_string())
 }
 
-/// First open: stamps format version, cluster id and node id. Later opens: checks them.
-fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure> {
+/// First open: stamps format version, cluster id and node id, and whether the store must
+/// catch up before it votes (durably, before anything else is written). Later opens: checks
+/// them.
+fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenFailure> {
     let txn = db.begin_write()?;
+    let identity;
     {
         let mut meta = txn.open_table(META)?;
         let format = meta
@@ -158,6 +172,13 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure
                     meta_key::NODE_ID,
                     codec::encode_u64(config.node_id).as_slice(),
                 )?;
+                if !config.founding {
+                    meta.insert(meta_key::CATCH_UP_REQUIRED, codec::encode_u64(1).as_slice())?;
+                }
+                identity = Identity {
+                    created: true,
+                    needs_catch_up: !config.founding,
+                };
             }
             Some(format) => {
                 let mut found = codec::decode_u64("format version", &format).map_err(corrupt)?;
@@ -214,6 +235,10 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure
                         }
                     })));
                 }
+                identity = Identity {
+                    created: false,
+                    needs_catch_up: meta.get(meta_key::CATCH_UP_REQUIRED)?.is_some(),
+                };
             }
         }
         // Create every table, so readers never meet a missing one.
@@ -225,7 +250,7 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<(), OpenFailure
         txn.open_table(IDEMPOTENCY_ORDER)?;
     }
     txn.commit()?;
-    Ok(())
+    Ok(identity)
 }
 
 fn load_log_meta(db: &Database) -> Result<LogMeta, OpenFailure> {

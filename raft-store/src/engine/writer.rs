@@ -366,6 +366,7 @@ enum Work {
     Purge(LogId),
     Apply(Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>),
     InstallSnapshot(SnapshotMeta, PathBuf),
+    MarkCaughtUp,
 }
 
 /// Which crash points a batch passes before its commit.
@@ -419,6 +420,7 @@ fn split(op: WriteOp) -> (Work, Completion) {
         WriteOp::InstallSnapshot { meta, path, done } => {
             (Work::InstallSnapshot(meta, path), Completion::Done(done))
         }
+        WriteOp::MarkCaughtUp { done } => (Work::MarkCaughtUp, Completion::Done(done)),
     }
 }
 
@@ -439,6 +441,7 @@ fn carry_out(
         Work::Purge(upto) => txn::purge(txn, upto, log)?,
         Work::Apply(entries) => return machine_store::apply(txn, entries, machine),
         Work::InstallSnapshot(meta, path) => machine_store::install(txn, &meta, &path, machine)?,
+        Work::MarkCaughtUp => txn::clear_catch_up_required(txn)?,
     }
     Ok(Vec::new())
 }

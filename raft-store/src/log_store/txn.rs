@@ -53,6 +53,14 @@ pub(crate) fn save_vote(
     Ok(())
 }
 
+/// The node caught up with a leader: its store no longer needs to before it votes.
+pub(crate) fn clear_catch_up_required(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+    meta.remove(meta_key::CATCH_UP_REQUIRED)
+        .map_err(StoreError::db)?;
+    Ok(())
+}
+
 /// Removes every entry after `last` (all of them with `None`), in one transaction: no hole.
 pub(crate) fn truncate_after(
     txn: &WriteTransaction,

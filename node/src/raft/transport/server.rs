@@ -1,5 +1,6 @@
-//! `evlog.v1.RaftPeer`: the receiving side of the Raft network, plus read-index requests
-//! from followers serving linearizable reads.
+//! `evlog.v1.RaftPeer`: the receiving side of the Raft network (it hands openraft's messages
+//! to the core), plus read-index requests from followers serving linearizable reads. Received
+//! snapshots go to a file, bounded in size, before openraft installs them.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -23,20 +24,45 @@ use tonic::Response;
 use tonic::Status;
 use tonic::Streaming;
 
+use crate::raft::Raft;
 use crate::raft::RaftHandle;
-use crate::raft::wire;
+use crate::raft::transport::wire;
 
 pub struct PeerService {
+    raft: Raft,
     handle: RaftHandle,
     snapshot_dir: PathBuf,
+    max_snapshot_bytes: u64,
 }
 
 impl PeerService {
-    pub fn new(handle: RaftHandle, snapshot_dir: PathBuf) -> Self {
+    pub fn new(
+        raft: Raft,
+        handle: RaftHandle,
+        snapshot_dir: PathBuf,
+        max_snapshot_bytes: u64,
+    ) -> Self {
         Self {
+            raft,
             handle,
             snapshot_dir,
+            max_snapshot_bytes,
         }
+    }
+}
+
+impl PeerService {
+    /// Refuses a vote request while this node does not vote (it started with an empty data
+    /// directory and has not caught up with a leader): to the candidate it is unreachable.
+    fn check_voting(&self) -> Result<(), Status> {
+        if self.handle.is_voting() {
+            return Ok(());
+        }
+        Err(Status::unavailable(format!(
+            "node {} does not vote: it started with an empty data directory and has not caught \
+             up with a leader yet",
+            self.handle.node_id()
+        )))
     }
 }
 
@@ -46,10 +72,12 @@ fn reply<T: serde::Serialize>(result: &T) -> Result<Response<pb::RaftMessage>, S
     }))
 }
 
-/// Receives a snapshot's chunks into a file; returns the vote, the meta and the file.
+/// Receives a snapshot's chunks into a file, at most `max_bytes`; returns the vote and the
+/// meta.
 async fn receive_snapshot(
     mut chunks: Streaming<pb::SnapshotChunk>,
     path: &std::path::Path,
+    max_bytes: u64,
 ) -> Result<(Vote, SnapshotMeta), Status> {
     let first = chunks
         .message()
@@ -61,8 +89,15 @@ async fn receive_snapshot(
         .map_err(|error| Status::internal(format!("creating {}: {error}", path.display())))?;
     let write_error =
         |error: std::io::Error| Status::internal(format!("writing {}: {error}", path.display()));
+    let mut received = first.data.len() as u64;
     file.write_all(&first.data).await.map_err(write_error)?;
     while let Some(chunk) = chunks.message().await? {
+        received += chunk.data.len() as u64;
+        if received > max_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "the snapshot exceeds {max_bytes} bytes (--max-snapshot-bytes); refused"
+            )));
+        }
         file.write_all(&chunk.data).await.map_err(write_error)?;
     }
     file.sync_all().await.map_err(write_error)?;
@@ -78,7 +113,7 @@ impl RaftPeer for PeerService {
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
-        reply(&self.handle.raft().append_entries(rpc).await)
+        reply(&self.raft.append_entries(rpc).await)
     }
 
     type StreamAppendStream = MessageStream;
@@ -93,7 +128,7 @@ impl RaftPeer for PeerService {
             let rpc = wire::decode::<AppendEntriesRequest<TypeConfig>>(&message.payload).ok()?;
             Some((rpc, messages))
         });
-        let output = self.handle.raft().stream_append(input).map(|result| {
+        let output = self.raft.stream_append(input).map(|result| {
             let result = result.map_err(RaftError::<TypeConfig>::Fatal);
             Ok(pb::RaftMessage {
                 payload: wire::encode(&result)?,
@@ -106,16 +141,18 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
+        self.check_voting()?;
         let rpc: VoteRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
-        reply(&self.handle.raft().vote(rpc).await)
+        reply(&self.raft.vote(rpc).await)
     }
 
     async fn pre_vote(
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
+        self.check_voting()?;
         let rpc: VoteRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
-        reply(&self.handle.raft().pre_vote(rpc).await)
+        reply(&self.raft.pre_vote(rpc).await)
     }
 
     async fn install_snapshot(
@@ -123,7 +160,7 @@ impl RaftPeer for PeerService {
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
         let path = evlog_raft_store::snapshot::incoming_path(&self.snapshot_dir);
-        let received = receive_snapshot(request.into_inner(), &path).await;
+        let received = receive_snapshot(request.into_inner(), &path, self.max_snapshot_bytes).await;
         let (vote, meta) = match received {
             Ok(received) => received,
             Err(status) => {
@@ -137,8 +174,7 @@ impl RaftPeer for PeerService {
             snapshot: SnapshotData::File(path.clone()),
         };
         let result = self
-            .handle
-            .raft()
+            .raft
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(RaftError::<TypeConfig>::Fatal);
@@ -153,8 +189,7 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<pb::RaftMessage>, Status> {
         let rpc: TransferLeaderRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
         let result = self
-            .handle
-            .raft()
+            .raft
             .handle_transfer_leader(rpc)
             .await
             .map_err(RaftError::<TypeConfig>::Fatal);
@@ -165,7 +200,11 @@ impl RaftPeer for PeerService {
         &self,
         _request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        let read_index = self.handle.leader_read_index().await?;
+        let read_index = self
+            .handle
+            .leader_read_index()
+            .await
+            .map_err(|error| Status::unavailable(error.to_string()))?;
         Ok(Response::new(pb::ReadIndexResponse {
             read_index,
             leader_id: self.handle.node_id(),

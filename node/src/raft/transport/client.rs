@@ -1,4 +1,4 @@
-//! openraft's network over the internal `RaftPeer` gRPC service: every RPC carries a deadline
+//! The sending side of the Raft network: openraft's network over the internal `RaftPeer` gRPC service: every RPC carries a deadline
 //! (openraft's TTL for the call), channels are pooled per peer, snapshots stream in chunks
 //! serialized as they are sent.
 
@@ -38,8 +38,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
-use crate::raft::channels::PeerChannels;
-use crate::raft::wire;
+use crate::raft::transport::channels::PeerChannels;
+use crate::raft::transport::wire;
 
 /// Bytes per snapshot chunk.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;

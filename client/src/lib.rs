@@ -1,7 +1,9 @@
 //! A Rust client for an evlog cluster: it takes every endpoint, follows the leader, retries
 //! retryable failures (`UNAVAILABLE`) with backoff within a total deadline, and gives every
 //! append an idempotency key, so a retry after an unknown outcome is safe to send.
-//! Used by the CLI, the benchmark and the cluster tests.
+//!
+//! It depends on the wire contract (`evlog-proto`) only: a service that uses it builds
+//! neither openraft nor redb. The `evlog` CLI and its benchmark use it.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
@@ -14,6 +16,9 @@ use tonic::Code;
 use tonic::Status;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
+
+/// The endpoints of the local cluster `scripts/cluster.sh up` starts.
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053";
 
 /// How the client retries.
 #[derive(Clone, Debug)]
@@ -125,7 +130,7 @@ impl EvlogClient {
                     // A follower that names the leader is not the one to ask again.
                     let leader_hint = status
                         .metadata()
-                        .get(crate::grpc::status::LEADER_ADDRESS_KEY)
+                        .get(evlog_proto::metadata::LEADER_ADDRESS)
                         .and_then(|value| value.to_str().ok())
                         .and_then(|address| {
                             self.endpoints

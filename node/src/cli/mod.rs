@@ -1,0 +1,93 @@
+//! The `evlog` command line: clap definitions, and one file per command. `serve` runs a node
+//! (`serve.rs`); `append`, `read`, `streams` and `status` are clients of a cluster, through
+//! `evlog-client`; `bench` drives one (`crate::bench`).
+
+use std::time::Duration;
+
+use clap::Args;
+use clap::Parser;
+use clap::Subcommand;
+use evlog_client::ClientOptions;
+use evlog_client::DEFAULT_ENDPOINTS;
+use evlog_client::EvlogClient;
+
+mod append;
+mod output;
+mod read;
+pub mod serve;
+mod status;
+mod streams;
+
+pub use append::AppendArgs;
+pub use read::ReadArgs;
+pub use serve::ServeArgs;
+pub use status::StatusArgs;
+pub use streams::StreamsArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "evlog",
+    version,
+    about = "A replicated event log: serve a node, or talk to a cluster"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Append events to a stream (from arguments, or one JSON event per stdin line).
+    Append(AppendArgs),
+    /// Read events from a stream or the whole log.
+    Read(ReadArgs),
+    /// Show every endpoint's view of the cluster.
+    Status(StatusArgs),
+    /// List streams (by name prefix), or show one stream's summary.
+    Streams(StreamsArgs),
+    /// Drive a running cluster and report throughput and latency.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The cluster's endpoints, comma-separated.
+    #[arg(long, env = "EVLOG_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINTS)]
+    pub endpoints: Vec<String>,
+    /// Print JSON (one object per line) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Total time for the command, retries included.
+    #[arg(long, default_value_t = 15_000)]
+    pub timeout_ms: u64,
+}
+
+impl ClientArgs {
+    pub(crate) fn client(&self) -> anyhow::Result<EvlogClient> {
+        let options = ClientOptions {
+            deadline: Duration::from_millis(self.timeout_ms),
+            ..ClientOptions::default()
+        };
+        EvlogClient::new(&self.endpoints, options).map_err(anyhow::Error::msg)
+    }
+}
+
+/// A failed call, as the CLI reports it.
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+/// Runs a client command (every command but `serve` and `bench`).
+pub async fn run_client(command: CliCommand) -> anyhow::Result<()> {
+    match command {
+        CliCommand::Append(args) => append::append(args).await,
+        CliCommand::Read(args) => read::read(args).await,
+        CliCommand::Status(args) => status::status(args).await,
+        CliCommand::Streams(args) => streams::streams(args).await,
+        CliCommand::Serve(_) | CliCommand::Bench(_) => {
+            anyhow::bail!("not a client command")
+        }
+    }
+}

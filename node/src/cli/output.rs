@@ -1,0 +1,31 @@
+//! JSON output of the client commands.
+
+use evlog_proto::v1 as pb;
+
+pub(super) fn event_json(event: &pb::RecordedEvent) -> serde_json::Value {
+    let data = match std::str::from_utf8(&event.data) {
+        Ok(text) => serde_json::from_str(text)
+            .unwrap_or_else(|_| serde_json::Value::String(text.to_string())),
+        Err(_) => serde_json::Value::String(format!("<{} bytes>", event.data.len())),
+    };
+    serde_json::json!({
+        "position": event.position,
+        "stream": event.stream,
+        "stream_version": event.stream_version,
+        "id": event.id,
+        "type": event.r#type,
+        "content_type": event.content_type,
+        "data": data,
+        "metadata": event.metadata,
+        "timestamp_ms": event.timestamp_ms,
+    })
+}
+
+pub(super) fn summary_json(stream: &pb::StreamSummary) -> serde_json::Value {
+    serde_json::json!({
+        "stream": stream.stream,
+        "version": stream.version,
+        "first_position": stream.first_position,
+        "last_position": stream.last_position,
+    })
+}

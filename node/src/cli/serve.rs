@@ -1,0 +1,151 @@
+//! `evlog serve`: the flags of a node, and the configuration they make.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::Limits;
+use crate::config::NodeConfig;
+use crate::config::parse_members;
+use crate::config::parse_routes;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// This node's id (1 or more), stable across restarts.
+    #[arg(long = "id", env = "EVLOG_NODE_ID")]
+    pub node_id: u64,
+    /// Address the gRPC server (clients and peers) listens on.
+    #[arg(long, env = "EVLOG_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: std::net::SocketAddr,
+    /// Address other nodes and clients reach this node at [default: the listen address].
+    #[arg(long, env = "EVLOG_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Where this node keeps its data.
+    #[arg(long, env = "EVLOG_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The initial members, this node included: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT.
+    #[arg(long, env = "EVLOG_PEERS", default_value = "")]
+    pub peers: String,
+    /// The cluster's name; a data directory of another cluster is refused.
+    #[arg(long, env = "EVLOG_CLUSTER_ID", default_value = "evlog")]
+    pub cluster_id: String,
+    /// Found a new cluster with --peers if the data directory is empty (pass it only when
+    /// creating the cluster, never to a node that lost its data). Without it, a node with an
+    /// empty data directory waits to be caught up by a leader, and does not vote until then.
+    #[arg(long, env = "EVLOG_BOOTSTRAP")]
+    pub bootstrap: bool,
+    /// How often the leader sends heartbeats.
+    #[arg(long, env = "EVLOG_HEARTBEAT_INTERVAL_MS", default_value_t = NodeConfig::default().heartbeat_interval_ms)]
+    pub heartbeat_interval_ms: u64,
+    /// A follower that has heard nothing for the leader lease (the max) plus a random time in
+    /// min..max starts an election; raise both on a slow or overloaded network.
+    #[arg(long, env = "EVLOG_ELECTION_TIMEOUT_MIN_MS", default_value_t = NodeConfig::default().election_timeout_min_ms)]
+    pub election_timeout_min_ms: u64,
+    /// The upper election timeout, also the leader lease.
+    #[arg(long, env = "EVLOG_ELECTION_TIMEOUT_MAX_MS", default_value_t = NodeConfig::default().election_timeout_max_ms)]
+    pub election_timeout_max_ms: u64,
+    /// Deadline of one peer RPC (replication, votes, read-index requests).
+    #[arg(long, env = "EVLOG_PEER_RPC_TIMEOUT_MS", default_value_t = NodeConfig::default().peer_rpc_timeout_ms)]
+    pub peer_rpc_timeout_ms: u64,
+    /// Deadline of one snapshot transfer to a follower.
+    #[arg(long, env = "EVLOG_SNAPSHOT_TRANSFER_TIMEOUT_MS", default_value_t = NodeConfig::default().snapshot_transfer_timeout_ms)]
+    pub snapshot_transfer_timeout_ms: u64,
+    /// Largest snapshot this node accepts from a leader, in bytes (it is written to the data
+    /// directory before it is installed).
+    #[arg(long, env = "EVLOG_MAX_SNAPSHOT_BYTES", default_value_t = NodeConfig::default().max_snapshot_bytes)]
+    pub max_snapshot_bytes: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    #[arg(long, env = "EVLOG_SNAPSHOT_THRESHOLD", default_value_t = NodeConfig::default().snapshot_threshold)]
+    pub snapshot_threshold: u64,
+    /// Log entries kept after a snapshot.
+    #[arg(long, env = "EVLOG_LOG_KEEP_AFTER_SNAPSHOT", default_value_t = NodeConfig::default().log_keep_after_snapshot)]
+    pub log_keep_after_snapshot: u64,
+    /// Memory the store may use to cache database pages, in MiB (node memory is about this
+    /// plus what requests in flight hold).
+    #[arg(long, env = "EVLOG_STORE_CACHE_MIB", default_value_t = NodeConfig::default().store_cache_mib)]
+    pub store_cache_mib: usize,
+    /// Save the store's allocator state with every commit, so a node restarted after a crash
+    /// opens at once instead of walking its whole database file; every commit costs more.
+    #[arg(long, env = "EVLOG_STORE_QUICK_REPAIR", default_value_t = NodeConfig::default().store_quick_repair, action = clap::ArgAction::Set)]
+    pub store_quick_repair: bool,
+    /// How long a request may wait for a leader, a commit or a read index.
+    #[arg(long, env = "EVLOG_REQUEST_TIMEOUT_MS", default_value_t = NodeConfig::default().request_timeout_ms)]
+    pub request_timeout_ms: u64,
+    /// Largest event (data + metadata + id + type + content type), in bytes.
+    #[arg(long, env = "EVLOG_MAX_EVENT_BYTES", default_value_t = Limits::default().max_event_bytes)]
+    pub max_event_bytes: usize,
+    /// Most events in one append.
+    #[arg(long, env = "EVLOG_MAX_EVENTS_PER_APPEND", default_value_t = Limits::default().max_events_per_append)]
+    pub max_events_per_append: usize,
+    /// Largest append (all its events), in bytes.
+    #[arg(long, env = "EVLOG_MAX_APPEND_BYTES", default_value_t = Limits::default().max_append_bytes)]
+    pub max_append_bytes: usize,
+    /// Most events or streams one read returns.
+    #[arg(long, env = "EVLOG_MAX_READ_COUNT", default_value_t = Limits::default().max_read_count)]
+    pub max_read_count: usize,
+    /// Events or streams a read returns when it does not say.
+    #[arg(long, env = "EVLOG_DEFAULT_READ_COUNT", default_value_t = Limits::default().default_read_count)]
+    pub default_read_count: usize,
+    /// Dial peers at other addresses than they advertise: ADVERTISED=DIALED,... (a proxy or a
+    /// NAT in between; the chaos tests route every link through a fault-injecting proxy).
+    #[arg(long, env = "EVLOG_ROUTES", default_value = "")]
+    pub routes: String,
+    /// How the leader confirms leadership for linearizable reads: read-index (a quorum round,
+    /// shared by concurrent reads; always safe) or lease (no round while the leader lease
+    /// holds; assumes bounded clock drift and pauses, see README).
+    #[arg(
+        long,
+        env = "EVLOG_READ_POLICY",
+        value_enum,
+        default_value = "read-index"
+    )]
+    pub read_policy: crate::config::ReadPolicy,
+    /// How long an idempotency key is remembered, in seconds of append timestamps.
+    #[arg(long, env = "EVLOG_IDEMPOTENCY_WINDOW_SECS", default_value_t = Limits::default().idempotency.window_ms / 1000)]
+    pub idempotency_window_secs: u64,
+    /// Most idempotency keys remembered; the oldest expire first.
+    #[arg(long, env = "EVLOG_IDEMPOTENCY_MAX_KEYS", default_value_t = Limits::default().idempotency.max_keys)]
+    pub idempotency_max_keys: u64,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> Result<NodeConfig, String> {
+        Ok(NodeConfig {
+            node_id: self.node_id,
+            listen_addr: self.listen,
+            advertise_addr: self
+                .advertise
+                .clone()
+                .unwrap_or_else(|| self.listen.to_string()),
+            data_dir: self.data_dir.clone(),
+            initial_members: parse_members(&self.peers)
+                .map_err(|error| format!("--peers: {error}"))?,
+            cluster_id: self.cluster_id.clone(),
+            bootstrap: self.bootstrap,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            election_timeout_min_ms: self.election_timeout_min_ms,
+            election_timeout_max_ms: self.election_timeout_max_ms,
+            snapshot_threshold: self.snapshot_threshold,
+            log_keep_after_snapshot: self.log_keep_after_snapshot,
+            request_timeout_ms: self.request_timeout_ms,
+            peer_rpc_timeout_ms: self.peer_rpc_timeout_ms,
+            snapshot_transfer_timeout_ms: self.snapshot_transfer_timeout_ms,
+            max_snapshot_bytes: self.max_snapshot_bytes,
+            store_cache_mib: self.store_cache_mib,
+            store_quick_repair: self.store_quick_repair,
+            routes: parse_routes(&self.routes).map_err(|error| format!("--routes: {error}"))?,
+            read_policy: self.read_policy,
+            limits: Limits {
+                max_event_bytes: self.max_event_bytes,
+                max_events_per_append: self.max_events_per_append,
+                max_append_bytes: self.max_append_bytes,
+                max_read_count: self.max_read_count,
+                default_read_count: self.default_read_count,
+                idempotency: evlog_raft_store::types::IdempotencyPolicy {
+                    window_ms: self.idempotency_window_secs.saturating_mul(1000),
+                    max_keys: self.idempotency_max_keys,
+                },
+            },
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! Hands requests to the leader over the pooled peer channels: the [`Forward`] the service
+//! uses. A forwarded append is marked, so the leader never forwards it again; the leader's
+//! refusal comes back as it was given (see `status::from_leader_status`).
+
+use std::time::Duration;
+
+use evlog_proto::metadata;
+use evlog_proto::v1 as pb;
+use evlog_proto::v1::cluster_client::ClusterClient;
+use evlog_proto::v1::event_log_client::EventLogClient;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use crate::grpc::convert;
+use crate::grpc::status::from_leader_status;
+use crate::raft::transport::channels::PeerChannels;
+use crate::service::ServiceError;
+use crate::service::append::AppendRequest;
+use crate::service::append::Appended;
+use crate::service::forward::Forward;
+use crate::service::forward::Leader;
+use crate::service::forward::MembershipChanged;
+
+/// Forwards over gRPC.
+pub struct GrpcForward {
+    channels: PeerChannels,
+    /// The largest message a forwarded call sends or takes (an append passed this node's own
+    /// limit already; the answers are small).
+    max_message_bytes: usize,
+}
+
+impl GrpcForward {
+    pub fn new(channels: PeerChannels, max_message_bytes: usize) -> Self {
+        Self {
+            channels,
+            max_message_bytes,
+        }
+    }
+
+    fn channel(&self, leader: &Leader) -> Result<Channel, ServiceError> {
+        self.channels
+            .get(&leader.address)
+            .map_err(|error| ServiceError::LeaderUnreachable {
+                leader_id: leader.id,
+                detail: error.to_string(),
+            })
+    }
+}
+
+/// Runs a forwarded call with `timeout` as its gRPC deadline and as a bound of its own.
+async fn call<T>(
+    leader: &Leader,
+    timeout: Duration,
+    what: &str,
+    send: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, ServiceError> {
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(from_leader_status(&status, leader.id)),
+        Err(_) => Err(ServiceError::Timeout(format!(
+            "{what} forwarded to leader {} did not finish within {} ms; its outcome is unknown",
+            leader.id,
+            timeout.as_millis()
+        ))),
+    }
+}
+
+fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+impl Forward for GrpcForward {
+    fn append(
+        &self,
+        leader: Leader,
+        append: AppendRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Appended, ServiceError>> {
+        async move {
+            let mut client = EventLogClient::new(self.channel(&leader)?)
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes);
+            let mut forwarded = request(convert::append_request_to_wire(append), timeout);
+            forwarded
+                .metadata_mut()
+                .insert(metadata::FORWARDED, MetadataValue::from_static("1"));
+            let response = call(&leader, timeout, "an append", client.append(forwarded)).await?;
+            Ok(convert::append_response_from_wire(response))
+        }
+        .boxed()
+    }
+
+    fn add_learner(
+        &self,
+        leader: Leader,
+        node_id: u64,
+        address: String,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<MembershipChanged, ServiceError>> {
+        async move {
+            let mut client = ClusterClient::new(self.channel(&leader)?);
+            let call_request = request(pb::AddLearnerRequest { node_id, address }, timeout);
+            let response = call(
+                &leader,
+                timeout,
+                "adding a learner",
+                client.add_learner(call_request),
+            )
+            .await?;
+            Ok(convert::membership_from_wire(response))
+        }
+        .boxed()
+    }
+
+    fn change_membership(
+        &self,
+        leader: Leader,
+        voters: Vec<u64>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<MembershipChanged, ServiceError>> {
+        async move {
+            let mut client = ClusterClient::new(self.channel(&leader)?);
+            let call_request = request(pb::ChangeMembershipRequest { voters }, timeout);
+            let response = call(
+                &leader,
+                timeout,
+                "a membership change",
+                client.change_membership(call_request),
+            )
+            .await?;
+            Ok(convert::membership_from_wire(response))
+        }
+        .boxed()
+    }
+}

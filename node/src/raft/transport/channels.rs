@@ -1,0 +1,131 @@
+//! One pooled gRPC channel per peer address, shared by Raft replication, write forwarding and
+//! read-index requests. A tonic `Channel` multiplexes concurrent calls over one HTTP/2
+//! connection and reconnects by itself, so a channel is made once and never per RPC.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+
+/// Most distinct addresses kept (members come and go; the pool must stay bounded). Past it,
+/// the channel used least recently is dropped.
+const MAX_CHANNELS: usize = 256;
+
+/// A peer address that is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad peer address {address:?}: {detail}")]
+pub struct BadAddress {
+    pub address: String,
+    pub detail: String,
+}
+
+#[derive(Clone)]
+pub struct PeerChannels {
+    pool: Arc<Mutex<Pool>>,
+    connect_timeout: Duration,
+    /// Advertised address -> the address to dial instead (`--route`).
+    routes: Arc<BTreeMap<String, String>>,
+}
+
+/// The channels, each with when it was last handed out.
+#[derive(Default)]
+struct Pool {
+    channels: HashMap<String, (Channel, u64)>,
+    uses: u64,
+}
+
+impl PeerChannels {
+    pub fn new(connect_timeout: Duration, routes: BTreeMap<String, String>) -> Self {
+        Self {
+            pool: Arc::new(Mutex::new(Pool::default())),
+            connect_timeout,
+            routes: Arc::new(routes),
+        }
+    }
+
+    /// The channel to the peer advertised at `address` (dialed through its route, if it has
+    /// one), made on first use (lazily connected).
+    pub fn get(&self, address: &str) -> Result<Channel, BadAddress> {
+        let address = self
+            .routes
+            .get(address)
+            .map(String::as_str)
+            .unwrap_or(address);
+        let mut pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pool.uses += 1;
+        let now = pool.uses;
+        if let Some((channel, last_used)) = pool.channels.get_mut(address) {
+            *last_used = now;
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|error| BadAddress {
+                address: address.to_string(),
+                detail: error.to_string(),
+            })?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        if pool.channels.len() >= MAX_CHANNELS
+            && let Some(oldest) = pool
+                .channels
+                .iter()
+                .min_by_key(|(_, (_, last_used))| *last_used)
+                .map(|(address, _)| address.clone())
+        {
+            pool.channels.remove(&oldest);
+        }
+        pool.channels
+            .insert(address.to_string(), (channel.clone(), now));
+        Ok(channel)
+    }
+
+    /// How many channels the pool holds.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .channels
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pool_is_bounded_and_drops_the_channel_used_least_recently() {
+        let channels = PeerChannels::new(Duration::from_secs(1), BTreeMap::new());
+        channels.get("127.0.0.1:1").expect("a valid address");
+        for port in 2..=(MAX_CHANNELS as u16 + 10) {
+            // Address 1 stays in use: it is never the least recently used.
+            channels.get("127.0.0.1:1").expect("a valid address");
+            channels
+                .get(&format!("127.0.0.1:{port}"))
+                .expect("a valid address");
+            assert!(channels.len() <= MAX_CHANNELS);
+        }
+        assert_eq!(channels.len(), MAX_CHANNELS);
+        let pool = channels.pool.lock().expect("pool");
+        assert!(pool.channels.contains_key("127.0.0.1:1"));
+        assert!(!pool.channels.contains_key("127.0.0.1:2"));
+    }
+
+    #[test]
+    fn a_bad_address_is_refused() {
+        let channels = PeerChannels::new(Duration::from_secs(1), BTreeMap::new());
+        assert!(channels.get("not an address\n").is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! The cluster's service: this node's status, and membership changes (made on the leader:
+//! a follower hands them on). Every call is bounded by the membership timeout.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::raft::RaftHandle;
+use crate::raft::errors::MembershipError;
+use crate::raft::handle::NodeStatus;
+use crate::service::error::ServiceError;
+use crate::service::event_log::leader_to_forward_to;
+use crate::service::forward::Forward;
+use crate::service::forward::MembershipChanged;
+
+pub struct ClusterService {
+    handle: RaftHandle,
+    forward: Arc<dyn Forward>,
+    /// How long a membership change may take, adding a learner included (it waits until the
+    /// learner has caught up).
+    membership_timeout: Duration,
+}
+
+impl ClusterService {
+    pub fn new(
+        handle: RaftHandle,
+        forward: Arc<dyn Forward>,
+        membership_timeout: Duration,
+    ) -> Self {
+        Self {
+            handle,
+            forward,
+            membership_timeout,
+        }
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> NodeStatus {
+        self.handle.status()
+    }
+
+    /// Adds a non-voting member and waits until it has caught up; on a follower, asks the
+    /// leader to.
+    pub async fn add_learner(
+        &self,
+        node_id: u64,
+        address: String,
+    ) -> Result<MembershipChanged, ServiceError> {
+        if node_id == 0 || address.is_empty() {
+            return Err(ServiceError::InvalidArgument(
+                "add learner needs a node id ≥ 1 and an address".to_string(),
+            ));
+        }
+        match self
+            .handle
+            .add_learner(node_id, address.clone(), self.membership_timeout)
+            .await
+        {
+            Ok(log_index) => Ok(self.changed(log_index)),
+            Err(MembershipError::NotLeader(_)) => {
+                let leader = leader_to_forward_to(&self.handle, self.membership_timeout).await?;
+                self.forward
+                    .add_learner(leader, node_id, address, self.membership_timeout)
+                    .await
+            }
+            Err(error) => Err(membership_error(error)),
+        }
+    }
+
+    /// Sets the voters; on a follower, asks the leader to.
+    pub async fn change_membership(
+        &self,
+        voters: Vec<u64>,
+    ) -> Result<MembershipChanged, ServiceError> {
+        let set: BTreeSet<u64> = voters.iter().copied().collect();
+        if set.is_empty() || set.contains(&0) {
+            return Err(ServiceError::InvalidArgument(
+                "the new voter set must be non-empty node ids ≥ 1".to_string(),
+            ));
+        }
+        match self
+            .handle
+            .change_membership(set, self.membership_timeout)
+            .await
+        {
+            Ok(log_index) => Ok(self.changed(log_index)),
+            Err(MembershipError::NotLeader(_)) => {
+                let leader = leader_to_forward_to(&self.handle, self.membership_timeout).await?;
+                self.forward
+                    .change_membership(leader, voters, self.membership_timeout)
+                    .await
+            }
+            Err(error) => Err(membership_error(error)),
+        }
+    }
+
+    fn changed(&self, log_index: u64) -> MembershipChanged {
+        MembershipChanged {
+            log_index,
+            members: self.handle.status().members,
+        }
+    }
+}
+
+fn membership_error(error: MembershipError) -> ServiceError {
+    match error {
+        MembershipError::NotLeader(hint) => ServiceError::NotLeader(hint),
+        MembershipError::Refused(detail) => ServiceError::InvalidArgument(detail),
+        MembershipError::Unavailable(detail) => ServiceError::MembershipBusy(detail),
+        MembershipError::Timeout(detail) => ServiceError::Timeout(detail),
+        MembershipError::Stopped(detail) => ServiceError::RaftStopped(detail),
+    }
+}

@@ -1,0 +1,350 @@
+//! The event log's service: appends (validated, then forwarded to the leader or proposed
+//! here, and settled while leadership moves) and reads at the consistency asked for. Domain
+//! types in and out; no gRPC.
+
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::SystemTime;
+
+use evlog_raft_store::ReadPage;
+use evlog_raft_store::ReadStart;
+use evlog_raft_store::ReadTarget;
+use evlog_raft_store::reader::StreamPage;
+use evlog_raft_store::types::CommandResponse;
+use evlog_raft_store::types::StreamInfo;
+use tokio::time::Instant;
+
+use crate::config::Limits;
+use crate::raft::RaftHandle;
+use crate::raft::errors::LinearizeError;
+use crate::raft::errors::ProposeError;
+use crate::raft::receipt::Receipt;
+use crate::service::append;
+use crate::service::append::AppendRequest;
+use crate::service::append::Appended;
+use crate::service::error::ServiceError;
+use crate::service::forward::Forward;
+use crate::service::forward::Leader;
+
+/// How long an append refused for want of a settled leader waits before it is proposed again.
+const NOT_LEADER_PAUSE: Duration = Duration::from_millis(20);
+
+/// Which state a read may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Everything acknowledged before the read began (a read index confirmed by the leader,
+    /// applied here).
+    Linearizable,
+    /// At least this global position applied here (read-your-writes without a round trip).
+    AtLeast(u64),
+    /// Whatever this node has applied (once it has caught up since it started).
+    Local,
+}
+
+/// A read of events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRequest {
+    pub target: ReadTarget,
+    pub start: ReadStart,
+    /// Events per page; 0: the node's default.
+    pub max_count: u32,
+    pub backward: bool,
+    pub consistency: Consistency,
+}
+
+/// A stream's summary, as served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamFound {
+    pub info: StreamInfo,
+    /// The last position applied here when served.
+    pub head_position: u64,
+}
+
+/// A page of stream summaries, as served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamsFound {
+    pub page: StreamPage,
+    /// The last position applied here when served.
+    pub head_position: u64,
+}
+
+/// The event log as the service layer offers it.
+pub struct EventLogService {
+    handle: RaftHandle,
+    forward: Arc<dyn Forward>,
+    limits: Arc<Limits>,
+    request_timeout: Duration,
+    /// How long an append refused for want of a settled leader is retried before it fails.
+    settle_timeout: Duration,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl EventLogService {
+    pub fn new(
+        handle: RaftHandle,
+        forward: Arc<dyn Forward>,
+        limits: Limits,
+        request_timeout: Duration,
+        settle_timeout: Duration,
+    ) -> Self {
+        Self {
+            handle,
+            forward,
+            limits: Arc::new(limits),
+            request_timeout,
+            settle_timeout,
+        }
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.handle.node_id()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Appends, on any node: a follower that knows the leader hands the request on (unless it
+    /// was handed on to this node already: `forwarded`), the leader proposes it.
+    ///
+    /// A proposal refused before it got a log id (leadership is moving, or this node leads
+    /// but has not heard from a quorum within its lease) is proposed again every 20 ms while
+    /// no other node leads, for at most the settle timeout (and half the request timeout):
+    /// nothing was appended, so that is safe, and a definite refusal the client can retry
+    /// beats a wait into an unknown outcome.
+    pub async fn append(
+        &self,
+        request: AppendRequest,
+        forwarded: bool,
+    ) -> Result<Appended, ServiceError> {
+        append::validate(&request, &self.limits)?;
+        let started = Instant::now();
+        let deadline = started + self.request_timeout;
+        if !forwarded && self.other_leader().is_some() {
+            return self.forward_append(request, deadline).await;
+        }
+        // Settling ends well before the deadline: the last proposal must have time to be
+        // refused (a proposal still pending at the deadline has an unknown outcome).
+        let settle_by = started + self.settle_timeout.min(self.request_timeout / 2);
+        loop {
+            let command = append::command(&request, &self.limits, now_ms());
+            let attempt = tokio::time::timeout_at(deadline, self.handle.propose_append(command));
+            let refusal = match attempt.await {
+                Err(_) => {
+                    return Err(ServiceError::Timeout(format!(
+                        "append did not commit within {} ms; its outcome is unknown (retry \
+                         with the same idempotency key)",
+                        self.request_timeout.as_millis()
+                    )));
+                }
+                Ok(Ok((response, receipt))) => return answer(response, receipt, request),
+                Ok(Err(ProposeError::NotLeader(hint))) => hint,
+                Ok(Err(error)) => return Err(propose_error(error)),
+            };
+            let other_leader = self.other_leader().is_some();
+            let pause_ends = Instant::now() + NOT_LEADER_PAUSE;
+            if !other_leader && pause_ends < settle_by {
+                tokio::time::sleep_until(pause_ends).await;
+                continue;
+            }
+            if forwarded {
+                return Err(ServiceError::NotLeader(refusal));
+            }
+            return self.forward_append(request, deadline).await;
+        }
+    }
+
+    /// The leader, when it is another node.
+    fn other_leader(&self) -> Option<(u64, Option<String>)> {
+        self.handle
+            .leader()
+            .filter(|(leader, _)| *leader != self.handle.node_id())
+    }
+
+    /// Hands an append to the leader (waiting, until `deadline`, for one to be known).
+    async fn forward_append(
+        &self,
+        request: AppendRequest,
+        deadline: Instant,
+    ) -> Result<Appended, ServiceError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let leader = self.leader_to_forward_to(remaining).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.forward.append(leader, request, remaining).await
+    }
+
+    /// The leader to hand a request to, waiting up to `wait` for one to be known.
+    pub(crate) async fn leader_to_forward_to(
+        &self,
+        wait: Duration,
+    ) -> Result<Leader, ServiceError> {
+        leader_to_forward_to(&self.handle, wait).await
+    }
+
+    /// Reads a page of events at the consistency asked for.
+    pub async fn read(&self, request: ReadRequest) -> Result<ReadPage, ServiceError> {
+        if let ReadTarget::Stream(stream) = &request.target {
+            append::validate_stream_name(stream)?;
+        }
+        let max_count = self.page_size(request.max_count, "events")?;
+        self.reach_consistency(request.consistency).await?;
+        Ok(self
+            .handle
+            .reader()
+            .read(request.target, request.start, max_count, request.backward)
+            .await?)
+    }
+
+    /// One stream's summary.
+    pub async fn get_stream(
+        &self,
+        stream: String,
+        consistency: Consistency,
+    ) -> Result<StreamFound, ServiceError> {
+        append::validate_stream_name(&stream)?;
+        self.reach_consistency(consistency).await?;
+        let reader = self.handle.reader();
+        // The head is taken before the read, so the read reflects at least it.
+        let head_position = reader.applied().head_position;
+        match reader.stream(stream.clone()).await? {
+            Some(info) => Ok(StreamFound {
+                info,
+                head_position,
+            }),
+            None => Err(ServiceError::StreamNotFound { stream }),
+        }
+    }
+
+    /// Stream summaries by name prefix, a page at a time.
+    pub async fn list_streams(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        max_count: u32,
+        consistency: Consistency,
+    ) -> Result<StreamsFound, ServiceError> {
+        if prefix.len() > append::MAX_STREAM_NAME_BYTES {
+            return Err(ServiceError::InvalidArgument(format!(
+                "prefix of {} bytes is longer than a stream name may be ({} bytes)",
+                prefix.len(),
+                append::MAX_STREAM_NAME_BYTES
+            )));
+        }
+        let max_count = self.page_size(max_count, "streams")?;
+        self.reach_consistency(consistency).await?;
+        let reader = self.handle.reader();
+        let head_position = reader.applied().head_position;
+        let page = reader.list_streams(prefix, after, max_count).await?;
+        Ok(StreamsFound {
+            page,
+            head_position,
+        })
+    }
+
+    /// The page size a request asks for (0: the default), refused above the limit.
+    fn page_size(&self, requested: u32, what: &str) -> Result<usize, ServiceError> {
+        match requested as usize {
+            0 => Ok(self.limits.default_read_count),
+            n if n > self.limits.max_read_count => Err(ServiceError::TooLarge(format!(
+                "max_count {n} exceeds the limit of {} {what} per read",
+                self.limits.max_read_count
+            ))),
+            n => Ok(n),
+        }
+    }
+
+    /// Waits until this node may serve a read at `consistency`.
+    async fn reach_consistency(&self, consistency: Consistency) -> Result<(), ServiceError> {
+        let deadline = Instant::now() + self.request_timeout;
+        match consistency {
+            Consistency::Linearizable => self
+                .handle
+                .linearize(self.request_timeout)
+                .await
+                .map_err(ServiceError::ReadIndex),
+            Consistency::AtLeast(position) => {
+                self.caught_up().await?;
+                self.handle
+                    .wait_position(position, deadline)
+                    .await
+                    .map_err(|error| ServiceError::ReadIndex(error.into()))
+            }
+            Consistency::Local => self.caught_up().await,
+        }
+    }
+
+    async fn caught_up(&self) -> Result<(), ServiceError> {
+        self.handle
+            .catch_up(self.request_timeout)
+            .await
+            .map_err(|cause: LinearizeError| ServiceError::NotCaughtUp {
+                node_id: self.handle.node_id(),
+                cause,
+            })
+    }
+}
+
+/// The leader to hand a request to, waiting up to `wait` for one to be known: never this node
+/// (a leader that refused the request itself cannot take it now).
+pub(crate) async fn leader_to_forward_to(
+    handle: &RaftHandle,
+    wait: Duration,
+) -> Result<Leader, ServiceError> {
+    let Some((leader, address)) = handle.wait_for_leader(wait).await else {
+        return Err(ServiceError::NoLeader {
+            waited_ms: wait.as_millis() as u64,
+        });
+    };
+    if leader == handle.node_id() {
+        return Err(ServiceError::LeaseLost);
+    }
+    let address = address.ok_or_else(|| ServiceError::LeaderUnreachable {
+        leader_id: leader,
+        detail: "its address is not known".to_string(),
+    })?;
+    Ok(Leader {
+        id: leader,
+        address,
+    })
+}
+
+/// What applying an append decided, as the service's answer.
+fn answer(
+    response: CommandResponse,
+    receipt: Receipt,
+    request: AppendRequest,
+) -> Result<Appended, ServiceError> {
+    match response {
+        CommandResponse::Appended(outcome) => Ok(Appended { outcome, receipt }),
+        CommandResponse::WrongExpectedVersion { expected, actual } => {
+            Err(ServiceError::WrongExpectedVersion {
+                stream: request.stream,
+                expected,
+                actual,
+            })
+        }
+        CommandResponse::IdempotencyKeyReused => Err(ServiceError::IdempotencyKeyReused {
+            key: request.idempotency_key.unwrap_or_default(),
+        }),
+        CommandResponse::Empty => Err(ServiceError::Internal(
+            "an append applied as an empty entry".to_string(),
+        )),
+    }
+}
+
+/// A proposal's failure as the service's error (not-leader refusals are handled apart).
+fn propose_error(error: ProposeError) -> ServiceError {
+    match error {
+        ProposeError::NotLeader(hint) => ServiceError::NotLeader(hint),
+        ProposeError::Discarded(detail) => ServiceError::Discarded(detail),
+        ProposeError::Halted(detail) => ServiceError::RaftStopped(detail),
+        ProposeError::Stopped(detail) => ServiceError::OutcomeUnknown(detail),
+        ProposeError::ShuttingDown => ServiceError::ShuttingDown,
+    }
+}

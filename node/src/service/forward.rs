@@ -1,0 +1,56 @@
+//! Handing a request to the leader: the service decides to, a transport does it. The service
+//! sees only this trait and domain types; `grpc/forward.rs` implements it over the pooled
+//! peer channels (marking forwarded appends, so they are never forwarded twice).
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::raft::handle::MemberStatus;
+use crate::service::append::AppendRequest;
+use crate::service::append::Appended;
+use crate::service::error::ServiceError;
+
+/// The leader a request goes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leader {
+    pub id: u64,
+    pub address: String,
+}
+
+/// A membership change as the leader reports it.
+#[derive(Clone, Debug)]
+pub struct MembershipChanged {
+    /// The log index of the change.
+    pub log_index: u64,
+    /// The members afterwards.
+    pub members: Vec<MemberStatus>,
+}
+
+/// Sends requests to the leader. Every call is bounded by `timeout`; a refusal from the
+/// leader comes back as [`ServiceError::FromLeader`], a leader that cannot be reached as
+/// [`ServiceError::LeaderUnreachable`], no answer in time as [`ServiceError::Timeout`] (for
+/// an append: outcome unknown).
+pub trait Forward: Send + Sync {
+    fn append(
+        &self,
+        leader: Leader,
+        request: AppendRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Appended, ServiceError>>;
+
+    fn add_learner(
+        &self,
+        leader: Leader,
+        node_id: u64,
+        address: String,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<MembershipChanged, ServiceError>>;
+
+    fn change_membership(
+        &self,
+        leader: Leader,
+        voters: Vec<u64>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<MembershipChanged, ServiceError>>;
+}

@@ -1,0 +1,17 @@
+//! The service layer, between gRPC and Raft (etcd's `EtcdServer` between `v3rpc` and raft):
+//! it decides, with domain types and no gRPC. Validation, forward-or-propose, the settle loop
+//! while leadership moves, consistency levels for reads.
+//!
+//! - `event_log.rs`: appends and reads.
+//! - `cluster.rs`: status and membership.
+//! - `append.rs`: an append's request, validation, fingerprint and command (pure).
+//! - `forward.rs`: the trait a transport implements to hand requests to the leader.
+//! - `error.rs`: [`ServiceError`], one variant per kind; `grpc/status.rs` maps it to the wire.
+
+pub mod append;
+pub mod cluster;
+pub mod error;
+pub mod event_log;
+pub mod forward;
+
+pub use error::ServiceError;
