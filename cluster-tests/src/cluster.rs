@@ -461,6 +461,38 @@ impl Cluster {
         status
     }
 
+    /// Empties the stopped node `id`'s data directory (the directory stays, as after a lost
+    /// volume mounted again): it starts again with no data, under the same id.
+    ///
+    /// # Panics
+    ///
+    /// When the node is running or paused, or the directory cannot be emptied.
+    pub fn wipe_data(&mut self, id: u64) {
+        let state = self.node(id).state();
+        assert!(
+            matches!(state, NodeState::Stopped | NodeState::Exited(_)),
+            "node {id} must be stopped before its data is wiped; it is {state:?}"
+        );
+        let data_dir = self.data_dir(id);
+        let entries = std::fs::read_dir(&data_dir)
+            .unwrap_or_else(|error| panic!("reading {} failed: {error}", data_dir.display()));
+        for entry in entries {
+            let path = entry
+                .unwrap_or_else(|error| panic!("reading {} failed: {error}", data_dir.display()))
+                .path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.unwrap_or_else(|error| panic!("removing {} failed: {error}", path.display()));
+        }
+        eprintln!(
+            "cluster-tests: wiped node {id}'s data ({} is empty)",
+            data_dir.display()
+        );
+    }
+
     /// Replaces the stopped member `old` with a fresh node under a new id: wipes `old`'s data
     /// directory, starts the next spare node with an empty one, adds it as a learner (which
     /// waits until it has caught up), then makes it a voter in `old`'s place. Returns the new

@@ -53,7 +53,6 @@ impl RecordingWriter {
     ) -> AppendResponse {
         assert!(count >= 1, "an append carries at least one event");
         let operation = self.next_operation;
-        self.next_operation += 1;
         let events: Vec<EventData> = (0..count)
             .map(|position_in_batch| {
                 let id = format!("{}-o{operation}-e{position_in_batch}", self.name);
@@ -68,10 +67,32 @@ impl RecordingWriter {
             .collect();
         let append = AppendRequest {
             stream: stream.to_owned(),
-            events: events.clone(),
+            events,
             expected_version: None,
-            idempotency_key: Some(format!("{}-o{operation}", self.name)),
+            idempotency_key: None,
         };
+        self.append_request(cluster, node, append).await
+    }
+
+    /// Sends `append` through node `node` as the next operation (with this writer's
+    /// idempotency key for it, whatever key it had), retrying errors that may go away for up
+    /// to a minute, and records it. Its event ids must be unique in the test.
+    ///
+    /// # Panics
+    ///
+    /// When the append is not acknowledged: a non-retryable error, or retries ran out.
+    pub async fn append_request(
+        &mut self,
+        cluster: &Cluster,
+        node: u64,
+        mut append: AppendRequest,
+    ) -> AppendResponse {
+        let operation = self.next_operation;
+        self.next_operation += 1;
+        append.idempotency_key = Some(format!("{}-o{operation}", self.name));
+        let stream = append.stream.clone();
+        let count = append.events.len();
+        let events = append.events.clone();
         let invoked = Instant::now();
         let mut attempts: u64 = 0;
         let mut last_error: Option<tonic::Status> = None;
@@ -101,7 +122,7 @@ impl RecordingWriter {
         self.history.push(Operation {
             client: self.name.clone(),
             node,
-            stream: stream.to_owned(),
+            stream: stream.clone(),
             events,
             expected_version: append.expected_version,
             idempotency_key: append.idempotency_key.clone(),

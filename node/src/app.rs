@@ -163,6 +163,19 @@ pub async fn run(
         }
     };
     let outcome = tokio::select! {
+        // In this order: a store failure stops the Raft core too, and the cause is the news.
+        biased;
+        reason = store_failed => {
+            Err(anyhow::anyhow!(
+                "node {node_id} stops: its store failed ({}); a failed write or fsync is never \
+                 retried (it may have lost data the kernel had accepted); fix the disk, then \
+                 restart the node: it recovers from its log and the leader",
+                reason.unwrap_or_else(|| "the store closed".to_string())
+            ))
+        }
+        reason = handle.core_stopped() => {
+            Err(anyhow::anyhow!("node {node_id} stops: its Raft core stopped: {reason}"))
+        }
         result = &mut server => result.map_err(anyhow::Error::from).and_then(|served| {
             served.map_err(anyhow::Error::from)
         }),
@@ -175,17 +188,6 @@ pub async fn run(
                 server.abort();
             }
             Ok(())
-        }
-        reason = store_failed => {
-            Err(anyhow::anyhow!(
-                "node {node_id} stops: its store failed ({}); a failed write or fsync is never \
-                 retried (it may have lost data the kernel had accepted); fix the disk, then \
-                 restart the node: it recovers from its log and the leader",
-                reason.unwrap_or_else(|| "the store closed".to_string())
-            ))
-        }
-        reason = handle.core_stopped() => {
-            Err(anyhow::anyhow!("node {node_id} stops: its Raft core stopped: {reason}"))
         }
     };
     if outcome.is_err() {
@@ -261,6 +263,17 @@ fn store_backend(data_dir: &std::path::Path) -> anyhow::Result<evlog_raft_store:
         let path = data_dir.join(evlog_raft_store::schema::DATABASE_FILE);
         let (backend, switch) = testing::CrashBackend::open(&path)
             .map_err(|error| anyhow::anyhow!("cannot open {}: {error}", path.display()))?;
+        // A disk that fills up, for tests where a real small filesystem cannot be mounted.
+        if let Ok(free) = std::env::var(testing::DISK_FREE_BYTES_ENV) {
+            let free: u64 = free.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not a byte count: {free:?}",
+                    testing::DISK_FREE_BYTES_ENV
+                )
+            })?;
+            switch.set_free_space(Some(free))?;
+            tracing::warn!("the testing crash backend's disk is full after {free} more bytes");
+        }
         testing::install_process_switch(switch);
         tracing::warn!(
             "failpoints build: the store runs on the testing crash backend (it can lose power)"

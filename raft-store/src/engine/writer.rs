@@ -333,6 +333,9 @@ fn write_batch(
                 "store write transaction failed, {} ops refused, the store stops: {error}",
                 completions.len()
             );
+            // Recorded before anyone hears of the error, so the node sees the store's failure
+            // first (and says so) rather than one of its consequences.
+            shared.fail(error.clone());
             for completion in completions {
                 completion.fail(&error);
             }

@@ -53,9 +53,26 @@ struct State {
     lose_power_at_sync: Option<u64>,
     /// When `Some(why)`: a power loss also ends the process (a node under test), saying why.
     abort_on_loss: Option<String>,
+    /// When `Some(bytes)`: the disk holds no more; a write or growth past it fails with
+    /// "no space left on device", as a full disk does.
+    capacity: Option<u64>,
 }
 
 impl State {
+    /// Refuses to make the file reach past `end` on a full (simulated) disk.
+    fn check_space(&self, end: u64) -> io::Result<()> {
+        match self.capacity {
+            Some(capacity) if end > capacity => Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "no space left on device (the testing crash backend's disk holds {capacity} \
+                     bytes)"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn check_power(&self) -> io::Result<()> {
         if self.powered {
             Ok(())
@@ -174,6 +191,7 @@ impl CrashBackend {
             syncs: 0,
             lose_power_at_sync: None,
             abort_on_loss: None,
+            capacity: None,
         }));
         Ok((
             Self {
@@ -232,6 +250,15 @@ impl PowerSwitch {
         }
     }
 
+    /// Makes the disk full once the file would grow past its length now plus `free_bytes`:
+    /// writes and growth past that fail with "no space left on device". (`None`: no limit.)
+    pub fn set_free_space(&self, free_bytes: Option<u64>) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        let len = state.file.len()?;
+        state.capacity = free_bytes.map(|free| len.saturating_add(free));
+        Ok(())
+    }
+
     /// How many times redb asked for a sync so far.
     pub fn syncs(&self) -> u64 {
         lock(&self.state).syncs
@@ -279,6 +306,9 @@ impl StorageBackend for CrashBackend {
         let mut state = lock(&self.state);
         state.check_power()?;
         let live_len = state.file.len()?;
+        if len > live_len {
+            state.check_space(len)?;
+        }
         if len < live_len {
             // What is cut off may be durable: keep it, to put it back on a power loss.
             state.keep_durable(len, live_len)?;
@@ -310,6 +340,7 @@ impl StorageBackend for CrashBackend {
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         let mut state = lock(&self.state);
         state.check_power()?;
+        state.check_space(offset.saturating_add(data.len() as u64))?;
         state.keep_durable(offset, offset.saturating_add(data.len() as u64))?;
         state.file.write(offset, data)
     }
@@ -383,6 +414,24 @@ mod tests {
         assert!(backend.write(0, &[9]).is_err(), "no power, no writes");
         assert!(backend.sync_data().is_err(), "no power, no syncs");
         assert_eq!(read_file(&path), synced);
+    }
+
+    #[test]
+    fn a_full_disk_refuses_growth_and_writes_past_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db");
+        let (backend, switch) = CrashBackend::open(&path).expect("opens");
+        backend.write(0, &[1u8; 100]).expect("writes");
+        switch.set_free_space(Some(50)).expect("limits");
+        backend.write(100, &[2u8; 50]).expect("fits exactly");
+        let error = backend.write(150, &[3u8]).expect_err("the disk is full");
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        assert!(backend.set_len(1_000).is_err(), "no growth past it either");
+        backend
+            .write(0, &[4u8; 10])
+            .expect("overwriting within takes no space");
+        switch.set_free_space(None).expect("space freed");
+        backend.write(150, &[3u8]).expect("room again");
     }
 
     #[test]

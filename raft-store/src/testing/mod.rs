@@ -14,6 +14,11 @@ pub use crash_backend::PowerSwitch;
 
 use std::sync::OnceLock;
 
+/// The environment variable a failpoints build of the node reads at start: its store's disk
+/// is full once the database file has grown by this many bytes (see
+/// [`PowerSwitch::set_free_space`]). For tests that cannot mount a small filesystem.
+pub const DISK_FREE_BYTES_ENV: &str = "EVLOG_TEST_DISK_FREE_BYTES";
+
 /// The power switch of this process's store, when it runs on a [`CrashBackend`] (the node's
 /// failpoints build); a crash point armed with `return(power-loss)` and the node's SIGUSR1
 /// handler use it.
