@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use evlog_proto::v1::cluster_server::ClusterServer;
@@ -17,7 +18,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::config::NodeConfig;
+use crate::grpc::admission::Admission;
+use crate::grpc::admission::AppendBudget;
 use crate::grpc::cluster::ClusterGrpc;
+use crate::grpc::connections;
 use crate::grpc::event_log::EventLogGrpc;
 use crate::grpc::forward::GrpcForward;
 use crate::raft::Raft;
@@ -30,6 +34,11 @@ use crate::service::event_log::EventLogService;
 
 /// How long in-flight requests get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Largest HTTP/2 header list a call may send (metadata included).
+const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
+/// Most streams a client may open and reset before the server has seen them (a rapid-reset
+/// flood is cut off past it).
+const MAX_PENDING_RESET_STREAMS: usize = 100;
 /// Largest peer message (a batch of replicated entries).
 const MAX_PEER_MESSAGE_BYTES: usize = 512 << 20;
 /// How long a membership change may take (adding a learner waits until it has caught up).
@@ -106,9 +115,18 @@ pub async fn run(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(evlog_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let event_log_server = EventLogServer::new(EventLogGrpc::new(event_log))
-        .max_decoding_message_size(max_client_message)
-        .max_encoding_message_size(usize::MAX);
+    // A read page holds at most max_read_bytes of event records; the wire adds a little.
+    let max_response_message = config.limits.max_read_bytes + (1 << 20);
+    let event_log_server = Admission::new(
+        EventLogServer::new(EventLogGrpc::new(event_log))
+            .max_decoding_message_size(max_client_message)
+            .max_encoding_message_size(max_response_message),
+        AppendBudget::new(
+            u32::try_from(config.max_append_bytes_in_flight)
+                .map_err(|_| anyhow::anyhow!("--max-append-bytes-in-flight is at most 4 GiB"))?,
+            u32::try_from(max_client_message).unwrap_or(u32::MAX),
+        ),
+    );
     let cluster_server = ClusterServer::new(ClusterGrpc::new(cluster));
     let peer_server = RaftPeerServer::new(PeerService::new(
         raft,
@@ -142,10 +160,17 @@ pub async fn run(
     // The builder's `tcp_nodelay` applies only to sockets it binds itself; this listener's
     // accepted sockets get it here. Without it, small responses wait for Nagle's algorithm
     // (about 40 ms stalls on reads of a few events and on peer traffic).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = connections::limited(
+        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        connections::within_open_file_limit(config.max_connections),
+        Arc::new(AtomicU64::new(0)),
+    );
     let server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(event_log_server)

@@ -20,6 +20,9 @@ pub struct Limits {
     pub max_read_count: usize,
     /// Events a read returns when it does not say.
     pub default_read_count: usize,
+    /// Most bytes of events one read page holds (stored size); a page stops early (at least
+    /// one event) and says where to go on.
+    pub max_read_bytes: usize,
     /// How long idempotency keys are remembered. The leader's setting travels in each append,
     /// so replicas expire keys identically even if their flags differ.
     pub idempotency: IdempotencyPolicy,
@@ -33,6 +36,7 @@ impl Default for Limits {
             max_append_bytes: 4 << 20,
             max_read_count: 10_000,
             default_read_count: 100,
+            max_read_bytes: 4 << 20,
             idempotency: IdempotencyPolicy::default(),
         }
     }
@@ -79,6 +83,13 @@ pub struct NodeConfig {
     pub snapshot_transfer_timeout_ms: u64,
     /// Largest snapshot accepted from a leader, in bytes.
     pub max_snapshot_bytes: u64,
+    /// Most bytes of appends a node holds in flight (received, not yet answered); past it an
+    /// append is refused at once, `RESOURCE_EXHAUSTED`, before its message is read.
+    pub max_append_bytes_in_flight: usize,
+    /// Most connections the gRPC port keeps open; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// Most concurrent calls (HTTP/2 streams) on one connection.
+    pub max_concurrent_streams: u32,
     /// How long a client request may wait for a leader, a commit or a read index, when the
     /// client sets no shorter deadline.
     pub request_timeout_ms: u64,
@@ -124,6 +135,9 @@ impl Default for NodeConfig {
             store_quick_repair: false,
             snapshot_transfer_timeout_ms: 300_000,
             max_snapshot_bytes: 256 << 30,
+            max_append_bytes_in_flight: 32 << 20,
+            max_connections: 4096,
+            max_concurrent_streams: 256,
             request_timeout_ms: 10_000,
             limits: Limits::default(),
             routes: BTreeMap::new(),
@@ -199,6 +213,24 @@ impl NodeConfig {
         }
         if limits.max_append_bytes > 64 << 20 {
             return fail("max append bytes is at most 64 MiB".to_string());
+        }
+        if limits.max_read_bytes < limits.max_event_bytes {
+            return fail(format!(
+                "max read bytes ({}) must hold the largest event ({} bytes)",
+                limits.max_read_bytes, limits.max_event_bytes
+            ));
+        }
+        if self.max_append_bytes_in_flight < limits.max_append_bytes + (1 << 20)
+            || self.max_append_bytes_in_flight > u32::MAX as usize
+        {
+            return fail(format!(
+                "max append bytes in flight ({}) must hold the largest append ({} bytes) with \
+                 1 MiB to spare, and be under 4 GiB",
+                self.max_append_bytes_in_flight, limits.max_append_bytes
+            ));
+        }
+        if self.max_connections == 0 || self.max_concurrent_streams == 0 {
+            return fail("max connections and max concurrent streams must be positive".to_string());
         }
         if limits.default_read_count == 0 || limits.default_read_count > limits.max_read_count {
             return fail("default read count must be between 1 and the max read count".to_string());

@@ -411,3 +411,113 @@ async fn health_says_serving_once_the_node_has_caught_up() {
     }
     cluster.stop_all().await;
 }
+
+/// Appends take their bytes from the node's budget before their message is read: past it
+/// they are refused at once as busy (nothing appended), never queued; the rest are appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_past_the_bytes_in_flight_are_refused_as_busy() {
+    let cluster = start_cluster(3, |config| {
+        config.limits.max_append_bytes = 1 << 20;
+        config.max_append_bytes_in_flight = 2 << 20;
+    })
+    .await;
+    let leader = cluster.node(cluster.leader().await);
+    let big = || pb::EventData {
+        data: vec![7u8; (1 << 20) - 1_000].into(),
+        ..event("")
+    };
+    let calls = (0..32).map(|index| {
+        // One connection each, so the calls arrive together.
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", leader.address))
+            .expect("a valid address")
+            .connect_lazy();
+        let request = append(&format!("big-{index}"), vec![big()]);
+        async move {
+            EventLogClient::new(channel)
+                .max_encoding_message_size(4 << 20)
+                .append(request)
+                .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let appended = results.iter().filter(|result| result.is_ok()).count();
+    let busy: Vec<&tonic::Status> = results
+        .iter()
+        .filter_map(|result| result.as_ref().err())
+        .collect();
+    for status in &busy {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(
+            status.message().contains("node busy"),
+            "{}",
+            status.message()
+        );
+    }
+    assert!(appended >= 1, "some appends went through");
+    assert!(
+        !busy.is_empty(),
+        "32 appends of 1 MiB at once into a 2 MiB budget: some busy"
+    );
+    // Exactly the appended ones are in the log.
+    let mut all = read_stream("x");
+    all.target = Some(pb::read_request::Target::All(pb::AllStreams {}));
+    all.max_count = 100;
+    let read = leader
+        .event_log()
+        .max_decoding_message_size(64 << 20)
+        .read(all)
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(read.events.len(), appended);
+    cluster.stop_all().await;
+}
+
+/// A read page holds at most `max_read_bytes` of events (at least one), and says where to go
+/// on; paging reads everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_page_stops_at_its_byte_limit() {
+    let cluster = start_cluster(3, |config| {
+        config.limits.max_event_bytes = 2_000;
+        config.limits.max_read_bytes = 5_000;
+    })
+    .await;
+    let node = cluster.node(cluster.follower().await);
+    for _ in 0..5 {
+        let events = (0..2).map(|_| event(&"y".repeat(1_000))).collect();
+        node.event_log()
+            .append(append("pages", events))
+            .await
+            .expect("appended");
+    }
+    let mut request = read_stream("pages");
+    request.max_count = 100;
+    let mut versions = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = node
+            .event_log()
+            .read(request.clone())
+            .await
+            .expect("read")
+            .into_inner();
+        pages += 1;
+        assert!(
+            page.events.len() <= 4,
+            "a page of {} events of 1 KB passes 5,000 bytes",
+            page.events.len()
+        );
+        versions.extend(page.events.iter().map(|event| event.stream_version));
+        match page.next_from {
+            Some(next) => request.from = Some(next),
+            None => break,
+        }
+        assert!(pages < 20, "paging does not end");
+    }
+    assert_eq!(versions, (1..=10).collect::<Vec<u64>>());
+    assert!(
+        pages >= 3,
+        "10 events of 1 KB take several pages of 5,000 bytes"
+    );
+    cluster.stop_all().await;
+}

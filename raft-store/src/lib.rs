@@ -35,6 +35,7 @@ pub use error::OpenError;
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use reader::EventReader;
+pub use reader::PageLimit;
 pub use reader::ReadPage;
 pub use reader::ReadStart;
 pub use reader::ReadTarget;

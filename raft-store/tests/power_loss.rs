@@ -96,7 +96,12 @@ async fn inspect(store: &mut Store) -> Found {
     let (applied, _) = store.machine.applied_state().await.expect("applied state");
     let page = store
         .reader
-        .read(ReadTarget::All, ReadStart::Edge, 100_000, false)
+        .read(
+            ReadTarget::All,
+            ReadStart::Edge,
+            evlog_raft_store::PageLimit::count(100_000),
+            false,
+        )
         .await
         .expect("the events read");
     assert_eq!(page.next_from, None, "every event fits one page");

@@ -3,6 +3,7 @@
 //! listing by prefix in pages.
 
 use evlog_raft_store::EventReader;
+use evlog_raft_store::PageLimit;
 use evlog_raft_store::ReadStart;
 use evlog_raft_store::ReadTarget;
 use evlog_raft_store::StateMachine;
@@ -59,6 +60,17 @@ impl Store {
 
     /// Applies an append of `count` events to `stream`, proposed at `timestamp_ms`.
     async fn append(&mut self, stream: &str, count: usize, timestamp_ms: u64) {
+        self.append_sized(stream, count, timestamp_ms, 1).await;
+    }
+
+    /// Applies an append of `count` events of `data_bytes` each.
+    async fn append_sized(
+        &mut self,
+        stream: &str,
+        count: usize,
+        timestamp_ms: u64,
+        data_bytes: usize,
+    ) {
         let index = self.next_index;
         self.next_index += 1;
         let command = Command::Append(AppendCommand {
@@ -68,7 +80,7 @@ impl Store {
                     id: format!("{stream}-{index}-{i}"),
                     event_type: "T".to_string(),
                     content_type: String::new(),
-                    data: bytes::Bytes::from_static(b"x"),
+                    data: bytes::Bytes::from(vec![b'x'; data_bytes]),
                     metadata: vec![],
                 })
                 .collect(),
@@ -98,7 +110,7 @@ impl Store {
     async fn read(&self, target: ReadTarget, start: ReadStart, backward: bool) -> Vec<u64> {
         let stream_target = matches!(target, ReadTarget::Stream(_));
         self.reader
-            .read(target, start, 100, backward)
+            .read(target, start, PageLimit::count(100), backward)
             .await
             .expect("the read is served")
             .events
@@ -123,7 +135,12 @@ async fn timestamps_never_go_backwards_along_the_log() {
     store.append("b", 1, 2_000).await;
     let page = store
         .reader
-        .read(ReadTarget::All, ReadStart::Edge, 10, false)
+        .read(
+            ReadTarget::All,
+            ReadStart::Edge,
+            PageLimit::count(10),
+            false,
+        )
         .await
         .expect("read");
     let times: Vec<u64> = page.events.iter().map(|e| e.timestamp_ms).collect();
@@ -345,4 +362,56 @@ async fn a_format_2_store_is_upgraded_at_open_and_an_unknown_format_refused() {
         evlog_raft_store::codec::decode_u64("format version", version.value()).expect("decode"),
         3
     );
+}
+
+#[tokio::test]
+async fn a_page_stops_at_its_byte_limit_and_says_where_to_go_on() {
+    let mut store = Store::open();
+    for _ in 0..3 {
+        store.append_sized("small", 2, 1, 1_000).await; // positions 1-2, 4-5, 7-8
+        store.append_sized("big", 1, 1, 10_000).await; // 3, 6, 9
+    }
+    let limit = PageLimit {
+        max_count: 100,
+        max_bytes: 2_500,
+    };
+    let read = |target, start, backward| store.reader.read(target, start, limit, backward);
+    let page = read(ReadTarget::All, ReadStart::Edge, false)
+        .await
+        .expect("read");
+    let positions: Vec<u64> = page.events.iter().map(|e| e.position).collect();
+    assert_eq!(
+        positions,
+        vec![1, 2],
+        "two 1 KB events fit 2,500 bytes, a third does not"
+    );
+    assert_eq!(page.next_from, Some(3));
+    // An event larger than the limit still makes a page of its own: reading always goes on.
+    let page = read(ReadTarget::All, ReadStart::From(3), false)
+        .await
+        .expect("read");
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].position, 3);
+    assert_eq!(page.next_from, Some(4));
+    // A stream, both ways.
+    let page = read(
+        ReadTarget::Stream("small".to_string()),
+        ReadStart::Edge,
+        false,
+    )
+    .await
+    .expect("read");
+    let versions: Vec<u64> = page.events.iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(page.next_from, Some(3));
+    let page = read(
+        ReadTarget::Stream("small".to_string()),
+        ReadStart::Edge,
+        true,
+    )
+    .await
+    .expect("read");
+    let versions: Vec<u64> = page.events.iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, vec![6, 5]);
+    assert_eq!(page.next_from, Some(4));
 }

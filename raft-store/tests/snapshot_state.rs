@@ -87,7 +87,12 @@ async fn a_snapshot_built_while_applying_installs_exactly_its_state() {
         assert_eq!(applied, built.meta.last_log_id, "round {round}");
         let upto = built.meta.last_log_id.map(|id| id.index).unwrap_or(0);
         let page = other_reader
-            .read(ReadTarget::All, ReadStart::Edge, 10_000, false)
+            .read(
+                ReadTarget::All,
+                ReadStart::Edge,
+                evlog_raft_store::PageLimit::count(10_000),
+                false,
+            )
             .await
             .expect("read the installed store");
         let ids: Vec<String> = page.events.iter().map(|event| event.id.clone()).collect();

@@ -86,6 +86,20 @@ pub struct ServeArgs {
     /// Events or streams a read returns when it does not say.
     #[arg(long, env = "EVLOG_DEFAULT_READ_COUNT", default_value_t = Limits::default().default_read_count)]
     pub default_read_count: usize,
+    /// Most bytes of events one read page holds; a page stops early and says where to go on.
+    #[arg(long, env = "EVLOG_MAX_READ_BYTES", default_value_t = Limits::default().max_read_bytes)]
+    pub max_read_bytes: usize,
+    /// Most bytes of appends this node holds in flight; past it an append is refused at once
+    /// (RESOURCE_EXHAUSTED, node busy) before its message is read.
+    #[arg(long, env = "EVLOG_MAX_APPEND_BYTES_IN_FLIGHT", default_value_t = NodeConfig::default().max_append_bytes_in_flight)]
+    pub max_append_bytes_in_flight: usize,
+    /// Most connections the gRPC port keeps open (clients and peers); past it new ones are
+    /// closed at once.
+    #[arg(long, env = "EVLOG_MAX_CONNECTIONS", default_value_t = NodeConfig::default().max_connections)]
+    pub max_connections: usize,
+    /// Most concurrent calls on one connection (HTTP/2 streams).
+    #[arg(long, env = "EVLOG_MAX_CONCURRENT_STREAMS", default_value_t = NodeConfig::default().max_concurrent_streams)]
+    pub max_concurrent_streams: u32,
     /// Dial peers at other addresses than they advertise: ADVERTISED=DIALED,... (a proxy or a
     /// NAT in between; the chaos tests route every link through a fault-injecting proxy).
     #[arg(long, env = "EVLOG_ROUTES", default_value = "")]
@@ -131,6 +145,9 @@ impl ServeArgs {
             peer_rpc_timeout_ms: self.peer_rpc_timeout_ms,
             snapshot_transfer_timeout_ms: self.snapshot_transfer_timeout_ms,
             max_snapshot_bytes: self.max_snapshot_bytes,
+            max_append_bytes_in_flight: self.max_append_bytes_in_flight,
+            max_connections: self.max_connections,
+            max_concurrent_streams: self.max_concurrent_streams,
             store_cache_mib: self.store_cache_mib,
             store_quick_repair: self.store_quick_repair,
             routes: parse_routes(&self.routes).map_err(|error| format!("--routes: {error}"))?,
@@ -141,6 +158,7 @@ impl ServeArgs {
                 max_append_bytes: self.max_append_bytes,
                 max_read_count: self.max_read_count,
                 default_read_count: self.default_read_count,
+                max_read_bytes: self.max_read_bytes,
                 idempotency: evlog_raft_store::types::IdempotencyPolicy {
                     window_ms: self.idempotency_window_secs.saturating_mul(1000),
                     max_keys: self.idempotency_max_keys,

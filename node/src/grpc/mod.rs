@@ -4,7 +4,9 @@
 //! service hands requests to the leader with). The peer service is the raft layer's
 //! (`raft/transport/server.rs`).
 
+pub mod admission;
 pub mod cluster;
+pub mod connections;
 pub mod convert;
 pub mod event_log;
 pub mod forward;

@@ -343,6 +343,17 @@ impl RaftHandle {
         *self.applied.borrow()
     }
 
+    /// How many committed entries this node has not applied yet.
+    pub fn apply_lag(&self) -> u64 {
+        let committed = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .local_committed
+            .map_or(0, |log_id| log_id.index);
+        committed.saturating_sub(self.applied().log_index)
+    }
+
     /// Resolves when the Raft core has stopped (a storage error, or a bug), with the reason.
     /// A node whose core stopped can serve nothing: it must exit.
     pub async fn core_stopped(&self) -> String {

@@ -7,10 +7,13 @@
 //! themselves from the appends that arrive while the previous batch is being handed over.
 //! Each append's answer comes back to its caller as its entry is applied, in log order.
 
+use std::sync::Arc;
+
 use evlog_raft_store::types::Command;
 use evlog_raft_store::types::CommandResponse;
 use futures::StreamExt;
 use openraft::error::ClientWriteError;
+use tokio::sync::Semaphore;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -23,6 +26,9 @@ use crate::raft::receipt::Receipt;
 const MAX_WAITING: usize = 16_384;
 /// Most appends in one proposal batch.
 const MAX_BATCH: usize = 1_024;
+/// Most proposal batches handed to Raft and not yet answered; past it the proposing task waits
+/// (and the queue above fills, then callers wait: every stage is bounded).
+const MAX_BATCHES_IN_FLIGHT: usize = 64;
 
 type Answer = Result<(CommandResponse, Receipt), ProposeError>;
 
@@ -40,6 +46,7 @@ pub struct Proposals {
 impl Proposals {
     pub fn start(raft: Raft) -> Self {
         let (queue, mut waiting) = mpsc::channel::<Pending>(MAX_WAITING);
+        let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
         tokio::spawn(async move {
             let mut batch = Vec::new();
             // Ends when every handle is gone (the node is shutting down).
@@ -49,6 +56,9 @@ impl Proposals {
                 if batch.is_empty() {
                     continue;
                 }
+                let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                    break;
+                };
                 let (commands, replies): (Vec<Command>, Vec<oneshot::Sender<Answer>>) = batch
                     .drain(..)
                     .map(|pending| (pending.command, pending.reply))
@@ -57,7 +67,10 @@ impl Proposals {
                     Ok(results) => {
                         // Answers arrive in log order as entries apply; hand them out while the
                         // next batch is proposed.
-                        tokio::spawn(answer_in_order(results, replies));
+                        tokio::spawn(async move {
+                            answer_in_order(results, replies).await;
+                            drop(permit);
+                        });
                     }
                     Err(fatal) => {
                         // Refused before anything was proposed: nothing was appended.

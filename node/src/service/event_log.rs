@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::SystemTime;
 
+use evlog_raft_store::PageLimit;
 use evlog_raft_store::ReadPage;
 use evlog_raft_store::ReadStart;
 use evlog_raft_store::ReadTarget;
@@ -25,6 +26,10 @@ use crate::service::append::Appended;
 use crate::service::error::ServiceError;
 use crate::service::forward::Forward;
 use crate::service::forward::Leader;
+
+/// Most committed entries not yet applied before a node refuses new appends (etcd's
+/// `maxGapBetweenApplyAndCommitIndex`): past it, proposals only lengthen the queue.
+const MAX_APPLY_LAG: u64 = 5_000;
 
 /// How long an append refused for want of a settled leader waits before it is proposed again.
 const NOT_LEADER_PAUSE: Duration = Duration::from_millis(20);
@@ -132,6 +137,13 @@ impl EventLogService {
         // Settling ends well before the deadline: the last proposal must have time to be
         // refused (a proposal still pending at the deadline has an unknown outcome).
         let settle_by = started + self.settle_timeout.min(self.request_timeout / 2);
+        let lag = self.handle.apply_lag();
+        if lag > MAX_APPLY_LAG {
+            return Err(ServiceError::Busy(format!(
+                "this node's state machine trails its log by {lag} entries (at most \
+                 {MAX_APPLY_LAG} before it takes more)"
+            )));
+        }
         loop {
             let command = append::command(&request, &self.limits, now_ms());
             let attempt = tokio::time::timeout_at(deadline, self.handle.propose_append(command));
@@ -192,12 +204,15 @@ impl EventLogService {
         if let ReadTarget::Stream(stream) = &request.target {
             append::validate_stream_name(stream)?;
         }
-        let max_count = self.page_size(request.max_count, "events")?;
+        let limit = PageLimit {
+            max_count: self.page_size(request.max_count, "events")?,
+            max_bytes: self.limits.max_read_bytes,
+        };
         self.reach_consistency(request.consistency).await?;
         Ok(self
             .handle
             .reader()
-            .read(request.target, request.start, max_count, request.backward)
+            .read(request.target, request.start, limit, request.backward)
             .await?)
     }
 

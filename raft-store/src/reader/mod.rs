@@ -57,6 +57,53 @@ pub struct ReadPage {
     pub applied: AppliedState,
 }
 
+/// How much one page may hold: events, and bytes of them (their stored records). A page
+/// stops at whichever comes first, holding at least one event, and says where to go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageLimit {
+    pub max_count: usize,
+    pub max_bytes: usize,
+}
+
+impl PageLimit {
+    /// At most `max_count` events, whatever their size.
+    pub fn count(max_count: usize) -> Self {
+        Self {
+            max_count,
+            max_bytes: usize::MAX,
+        }
+    }
+}
+
+/// Events gathered into a page, within its limit.
+struct PageBuilder {
+    events: Vec<RecordedEvent>,
+    bytes: usize,
+    limit: PageLimit,
+}
+
+impl PageBuilder {
+    fn new(limit: PageLimit) -> Self {
+        Self {
+            events: Vec::with_capacity(limit.max_count.min(1024)),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// Whether an event of `record_bytes` still fits (the first one always does).
+    fn fits(&self, record_bytes: usize) -> bool {
+        self.events.is_empty()
+            || (self.events.len() < self.limit.max_count
+                && self.bytes.saturating_add(record_bytes) <= self.limit.max_bytes)
+    }
+
+    fn push(&mut self, event: RecordedEvent, record_bytes: usize) {
+        self.bytes += record_bytes;
+        self.events.push(event);
+    }
+}
+
 /// A cloneable handle for reads.
 #[derive(Clone)]
 pub struct EventReader {
@@ -70,17 +117,17 @@ impl EventReader {
         }
     }
 
-    /// Reads up to `max_count` events of `target` starting at `start`.
+    /// Reads a page of events of `target` starting at `start`, within `limit`.
     pub async fn read(
         &self,
         target: ReadTarget,
         start: ReadStart,
-        max_count: usize,
+        limit: PageLimit,
         backward: bool,
     ) -> Result<ReadPage, StoreError> {
         // Taken before the transaction: the transaction sees at least this much.
         let applied = *self.shared.applied.borrow();
-        self.run(move |txn| read_page(txn, applied, &target, start, max_count, backward))
+        self.run(move |txn| read_page(txn, applied, &target, start, limit, backward))
             .await
     }
 
@@ -131,9 +178,14 @@ fn read_page(
     applied: AppliedState,
     target: &ReadTarget,
     start: ReadStart,
-    max_count: usize,
+    limit: PageLimit,
     backward: bool,
 ) -> Result<ReadPage, StoreError> {
+    if limit.max_count == 0 {
+        return Err(StoreError::Invariant(
+            "a read page of 0 events cannot go on".to_string(),
+        ));
+    }
     let events_table = txn.open_table(EVENTS).map_err(StoreError::db)?;
     let from = match start {
         ReadStart::Edge => None,
@@ -151,7 +203,7 @@ fn read_page(
             Some(from)
         }
     };
-    let mut events = Vec::with_capacity(max_count.min(1024));
+    let mut page = PageBuilder::new(limit);
     let mut next_from = None;
     match target {
         ReadTarget::All => {
@@ -168,11 +220,12 @@ fn read_page(
             };
             for item in items {
                 let (position, value) = item.map_err(StoreError::db)?;
-                if events.len() == max_count {
+                let record = value.value();
+                if !page.fits(record.len()) {
                     next_from = Some(position.value());
                     break;
                 }
-                events.push(codec::decode_event(position.value(), value.value())?);
+                page.push(codec::decode_event(position.value(), record)?, record.len());
             }
         }
         ReadTarget::Stream(stream) => {
@@ -192,7 +245,7 @@ fn read_page(
             for item in items {
                 let (key, position) = item.map_err(StoreError::db)?;
                 let version = key.value().1;
-                if events.len() == max_count {
+                if page.events.len() == limit.max_count {
                     next_from = Some(version);
                     break;
                 }
@@ -205,7 +258,12 @@ fn read_page(
                             "stream index points at missing event {position}"
                         ))
                     })?;
-                let event = codec::decode_event(position, value.value())?;
+                let record = value.value();
+                if !page.fits(record.len()) {
+                    next_from = Some(version);
+                    break;
+                }
+                let event = codec::decode_event(position, record)?;
                 // Pair assertion with apply: the index and the event agree.
                 if event.stream != *stream || event.stream_version != version {
                     return Err(StoreError::Invariant(format!(
@@ -213,12 +271,12 @@ fn read_page(
                         event.stream, event.stream_version
                     )));
                 }
-                events.push(event);
+                page.push(event, record.len());
             }
         }
     }
     Ok(ReadPage {
-        events,
+        events: page.events,
         next_from,
         applied,
     })

@@ -1,0 +1,217 @@
+//! Appends in flight on a node, bounded in bytes.
+//!
+//! tonic reads a request's whole message before the service sees it, so a bound checked in
+//! the service would come after the memory is spent. [`Admission`] wraps the `EventLog` server
+//! and looks at an `Append` first: it reads only the gRPC message prefix (5 bytes: a flag and
+//! the message length) and takes that many bytes from a node-wide budget before the message
+//! is read. With no room left the call is refused at once with `RESOURCE_EXHAUSTED` ("node
+//! busy", nothing done, retry), its body never read; the bytes go back when the call ends
+//! (acknowledged, refused, or failed). No queue forms: a refused call costs its headers.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Context;
+use std::task::Poll;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tokio::sync::Semaphore;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tower_service::Service;
+
+/// The gRPC path of the calls the budget covers.
+const APPEND_PATH: &str = "/evlog.v1.EventLog/Append";
+/// A gRPC message's prefix: a compression flag and a 4-byte big-endian length.
+const PREFIX_BYTES: usize = 5;
+
+/// The node-wide budget of append bytes in flight.
+#[derive(Clone)]
+pub struct AppendBudget {
+    permits: Arc<Semaphore>,
+    limit_bytes: u32,
+    /// The largest message the server decodes: a call declaring more is let through to be
+    /// refused as too large by the decoder, not counted as busy.
+    max_message_bytes: u32,
+}
+
+impl AppendBudget {
+    /// A budget of `limit_bytes` for messages of at most `max_message_bytes`, which it must
+    /// hold with room for the prefix (so one message always fits an empty budget).
+    pub fn new(limit_bytes: u32, max_message_bytes: u32) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limit_bytes as usize)),
+            limit_bytes,
+            max_message_bytes: max_message_bytes
+                .min(limit_bytes.saturating_sub(PREFIX_BYTES as u32)),
+        }
+    }
+
+    /// Bytes of appends in flight now.
+    pub fn in_flight_bytes(&self) -> u64 {
+        u64::from(self.limit_bytes).saturating_sub(self.permits.available_permits() as u64)
+    }
+}
+
+/// A service (the `EventLog` server) whose appends take their size from an [`AppendBudget`]
+/// before their message is read.
+#[derive(Clone)]
+pub struct Admission<S> {
+    inner: S,
+    budget: AppendBudget,
+}
+
+impl<S> Admission<S> {
+    pub fn new(inner: S, budget: AppendBudget) -> Self {
+        Self { inner, budget }
+    }
+}
+
+impl<S: NamedService> NamedService for Admission<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for Admission<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != APPEND_PATH {
+            return Box::pin(self.inner.call(request));
+        }
+        // The ready service answers this call; a fresh clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let budget = self.budget.clone();
+        Box::pin(async move {
+            let (parts, mut body) = request.into_parts();
+            let mut head = VecDeque::new();
+            let mut head_bytes = 0;
+            while head_bytes < PREFIX_BYTES {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            head_bytes += data.len();
+                        }
+                        head.push_back(frame);
+                    }
+                    Some(Err(status)) => return Ok(status.into_http()),
+                    None => break,
+                }
+            }
+            let message_bytes = message_length(&head)
+                .unwrap_or(0)
+                .min(budget.max_message_bytes);
+            let weight = message_bytes.saturating_add(PREFIX_BYTES as u32);
+            let Ok(permit) = budget.permits.clone().try_acquire_many_owned(weight) else {
+                return Ok(Status::resource_exhausted(format!(
+                    "node busy: {} bytes of appends are in flight here and this one brings {weight} \
+                     (--max-append-bytes-in-flight {}); nothing was done, retry",
+                    budget.in_flight_bytes(),
+                    budget.limit_bytes
+                ))
+                .into_http());
+            };
+            let body = Body::new(Replayed { head, rest: body });
+            let response = inner.call(http::Request::from_parts(parts, body)).await;
+            drop(permit);
+            response
+        })
+    }
+}
+
+/// The declared length of the gRPC message whose prefix starts the frames read.
+fn message_length(head: &VecDeque<Frame<Bytes>>) -> Option<u32> {
+    let mut prefix = [0u8; PREFIX_BYTES];
+    let mut filled = 0;
+    for data in head.iter().filter_map(Frame::data_ref) {
+        let take = (PREFIX_BYTES - filled).min(data.len());
+        prefix[filled..filled + take].copy_from_slice(&data[..take]);
+        filled += take;
+        if filled == PREFIX_BYTES {
+            return Some(u32::from_be_bytes([
+                prefix[1], prefix[2], prefix[3], prefix[4],
+            ]));
+        }
+    }
+    None
+}
+
+/// A body that gives back the frames read ahead, then the rest.
+struct Replayed {
+    head: VecDeque<Frame<Bytes>>,
+    rest: Body,
+}
+
+impl http_body::Body for Replayed {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(frame) = self.head.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_empty() && self.rest.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_length_is_read_across_frames() {
+        let frames: VecDeque<Frame<Bytes>> = [
+            Bytes::from_static(&[0, 0]),
+            Bytes::from_static(&[1, 0]),
+            Bytes::from_static(&[7, 9, 9]),
+        ]
+        .into_iter()
+        .map(Frame::data)
+        .collect();
+        assert_eq!(message_length(&frames), Some(0x0001_0007));
+        let short: VecDeque<Frame<Bytes>> = [Bytes::from_static(&[0, 1])]
+            .into_iter()
+            .map(Frame::data)
+            .collect();
+        assert_eq!(message_length(&short), None);
+    }
+
+    #[tokio::test]
+    async fn the_budget_counts_what_is_taken_until_it_is_given_back() {
+        let budget = AppendBudget::new(100, 50);
+        let permit = budget
+            .permits
+            .clone()
+            .try_acquire_many_owned(60)
+            .expect("room");
+        assert_eq!(budget.in_flight_bytes(), 60);
+        assert!(budget.permits.clone().try_acquire_many_owned(41).is_err());
+        drop(permit);
+        assert_eq!(budget.in_flight_bytes(), 0);
+    }
+}
