@@ -380,6 +380,18 @@ impl Cluster {
             .join(",")
     }
 
+    /// Node `id`'s resident memory (VmRSS), in bytes, while it runs.
+    pub fn rss_bytes(&self, id: u64) -> Option<u64> {
+        let node = self.node(id);
+        if !matches!(node.state(), NodeState::Running | NodeState::Paused) {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Node `id`'s data directory.
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.node(id).data_dir().to_path_buf()

@@ -7,6 +7,9 @@
 //! is read. With no room left the call is refused at once with `RESOURCE_EXHAUSTED` ("node
 //! busy", nothing done, retry), its body never read; the bytes go back when the call ends
 //! (acknowledged, refused, or failed). No queue forms: a refused call costs its headers.
+//!
+//! Small appends (64 KiB at most) have a reserve of their own (4 MiB) to fall back on, so a
+//! client flooding the node with large appends cannot starve the others.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,6 +22,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body::Frame;
 use http_body_util::BodyExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
 use tonic::Status;
 use tonic::body::Body;
@@ -29,11 +33,17 @@ use tower_service::Service;
 const APPEND_PATH: &str = "/evlog.v1.EventLog/Append";
 /// A gRPC message's prefix: a compression flag and a 4-byte big-endian length.
 const PREFIX_BYTES: usize = 5;
+/// An append this small may take from the reserve when the budget is spent...
+const SMALL_APPEND_BYTES: u32 = 64 << 10;
+/// ...which holds this much.
+const SMALL_RESERVE_BYTES: usize = 4 << 20;
 
 /// The node-wide budget of append bytes in flight.
 #[derive(Clone)]
 pub struct AppendBudget {
     permits: Arc<Semaphore>,
+    /// What small appends fall back on when `permits` is spent.
+    reserve: Arc<Semaphore>,
     limit_bytes: u32,
     /// The largest message the server decodes: a call declaring more is let through to be
     /// refused as too large by the decoder, not counted as busy.
@@ -46,15 +56,27 @@ impl AppendBudget {
     pub fn new(limit_bytes: u32, max_message_bytes: u32) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(limit_bytes as usize)),
+            reserve: Arc::new(Semaphore::new(SMALL_RESERVE_BYTES)),
             limit_bytes,
             max_message_bytes: max_message_bytes
                 .min(limit_bytes.saturating_sub(PREFIX_BYTES as u32)),
         }
     }
 
-    /// Bytes of appends in flight now.
+    /// Bytes of appends in flight now (the reserve's not counted).
     pub fn in_flight_bytes(&self) -> u64 {
         u64::from(self.limit_bytes).saturating_sub(self.permits.available_permits() as u64)
+    }
+
+    /// Takes `weight` bytes, from the reserve if the budget is spent and the append is small.
+    fn take(&self, weight: u32) -> Option<OwnedSemaphorePermit> {
+        match Arc::clone(&self.permits).try_acquire_many_owned(weight) {
+            Ok(permit) => Some(permit),
+            Err(_) if weight <= SMALL_APPEND_BYTES => Arc::clone(&self.reserve)
+                .try_acquire_many_owned(weight)
+                .ok(),
+            Err(_) => None,
+        }
     }
 }
 
@@ -120,7 +142,7 @@ where
                 .unwrap_or(0)
                 .min(budget.max_message_bytes);
             let weight = message_bytes.saturating_add(PREFIX_BYTES as u32);
-            let Ok(permit) = budget.permits.clone().try_acquire_many_owned(weight) else {
+            let Some(permit) = budget.take(weight) else {
                 return Ok(Status::resource_exhausted(format!(
                     "node busy: {} bytes of appends are in flight here and this one brings {weight} \
                      (--max-append-bytes-in-flight {}); nothing was done, retry",
@@ -203,15 +225,19 @@ mod tests {
 
     #[tokio::test]
     async fn the_budget_counts_what_is_taken_until_it_is_given_back() {
-        let budget = AppendBudget::new(100, 50);
-        let permit = budget
-            .permits
-            .clone()
-            .try_acquire_many_owned(60)
-            .expect("room");
-        assert_eq!(budget.in_flight_bytes(), 60);
-        assert!(budget.permits.clone().try_acquire_many_owned(41).is_err());
-        drop(permit);
+        let limit = 10 * SMALL_APPEND_BYTES;
+        let budget = AppendBudget::new(limit, limit);
+        let large = budget.take(9 * SMALL_APPEND_BYTES).expect("room");
+        assert_eq!(budget.in_flight_bytes(), u64::from(9 * SMALL_APPEND_BYTES));
+        assert!(
+            budget.take(2 * SMALL_APPEND_BYTES).is_none(),
+            "a large append past the budget is refused"
+        );
+        let small = budget.take(SMALL_APPEND_BYTES).expect("fits the budget");
+        let from_reserve = budget
+            .take(SMALL_APPEND_BYTES)
+            .expect("the budget is spent: a small append takes from the reserve");
+        drop((large, small, from_reserve));
         assert_eq!(budget.in_flight_bytes(), 0);
     }
 }

@@ -21,9 +21,11 @@ use crate::engine::blocking;
 use crate::error::StoreError;
 use crate::schema::LOG;
 use crate::type_config::Entry;
+use crate::type_config::EntryPayload;
 use crate::type_config::LogId;
 use crate::type_config::TypeConfig;
 use crate::type_config::Vote;
+use crate::types::Command;
 
 mod meta;
 mod tail;
@@ -64,27 +66,95 @@ fn to_range(range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
     (start, end)
 }
 
+/// Most bytes of entries one replication message carries (one entry always goes, whatever its
+/// size): openraft asks for up to `max_payload_entries` (300) entries at a time, and 300
+/// appends of 4 MiB would make a message of over a gigabyte on both ends.
+pub const MAX_REPLICATION_BATCH_BYTES: usize = 8 << 20;
+
+/// What an entry weighs against a byte budget, as held in memory (its events, roughly).
+fn entry_bytes(entry: &Entry) -> usize {
+    const OVERHEAD: usize = 64;
+    match &entry.payload {
+        EntryPayload::Normal(Command::Append(command)) => {
+            OVERHEAD
+                + command.stream.len()
+                + command
+                    .events
+                    .iter()
+                    .map(|event| {
+                        OVERHEAD
+                            + event.data.len()
+                            + event.id.len()
+                            + event.event_type.len()
+                            + event.content_type.len()
+                            + event
+                                .metadata
+                                .iter()
+                                .map(|(key, value)| key.len() + value.len())
+                                .sum::<usize>()
+                    })
+                    .sum::<usize>()
+        }
+        EntryPayload::Blank | EntryPayload::Membership(_) => OVERHEAD,
+    }
+}
+
+/// Entries kept while they fit a byte budget (the first always does).
+struct Budgeted {
+    entries: Vec<Entry>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Budgeted {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            entries: Vec::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Keeps `entry` if it fits; `false` (and drops it) when the budget is spent.
+    fn push(&mut self, entry: Entry, bytes: usize) -> bool {
+        if !self.entries.is_empty() && self.bytes.saturating_add(bytes) > self.max_bytes {
+            return false;
+        }
+        self.bytes += bytes;
+        self.entries.push(entry);
+        true
+    }
+}
+
 impl LogReader {
-    /// Entries `start..end` (`None`: to the end) from the database, on a blocking thread.
-    async fn read_stored(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>, StoreError> {
+    /// Entries `start..end` (`None`: to the end) from the database, on a blocking thread, as
+    /// many as fit `max_bytes` (their stored records; at least one). The flag says whether the
+    /// budget stopped the read before `end`.
+    async fn read_stored(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        max_bytes: usize,
+    ) -> Result<(Budgeted, bool), StoreError> {
         let shared = std::sync::Arc::clone(&self.engine.shared);
         blocking(move || {
             let txn = shared.db.begin_read().map_err(StoreError::db)?;
             let table = txn.open_table(LOG).map_err(StoreError::db)?;
+            let mut kept = Budgeted::new(max_bytes);
             let items = match end {
-                Some(end) if end <= start => return Ok(Vec::new()),
+                Some(end) if end <= start => return Ok((kept, false)),
                 Some(end) => table.range(start..end),
                 None => table.range(start..),
             }
             .map_err(StoreError::db)?;
-            let mut entries = Vec::new();
             let mut expected = start;
             for item in items {
                 let (index, value) = item.map_err(StoreError::db)?;
-                let entry = codec::decode_entry(value.value())?;
+                let record = value.value();
+                let entry = codec::decode_entry(record)?;
                 // Pair assertion with the append path: contiguous, each at its own index.
                 if entry.log_id.index != index.value()
-                    || (!entries.is_empty() && index.value() != expected)
+                    || (!kept.entries.is_empty() && index.value() != expected)
                 {
                     return Err(StoreError::Invariant(format!(
                         "log corrupt near index {}: found entry {}",
@@ -93,20 +163,24 @@ impl LogReader {
                     )));
                 }
                 expected = index.value() + 1;
-                entries.push(entry);
+                if !kept.push(entry, record.len()) {
+                    return Ok((kept, true));
+                }
             }
-            Ok(entries)
+            Ok((kept, false))
         })
         .await
     }
-}
 
-impl RaftLogReader<TypeConfig> for LogReader {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, io::Error> {
-        let (start, end) = to_range(&range);
+    /// Entries `start..end`, as many as fit `max_bytes` (at least one, when the range holds
+    /// any): the pending tail first, then the database, so an entry the writer commits in
+    /// between is in both (the pending copy wins), never in neither.
+    async fn read(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
         // Purged entries may still be stored for a while (see `txn::delete_purged`): they
         // are gone all the same.
         let start = match self.engine.shared.log().last_purged {
@@ -116,42 +190,75 @@ impl RaftLogReader<TypeConfig> for LogReader {
         if end.is_some_and(|end| end <= start) {
             return Ok(Vec::new());
         }
-        // The pending tail first, then the database: an entry the writer commits in between is
-        // then in both (the pending copy wins), never in neither.
-        let pending: Vec<Entry> = {
+        let (pending, first_pending) = {
             let tail = self.engine.shared.tail();
-            match end {
+            let mut range = match end {
                 Some(end) => tail.pending.range(start..end),
                 None => tail.pending.range(start..),
+            };
+            let first_pending = range.clone().next().map(|(index, _)| *index);
+            let mut pending = Budgeted::new(max_bytes);
+            for (_, entry) in range.by_ref() {
+                if !pending.push(entry.clone(), entry_bytes(entry)) {
+                    break;
+                }
             }
-            .map(|(_, entry)| entry.clone())
-            .collect()
+            (pending.entries, first_pending)
         };
-        let stored_end = match (pending.first(), end) {
-            (Some(first), _) => Some(first.log_id.index),
-            (None, end) => end,
-        };
+        let stored_end = first_pending.or(end);
         // Replication and apply mostly read the newest entries, all still in the pending tail:
         // no database read then, and no hop to a blocking thread for it.
-        let mut entries = if stored_end.is_some_and(|end| end <= start) {
-            Vec::new()
+        let (mut kept, stopped_by_budget) = if stored_end.is_some_and(|end| end <= start) {
+            (Budgeted::new(max_bytes), false)
         } else {
-            self.read_stored(start, stored_end).await?
+            self.read_stored(start, stored_end, max_bytes).await?
         };
-        if let Some(first) = pending.first()
-            && entries.last().map_or(first.log_id.index != start, |last| {
-                last.log_id.index + 1 != first.log_id.index
-            })
-        {
-            return Err(StoreError::Invariant(format!(
-                "log read of {start}..: stored entries end at {:?} but pending ones start at {}",
-                entries.last().map(|entry| entry.log_id.index),
-                first.log_id.index
-            ))
-            .into());
+        if stopped_by_budget {
+            return Ok(kept.entries);
         }
-        entries.extend(pending);
-        Ok(entries)
+        let Some(first_pending) = first_pending else {
+            return Ok(kept.entries);
+        };
+        // Pair assertion with the writer: the stored entries run on into the pending ones.
+        let next = kept
+            .entries
+            .last()
+            .map_or(start, |last| last.log_id.index + 1);
+        if next != first_pending {
+            return Err(StoreError::Invariant(format!(
+                "log read of {start}..: stored entries end at {:?} but pending ones start at \
+                 {first_pending}",
+                kept.entries.last().map(|entry| entry.log_id.index),
+            )));
+        }
+        for entry in pending {
+            let bytes = entry_bytes(&entry);
+            if !kept.push(entry, bytes) {
+                break;
+            }
+        }
+        Ok(kept.entries)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (start, end) = to_range(&range);
+        Ok(self.read(start, end, usize::MAX).await?)
+    }
+
+    /// Replication's read: at most [`MAX_REPLICATION_BATCH_BYTES`] of entries (at least one).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        Ok(self
+            .read(start, Some(end), MAX_REPLICATION_BATCH_BYTES)
+            .await?)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
