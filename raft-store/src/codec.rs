@@ -1,5 +1,5 @@
 //! evlog's versioned binary encoding of what it keeps on disk: Raft log entries, the vote,
-//! log ids, membership, recorded events and stream summaries.
+//! log ids, membership, recorded events and idempotency records.
 //!
 //! Every record starts with a one-byte codec version and ends with a CRC-32 (IEEE, as computed
 //! by `crc32fast`) of everything before it, so a flipped bit or a torn record is detected when
