@@ -29,7 +29,7 @@ use crate::failpoint::crash_point;
 use crate::log_store::LogMeta;
 use crate::log_store::txn;
 use crate::state_machine::MachineMeta;
-use crate::state_machine::store as machine_store;
+use crate::state_machine::execute as machine_store;
 use crate::type_config::Entry;
 use crate::type_config::LogId;
 use crate::type_config::SnapshotMeta;

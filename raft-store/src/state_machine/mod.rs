@@ -4,11 +4,12 @@
 //! state machine's meta and a read-only [`StateView`], which [`Mutation`]s to write and what
 //! to answer: pure, with every replica-determinism rule in it, unit-tested without I/O
 //! (`apply_test.rs`). `append.rs` and `idempotency.rs` are the pure pieces it is built of.
-//! `store.rs` executes the mutations in the writer's transaction, and is openraft's
+//! `execute.rs` carries the mutations out in the writer's transaction; `store.rs` is openraft's
 //! `RaftStateMachine`.
 
 pub mod append;
 pub mod apply;
+pub(crate) mod execute;
 pub mod idempotency;
 pub mod mutation;
 pub mod store;

@@ -1,230 +1,25 @@
-//! The state machine's doing half, and openraft's `RaftStateMachine` on the engine.
-//!
-//! Apply goes to the writer thread, which calls [`apply`] inside its transaction: for each
-//! entry, [`super::apply::decide`] decides against a view of the tables as they are, and
-//! [`ApplyTables::execute`] carries the mutations out, in the same transaction as whatever
-//! else is waiting; last applied, membership and head position are written once per batch.
-//! [`install`] replaces the state machine with a received snapshot.
+//! openraft's `RaftStateMachine` on the engine: applies and snapshot installs go to the
+//! writer thread (which carries them out with `execute.rs`); snapshots are built as read
+//! transactions on blocking threads.
 
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use openraft::storage::ApplyResponder;
 use openraft::storage::EntryResponder;
 use openraft::storage::RaftSnapshotBuilder;
 use openraft::storage::RaftStateMachine;
-use redb::ReadableTable;
-use redb::ReadableTableMetadata;
-use redb::Table;
-use redb::WriteTransaction;
 
-use super::MachineMeta;
-use super::apply::decide;
-use super::mutation::Mutation;
-use super::view::StateView;
-use crate::codec;
 use crate::engine::Engine;
 use crate::engine::WriteOp;
 use crate::engine::blocking;
-use crate::error::StoreError;
-use crate::reader::streams::stream_summary;
-use crate::schema::EVENTS;
-use crate::schema::IDEMPOTENCY;
-use crate::schema::IDEMPOTENCY_ORDER;
-use crate::schema::SM_META;
-use crate::schema::STREAM_INDEX;
-use crate::schema::sm_key;
 use crate::snapshot;
 use crate::snapshot::SnapshotData;
-use crate::type_config::Entry;
 use crate::type_config::LogId;
 use crate::type_config::Snapshot;
 use crate::type_config::SnapshotMeta;
 use crate::type_config::StoredMembership;
 use crate::type_config::TypeConfig;
-use crate::types::CommandResponse;
-use crate::types::IdempotentRecord;
-use crate::types::StreamInfo;
-
-/// The state machine's tables, opened once for a batch of applies in the writer's
-/// transaction: read as a [`StateView`] by the decisions, written by [`Self::execute`].
-pub(crate) struct ApplyTables<'txn> {
-    events: Table<'txn, u64, &'static [u8]>,
-    index: Table<'txn, (&'static str, u64), u64>,
-    keys: Table<'txn, &'static str, &'static [u8]>,
-    key_order: Table<'txn, u64, &'static str>,
-}
-
-impl<'txn> ApplyTables<'txn> {
-    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Self {
-            events: txn.open_table(EVENTS).map_err(StoreError::db)?,
-            index: txn.open_table(STREAM_INDEX).map_err(StoreError::db)?,
-            keys: txn.open_table(IDEMPOTENCY).map_err(StoreError::db)?,
-            key_order: txn.open_table(IDEMPOTENCY_ORDER).map_err(StoreError::db)?,
-        })
-    }
-
-    /// Carries one mutation out: into the tables, or into `machine`.
-    fn execute(&mut self, mutation: Mutation, machine: &mut MachineMeta) -> Result<(), StoreError> {
-        match mutation {
-            Mutation::SetLastApplied(log_id) => machine.last_applied = Some(log_id),
-            Mutation::SetMembership(membership) => machine.membership = membership,
-            Mutation::PutEvent(event) => {
-                self.events
-                    .insert(event.position, codec::encode_event(&event).as_slice())
-                    .map_err(StoreError::db)?;
-                self.index
-                    .insert(
-                        (event.stream.as_str(), event.stream_version),
-                        event.position,
-                    )
-                    .map_err(StoreError::db)?;
-            }
-            Mutation::AdvanceHead {
-                head_position,
-                last_timestamp_ms,
-            } => {
-                machine.head_position = head_position;
-                machine.last_timestamp_ms = last_timestamp_ms;
-            }
-            Mutation::PutIdempotencyKey {
-                key,
-                record,
-                replaces_order,
-            } => {
-                let replaced = self
-                    .keys
-                    .insert(
-                        key.as_str(),
-                        codec::encode_idempotent_record(&record).as_slice(),
-                    )
-                    .map_err(StoreError::db)?
-                    .map(|old| codec::decode_idempotent_record(old.value()))
-                    .transpose()?
-                    .map(|old| old.log_index);
-                // Pair assertion with the decision: it knew what the key held.
-                if replaced != replaces_order {
-                    return Err(StoreError::Invariant(format!(
-                        "idempotency key {key:?} held a record first used at {replaced:?}, the \
-                         decision expected {replaces_order:?}"
-                    )));
-                }
-                if let Some(order) = replaces_order {
-                    self.key_order.remove(order).map_err(StoreError::db)?;
-                }
-                self.key_order
-                    .insert(record.log_index, key.as_str())
-                    .map_err(StoreError::db)?;
-            }
-            Mutation::ExpireIdempotencyKey { key, order } => {
-                self.keys.remove(key.as_str()).map_err(StoreError::db)?;
-                self.key_order.remove(order).map_err(StoreError::db)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl StateView for ApplyTables<'_> {
-    fn stream(&self, stream: &str) -> Result<Option<StreamInfo>, StoreError> {
-        stream_summary(&self.index, stream)
-    }
-
-    fn idempotency_key(&self, key: &str) -> Result<Option<IdempotentRecord>, StoreError> {
-        match self.keys.get(key).map_err(StoreError::db)? {
-            None => Ok(None),
-            Some(value) => Ok(Some(codec::decode_idempotent_record(value.value())?)),
-        }
-    }
-
-    fn idempotency_key_count(&self) -> Result<u64, StoreError> {
-        self.keys.len().map_err(StoreError::db)
-    }
-
-    fn next_idempotency_key(
-        &self,
-        after: Option<u64>,
-    ) -> Result<Option<(u64, String, IdempotentRecord)>, StoreError> {
-        let from = after.map_or(0, |after| after.saturating_add(1));
-        let Some(item) = self.key_order.range(from..).map_err(StoreError::db)?.next() else {
-            return Ok(None);
-        };
-        let (order, key) = item.map_err(StoreError::db)?;
-        let (order, key) = (order.value(), key.value().to_string());
-        let record = self.idempotency_key(&key)?.ok_or_else(|| {
-            StoreError::Invariant(format!(
-                "the idempotency expiry order names key {key:?}, which is not kept"
-            ))
-        })?;
-        Ok(Some((order, key, record)))
-    }
-}
-
-/// Applies committed entries inside the writer's transaction; returns the responses to send
-/// (once the transaction committed) to the proposers waiting for them.
-pub(crate) fn apply(
-    txn: &WriteTransaction,
-    entries: Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>,
-    machine: &mut MachineMeta,
-) -> Result<Vec<(ApplyResponder<TypeConfig>, CommandResponse)>, StoreError> {
-    let mut responses = Vec::with_capacity(entries.len());
-    {
-        let mut tables = ApplyTables::open(txn)?;
-        for (entry, responder) in entries {
-            let decision = decide(&tables, machine, &entry)?;
-            for mutation in decision.mutations {
-                tables.execute(mutation, machine)?;
-            }
-            if let Some(responder) = responder {
-                responses.push((responder, decision.response));
-            }
-        }
-    }
-    let mut sm = txn.open_table(SM_META).map_err(StoreError::db)?;
-    if let Some(last_applied) = machine.last_applied {
-        sm.insert(
-            sm_key::LAST_APPLIED,
-            codec::encode_log_id(&last_applied).as_slice(),
-        )
-        .map_err(StoreError::db)?;
-    }
-    sm.insert(
-        sm_key::MEMBERSHIP,
-        codec::encode_stored_membership(&machine.membership).as_slice(),
-    )
-    .map_err(StoreError::db)?;
-    sm.insert(
-        sm_key::HEAD_POSITION,
-        codec::encode_u64(machine.head_position).as_slice(),
-    )
-    .map_err(StoreError::db)?;
-    Ok(responses)
-}
-
-/// Replaces the state machine with the snapshot in the file at `path`, inside the writer's
-/// transaction (see [`snapshot::install`]).
-pub(crate) fn install(
-    txn: &WriteTransaction,
-    meta: &SnapshotMeta,
-    path: &Path,
-    machine: &mut MachineMeta,
-) -> Result<(), StoreError> {
-    let installed = snapshot::install(txn, meta, path)?;
-    machine.last_applied = meta.last_log_id;
-    machine.membership = meta.last_membership.clone();
-    machine.head_position = installed.head_position;
-    let events = txn.open_table(EVENTS).map_err(StoreError::db)?;
-    machine.last_timestamp_ms = match events.last().map_err(StoreError::db)? {
-        None => 0,
-        Some((position, value)) => {
-            codec::decode_event(position.value(), value.value())?.timestamp_ms
-        }
-    };
-    Ok(())
-}
 
 /// The state machine of one node.
 #[derive(Clone)]
