@@ -181,7 +181,10 @@ start_node() {
   bin="$(binary)"
   port="$(port_of "$n")"
   port_in_use "$port" && die "port $port (node $n) is already in use by another process"
-  if [[ "$mode" == found ]]; then bootstrap=(--bootstrap); fi
+  # (A binary older than --bootstrap, compared with scripts/ab.sh, founds without it.)
+  if [[ "$mode" == found ]] && "$bin" serve --help 2>/dev/null | grep -q -- '--bootstrap'; then
+    bootstrap=(--bootstrap)
+  fi
   mkdir -p "$CLUSTER_DIR/data" "$CLUSTER_DIR/logs" "$CLUSTER_DIR/pids"
   touch "$CLUSTER_DIR/$MARKER"
   echo "$BASE_PORT" >"$CLUSTER_DIR/base-port"

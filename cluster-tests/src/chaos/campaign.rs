@@ -25,8 +25,8 @@ pub struct CampaignOptions {
     /// How long each run's load lasts.
     pub duration: Duration,
     pub seed: u64,
-    /// The quick campaign: each fault `runs` times, the workloads in turn, instead of every
-    /// fault × workload pair.
+    /// The quick campaign: each fault `runs` times, its runs taking the workloads in turn,
+    /// instead of every fault × workload pair.
     pub quick: bool,
     /// Where the report (and kept histories) go.
     pub out_dir: PathBuf,
@@ -45,10 +45,11 @@ impl CampaignOptions {
     pub fn plan(&self) -> Vec<RunSpec> {
         let mut pairs = Vec::new();
         if self.quick {
+            // Fault i's first run takes workload i (so one run of each fault covers them all),
+            // its later runs the next ones in turn.
             for (index, fault) in self.faults.iter().enumerate() {
-                let load = self.loads[index % self.loads.len().max(1)];
-                for _ in 0..self.runs {
-                    pairs.push((*fault, load));
+                for run in 0..self.runs {
+                    pairs.push((*fault, self.loads[(index + run) % self.loads.len().max(1)]));
                 }
             }
         } else {
