@@ -206,3 +206,44 @@ async fn a_cluster_whose_every_node_lost_its_data_waits_rather_than_serve_an_emp
         }
     }
 }
+
+/// A follower whose data is wiped while the leader goes on is caught up from the start of the
+/// log by the leader, with no new write to prompt it, and votes again once it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_lost_its_data_is_caught_up_without_a_new_write() {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let mut writer = RecordingWriter::new("reverted");
+    for index in 0..10 {
+        writer
+            .append(&cluster, leader, &format!("accounts-{}", index % 3), 1)
+            .await;
+    }
+    cluster.wait_for_convergence(timeouts::CATCH_UP).await;
+    cluster.kill(follower).await;
+    cluster.wipe_data(follower);
+    cluster.restart(follower);
+    // No write from here on: the leader must notice the follower's empty log by itself.
+    cluster.wait_for_convergence(timeouts::CATCH_UP).await;
+    wait_for(
+        timeouts::CATCH_UP,
+        &format!("node {follower} to vote again once caught up"),
+        async || match cluster.status(follower).await {
+            Ok(status) if status.voting && status.serving => Ok(()),
+            Ok(status) => Err(format!("{status:?}")),
+            Err(error) => Err(error.to_string()),
+        },
+    )
+    .await;
+    assert_eq!(cluster.wait_for_leader(timeouts::LEADER).await, leader);
+    let logs = cluster
+        .read_all_from_live_nodes(Consistency::Linearizable)
+        .await;
+    let report = checker::assert_valid(writer.history(), &logs);
+    assert_eq!(report.acknowledged, 10);
+}

@@ -21,6 +21,12 @@ pub fn raft_config(config: &NodeConfig) -> Result<openraft::Config, ConfigError>
         // to its followers before its own fsync, so a crash can leave it without entries
         // they hold, and leading on in the same term would reuse their log ids.
         enable_leader_restore: Some(false),
+        // A follower's log goes back only when it lost its data (a wiped or lost volume): it
+        // never acknowledges an entry before its fsync. Such a node votes only once caught up
+        // (see `RaftHandle::set_voting`), and the leader must then replicate to it from the
+        // start; without this, openraft's leader keeps waiting for entries after the ones the
+        // node had (it catches up only at the next write) and debug builds panic.
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     raft.validate()
