@@ -20,6 +20,7 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::future::Either;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::sync::OwnedSemaphorePermit;
@@ -108,7 +109,8 @@ where
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+    /// Other calls go straight through, unboxed; an append is a boxed future of its own.
+    type Future = Either<S::Future, BoxFuture<'static, Result<http::Response<Body>, Infallible>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -116,13 +118,13 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         if request.uri().path() != APPEND_PATH {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         }
         // The ready service answers this call; a fresh clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let budget = self.budget.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let (parts, mut body) = request.into_parts();
             let mut head = VecDeque::new();
             let mut head_bytes = 0;
@@ -155,7 +157,7 @@ where
             let response = inner.call(http::Request::from_parts(parts, body)).await;
             drop(permit);
             response
-        })
+        }))
     }
 }
 

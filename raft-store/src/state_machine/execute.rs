@@ -5,6 +5,7 @@
 //! [`install`] replaces the state machine with a received snapshot. Nothing here knows the
 //! engine's handle: the writer calls in.
 
+use std::cell::OnceCell;
 use std::path::Path;
 
 use openraft::storage::ApplyResponder;
@@ -35,22 +36,58 @@ use crate::types::IdempotentRecord;
 use crate::types::StreamInfo;
 
 /// The state machine's tables, opened once for a batch of applies in the writer's
-/// transaction: read as a [`StateView`] by the decisions, written by [`Self::execute`].
+/// transaction: read as a [`StateView`] by the decisions, written by [`Self::execute`]. The
+/// idempotency tables are opened only when an entry uses a key (most appends carry none, and
+/// an open costs a lookup).
 pub(crate) struct ApplyTables<'txn> {
+    txn: &'txn WriteTransaction,
     events: Table<'txn, u64, &'static [u8]>,
     index: Table<'txn, (&'static str, u64), u64>,
+    key_tables: OnceCell<KeyTables<'txn>>,
+}
+
+/// The idempotency keys and their expiry order.
+struct KeyTables<'txn> {
     keys: Table<'txn, &'static str, &'static [u8]>,
-    key_order: Table<'txn, u64, &'static str>,
+    order: Table<'txn, u64, &'static str>,
+}
+
+impl<'txn> KeyTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            keys: txn.open_table(IDEMPOTENCY).map_err(StoreError::db)?,
+            order: txn.open_table(IDEMPOTENCY_ORDER).map_err(StoreError::db)?,
+        })
+    }
 }
 
 impl<'txn> ApplyTables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         Ok(Self {
+            txn,
             events: txn.open_table(EVENTS).map_err(StoreError::db)?,
             index: txn.open_table(STREAM_INDEX).map_err(StoreError::db)?,
-            keys: txn.open_table(IDEMPOTENCY).map_err(StoreError::db)?,
-            key_order: txn.open_table(IDEMPOTENCY_ORDER).map_err(StoreError::db)?,
+            key_tables: OnceCell::new(),
         })
+    }
+
+    fn keys(&self) -> Result<&KeyTables<'txn>, StoreError> {
+        if let Some(tables) = self.key_tables.get() {
+            return Ok(tables);
+        }
+        let tables = KeyTables::open(self.txn)?;
+        Ok(self.key_tables.get_or_init(|| tables))
+    }
+
+    fn keys_mut(&mut self) -> Result<&mut KeyTables<'txn>, StoreError> {
+        if self.key_tables.get().is_none() {
+            let tables = KeyTables::open(self.txn)?;
+            // Empty, checked just above: the cell takes it.
+            let _ = self.key_tables.set(tables);
+        }
+        self.key_tables
+            .get_mut()
+            .ok_or_else(|| StoreError::Invariant("the idempotency tables did not open".into()))
     }
 
     /// Carries one mutation out: into the tables, or into `machine`.
@@ -81,7 +118,8 @@ impl<'txn> ApplyTables<'txn> {
                 record,
                 replaces_order,
             } => {
-                let replaced = self
+                let tables = self.keys_mut()?;
+                let replaced = tables
                     .keys
                     .insert(
                         key.as_str(),
@@ -99,15 +137,17 @@ impl<'txn> ApplyTables<'txn> {
                     )));
                 }
                 if let Some(order) = replaces_order {
-                    self.key_order.remove(order).map_err(StoreError::db)?;
+                    tables.order.remove(order).map_err(StoreError::db)?;
                 }
-                self.key_order
+                tables
+                    .order
                     .insert(record.log_index, key.as_str())
                     .map_err(StoreError::db)?;
             }
             Mutation::ExpireIdempotencyKey { key, order } => {
-                self.keys.remove(key.as_str()).map_err(StoreError::db)?;
-                self.key_order.remove(order).map_err(StoreError::db)?;
+                let tables = self.keys_mut()?;
+                tables.keys.remove(key.as_str()).map_err(StoreError::db)?;
+                tables.order.remove(order).map_err(StoreError::db)?;
             }
         }
         Ok(())
@@ -120,14 +160,14 @@ impl StateView for ApplyTables<'_> {
     }
 
     fn idempotency_key(&self, key: &str) -> Result<Option<IdempotentRecord>, StoreError> {
-        match self.keys.get(key).map_err(StoreError::db)? {
+        match self.keys()?.keys.get(key).map_err(StoreError::db)? {
             None => Ok(None),
             Some(value) => Ok(Some(codec::decode_idempotent_record(value.value())?)),
         }
     }
 
     fn idempotency_key_count(&self) -> Result<u64, StoreError> {
-        self.keys.len().map_err(StoreError::db)
+        self.keys()?.keys.len().map_err(StoreError::db)
     }
 
     fn next_idempotency_key(
@@ -135,7 +175,13 @@ impl StateView for ApplyTables<'_> {
         after: Option<u64>,
     ) -> Result<Option<(u64, String, IdempotentRecord)>, StoreError> {
         let from = after.map_or(0, |after| after.saturating_add(1));
-        let Some(item) = self.key_order.range(from..).map_err(StoreError::db)?.next() else {
+        let Some(item) = self
+            .keys()?
+            .order
+            .range(from..)
+            .map_err(StoreError::db)?
+            .next()
+        else {
             return Ok(None);
         };
         let (order, key) = item.map_err(StoreError::db)?;
