@@ -38,6 +38,9 @@ use crate::raft::read_index::ReadIndexBatcher;
 use crate::raft::receipt::Receipt;
 use crate::raft::transport::channels::PeerChannels;
 
+/// How often the supervisor looks whether the Raft core has stopped.
+const CORE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+
 /// A node's role, as openraft reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -354,16 +357,18 @@ impl RaftHandle {
         committed.saturating_sub(self.applied().log_index)
     }
 
-    /// Resolves when the Raft core has stopped (a storage error, or a bug), with the reason.
-    /// A node whose core stopped can serve nothing: it must exit.
+    /// Resolves when the Raft core has stopped (a storage error, or a bug), with the reason,
+    /// within [`CORE_CHECK_INTERVAL`]. A node whose core stopped can serve nothing: it must
+    /// exit. (It looks every so often rather than waking on every metrics change: openraft
+    /// publishes several per append, and each wake of an idle runtime costs a thread switch.)
     pub async fn core_stopped(&self) -> String {
-        let mut metrics = self.raft.metrics();
+        let metrics = self.raft.metrics();
+        let mut every = tokio::time::interval(CORE_CHECK_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            every.tick().await;
             if let Some(reason) = core_stop_reason(&metrics.borrow_watched()) {
                 return reason;
-            }
-            if metrics.changed().await.is_err() {
-                return "the Raft core ended".to_string();
             }
         }
     }
