@@ -24,12 +24,14 @@ Runs a local three-node evlog cluster on 127.0.0.1.
 
 Commands:
   up          build evlog (release) if missing or stale, start the nodes that are not
-              running, wait until a leader is elected, print the endpoints
+              running, wait until a leader is elected, print the endpoints; when none of
+              the cluster's data folders exists, the nodes found it (--bootstrap)
   down        stop every node: SIGTERM, then SIGKILL after ${STOP_TIMEOUT_S}s
   status [ARGS]
               which nodes run, then \`evlog status\` (ARGS are passed on, e.g. --json)
   kill N      SIGKILL node N (1-3)
-  start N     start node N again on its data
+  start N     start node N again on its data (a node whose folder was emptied waits to be
+              caught up by the leader and votes only then)
   pause N     stop node N with SIGSTOP (it keeps its sockets but answers nothing)
   resume N    continue node N with SIGCONT
   logs N [LINES]
