@@ -2,8 +2,15 @@
 //! retryable failures (`UNAVAILABLE`) with backoff within a total deadline, and gives every
 //! append an idempotency key, so a retry after an unknown outcome is safe to send.
 //!
+//! [`EvlogClient::subscribe`] follows the log: when the node serving a subscription fails
+//! (or loses its leader), it resumes on another node from the last `next_from`, exactly.
+//!
 //! It depends on the wire contract (`evlog-proto`) only: a service that uses it builds
 //! neither openraft nor redb. The `evlog` CLI and its benchmark use it.
+
+mod subscribe;
+
+pub use subscribe::Subscription;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;

@@ -726,6 +726,22 @@ impl Cluster {
         .await
     }
 
+    /// Opens a subscription on node `id` (the call's start has the harness deadline; the
+    /// stream it returns has none).
+    pub async fn subscribe(
+        &self,
+        id: u64,
+        subscribe: crate::proto::SubscribeRequest,
+    ) -> Result<tonic::Streaming<crate::proto::SubscribeResponse>, tonic::Status> {
+        let mut client = self.client(id);
+        with_deadline(
+            self.options.rpc_timeout,
+            &format!("Subscribe on node {id}"),
+            client.subscribe(subscribe),
+        )
+        .await
+    }
+
     /// Sends a `Read` request to node `id`.
     pub async fn read(&self, id: u64, read: ReadRequest) -> Result<ReadResponse, tonic::Status> {
         let timeout = self.options.rpc_timeout;

@@ -35,6 +35,7 @@ mod node;
 mod ports;
 pub mod proxy;
 mod recording_writer;
+pub mod subscriber;
 pub mod wait;
 mod workload;
 

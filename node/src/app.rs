@@ -31,6 +31,7 @@ use crate::raft::transport::client::PeerNetwork;
 use crate::raft::transport::server::PeerService;
 use crate::service::cluster::ClusterService;
 use crate::service::event_log::EventLogService;
+use crate::service::subscribe::Subscriptions;
 
 /// How long in-flight requests get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -103,6 +104,12 @@ pub async fn run(
         // Long enough for an overloaded leader to hear from a quorum again, or for a new
         // election to be decided (1 s with the default timing).
         Duration::from_millis(5 * config.election_timeout_max_ms),
+        Subscriptions::new(
+            &handle,
+            &config.limits,
+            Duration::from_millis(config.heartbeat_interval_ms),
+            contact_lost_after(&config),
+        ),
     ));
     let cluster = Arc::new(ClusterService::new(
         handle.clone(),
@@ -118,7 +125,7 @@ pub async fn run(
     // A read page holds at most max_read_bytes of event records; the wire adds a little.
     let max_response_message = config.limits.max_read_bytes + (1 << 20);
     let event_log_server = Admission::new(
-        EventLogServer::new(EventLogGrpc::new(event_log))
+        EventLogServer::new(EventLogGrpc::new(Arc::clone(&event_log)))
             .max_decoding_message_size(max_client_message)
             .max_encoding_message_size(max_response_message),
         AppendBudget::new(
@@ -207,6 +214,8 @@ pub async fn run(
         () = shutdown => {
             tracing::info!(node_id, "shutting down");
             set_health(&health, ServingStatus::NotServing).await;
+            // Subscriptions never end by themselves: the server would wait for them.
+            event_log.close_subscriptions();
             stop_tx.send(()).ok();
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
                 tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; closing them");
@@ -229,6 +238,13 @@ pub async fn run(
         Err(error) => tracing::error!(node_id, "{error}"),
     }
     outcome
+}
+
+/// How long a node may go without a read index confirmed by a leader before its
+/// subscriptions end: with a check every heartbeat, the loss is noticed within two upper
+/// election timeouts of the last confirmation.
+fn contact_lost_after(config: &NodeConfig) -> Duration {
+    Duration::from_millis(2 * config.election_timeout_max_ms - 2 * config.heartbeat_interval_ms)
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

@@ -23,6 +23,14 @@ pub struct Limits {
     /// Most bytes of events one read page holds (stored size); a page stops early (at least
     /// one event) and says where to go on.
     pub max_read_bytes: usize,
+    /// Most subscriptions a node serves at once; past it `Subscribe` is refused
+    /// (`RESOURCE_EXHAUSTED`).
+    pub max_subscriptions: usize,
+    /// Most bytes of events in one subscription batch (stored size; at least one event).
+    pub max_batch_bytes: usize,
+    /// A live subscription more than this many events behind the head is told it fell
+    /// behind (`fell_behind`), and caught up again when it is back.
+    pub subscription_window_events: u64,
     /// How long idempotency keys are remembered. The leader's setting travels in each append,
     /// so replicas expire keys identically even if their flags differ.
     pub idempotency: IdempotencyPolicy,
@@ -37,6 +45,9 @@ impl Default for Limits {
             max_read_count: 10_000,
             default_read_count: 100,
             max_read_bytes: 4 << 20,
+            max_subscriptions: 4_096,
+            max_batch_bytes: 1 << 20,
+            subscription_window_events: 10_000,
             idempotency: IdempotencyPolicy::default(),
         }
     }
@@ -231,6 +242,17 @@ impl NodeConfig {
         }
         if self.max_connections == 0 || self.max_concurrent_streams == 0 {
             return fail("max connections and max concurrent streams must be positive".to_string());
+        }
+        if limits.max_batch_bytes == 0 || limits.max_batch_bytes > limits.max_read_bytes {
+            return fail(format!(
+                "max batch bytes ({}) must be positive and at most the max read bytes ({})",
+                limits.max_batch_bytes, limits.max_read_bytes
+            ));
+        }
+        if limits.max_subscriptions == 0 || limits.subscription_window_events == 0 {
+            return fail(
+                "max subscriptions and the subscription window must be positive".to_string(),
+            );
         }
         if limits.default_read_count == 0 || limits.default_read_count > limits.max_read_count {
             return fail("default read count must be between 1 and the max read count".to_string());

@@ -11,3 +11,7 @@ pub const LEADER_ADDRESS: &str = "evlog-leader-address";
 /// and by the leader on an error it answers a forwarded append with (so the follower passes it
 /// on as it is).
 pub const FORWARDED: &str = "evlog-forwarded";
+/// On `RESOURCE_EXHAUSTED` when the node refused for load (too much in flight, its
+/// subscription slots taken), not because the request is too large: nothing was done, and
+/// the same request may succeed later or on another node.
+pub const BUSY: &str = "evlog-busy";

@@ -415,3 +415,96 @@ async fn a_page_stops_at_its_byte_limit_and_says_where_to_go_on() {
     assert_eq!(versions, vec![6, 5]);
     assert_eq!(page.next_from, Some(4));
 }
+
+#[tokio::test]
+async fn a_subscription_scan_filters_stops_where_it_looked_and_resolves_its_start() {
+    use evlog_raft_store::reader::EventFilter;
+    use evlog_raft_store::reader::SubscribeStart;
+    use std::sync::Arc;
+
+    let mut store = Store::open();
+    // Positions 1-3 orders-a (t=10), 4-5 users-b (t=20), 6 orders-c (t=30), 7-8 users-b (t=40).
+    store.append("orders-a", 3, 10).await;
+    store.append("users-b", 2, 20).await;
+    store.append("orders-c", 1, 30).await;
+    store.append("users-b", 2, 40).await;
+    let scan = |target, from, filter: EventFilter, max_looked_at| {
+        store.reader.scan(
+            target,
+            from,
+            PageLimit::count(100),
+            Arc::new(filter),
+            max_looked_at,
+        )
+    };
+    let orders = EventFilter {
+        stream_prefixes: vec!["orders-".to_string()],
+        ..EventFilter::default()
+    };
+    let all = scan(ReadTarget::All, 1, orders.clone(), 100)
+        .await
+        .expect("scan");
+    let positions: Vec<u64> = all.events.iter().map(|e| e.position).collect();
+    assert_eq!(positions, vec![1, 2, 3, 6]);
+    assert_eq!(
+        (all.next_from, all.head_position, all.target_head),
+        (9, 8, 8)
+    );
+    assert!(all.reached_head());
+    // Looking at 4 events from 2 delivers 2, 3 and says it got to 6 (it skipped 4-5 too).
+    let part = scan(ReadTarget::All, 2, orders.clone(), 4)
+        .await
+        .expect("scan");
+    let positions: Vec<u64> = part.events.iter().map(|e| e.position).collect();
+    assert_eq!((positions, part.next_from), (vec![2, 3], 6));
+    assert!(!part.reached_head());
+    assert_eq!(part.lag(), 3);
+    // A filter that skips everything it looks at still moves the cursor.
+    let none = EventFilter {
+        event_types: vec!["Other".to_string()],
+        ..EventFilter::default()
+    };
+    let skipped = scan(ReadTarget::All, 1, none, 5).await.expect("scan");
+    assert_eq!((skipped.events.len(), skipped.next_from), (0, 6));
+    // A time bound on a stream: versions recorded at or after t=40.
+    let late = EventFilter {
+        min_timestamp_ms: 40,
+        ..EventFilter::default()
+    };
+    let stream = scan(ReadTarget::Stream("users-b".to_string()), 1, late, 100)
+        .await
+        .expect("scan");
+    let versions: Vec<u64> = stream.events.iter().map(|e| e.stream_version).collect();
+    assert_eq!(
+        (versions, stream.next_from, stream.target_head),
+        (vec![3, 4], 5, 4)
+    );
+    // Starts: the beginning, a position past the head, a time, the head; and a stream with no
+    // events yet starts at version 1 whichever way. (next_from, head position, target head)
+    let all = || ReadTarget::All;
+    let users = || ReadTarget::Stream("users-b".to_string());
+    let nothing = || ReadTarget::Stream("nothing".to_string());
+    let cases = [
+        (all(), SubscribeStart::Beginning, (1, 8, 8)),
+        (all(), SubscribeStart::From(20), (20, 8, 8)),
+        (all(), SubscribeStart::Time(25), (6, 8, 8)),
+        (all(), SubscribeStart::Time(99), (9, 8, 8)),
+        (all(), SubscribeStart::Head, (9, 8, 8)),
+        (users(), SubscribeStart::Head, (5, 8, 4)),
+        (users(), SubscribeStart::Time(30), (3, 8, 4)),
+        (nothing(), SubscribeStart::Head, (1, 8, 0)),
+        (nothing(), SubscribeStart::Time(5), (1, 8, 0)),
+    ];
+    for (target, start, expected) in cases {
+        let scan = store
+            .reader
+            .subscription_start(target.clone(), start)
+            .await
+            .expect("start resolved");
+        assert_eq!(
+            (scan.next_from, scan.head_position, scan.target_head),
+            expected,
+            "{target:?} {start:?}"
+        );
+    }
+}

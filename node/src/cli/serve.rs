@@ -89,6 +89,15 @@ pub struct ServeArgs {
     /// Most bytes of events one read page holds; a page stops early and says where to go on.
     #[arg(long, env = "EVLOG_MAX_READ_BYTES", default_value_t = Limits::default().max_read_bytes)]
     pub max_read_bytes: usize,
+    /// Most subscriptions this node serves at once (past it RESOURCE_EXHAUSTED).
+    #[arg(long, env = "EVLOG_MAX_SUBSCRIPTIONS", default_value_t = Limits::default().max_subscriptions)]
+    pub max_subscriptions: usize,
+    /// Most bytes of events in one subscription batch.
+    #[arg(long, env = "EVLOG_MAX_BATCH_BYTES", default_value_t = Limits::default().max_batch_bytes)]
+    pub max_batch_bytes: usize,
+    /// A live subscription more than this many events behind the head gets `fell_behind`.
+    #[arg(long, env = "EVLOG_SUBSCRIPTION_WINDOW_EVENTS", default_value_t = Limits::default().subscription_window_events)]
+    pub subscription_window_events: u64,
     /// Most bytes of appends this node holds in flight; past it an append is refused at once
     /// (RESOURCE_EXHAUSTED, node busy) before its message is read.
     #[arg(long, env = "EVLOG_MAX_APPEND_BYTES_IN_FLIGHT", default_value_t = NodeConfig::default().max_append_bytes_in_flight)]
@@ -159,6 +168,9 @@ impl ServeArgs {
                 max_read_count: self.max_read_count,
                 default_read_count: self.default_read_count,
                 max_read_bytes: self.max_read_bytes,
+                max_subscriptions: self.max_subscriptions,
+                max_batch_bytes: self.max_batch_bytes,
+                subscription_window_events: self.subscription_window_events,
                 idempotency: evlog_raft_store::types::IdempotencyPolicy {
                     window_ms: self.idempotency_window_secs.saturating_mul(1000),
                     max_keys: self.idempotency_max_keys,

@@ -145,13 +145,17 @@ where
                 .min(budget.max_message_bytes);
             let weight = message_bytes.saturating_add(PREFIX_BYTES as u32);
             let Some(permit) = budget.take(weight) else {
-                return Ok(Status::resource_exhausted(format!(
+                let mut status = Status::resource_exhausted(format!(
                     "node busy: {} bytes of appends are in flight here and this one brings {weight} \
                      (--max-append-bytes-in-flight {}); nothing was done, retry",
                     budget.in_flight_bytes(),
                     budget.limit_bytes
-                ))
-                .into_http());
+                ));
+                status.metadata_mut().insert(
+                    evlog_proto::metadata::BUSY,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                return Ok(status.into_http());
             };
             let body = Body::new(Replayed { head, rest: body });
             let response = inner.call(http::Request::from_parts(parts, body)).await;

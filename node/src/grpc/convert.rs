@@ -5,6 +5,7 @@
 use evlog_proto::v1 as pb;
 use evlog_raft_store::ReadStart;
 use evlog_raft_store::ReadTarget;
+use evlog_raft_store::reader::SubscribeStart;
 use evlog_raft_store::types::AppendOutcome;
 use evlog_raft_store::types::RecordedEvent;
 use evlog_raft_store::types::StreamInfo;
@@ -19,6 +20,8 @@ use crate::service::append::EventData;
 use crate::service::event_log::Consistency;
 use crate::service::event_log::ReadRequest;
 use crate::service::forward::MembershipChanged;
+use crate::service::subscribe::SubscribeRequest;
+use crate::service::subscribe::SubscriptionItem;
 
 /// An append request from the wire (metadata sorted by key).
 pub fn append_request(request: pb::AppendRequest) -> AppendRequest {
@@ -145,6 +148,78 @@ pub fn read_request(request: pb::ReadRequest) -> Result<ReadRequest, ServiceErro
         backward,
         consistency: consistency(request.consistency, request.at_least_position)?,
     })
+}
+
+pub fn subscribe_request(request: pb::SubscribeRequest) -> Result<SubscribeRequest, ServiceError> {
+    let target = match request.target {
+        Some(pb::subscribe_request::Target::Stream(stream)) => ReadTarget::Stream(stream),
+        Some(pb::subscribe_request::Target::All(_)) => ReadTarget::All,
+        None => {
+            return Err(ServiceError::InvalidArgument(
+                "a subscription needs a target: a stream or all".to_string(),
+            ));
+        }
+    };
+    let start = match request.start {
+        None => SubscribeStart::Beginning,
+        Some(pb::subscribe_request::Start::From(from)) => SubscribeStart::From(from),
+        Some(pb::subscribe_request::Start::FromTimestampMs(time_ms)) => {
+            SubscribeStart::Time(time_ms)
+        }
+        Some(pb::subscribe_request::Start::Head(_)) => SubscribeStart::Head,
+    };
+    let filter = request.filter.unwrap_or_default();
+    Ok(SubscribeRequest {
+        target,
+        start,
+        stream_prefixes: filter.stream_prefixes,
+        event_types: filter.event_types,
+        max_batch_events: request.max_batch_events,
+        at_least_position: request.at_least_position,
+    })
+}
+
+pub fn subscription_item(item: SubscriptionItem) -> pb::SubscribeResponse {
+    use pb::subscribe_response::Item;
+    let item = match item {
+        SubscriptionItem::Subscribed {
+            served_by,
+            head_position,
+            next_from,
+        } => Item::Subscribed(pb::Subscribed {
+            served_by,
+            head_position,
+            next_from,
+        }),
+        SubscriptionItem::Events { events, next_from } => Item::Events(pb::EventBatch {
+            events: events.into_iter().map(recorded_event).collect(),
+            next_from,
+        }),
+        SubscriptionItem::CaughtUp {
+            head_position,
+            next_from,
+        } => Item::CaughtUp(pb::CaughtUp {
+            head_position,
+            next_from,
+        }),
+        SubscriptionItem::Checkpoint {
+            next_from,
+            head_position,
+        } => Item::Checkpoint(pb::Checkpoint {
+            next_from,
+            head_position,
+        }),
+        SubscriptionItem::FellBehind {
+            lag_events,
+            head_position,
+            next_from,
+        } => Item::FellBehind(pb::FellBehind {
+            lag_events,
+            head_position,
+            next_from,
+        }),
+    };
+    pb::SubscribeResponse { item: Some(item) }
 }
 
 pub fn stream_summary(stream: String, info: StreamInfo) -> pb::StreamSummary {

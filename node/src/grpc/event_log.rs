@@ -1,6 +1,9 @@
 //! `evlog.v1.EventLog` over gRPC: converts, calls the service, maps its errors.
 
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures::Stream;
 
 use evlog_proto::metadata;
 use evlog_proto::v1 as pb;
@@ -23,8 +26,38 @@ impl EventLogGrpc {
     }
 }
 
+/// A subscription's items on the wire; it ends after the first error.
+pub type SubscribeStream =
+    Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl EventLog for EventLogGrpc {
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let request = convert::subscribe_request(request.into_inner())
+            .map_err(|error| to_status(error, false))?;
+        let subscription = self
+            .service
+            .subscribe(request)
+            .await
+            .map_err(|error| to_status(error, false))?;
+        // Pulled one item at a time as HTTP/2 flow control lets the response go on: a client
+        // that stops reading stops the subscription's reads.
+        let items = futures::stream::unfold(subscription, |mut subscription| async move {
+            let item = subscription.next().await?;
+            Some((
+                item.map(convert::subscription_item)
+                    .map_err(|error| to_status(error, false)),
+                subscription,
+            ))
+        });
+        Ok(Response::new(Box::pin(items)))
+    }
+
     async fn append(
         &self,
         request: Request<pb::AppendRequest>,

@@ -20,7 +20,14 @@ pub fn to_status(error: ServiceError, forwarded: bool) -> Status {
     let message = error.to_string();
     let mut status = match error {
         ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
-        ServiceError::TooLarge(_) | ServiceError::Busy(_) => Status::resource_exhausted(message),
+        ServiceError::TooLarge(_) => Status::resource_exhausted(message),
+        ServiceError::Busy(_) => {
+            let mut status = Status::resource_exhausted(message);
+            status
+                .metadata_mut()
+                .insert(metadata::BUSY, MetadataValue::from_static("1"));
+            status
+        }
         ServiceError::WrongExpectedVersion { actual, .. } => {
             let mut status = Status::failed_precondition(message);
             status
@@ -38,6 +45,7 @@ pub fn to_status(error: ServiceError, forwarded: bool) -> Status {
         | ServiceError::OutcomeUnknown(_)
         | ServiceError::RaftStopped(_)
         | ServiceError::MembershipBusy(_)
+        | ServiceError::LeaderLost { .. }
         | ServiceError::NotCaughtUp { .. }
         | ServiceError::ShuttingDown => Status::unavailable(message),
         ServiceError::ReadIndex(LinearizeError::Wait(WaitError::Timeout { .. })) => {
@@ -176,7 +184,7 @@ mod tests {
             (
                 ServiceError::Busy("x".into()),
                 Code::ResourceExhausted,
-                vec![],
+                vec![(metadata::BUSY, "1")],
             ),
             (
                 ServiceError::WrongExpectedVersion {
@@ -259,6 +267,15 @@ mod tests {
             ),
             (
                 ServiceError::MembershipBusy("x".into()),
+                Code::Unavailable,
+                vec![],
+            ),
+            (
+                ServiceError::LeaderLost {
+                    node_id: 2,
+                    after_ms: 300,
+                    next_from: 7,
+                },
                 Code::Unavailable,
                 vec![],
             ),

@@ -255,19 +255,22 @@ impl RaftHandle {
         }
     }
 
+    /// A read index confirmed after this call began: by this node as leader, by the leader
+    /// otherwise (shared with the concurrent reads). Not yet applied here, maybe.
+    pub async fn confirm_read_index(&self) -> Result<u64, ReadIndexError> {
+        if self.is_leader() {
+            self.leader_reads.read_index().await
+        } else {
+            self.remote_reads.read_index().await
+        }
+    }
+
     /// Makes this node ready for a linearizable read: gets a read index confirmed after this
     /// call began (by itself as leader, from the leader otherwise; either way shared with the
     /// concurrent reads) and waits until this node has applied it.
     pub async fn linearize(&self, timeout: Duration) -> Result<(), LinearizeError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let read_index = async {
-            if self.is_leader() {
-                self.leader_reads.read_index().await
-            } else {
-                self.remote_reads.read_index().await
-            }
-        };
-        let read_index = tokio::time::timeout_at(deadline, read_index)
+        let read_index = tokio::time::timeout_at(deadline, self.confirm_read_index())
             .await
             .map_err(|_| ReadIndexError::Timeout { after: timeout })??;
         self.wait_applied(read_index, deadline).await?;
@@ -344,6 +347,11 @@ impl RaftHandle {
 
     pub fn applied(&self) -> AppliedState {
         *self.applied.borrow()
+    }
+
+    /// Watches what this node has applied (updated after each apply commit).
+    pub fn applied_watch(&self) -> watch::Receiver<AppliedState> {
+        self.applied.clone()
     }
 
     /// How many committed entries this node has not applied yet.

@@ -4,6 +4,7 @@
 //! - `handle.rs`: [`RaftHandle`], what the rest of the node may ask of Raft (propose, read
 //!   index, wait for apply, status, membership, watch the core).
 //! - `proposals.rs`, `read_index.rs`: appends and read-index confirmations batched per node.
+//! - `contact.rs`: whether this node is in touch with a leader (subscriptions end when not).
 //! - `errors.rs`: one error enum per operation; `receipt.rs`: where an entry landed.
 //! - `config.rs`: openraft's configuration from the node's; `bootstrap.rs`: initializing a
 //!   new cluster, once.
@@ -11,6 +12,7 @@
 
 pub mod bootstrap;
 pub mod config;
+pub mod contact;
 pub mod errors;
 pub mod handle;
 pub mod proposals;

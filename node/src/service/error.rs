@@ -70,6 +70,16 @@ pub enum ServiceError {
          until it has: {cause}"
     )]
     NotCaughtUp { node_id: u64, cause: LinearizeError },
+    /// A subscription's node lost touch with the leader: it ends, to be resumed elsewhere.
+    #[error(
+        "node {node_id} has had no leader with a quorum confirm a read index for {after_ms} ms; \
+         the subscription ends: resume it from next_from {next_from} on another node"
+    )]
+    LeaderLost {
+        node_id: u64,
+        after_ms: u64,
+        next_from: u64,
+    },
     /// A membership change cannot be made now (another is under way): retry.
     #[error("a membership change cannot be made now: {0}; retry")]
     MembershipBusy(String),
@@ -135,6 +145,7 @@ impl ServiceError {
             ServiceError::RaftStopped(_) => "raft_stopped",
             ServiceError::ReadIndex(_) => "no_read_index",
             ServiceError::NotCaughtUp { .. } => "not_caught_up",
+            ServiceError::LeaderLost { .. } => "leader_lost",
             ServiceError::MembershipBusy(_) => "membership_busy",
             ServiceError::Timeout(_) => "timeout",
             ServiceError::FromLeader(_) => "from_leader",

@@ -26,6 +26,10 @@ use crate::service::append::Appended;
 use crate::service::error::ServiceError;
 use crate::service::forward::Forward;
 use crate::service::forward::Leader;
+use crate::service::subscribe;
+use crate::service::subscribe::SubscribeRequest;
+use crate::service::subscribe::Subscription;
+use crate::service::subscribe::Subscriptions;
 
 /// Most committed entries not yet applied before a node refuses new appends (etcd's
 /// `maxGapBetweenApplyAndCommitIndex`): past it, proposals only lengthen the queue.
@@ -81,6 +85,7 @@ pub struct EventLogService {
     request_timeout: Duration,
     /// How long an append refused for want of a settled leader is retried before it fails.
     settle_timeout: Duration,
+    subscriptions: Subscriptions,
 }
 
 fn now_ms() -> u64 {
@@ -97,6 +102,7 @@ impl EventLogService {
         limits: Limits,
         request_timeout: Duration,
         settle_timeout: Duration,
+        subscriptions: Subscriptions,
     ) -> Self {
         Self {
             handle,
@@ -104,6 +110,7 @@ impl EventLogService {
             limits: Arc::new(limits),
             request_timeout,
             settle_timeout,
+            subscriptions,
         }
     }
 
@@ -260,6 +267,24 @@ impl EventLogService {
             page,
             head_position,
         })
+    }
+
+    /// Starts a subscription (see `subscribe.rs`): refused here, or running.
+    pub async fn subscribe(&self, request: SubscribeRequest) -> Result<Subscription, ServiceError> {
+        subscribe::subscribe(
+            &self.handle,
+            &self.subscriptions,
+            &self.limits,
+            self.request_timeout,
+            request,
+        )
+        .await
+    }
+
+    /// Ends every subscription with `UNAVAILABLE` and takes no more (the node is shutting
+    /// down: a subscription never ends by itself).
+    pub fn close_subscriptions(&self) {
+        self.subscriptions.close();
     }
 
     /// The page size a request asks for (0: the default), refused above the limit.

@@ -3,6 +3,7 @@
 //! while leadership moves, consistency levels for reads.
 //!
 //! - `event_log.rs`: appends and reads.
+//! - `subscribe.rs`: subscriptions, a cursor over the applied log.
 //! - `cluster.rs`: status and membership.
 //! - `append.rs`: an append's request, validation, fingerprint and command (pure).
 //! - `forward.rs`: the trait a transport implements to hand requests to the leader.
@@ -13,5 +14,6 @@ pub mod cluster;
 pub mod error;
 pub mod event_log;
 pub mod forward;
+pub mod subscribe;
 
 pub use error::ServiceError;

@@ -2,7 +2,7 @@
 //! transactions (consistent snapshots that never wait for the writer) on blocking threads.
 //! Which state a read may see (linearizable, at least, local) is decided by the node before it
 //! calls in here. `seek.rs` turns a time into where a read starts; `streams.rs` reads stream
-//! summaries from the stream index.
+//! summaries from the stream index; `scan.rs` serves subscriptions.
 
 use std::sync::Arc;
 
@@ -19,9 +19,13 @@ use crate::types::AppliedState;
 use crate::types::RecordedEvent;
 use crate::types::StreamInfo;
 
+pub mod scan;
 mod seek;
 pub(crate) mod streams;
 
+pub use scan::EventFilter;
+pub use scan::Scan;
+pub use scan::SubscribeStart;
 pub use streams::StreamPage;
 
 use streams::stream_info;
