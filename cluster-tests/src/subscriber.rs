@@ -1,5 +1,6 @@
-//! Subscriptions as the tests use them: requests, and a collector that reads a subscription's
-//! items until a condition holds, with a deadline (a subscription never ends by itself).
+//! Subscriptions as the tests use them: requests, a collector that reads a subscription's
+//! items until a condition holds, with a deadline (a subscription never ends by itself), and
+//! the record a chaos subscriber keeps for the checker.
 
 use std::time::Duration;
 
@@ -97,6 +98,28 @@ impl Collected {
         };
         self.items.push(item);
     }
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRecord {
+    pub name: String,
+    /// The request as first sent.
+    pub request: SubscribeRequest,
+    /// When the client was asked to subscribe.
+    pub began: std::time::Instant,
+    /// Every event delivered, in order of delivery.
+    pub events: Vec<RecordedEvent>,
+    /// The `head_position` of every `subscribed` and `caught_up` item, with its kind.
+    pub heads: Vec<(&'static str, u64)>,
+    /// The `next_from` of the first `subscribed` item: where the subscription starts.
+    pub start: Option<u64>,
+    /// The `next_from` of the last item.
+    pub next_from: Option<u64>,
+    /// `subscribed` items after the first: how often the client resumed.
+    pub resumes: usize,
+    /// The error the subscription ended with, if it ended.
+    pub error: Option<String>,
 }
 
 /// Reads `stream` into `collected` until `until` holds.

@@ -185,8 +185,8 @@ fn progress_line(result: &RunResult, total: usize) -> String {
     let spec = &result.spec;
     format!(
         "[{}/{total}] {:<22} {:<10} seed {:<20} {:>6} appends ({} acked, {} refused, {} \
-         unknown), {} reads; gap {}, first ack after fault {}, after heal {}; {} violations \
-         ({:.1}s)",
+         unknown), {} reads, {} subscribers ({} events, {} resumes); gap {}, first ack after \
+         fault {}, after heal {}; {} violations ({:.1}s)",
         spec.index + 1,
         spec.fault.name(),
         spec.load.name(),
@@ -196,6 +196,9 @@ fn progress_line(result: &RunResult, total: usize) -> String {
         result.refused,
         result.unknown,
         result.reads_served,
+        result.subscribers,
+        result.subscription_events,
+        result.subscription_resumes,
         seconds(result.availability.longest_gap),
         seconds(result.availability.first_ack_after_fault),
         seconds(result.availability.first_ack_after_heal),

@@ -10,7 +10,10 @@
 //!   with the same key, and learning the actual version from a conflict;
 //! - `idempotent`: keyed appends over many streams, each retried with the same key (through
 //!   another node) until it is acknowledged or refused, and sometimes sent once more after its
-//!   acknowledgement, which must come back deduplicated.
+//!   acknowledgement, which must come back deduplicated;
+//! - `subscribe`: the appends of `appends`, under twice the subscribers of the other loads
+//!   (a stream subscription, one from a position, one by event type, each reading slowly:
+//!   see `subscribers.rs`).
 //!
 //! Every operation is entered in the history before it is sent (as in flight) and completed
 //! when its answer arrives, so a client cut off mid-request leaves a truthful record. Every
@@ -42,14 +45,16 @@ pub enum LoadKind {
     Mixed,
     Contention,
     Idempotent,
+    Subscribe,
 }
 
 impl LoadKind {
-    pub const ALL: [LoadKind; 4] = [
+    pub const ALL: [LoadKind; 5] = [
         LoadKind::Appends,
         LoadKind::Mixed,
         LoadKind::Contention,
         LoadKind::Idempotent,
+        LoadKind::Subscribe,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +63,7 @@ impl LoadKind {
             LoadKind::Mixed => "mixed",
             LoadKind::Contention => "contention",
             LoadKind::Idempotent => "idempotent",
+            LoadKind::Subscribe => "subscribe",
         }
     }
 
@@ -70,6 +76,9 @@ impl LoadKind {
             }
             LoadKind::Idempotent => {
                 "keyed appends retried with the same key through other nodes, plus re-sends"
+            }
+            LoadKind::Subscribe => {
+                "appends under six subscribers (every run has three), three of them slow readers"
             }
         }
     }
@@ -292,7 +301,7 @@ impl Client {
         let mut known_version: Option<u64> = None;
         while !self.stopped(started) {
             let ok = match self.kind {
-                LoadKind::Appends => self.plain_append().await,
+                LoadKind::Appends | LoadKind::Subscribe => self.plain_append().await,
                 LoadKind::Mixed => {
                     if self.sequence.is_multiple_of(2) {
                         self.plain_append().await

@@ -5,7 +5,10 @@
 //!   through the link proxies, slow and lossy links, crash failpoints, a wiped node rejoining
 //!   under a new id, catch-up from a snapshot);
 //! - [`load`]: the workloads (appends, mixed appends and linearizable reads, one hot stream
-//!   under expected-version contention, idempotent retries), recording a [`crate::History`];
+//!   under expected-version contention, idempotent retries, appends under many subscribers),
+//!   recording a [`crate::History`];
+//! - [`subscribers`]: every run's subscribers (one per node, through the Rust client; more
+//!   with the `subscribe` workload), checked against the final log;
 //! - [`run`]: one run on a fresh cluster: load, fault, heal, settle, check;
 //! - [`availability`]: the longest gap between acknowledgements, and the time to the first
 //!   acknowledgement after the fault and after the healing;
@@ -22,6 +25,7 @@ pub mod injector;
 pub mod load;
 pub mod report;
 pub mod run;
+pub mod subscribers;
 
 pub use campaign::{CampaignOptions, run_campaign};
 pub use fault::Fault;

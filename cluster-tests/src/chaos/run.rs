@@ -17,6 +17,7 @@ use super::fault::Fault;
 use super::history_file;
 use super::injector::{self, Injection};
 use super::load::{Load, LoadKind, LoadOptions};
+use super::subscribers::Subscribers;
 use crate::checker::{self, CheckReport, Violation, ViolationKind};
 use crate::cluster::Cluster;
 use crate::cluster_options::ClusterOptions;
@@ -30,6 +31,8 @@ const RECOVERY_ACKS: usize = 3;
 /// How long the cluster may take to serve again after the healing before the run reports a
 /// liveness violation.
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the subscribers may take to get past the final head once the cluster healed.
+const SUBSCRIBERS_CATCH_UP: Duration = Duration::from_secs(60);
 /// Lines of a crashed node's log quoted in the violation.
 const CRASH_LOG_LINES: usize = 15;
 
@@ -58,6 +61,10 @@ pub struct RunResult {
     pub unknown: usize,
     pub reads: usize,
     pub reads_served: usize,
+    /// Subscribers checked, the events they received, and how often they resumed elsewhere.
+    pub subscribers: usize,
+    pub subscription_events: usize,
+    pub subscription_resumes: usize,
     /// What the checker saw (absent when the run could not get that far).
     pub check: Option<CheckReport>,
     pub violations: Vec<Violation>,
@@ -114,6 +121,9 @@ pub async fn run(spec: RunSpec, settings: Arc<RunSettings>) -> RunResult {
                 unknown: 0,
                 reads: 0,
                 reads_served: 0,
+                subscribers: 0,
+                subscription_events: 0,
+                subscription_resumes: 0,
                 check: None,
                 violations: vec![Violation::new(kind, message)],
                 availability: Availability::default(),
@@ -164,6 +174,7 @@ async fn run_inner(spec: RunSpec, settings: Arc<RunSettings>) -> RunResult {
     };
     let load_started = Instant::now();
     let load = Load::start(&cluster, spec.load, load_options, rng.random());
+    let subscribers = Subscribers::start(&cluster, spec.load, rng.random());
     if !load
         .wait_for_acknowledged(load_started, WARM_UP_ACKS, timeouts::ACKS)
         .await
@@ -200,6 +211,11 @@ async fn run_inner(spec: RunSpec, settings: Arc<RunSettings>) -> RunResult {
     violations.extend(more);
     let checked = checker::check(&history, &logs);
     violations.extend(checked.violations);
+    let final_log = logs.first().map_or(&[][..], |(_, log)| log.as_slice());
+    let subscriptions = subscribers.finish(final_log, SUBSCRIBERS_CATCH_UP).await;
+    let (subscribers_checked, subscription_violations) =
+        checker::check_subscriptions(&history, final_log, &subscriptions);
+    violations.extend(subscription_violations);
     let availability = Availability::measure(&history, &injection);
 
     let mut result = RunResult {
@@ -214,6 +230,9 @@ async fn run_inner(spec: RunSpec, settings: Arc<RunSettings>) -> RunResult {
             .iter()
             .filter(|read| matches!(read.outcome, ReadOutcome::Served { .. }))
             .count(),
+        subscribers: subscribers_checked,
+        subscription_events: subscriptions.iter().map(|record| record.events.len()).sum(),
+        subscription_resumes: subscriptions.iter().map(|record| record.resumes).sum(),
         check: Some(checked.report),
         violations,
         availability,

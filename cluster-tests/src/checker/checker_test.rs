@@ -551,3 +551,87 @@ fn an_unknown_append_placed_before_an_earlier_acknowledgement_is_caught() {
     }
     assert!(kinds(&history, &log).contains(&ViolationKind::RealTimeOrder));
 }
+
+/// A subscriber's record: everything of `log` from 1, as delivered, began at `began`.
+fn subscriber(log: &[RecordedEvent], began: Instant) -> crate::subscriber::SubscriptionRecord {
+    crate::subscriber::SubscriptionRecord {
+        name: "subscriber".to_owned(),
+        request: crate::subscriber::subscribe_all(None),
+        began,
+        events: log.to_vec(),
+        heads: vec![("subscribed", 0), ("caught_up", log.len() as u64)],
+        start: Some(1),
+        next_from: Some(log.len() as u64 + 1),
+        resumes: 1,
+        error: None,
+    }
+}
+
+fn subscription_kinds(
+    history: &History,
+    log: &[RecordedEvent],
+    record: crate::subscriber::SubscriptionRecord,
+) -> Vec<ViolationKind> {
+    check_subscriptions(history, log, &[record])
+        .1
+        .into_iter()
+        .map(|violation| violation.kind)
+        .collect()
+}
+
+#[test]
+fn a_subscriber_that_got_the_log_exactly_passes_and_every_flaw_is_caught() {
+    let (history, log) = sequential(6);
+    let before_any = Instant::now() - Duration::from_secs(60);
+    assert_eq!(
+        subscription_kinds(&history, &log, subscriber(&log, before_any)),
+        vec![]
+    );
+    // A gap, a repeat, an event out of order: each a subscription violation.
+    let mut gap = subscriber(&log, before_any);
+    gap.events.remove(2);
+    assert_eq!(
+        subscription_kinds(&history, &log, gap),
+        vec![ViolationKind::Subscription]
+    );
+    let mut repeat = subscriber(&log, before_any);
+    repeat.events.insert(3, log[2].clone());
+    assert_eq!(
+        subscription_kinds(&history, &log, repeat),
+        vec![ViolationKind::Subscription]
+    );
+    let mut swapped = subscriber(&log, before_any);
+    swapped.events.swap(1, 2);
+    assert_eq!(
+        subscription_kinds(&history, &log, swapped),
+        vec![ViolationKind::Subscription]
+    );
+    // Short of the head: a liveness violation, and the missing rest.
+    let mut short = subscriber(&log, before_any);
+    short.events.truncate(4);
+    short.next_from = Some(5);
+    assert_eq!(
+        subscription_kinds(&history, &log, short),
+        vec![ViolationKind::Liveness]
+    );
+    // Subscribed after every append was acknowledged, but told a head below them: stale.
+    let after_all = Instant::now() + Duration::from_secs(60);
+    let mut stale = subscriber(&log, after_all);
+    stale.heads = vec![("subscribed", 6), ("caught_up", 5)];
+    assert_eq!(
+        subscription_kinds(&history, &log, stale),
+        vec![ViolationKind::StaleRead]
+    );
+    // A filtered view: only its matches count.
+    let mut filtered = subscriber(&log, before_any);
+    filtered.request = crate::subscriber::subscribe_filtered(None, &["b"], &[]);
+    filtered.events.clear();
+    assert_eq!(subscription_kinds(&history, &log, filtered), vec![]);
+    // An ended subscription is reported.
+    let mut ended = subscriber(&log, before_any);
+    ended.error = Some("Unavailable: no node took it".to_owned());
+    assert_eq!(
+        subscription_kinds(&history, &log, ended),
+        vec![ViolationKind::Subscription]
+    );
+}

@@ -13,7 +13,10 @@
 //! - [`reads`]: every linearizable read saw every append acknowledged before it began, and
 //!   every read returned only what the final log holds;
 //! - [`expected_version`]: expected-version successes and conflicts are consistent with the
-//!   final log.
+//!   final log;
+//! - [`subscriptions`]: every subscriber received exactly its view of the final log from its
+//!   start, across resumes, and every head it was told covers what was acknowledged before it
+//!   subscribed.
 //!
 //! The attempts of one request (retries with one idempotency key) are judged together, as one
 //! logical append ([`context`]). Each check returns every violation it finds rather than
@@ -26,12 +29,14 @@ mod expected_version;
 mod log;
 mod reads;
 mod real_time;
+mod subscriptions;
 mod violation;
 
 use evlog_proto::v1::RecordedEvent;
 
 pub use log::{identical_logs, log_shape};
 pub use real_time::real_time_order;
+pub use subscriptions::{check_subscriptions, view_head};
 pub use violation::{Violation, ViolationKind};
 
 use crate::history::History;

@@ -33,6 +33,9 @@ pub enum ViolationKind {
     ExpectedVersion,
     /// Retries of one idempotent request disagree, or a retry of a committed one was refused.
     Idempotency,
+    /// A subscriber did not receive exactly its view of the final log from its start (a gap,
+    /// a repeat, an event out of order or not in the log), or its subscription ended.
+    Subscription,
     /// The history itself is inconsistent (a harness bug, not a cluster one).
     Harness,
     /// A node exited on its own with no failpoint asking it to (found by the chaos runner).
@@ -45,7 +48,7 @@ pub enum ViolationKind {
 
 impl ViolationKind {
     /// Every kind, in report order.
-    pub const ALL: [ViolationKind; 18] = [
+    pub const ALL: [ViolationKind; 19] = [
         ViolationKind::Divergence,
         ViolationKind::Shape,
         ViolationKind::Lost,
@@ -60,6 +63,7 @@ impl ViolationKind {
         ViolationKind::ReadGap,
         ViolationKind::ExpectedVersion,
         ViolationKind::Idempotency,
+        ViolationKind::Subscription,
         ViolationKind::Harness,
         ViolationKind::Crash,
         ViolationKind::Liveness,
@@ -83,6 +87,7 @@ impl ViolationKind {
             ViolationKind::ReadGap => "read-gap",
             ViolationKind::ExpectedVersion => "expected-version",
             ViolationKind::Idempotency => "idempotency",
+            ViolationKind::Subscription => "subscription",
             ViolationKind::Harness => "harness",
             ViolationKind::Crash => "crash",
             ViolationKind::Liveness => "liveness",

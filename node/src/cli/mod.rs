@@ -1,5 +1,5 @@
 //! The `evlog` command line: clap definitions, and one file per command. `serve` runs a node
-//! (`serve.rs`); `append`, `read`, `streams` and `status` are clients of a cluster, through
+//! (`serve.rs`); `append`, `read`, `tail`, `streams` and `status` are clients of a cluster, through
 //! `evlog-client`; `bench` drives one (`crate::bench`).
 
 use std::time::Duration;
@@ -17,12 +17,14 @@ mod read;
 pub mod serve;
 mod status;
 mod streams;
+mod tail;
 
 pub use append::AppendArgs;
 pub use read::ReadArgs;
 pub use serve::ServeArgs;
 pub use status::StatusArgs;
 pub use streams::StreamsArgs;
+pub use tail::TailArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +45,8 @@ pub enum CliCommand {
     Append(AppendArgs),
     /// Read events from a stream or the whole log.
     Read(ReadArgs),
+    /// Print a stream's or the whole log's events as they arrive, and follow until interrupted.
+    Tail(TailArgs),
     /// Show every endpoint's view of the cluster.
     Status(StatusArgs),
     /// List streams (by name prefix), or show one stream's summary.
@@ -84,6 +88,7 @@ pub async fn run_client(command: CliCommand) -> anyhow::Result<()> {
     match command {
         CliCommand::Append(args) => append::append(args).await,
         CliCommand::Read(args) => read::read(args).await,
+        CliCommand::Tail(args) => tail::tail(args).await,
         CliCommand::Status(args) => status::status(args).await,
         CliCommand::Streams(args) => streams::streams(args).await,
         CliCommand::Serve(_) | CliCommand::Bench(_) => {
