@@ -108,4 +108,37 @@ async fn bench_prints_one_sane_json_line_for_appends_and_reads() {
     assert_sane(&read, "read");
     // The streams were preloaded with a page of events each, so every read returns a page.
     assert_eq!(number(&read, "events"), number(&read, "ops") * 5, "{read}");
+
+    // Subscribers from the beginning: they catch up over the log, then every append of the
+    // run reaches each of them, none missing.
+    let subscribe = bench(
+        &cluster,
+        &[
+            &common[..],
+            &[
+                "--mode",
+                "subscribe",
+                "--subscribers",
+                "3",
+                "--subscribe-from",
+                "beginning",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_sane(&subscribe, "subscribe");
+    assert_eq!(number(&subscribe, "subscribers"), 3, "{subscribe}");
+    assert_eq!(number(&subscribe, "missing_deliveries"), 0, "{subscribe}");
+    assert_eq!(
+        number(&subscribe, "deliveries"),
+        number(&subscribe, "events") * 3,
+        "every measured append delivered to every subscriber: {subscribe}"
+    );
+    assert!(
+        subscribe["catch_up_events_per_sec"]
+            .as_f64()
+            .is_some_and(|rate| rate > 0.0),
+        "{subscribe}"
+    );
 }

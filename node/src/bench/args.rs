@@ -16,6 +16,10 @@ pub enum BenchMode {
     Read,
     /// Appends and linearizable reads, one to one.
     Mixed,
+    /// Appends (as `append`) while `--subscribers` subscriptions deliver them: delivery
+    /// latency (append sent -> delivered), and catch-up speed with `--subscribe-from
+    /// beginning` (`--concurrency 0`: catch-up alone).
+    Subscribe,
 }
 
 impl BenchMode {
@@ -25,6 +29,7 @@ impl BenchMode {
             BenchMode::Batch => "batch",
             BenchMode::Read => "read",
             BenchMode::Mixed => "mixed",
+            BenchMode::Subscribe => "subscribe",
         }
     }
 
@@ -36,6 +41,24 @@ impl BenchMode {
     /// Whether the mode reads (and so needs events to read: `--preload`).
     pub fn reads(self) -> bool {
         matches!(self, BenchMode::Read | BenchMode::Mixed)
+    }
+}
+
+/// Where the subscriptions of `--mode subscribe` start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SubscribeFrom {
+    /// After the head when the run starts: only the run's appends.
+    Head,
+    /// The first event: they catch up over the log first.
+    Beginning,
+}
+
+impl SubscribeFrom {
+    pub fn name(self) -> &'static str {
+        match self {
+            SubscribeFrom::Head => "head",
+            SubscribeFrom::Beginning => "beginning",
+        }
     }
 }
 
@@ -128,6 +151,15 @@ pub struct BenchArgs {
     /// How long to look for a leader before the run (and to retry each preload append).
     #[arg(long, default_value_t = 30_000)]
     pub setup_timeout_ms: u64,
+    /// Subscriptions in `--mode subscribe`, spread over the endpoints.
+    #[arg(long, default_value_t = 1)]
+    pub subscribers: usize,
+    /// Where they start.
+    #[arg(long, value_enum, default_value = "head")]
+    pub subscribe_from: SubscribeFrom,
+    /// Events per subscription batch (`max_batch_events`; 0: the server's default, 256).
+    #[arg(long, default_value_t = 0)]
+    pub subscribe_batch: u32,
     /// Print exactly one JSON object (one line) at the end instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +167,8 @@ pub struct BenchArgs {
 
 /// The most requests in flight: far above what one client machine sensibly drives.
 const MAX_CONCURRENCY: usize = 100_000;
+/// The most subscriptions: a node serves 4,096 by default.
+const MAX_SUBSCRIBERS: usize = 10_000;
 
 /// A benchmark run, resolved from [`BenchArgs`] and validated.
 #[derive(Clone, Debug)]
@@ -161,6 +195,10 @@ pub struct BenchConfig {
     pub preload: u64,
     pub request_timeout: Duration,
     pub setup_timeout: Duration,
+    /// `--mode subscribe` only.
+    pub subscribers: usize,
+    pub subscribe_from: SubscribeFrom,
+    pub subscribe_batch: u32,
     pub json: bool,
 }
 
@@ -202,6 +240,13 @@ impl BenchArgs {
             }),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             setup_timeout: Duration::from_millis(self.setup_timeout_ms),
+            subscribers: if self.mode == BenchMode::Subscribe {
+                self.subscribers
+            } else {
+                0
+            },
+            subscribe_from: self.subscribe_from,
+            subscribe_batch: self.subscribe_batch,
             json: self.json,
         };
         config.validate()?;
@@ -214,10 +259,27 @@ impl BenchConfig {
         if self.endpoints.is_empty() {
             return Err("--endpoints: give at least one endpoint".to_string());
         }
-        if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
+        // Catch-up alone: subscribers over what the log holds, nothing appended.
+        let catch_up_only = self.mode == BenchMode::Subscribe
+            && self.subscribe_from == SubscribeFrom::Beginning
+            && self.subscribers > 0;
+        if (self.concurrency == 0 && !catch_up_only) || self.concurrency > MAX_CONCURRENCY {
             return Err(format!(
-                "--concurrency must be 1 to {MAX_CONCURRENCY}, got {}",
+                "--concurrency must be 1 to {MAX_CONCURRENCY} (0 only with --mode subscribe \
+                 --subscribe-from beginning), got {}",
                 self.concurrency
+            ));
+        }
+        if self.subscribers > MAX_SUBSCRIBERS {
+            return Err(format!(
+                "--subscribers must be at most {MAX_SUBSCRIBERS}, got {}",
+                self.subscribers
+            ));
+        }
+        if self.subscribe_batch > 4_096 {
+            return Err(format!(
+                "--subscribe-batch must be at most 4096, got {}",
+                self.subscribe_batch
             ));
         }
         if self.batch == 0 {
@@ -311,6 +373,23 @@ mod tests {
         ] {
             assert!(config(bad).is_err(), "{bad:?} should be refused");
         }
+        // Nothing appended is only for subscribers catching up.
+        assert!(config(&["--mode", "subscribe", "--concurrency", "0"]).is_err());
+        let catch_up = config(&[
+            "--mode",
+            "subscribe",
+            "--concurrency",
+            "0",
+            "--subscribe-from",
+            "beginning",
+        ])
+        .expect("valid");
+        assert_eq!((catch_up.subscribers, catch_up.concurrency), (1, 0));
+        assert!(config(&["--mode", "subscribe", "--subscribe-batch", "4097"]).is_err());
+        assert_eq!(
+            config(&["--subscribers", "5"]).expect("valid").subscribers,
+            0
+        );
         let fractional = config(&["--duration", "0.5", "--warmup", "0"]).expect("valid");
         assert_eq!(fractional.duration, Duration::from_millis(500));
     }

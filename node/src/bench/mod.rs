@@ -12,7 +12,9 @@
 //! 4. `--concurrency` tasks each send one request at a time, for the warm-up (not recorded)
 //!    and then until `--duration` passes or `--count` measured requests have started. Every
 //!    request is one RPC with a deadline; failures are counted, never retried.
-//! 5. The tasks' recorders are merged into one [`Report`]: one JSON line with `--json`,
+//! 5. With `--mode subscribe`, `--subscribers` subscriptions start before step 4 and read on
+//!    after it until they have the last acknowledged append (see `subscribe.rs`).
+//! 6. The tasks' recorders are merged into one [`Report`]: one JSON line with `--json`,
 //!    else a table (and a progress bar on stderr while it runs, when stderr is a terminal).
 //!
 //! The bench measures what a client sees, so it is only as good as the machine it runs on:
@@ -21,6 +23,7 @@
 mod args;
 mod recorder;
 mod report;
+mod subscribe;
 mod worker;
 
 use std::io::IsTerminal;
@@ -40,8 +43,12 @@ pub use self::args::BenchConfig;
 pub use self::args::BenchMode;
 pub use self::args::BenchTarget;
 pub use self::args::ReadConsistency;
+pub use self::args::SubscribeFrom;
 use self::recorder::Recorder;
 use self::report::Report;
+use self::subscribe::Clock;
+use self::subscribe::SubscribeSummary;
+use self::subscribe::Until;
 use self::worker::Progress;
 use self::worker::Schedule;
 use self::worker::TaskResult;
@@ -52,6 +59,10 @@ use evlog_proto::v1 as pb;
 
 /// How often the leader search asks the endpoints again, and the progress bar redraws.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Subscriptions sharing one connection (`--mode subscribe`): under a node's default limit of
+/// 256 calls per connection. Connections go to the endpoints in turn.
+const SUBSCRIBERS_PER_CONNECTION: usize = 200;
 
 /// Most events per preload append, and about the most data bytes per preload append.
 const PRELOAD_MAX_EVENTS: usize = 100;
@@ -248,7 +259,47 @@ async fn measure(
     // Latencies past twice the request deadline are recorded as that.
     let highest = config.request_timeout * 2 + Duration::from_secs(1);
     let new_recorder = || Recorder::new(highest).map_err(anyhow::Error::msg);
-    let workload = Arc::new(Workload::new(config.clone(), event_logs, append_endpoints));
+    let clock = Arc::new(Clock::new());
+    // Subscribers first: every one has started before the first append is sent.
+    let (until, until_watch) = tokio::sync::watch::channel(Until::Running);
+    let mut subscribers = JoinSet::new();
+    let catch_up_only = config.concurrency == 0;
+    let mut opened = Vec::with_capacity(config.subscribers);
+    // Spread over the endpoints in turn, on their own connections, each carrying at most
+    // SUBSCRIBERS_PER_CONNECTION of them (a node takes 256 calls per connection by default).
+    let mut connections: std::collections::HashMap<(usize, usize), EvlogClient> =
+        std::collections::HashMap::new();
+    for index in 0..config.subscribers {
+        let endpoint = index % config.endpoints.len();
+        let key = (
+            endpoint,
+            index / config.endpoints.len() / SUBSCRIBERS_PER_CONNECTION,
+        );
+        let connection = match connections.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+                EvlogClient::new(
+                    std::slice::from_ref(&config.endpoints[endpoint]),
+                    ClientOptions::default(),
+                )
+                .map_err(anyhow::Error::msg)?,
+            ),
+        };
+        let client = connection.event_log(0);
+        opened.push(subscribe::open(&config, client).await.map_err(|status| {
+            anyhow::anyhow!(
+                "subscriber {index}: {:?}: {}",
+                status.code(),
+                status.message()
+            )
+        })?);
+    }
+    let workload = Arc::new(Workload::new(
+        config.clone(),
+        event_logs,
+        append_endpoints,
+        Arc::clone(&clock),
+    ));
     let progress = Arc::new(Progress::default());
     let now = Instant::now();
     let schedule = Schedule {
@@ -256,6 +307,20 @@ async fn measure(
         end: now + config.warmup + config.duration,
         count: config.count,
     };
+    let measure_from_us =
+        u64::try_from((schedule.measure_from - clock.epoch).as_micros()).unwrap_or(u64::MAX);
+    for (stream, start) in opened {
+        subscribers.spawn(subscribe::run(
+            stream,
+            start,
+            Arc::clone(&clock),
+            measure_from_us,
+            new_recorder()?,
+            until_watch.clone(),
+            catch_up_only,
+        ));
+    }
+    drop(until_watch);
     let mut tasks = JoinSet::new();
     for task in 0..config.concurrency {
         let append = config.mode.appends().then(new_recorder).transpose()?;
@@ -286,6 +351,36 @@ async fn measure(
     }
     bar.finish_and_clear();
 
+    // The subscribers read on until they have the last acknowledged append (catching up
+    // alone: until caught up), within a deadline.
+    let drain_until = if catch_up_only {
+        schedule.end + config.setup_timeout
+    } else {
+        subscribe::drain_deadline(&config)
+    };
+    if !catch_up_only {
+        until.send_replace(Until::Position {
+            position: clock.last_acknowledged.load(Ordering::Relaxed),
+            deadline: drain_until,
+        });
+    }
+    let mut subscriber_results = Vec::with_capacity(config.subscribers);
+    while let Ok(Some(joined)) = tokio::time::timeout_at(
+        drain_until + Duration::from_secs(1),
+        subscribers.join_next(),
+    )
+    .await
+    {
+        subscriber_results
+            .push(joined.map_err(|error| anyhow::anyhow!("a subscriber failed: {error}"))?);
+    }
+    subscribers.abort_all();
+    let subscribe = (config.mode == BenchMode::Subscribe)
+        .then(|| {
+            SubscribeSummary::merge(subscriber_results, new_recorder()?).map_err(anyhow::Error::msg)
+        })
+        .transpose()?;
+
     let finished = results
         .iter()
         .map(|result| result.finished)
@@ -313,6 +408,7 @@ async fn measure(
         total,
         append,
         read,
+        subscribe,
     })
 }
 

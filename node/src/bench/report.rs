@@ -15,6 +15,7 @@ use serde_json::json;
 use super::args::BenchConfig;
 use super::args::BenchMode;
 use super::recorder::Recorder;
+use super::subscribe::SubscribeSummary;
 
 /// The quantiles reported, with their key stems.
 const QUANTILES: [(&str, f64); 4] = [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)];
@@ -30,6 +31,8 @@ pub struct Report {
     /// Appends alone, and reads alone (each present when the mode sends them).
     pub append: Option<Recorder>,
     pub read: Option<Recorder>,
+    /// `--mode subscribe`: what the subscribers measured.
+    pub subscribe: Option<SubscribeSummary>,
 }
 
 fn per_second(amount: u64, elapsed: Duration) -> f64 {
@@ -122,6 +125,33 @@ impl Report {
                 }
             }
         }
+        if let Some(subscribe) = &self.subscribe {
+            let mut put = |key: &str, value: Value| {
+                object.insert(key.to_string(), value);
+            };
+            put("subscribers", json!(subscribe.subscribers));
+            put("subscribe_from", json!(config.subscribe_from.name()));
+            put("subscribed_events", json!(subscribe.events));
+            put("missing_deliveries", json!(subscribe.missing));
+            put("subscriber_errors", json!(subscribe.errors));
+            put(
+                "catch_up_events_per_sec",
+                json!(subscribe.median_catch_up_rate().map(rounded)),
+            );
+            let deliveries = &subscribe.deliveries;
+            put("deliveries", json!(deliveries.ops));
+            put(
+                "deliveries_per_sec",
+                json!(rounded(per_second(deliveries.ops, self.elapsed))),
+            );
+            for (stem, quantile) in QUANTILES {
+                put(
+                    &format!("delivery_{stem}_us"),
+                    json!(deliveries.quantile_us(quantile)),
+                );
+            }
+            put("delivery_max_us", json!(deliveries.max_us()));
+        }
         Value::Object(object)
     }
 
@@ -205,6 +235,34 @@ impl Report {
                 recorder.error_count(),
             );
         }
+        if let Some(subscribe) = &self.subscribe {
+            let deliveries = &subscribe.deliveries;
+            let _ = writeln!(
+                out,
+                "\n  subscribers: {} from the {}; {} events delivered, {} missing",
+                subscribe.subscribers,
+                config.subscribe_from.name(),
+                HumanCount(subscribe.events),
+                subscribe.missing
+            );
+            let _ = writeln!(
+                out,
+                "  delivery (append sent -> delivered): {:.1}/s, p50 {} µs, p90 {} µs, p99 {} \
+                 µs, p999 {} µs, max {} µs",
+                per_second(deliveries.ops, self.elapsed),
+                deliveries.quantile_us(0.50),
+                deliveries.quantile_us(0.90),
+                deliveries.quantile_us(0.99),
+                deliveries.quantile_us(0.999),
+                deliveries.max_us()
+            );
+            if let Some(rate) = subscribe.median_catch_up_rate() {
+                let _ = writeln!(out, "  catch-up: {rate:.0} events/s (median subscriber)");
+            }
+            for error in &subscribe.errors {
+                let _ = writeln!(out, "  {error}");
+            }
+        }
         if self.total.errors.is_empty() {
             let _ = writeln!(out, "\n  errors: none");
         } else {
@@ -258,6 +316,7 @@ mod tests {
             total,
             append: Some(append),
             read: Some(read),
+            subscribe: None,
         }
     }
 

@@ -17,6 +17,8 @@ use super::args::BenchConfig;
 use super::args::BenchMode;
 use super::args::ReadConsistency;
 use super::recorder::Recorder;
+use super::subscribe::Clock;
+use super::subscribe::SENT_KEY;
 
 /// Which RPC a request is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +57,9 @@ pub struct Workload {
     pub append_endpoints: Vec<usize>,
     /// The events of each append (`batch` events of `size` bytes; the data is shared).
     pub events: Vec<pb::EventData>,
+    /// The run's clock: appends of `--mode subscribe` carry their send time, and every
+    /// append's acknowledged position is noted.
+    pub clock: Arc<Clock>,
     next_stream: AtomicU64,
     next_append_endpoint: AtomicU64,
     next_read_endpoint: AtomicU64,
@@ -65,6 +70,7 @@ impl Workload {
         config: BenchConfig,
         event_logs: Vec<EventLogClient<Channel>>,
         append_endpoints: Vec<usize>,
+        clock: Arc<Clock>,
     ) -> Self {
         let data = bytes::Bytes::from(payload(config.size));
         let events = (0..config.batch)
@@ -81,6 +87,7 @@ impl Workload {
             event_logs,
             append_endpoints,
             events,
+            clock,
             next_stream: AtomicU64::new(0),
             next_append_endpoint: AtomicU64::new(0),
             next_read_endpoint: AtomicU64::new(0),
@@ -101,9 +108,16 @@ impl Workload {
     async fn append(&self) -> Result<(u64, u64), Status> {
         let slot = Self::pick(&self.next_append_endpoint, self.append_endpoints.len());
         let endpoint = self.append_endpoints.get(slot).copied().unwrap_or(0);
+        let mut events = self.events.clone();
+        if self.config.mode == BenchMode::Subscribe {
+            let sent = self.clock.now_us().to_string();
+            for event in &mut events {
+                event.metadata.insert(SENT_KEY.to_string(), sent.clone());
+            }
+        }
         let request = pb::AppendRequest {
             stream: self.next_stream(),
-            events: self.events.clone(),
+            events,
             expected_version: None,
             idempotency_key: None,
         };
@@ -115,7 +129,8 @@ impl Workload {
             .sum();
         let mut client = self.client(endpoint)?;
         let timeout = self.config.request_timeout;
-        deadline(timeout, client.append(with_timeout(request, timeout))).await?;
+        let response = deadline(timeout, client.append(with_timeout(request, timeout))).await?;
+        self.clock.acknowledged(response.last_position);
         Ok((events, bytes))
     }
 
@@ -222,7 +237,7 @@ pub async fn run_task(
             break;
         }
         let kind = match workload.config.mode {
-            BenchMode::Append | BenchMode::Batch => OpKind::Append,
+            BenchMode::Append | BenchMode::Batch | BenchMode::Subscribe => OpKind::Append,
             BenchMode::Read => OpKind::Read,
             BenchMode::Mixed if sent.is_multiple_of(2) => OpKind::Append,
             BenchMode::Mixed => OpKind::Read,
