@@ -12,7 +12,7 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
 readonly CLUSTER_SH="$REPO_ROOT/scripts/cluster.sh"
-readonly ALL_CASES="a,b,c,d,e,f,g"
+readonly ALL_CASES="a,b,c,d,e,f,g,h,i,j"
 
 usage() {
   cat <<EOF
@@ -34,6 +34,11 @@ The matrix (all events of 100 B unless said; appends go to the leader):
   g  append,  128 clients, on a log of 10,000,000 events (filled first with batched appends,
      not measured); then node 3 is SIGKILLed and restarted, and the time until it serves a
      local read, and a linearizable one, is measured
+  h  subscribe: one subscriber catches up over a log of 1,000,000 events (filled first with
+     batched appends, not measured), batches of 4,096
+  i  subscribe: 16 subscribers (spread over the nodes, from the head) while 128 clients
+     append; delivery latency is append sent -> event delivered
+  j  case i without the subscribers (the same appends): the baseline of its throughput
 
 After each case, every node's resident memory (now, and its peak) is recorded.
 
@@ -43,6 +48,7 @@ Options:
   --warmup SECS     warm-up of each run, not measured (default 1)
   --fill-streams N  streams case f writes to first (default 1000000)
   --fill-events N   events case g fills the log with first (default 10000000)
+  --fill-catch-up N events case h fills the log with first (default 1000000)
   --quick           a short smoke: 1 run of 2 s, 0.5 s warm-up, fills of 10000 streams and
                     100000 events (overrides the five above)
   --cases LIST      the cases to run, comma-separated (default $ALL_CASES)
@@ -78,6 +84,7 @@ runs=3
 duration=10
 fill_streams=1000000
 fill_events=10000000
+fill_catch_up=1000000
 warmup=1
 quick=0
 cases="$ALL_CASES"
@@ -94,6 +101,7 @@ while (($# > 0)); do
     --cases) cases="${2:?--cases needs a list}"; shift 2 ;;
     --fill-streams) fill_streams="${2:?--fill-streams needs a number}"; shift 2 ;;
     --fill-events) fill_events="${2:?--fill-events needs a number}"; shift 2 ;;
+    --fill-catch-up) fill_catch_up="${2:?--fill-catch-up needs a number}"; shift 2 ;;
     --out) out="${2:?--out needs a folder}"; shift 2 ;;
     --keep-data) keep_data=1; shift ;;
     --no-build) build=0; shift ;;
@@ -108,9 +116,11 @@ if ((quick)); then
   warmup=0.5
   fill_streams=10000
   fill_events=100000
+  fill_catch_up=100000
 fi
 [[ "$fill_streams" =~ ^[1-9][0-9]*$ ]] || die "--fill-streams must be a whole number, got '$fill_streams'"
 [[ "$fill_events" =~ ^[1-9][0-9]*00$ ]] || die "--fill-events must be a multiple of 100, got '$fill_events'"
+[[ "$fill_catch_up" =~ ^[1-9][0-9]*00$ ]] || die "--fill-catch-up must be a multiple of 100, got '$fill_catch_up'"
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a whole number of 1 or more, got '$runs'"
 [[ "$duration" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--duration must be seconds, got '$duration'"
 [[ "$warmup" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--warmup must be seconds, got '$warmup'"
@@ -127,6 +137,9 @@ case_args() {
     e) echo "--mode read --concurrency 128 --size 100 --preload 100 --page-size 10" ;;
     f) echo "--mode append --concurrency 128 --size 100 --streams 1000000" ;;
     g) echo "--mode append --concurrency 128 --size 100" ;;
+    h) echo "--mode subscribe --concurrency 0 --subscribers 1 --subscribe-from beginning --subscribe-batch 4096 --size 100" ;;
+    i) echo "--mode subscribe --concurrency 128 --subscribers 16 --size 100" ;;
+    j) echo "--mode subscribe --concurrency 128 --subscribers 0 --size 100" ;;
     *) return 1 ;;
   esac
 }
@@ -136,6 +149,7 @@ case_fill() {
   case "$1" in
     f) echo "--mode append --concurrency 128 --size 100 --streams $fill_streams --count $fill_streams" ;;
     g) echo "--mode batch --batch 100 --concurrency 16 --size 100 --count $((fill_events / 100))" ;;
+    h) echo "--mode batch --batch 100 --concurrency 16 --size 100 --count $((fill_catch_up / 100))" ;;
     *) echo "" ;;
   esac
 }
@@ -149,6 +163,9 @@ case_title() {
     e) echo "linearizable read (page of 10), 128 clients, all nodes" ;;
     f) echo "append, 128 clients, 100 B, $fill_streams streams" ;;
     g) echo "append, 128 clients, 100 B, log of $fill_events events" ;;
+    h) echo "subscribe: 1 subscriber catching up over $fill_catch_up events" ;;
+    i) echo "subscribe: 16 subscribers, 128 clients appending 100 B" ;;
+    j) echo "case i without subscribers" ;;
   esac
 }
 
@@ -360,6 +377,24 @@ fi
     done <"$restarts"
   fi
   echo "- peak RSS: the largest VmHWM of the three nodes at the end of the case (memory.jsonl)"
+  subscribed=()
+  for c in "${selected[@]}"; do
+    if [[ "$(case_args "$c")" == *"--mode subscribe"* ]]; then subscribed+=("$c"); fi
+  done
+  if ((${#subscribed[@]} > 0)); then
+    echo
+    echo "| case | subscribers | catch-up events/s | deliveries/s | delivery p50 µs | p99 µs | max µs | missing |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for c in "${subscribed[@]}"; do
+      lines="$(grep "^{\"case\":\"$c\"," "$results" || true)"
+      [[ -n "$lines" ]] || continue
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$(med subscribers)" \
+        "$(med catch_up_events_per_sec)" "$(med deliveries_per_sec %.1f)" "$(med delivery_p50_us)" \
+        "$(med delivery_p99_us)" "$(med delivery_max_us)" "$(med missing_deliveries)"
+    done
+    echo "- delivery: from an append's send to its event's delivery to a subscriber; missing:" \
+      "events a subscriber did not get by the end (must be 0)"
+  fi
   echo
   echo "Every run: \`results.jsonl\` (one \`evlog bench --json\` line each). Nodes' logs: \`logs/\`."
 } >"$summary"
