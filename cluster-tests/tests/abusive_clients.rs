@@ -189,3 +189,100 @@ async fn a_flooding_client_and_idle_connections_do_not_stop_a_normal_client() {
         );
     }
 }
+
+/// Opens appends that declare `declared` bytes each and send only the 5-byte prefix, then
+/// nothing, each on a connection of its own: the calls are returned, kept open.
+async fn stall(
+    address: &str,
+    calls: usize,
+    declared: u32,
+) -> Vec<(h2::client::ResponseFuture, h2::SendStream<Bytes>)> {
+    let mut open = Vec::new();
+    for _ in 0..calls {
+        let tcp = TcpStream::connect(address).await.expect("connects");
+        let (client, connection) = h2::client::handshake(tcp).await.expect("handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{address}/evlog.v1.EventLog/Append"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("a request");
+        let mut ready = tokio::time::timeout(Duration::from_secs(5), client.ready())
+            .await
+            .expect("a stream in time")
+            .expect("the connection takes streams");
+        let (response, mut body) = ready.send_request(request, false).expect("sent");
+        let mut prefix = vec![0u8];
+        prefix.extend_from_slice(&declared.to_be_bytes());
+        body.send_data(Bytes::from(prefix), false)
+            .expect("prefix sent");
+        open.push((response, body));
+    }
+    open
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_that_never_send_their_message_give_their_bytes_back() {
+    // 6 MiB in flight, a 1 s request timeout: a stalled append holds its bytes for 2 s.
+    let options = ClusterOptions {
+        request_timeout_ms: Some(1_000),
+        extra_args: vec![
+            "--max-append-bytes-in-flight".to_owned(),
+            (6 << 20).to_string(),
+            "--max-append-bytes".to_owned(),
+            (1 << 20).to_string(),
+        ],
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(options).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let address = cluster.address(leader);
+    // Five 1 MiB declarations take 5 of the 6 MiB, 64 KiB ones the rest (and the small
+    // appends' reserve).
+    let large = stall(&address, 5, 1 << 20).await;
+    let small = stall(&address, 90, 64 << 10).await;
+    let mut client = cluster.client(leader);
+    // 100 KiB: too large for the small appends' reserve, so it needs room in the budget.
+    let append = AppendRequest {
+        stream: "normal".to_owned(),
+        events: vec![evlog_cluster_tests::event("n1", "T", vec![b'x'; 100 << 10])],
+        expected_version: None,
+        idempotency_key: None,
+    };
+    let refused = evlog_cluster_tests::wait_for(
+        Duration::from_secs(30),
+        "the stalled calls to hold the budget",
+        async || match client.append(append.clone()).await {
+            Err(status) => Ok(status),
+            Ok(_) => Err("an append was admitted".to_owned()),
+        },
+    )
+    .await;
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(refused.metadata().get("evlog-busy").is_some());
+    // The stalled calls are cut off after twice the request timeout; their bytes come back
+    // while their connections stay open.
+    let cut = Instant::now();
+    evlog_cluster_tests::wait_for(
+        Duration::from_secs(30),
+        "an append admitted again",
+        async || match client.append(append.clone()).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(status.to_string()),
+        },
+    )
+    .await;
+    eprintln!(
+        "stalled appends gave their bytes back after {:?}",
+        cut.elapsed()
+    );
+    drop((large, small));
+}

@@ -132,6 +132,8 @@ pub async fn run(
             u32::try_from(config.max_append_bytes_in_flight)
                 .map_err(|_| anyhow::anyhow!("--max-append-bytes-in-flight is at most 4 GiB"))?,
             u32::try_from(max_client_message).unwrap_or(u32::MAX),
+            // Reading the message, then the request timeout the service keeps itself.
+            2 * request_timeout,
         ),
     );
     let cluster_server = ClusterServer::new(ClusterGrpc::new(cluster));

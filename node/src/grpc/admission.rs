@@ -6,7 +6,9 @@
 //! the message length) and takes that many bytes from a node-wide budget before the message
 //! is read. With no room left the call is refused at once with `RESOURCE_EXHAUSTED` ("node
 //! busy", nothing done, retry), its body never read; the bytes go back when the call ends
-//! (acknowledged, refused, or failed). No queue forms: a refused call costs its headers.
+//! (acknowledged, refused, or failed), or when it has held them for twice the request timeout
+//! (a client that declares a message and never sends it). No queue forms: a refused call
+//! costs its headers.
 //!
 //! Small appends (64 KiB at most) have a reserve of their own (4 MiB) to fall back on, so a
 //! client flooding the node with large appends cannot starve the others.
@@ -17,6 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Context;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -49,13 +52,17 @@ pub struct AppendBudget {
     /// The largest message the server decodes: a call declaring more is let through to be
     /// refused as too large by the decoder, not counted as busy.
     max_message_bytes: u32,
+    /// How long an admitted append may hold its bytes: reading its message and serving it.
+    call_timeout: Duration,
 }
 
 impl AppendBudget {
     /// A budget of `limit_bytes` for messages of at most `max_message_bytes`, which it must
-    /// hold with room for the prefix (so one message always fits an empty budget).
-    pub fn new(limit_bytes: u32, max_message_bytes: u32) -> Self {
+    /// hold with room for the prefix (so one message always fits an empty budget); an append
+    /// holds its bytes for at most `call_timeout`.
+    pub fn new(limit_bytes: u32, max_message_bytes: u32, call_timeout: Duration) -> Self {
         Self {
+            call_timeout,
             permits: Arc::new(Semaphore::new(limit_bytes as usize)),
             reserve: Arc::new(Semaphore::new(SMALL_RESERVE_BYTES)),
             limit_bytes,
@@ -140,10 +147,13 @@ where
                     None => break,
                 }
             }
-            let message_bytes = message_length(&head)
-                .unwrap_or(0)
-                .min(budget.max_message_bytes);
-            let weight = message_bytes.saturating_add(PREFIX_BYTES as u32);
+            let declared = message_length(&head).unwrap_or(0);
+            let body = Body::new(Replayed { head, rest: body });
+            if declared > budget.max_message_bytes {
+                // The decoder refuses it as too large without reading it: no bytes to hold.
+                return inner.call(http::Request::from_parts(parts, body)).await;
+            }
+            let weight = declared.saturating_add(PREFIX_BYTES as u32);
             let Some(permit) = budget.take(weight) else {
                 let mut status = Status::resource_exhausted(format!(
                     "node busy: {} bytes of appends are in flight here and this one brings {weight} \
@@ -157,8 +167,19 @@ where
                 );
                 return Ok(status.into_http());
             };
-            let body = Body::new(Replayed { head, rest: body });
-            let response = inner.call(http::Request::from_parts(parts, body)).await;
+            // Bounded, so a client that declares a message and never sends it cannot hold its
+            // bytes of the budget for good (dropping the call gives them back).
+            let call = inner.call(http::Request::from_parts(parts, body));
+            let response = match tokio::time::timeout(budget.call_timeout, call).await {
+                Ok(response) => response,
+                Err(_) => Ok(Status::deadline_exceeded(format!(
+                    "the append did not finish within {} ms (its message arrived too slowly, or \
+                     it did not commit in time); its outcome is unknown: retry with the same \
+                     idempotency key",
+                    budget.call_timeout.as_millis()
+                ))
+                .into_http()),
+            };
             drop(permit);
             response
         }))
@@ -232,7 +253,7 @@ mod tests {
     #[tokio::test]
     async fn the_budget_counts_what_is_taken_until_it_is_given_back() {
         let limit = 10 * SMALL_APPEND_BYTES;
-        let budget = AppendBudget::new(limit, limit);
+        let budget = AppendBudget::new(limit, limit, Duration::from_secs(10));
         let large = budget.take(9 * SMALL_APPEND_BYTES).expect("room");
         assert_eq!(budget.in_flight_bytes(), u64::from(9 * SMALL_APPEND_BYTES));
         assert!(

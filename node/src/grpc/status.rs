@@ -40,6 +40,7 @@ pub fn to_status(error: ServiceError, forwarded: bool) -> Status {
         ServiceError::NotLeader(hint) => with_leader(Status::unavailable(message), &hint),
         ServiceError::NoLeader { .. }
         | ServiceError::LeaderUnreachable { .. }
+        | ServiceError::ForwardBroken { .. }
         | ServiceError::LeaseLost
         | ServiceError::Discarded(_)
         | ServiceError::OutcomeUnknown(_)
@@ -105,7 +106,29 @@ fn leader_answer_status(answer: LeaderAnswer) -> Status {
             .metadata_mut()
             .insert(metadata::ACTUAL_VERSION, MetadataValue::from(actual));
     }
+    if answer.busy {
+        status
+            .metadata_mut()
+            .insert(metadata::BUSY, MetadataValue::from_static("1"));
+    }
     status
+}
+
+/// Whether a failed call never reached the other node: the connection could not be made, so
+/// nothing was sent.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            || error.to_string() == "tcp connect error"
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// What a follower makes of the status the leader answered a forwarded request with. An
@@ -121,8 +144,16 @@ pub fn from_leader_status(status: &Status, leader_id: u64) -> ServiceError {
         Code::Unavailable if status.metadata().get(metadata::FORWARDED).is_some() => {
             AnswerCode::Unavailable
         }
-        Code::Unavailable | Code::Cancelled | Code::Unknown => {
+        Code::Unavailable | Code::Cancelled | Code::Unknown if never_sent(status) => {
             return ServiceError::LeaderUnreachable {
+                leader_id,
+                detail: status.message().to_string(),
+            };
+        }
+        // The connection broke (or the deadline passed) after the request may have reached
+        // the leader: it may have been carried out.
+        Code::Unavailable | Code::Cancelled | Code::Unknown => {
+            return ServiceError::ForwardBroken {
                 leader_id,
                 detail: status.message().to_string(),
             };
@@ -140,6 +171,7 @@ pub fn from_leader_status(status: &Status, leader_id: u64) -> ServiceError {
     ServiceError::FromLeader(LeaderAnswer {
         code,
         message: status.message().to_string(),
+        busy: status.metadata().get(metadata::BUSY).is_some(),
         actual_version: value(metadata::ACTUAL_VERSION).and_then(|text| text.parse().ok()),
         leader: LeaderHint {
             leader_id: value(metadata::LEADER_ID).and_then(|text| text.parse().ok()),
@@ -203,6 +235,14 @@ mod tests {
             (
                 ServiceError::StreamNotFound { stream: "s".into() },
                 Code::NotFound,
+                vec![],
+            ),
+            (
+                ServiceError::ForwardBroken {
+                    leader_id: 1,
+                    detail: "reset".into(),
+                },
+                Code::Unavailable,
                 vec![],
             ),
             (
@@ -326,6 +366,7 @@ mod tests {
             ServiceError::NotLeader(hint()),
             ServiceError::LeaseLost,
             ServiceError::Timeout("slow".into()),
+            ServiceError::Busy("full".into()),
         ];
         for refusal in refusals {
             let at_leader = to_status(refusal, true);
@@ -336,6 +377,7 @@ mod tests {
                 metadata::ACTUAL_VERSION,
                 metadata::LEADER_ID,
                 metadata::LEADER_ADDRESS,
+                metadata::BUSY,
             ] {
                 assert_eq!(
                     at_follower.metadata().get(key),
@@ -348,10 +390,33 @@ mod tests {
 
     #[test]
     fn an_unreachable_leader_is_not_the_leaders_answer() {
-        let status = Status::unavailable("connection refused");
+        // The connection could not be made: nothing was sent.
+        let mut refused = Status::unavailable("tcp connect error");
+        refused.set_source(std::sync::Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
         assert!(matches!(
-            from_leader_status(&status, 3),
+            from_leader_status(&refused, 3),
             ServiceError::LeaderUnreachable { leader_id: 3, .. }
         ));
+        // The call broke once under way (or its deadline passed): the leader may have
+        // carried it out, and the client is told so.
+        for broken in [
+            Status::unavailable("connection reset"),
+            Status::unknown("h2 protocol error"),
+            Status::cancelled("Timeout expired"),
+        ] {
+            let error = from_leader_status(&broken, 3);
+            assert!(
+                matches!(error, ServiceError::ForwardBroken { leader_id: 3, .. }),
+                "{error:?}"
+            );
+            let status = to_status(error, false);
+            assert_eq!(status.code(), Code::Unavailable);
+            assert!(
+                status.message().contains("outcome is unknown"),
+                "{status:?}"
+            );
+        }
     }
 }

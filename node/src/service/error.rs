@@ -44,6 +44,13 @@ pub enum ServiceError {
     /// The leader could not be reached to forward a request to it: nothing was done; retry.
     #[error("forwarding to leader {leader_id} failed: {detail}; retry")]
     LeaderUnreachable { leader_id: u64, detail: String },
+    /// The call forwarding a request to the leader broke after it may have reached it: the
+    /// request may have been carried out.
+    #[error(
+        "the call to leader {leader_id} broke after the request may have reached it ({detail}); \
+         its outcome is unknown: retry with the same idempotency key"
+    )]
+    ForwardBroken { leader_id: u64, detail: String },
     /// This node leads but takes no writes now (it has not heard from a quorum within its
     /// lease, or leadership is changing): nothing was appended; retry.
     #[error(
@@ -111,6 +118,8 @@ pub struct LeaderAnswer {
     pub actual_version: Option<u64>,
     /// On a not-leader refusal: who leads now.
     pub leader: LeaderHint,
+    /// The leader refused for load (`evlog-busy`): nothing was done.
+    pub busy: bool,
 }
 
 /// The gRPC codes a leader answers with, in domain terms.
@@ -139,6 +148,7 @@ impl ServiceError {
             ServiceError::NotLeader(_) => "not_leader",
             ServiceError::NoLeader { .. } => "no_leader",
             ServiceError::LeaderUnreachable { .. } => "leader_unreachable",
+            ServiceError::ForwardBroken { .. } => "forward_broken",
             ServiceError::LeaseLost => "lease_lost",
             ServiceError::Discarded(_) => "discarded",
             ServiceError::OutcomeUnknown(_) => "outcome_unknown",

@@ -52,7 +52,8 @@ impl PeerService {
 }
 
 impl PeerService {
-    /// Refuses a vote request while this node does not vote (it started with an empty data
+    /// Refuses a vote request, or a leadership transfer (which makes it campaign), while this
+    /// node does not vote (it started with an empty data
     /// directory and has not caught up with a leader): to the candidate it is unreachable.
     fn check_voting(&self) -> Result<(), Status> {
         if self.handle.is_voting() {
@@ -187,6 +188,8 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
+        // A transfer makes this node campaign, which a node that does not vote must not.
+        self.check_voting()?;
         let rpc: TransferLeaderRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
         let result = self
             .raft
