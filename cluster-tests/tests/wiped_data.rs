@@ -75,6 +75,18 @@ async fn assert_no_leader_for(cluster: &Cluster, nodes: &[u64], window: Duration
 /// voted, the lagging follower would win an election without them and they would be lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_lost_its_data_does_not_vote_before_it_has_caught_up() {
+    lost_data_then_no_vote(&[]).await;
+}
+
+/// The same, with the emptied node restarted with `--bootstrap` still set (an orchestrator
+/// restarting it with the environment it was created with): a peer has committed entries, so
+/// it knows the cluster exists and waits to be caught up all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_data_and_is_told_to_found_again_does_not_vote_either() {
+    lost_data_then_no_vote(&[("EVLOG_BOOTSTRAP".to_owned(), "true".to_owned())]).await;
+}
+
+async fn lost_data_then_no_vote(restart_env: &[(String, String)]) {
     let options = ClusterOptions::default();
     let mut cluster = Cluster::start(options.clone()).await;
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
@@ -96,7 +108,7 @@ async fn a_node_that_lost_its_data_does_not_vote_before_it_has_caught_up() {
     cluster.kill(wiped).await;
     cluster.wipe_data(wiped);
     cluster.resume(lagging);
-    cluster.restart(wiped);
+    cluster.restart_with_env(wiped, restart_env);
     wait_until_answering(&cluster, wiped).await;
     assert_no_leader_for(
         &cluster,

@@ -80,17 +80,26 @@ pub async fn run(
         config.read_policy,
     );
     if engine.needs_catch_up() {
-        tracing::warn!(
-            node_id,
-            "this node's data directory was {} without --bootstrap: it joins a cluster that \
-             exists (or lost its data), waits to be caught up by a leader, and does not vote \
-             until then",
-            if engine.created() {
-                "empty"
-            } else {
-                "created empty"
-            }
-        );
+        if engine.founding_member() {
+            tracing::info!(
+                node_id,
+                "this node founds a new cluster (--bootstrap on an empty data directory): it \
+                 votes once a peer answers and none has committed anything (a directory that \
+                 lost its data looks new too)"
+            );
+        } else {
+            tracing::warn!(
+                node_id,
+                "this node's data directory was {} without --bootstrap: it joins a cluster that \
+                 exists (or lost its data), waits to be caught up by a leader, and does not \
+                 vote until then",
+                if engine.created() {
+                    "empty"
+                } else {
+                    "created empty"
+                }
+            );
+        }
         handle.set_voting(false);
     }
     let request_timeout = Duration::from_millis(config.request_timeout_ms);
@@ -149,7 +158,17 @@ pub async fn run(
     let local_address = listener.local_addr()?;
     tracing::info!(node_id, %local_address, advertise = %config.advertise_addr, data_dir = %config.data_dir.display(), "evlog node serving");
 
-    let founder = config.bootstrap && !engine.needs_catch_up();
+    // The store remembers it is a founding member: restarted without --bootstrap before it
+    // initialized the cluster, it still does (a restart with a log does nothing).
+    let founder = engine.founding_member();
+    let confirmer = (founder && engine.needs_catch_up()).then(|| {
+        tokio::spawn(confirm_founding(
+            handle.clone(),
+            engine.clone(),
+            config.initial_members.clone(),
+            channels.clone(),
+        ))
+    });
     let initializer =
         (founder && config.initial_members.keys().next() == Some(&node_id)).then(|| {
             tokio::spawn(crate::raft::bootstrap::initialize_when_ready(
@@ -234,6 +253,9 @@ pub async fn run(
     if let Some(initializer) = initializer {
         initializer.abort();
     }
+    if let Some(confirmer) = confirmer {
+        confirmer.abort();
+    }
     handle.shutdown().await;
     match &outcome {
         Ok(()) => tracing::info!(node_id, "stopped"),
@@ -247,6 +269,41 @@ pub async fn run(
 /// election timeouts of the last confirmation.
 fn contact_lost_after(config: &NodeConfig) -> Duration {
     Duration::from_millis(2 * config.election_timeout_max_ms - 2 * config.heartbeat_interval_ms)
+}
+
+/// A founding member's new store: votes once a peer answers and none has committed anything
+/// (the cluster is new; it cannot lack an acknowledged entry). If one has, the cluster exists
+/// (this directory lost its data, or the node joined late): it waits to be caught up by the
+/// leader ([`become_ready`]) like any node that lost its data. Asks every 200 ms until it
+/// knows, or the node stops.
+async fn confirm_founding(
+    handle: RaftHandle,
+    engine: evlog_raft_store::Engine,
+    members: std::collections::BTreeMap<u64, String>,
+    channels: PeerChannels,
+) {
+    loop {
+        match crate::raft::bootstrap::cluster_is_new(&handle, &members, &channels).await {
+            Some(true) => {
+                if let Err(error) = engine.mark_caught_up().await {
+                    tracing::error!("recording that the cluster is new failed: {error}");
+                    return;
+                }
+                handle.set_voting(true);
+                tracing::info!("no peer has committed anything: this founding member votes");
+                return;
+            }
+            Some(false) => {
+                tracing::warn!(
+                    "a peer has committed entries: the cluster exists, so this node (a founding \
+                     member on an empty data directory: it joined late, or lost its data) waits \
+                     to be caught up by the leader before it votes"
+                );
+                return;
+            }
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

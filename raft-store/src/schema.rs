@@ -41,9 +41,14 @@ pub mod meta_key {
     pub const VOTE: &str = "vote";
     pub const COMMITTED: &str = "committed";
     pub const LAST_PURGED: &str = "last_purged";
-    /// Present (`u64` 1) while a store created empty outside a cluster's founding has not yet
-    /// caught up with a leader: its node must not vote (it may lack acknowledged entries).
+    /// Present (`u64` 1) from a store's creation until its node has caught up with a leader,
+    /// or (a founding member) confirmed that no peer has committed anything: its node must
+    /// not vote before (it may lack acknowledged entries).
     pub const CATCH_UP_REQUIRED: &str = "catch_up_required";
+    /// Present (`u64` 1) when the store was created as one of a new cluster's founding
+    /// members (`--bootstrap`); kept for good, so the lowest-id member initializes the cluster
+    /// even when restarted without the flag before it did.
+    pub const FOUNDING_MEMBER: &str = "founding_member";
 }
 
 pub mod sm_key {

@@ -1,6 +1,7 @@
-//! A store created empty outside a cluster's founding records, durably and before anything
-//! else, that its node must catch up with a leader before it votes; the mark stays across
-//! restarts until the node has caught up; a founding store never carries it.
+//! A store created empty records, durably and before anything else, that its node must catch
+//! up with a leader (or, a founding member, confirm that its cluster is new) before it votes;
+//! the mark stays across restarts until then. A founding store also records that it is one,
+//! for good.
 
 use evlog_raft_store::StoreConfig;
 
@@ -31,11 +32,16 @@ async fn a_joining_store_must_catch_up_until_it_has() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_founding_store_may_vote_at_once() {
+async fn a_founding_store_waits_too_and_remembers_it_is_one() {
     let dir = tempfile::tempdir().expect("temp dir");
     let engine = open(dir.path(), true);
     assert!(engine.created());
-    assert!(!engine.needs_catch_up());
+    assert!(engine.founding_member());
+    assert!(
+        engine.needs_catch_up(),
+        "a founding member votes only once its node confirmed the cluster is new"
+    );
+    engine.mark_caught_up().await.expect("confirmed");
     drop(engine);
     let engine = open(dir.path(), false);
     assert!(!engine.created());
@@ -43,4 +49,8 @@ async fn a_founding_store_may_vote_at_once() {
         !engine.needs_catch_up(),
         "an existing store keeps what it recorded"
     );
+    assert!(engine.founding_member(), "whatever the flag says now");
+    drop(engine);
+    let joining = tempfile::tempdir().expect("temp dir");
+    assert!(!open(joining.path(), false).founding_member());
 }

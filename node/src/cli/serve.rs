@@ -29,9 +29,11 @@ pub struct ServeArgs {
     /// The cluster's name; a data directory of another cluster is refused.
     #[arg(long, env = "EVLOG_CLUSTER_ID", default_value = "evlog")]
     pub cluster_id: String,
-    /// Found a new cluster with --peers if the data directory is empty (pass it only when
-    /// creating the cluster, never to a node that lost its data). Without it, a node with an
-    /// empty data directory waits to be caught up by a leader, and does not vote until then.
+    /// Found a new cluster with --peers if the data directory is empty (pass it when creating
+    /// the cluster). The node votes once a peer answers and none has committed anything; if
+    /// one has (a node that lost its data, started with the flag still set), it waits to be
+    /// caught up like a node started without it. Without it, a node with an empty data
+    /// directory waits to be caught up by a leader, and does not vote until then.
     #[arg(long, env = "EVLOG_BOOTSTRAP")]
     pub bootstrap: bool,
     /// How often the leader sends heartbeats.

@@ -1,7 +1,10 @@
-//! Initializing a new cluster, once: the lowest-id initial member waits until every initial
-//! member answers and none has a log or a term, then calls `initialize`. A restart finds a log
-//! (its own or a peer's) and does nothing; a wiped node that rejoins is caught up by the
-//! leader rather than starting a second cluster.
+//! Founding a new cluster. A founding member's new store starts without a vote, like any new
+//! store (a wiped directory looks new, and its flags may still say `--bootstrap`): it votes
+//! once a peer answers and none has committed anything ([`cluster_is_new`]); if one has, the
+//! cluster exists and the node waits to be caught up by its leader. The lowest-id founding
+//! member initializes the cluster, once: it waits until every initial member answers and none
+//! has a log or a term, then calls `initialize`. A restart finds a log (its own or a peer's)
+//! and does nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,6 +64,48 @@ pub async fn initialize_when_ready(
     tracing::warn!("gave up waiting for every initial member after {INIT_GIVE_UP_AFTER:?}");
 }
 
+/// Whether the cluster `members` found is new, as this node's peers say: `Some(false)` when
+/// one has committed entries (the cluster exists), `Some(true)` when at least one answered
+/// and none has (or this node has no peer), `None` while none answers.
+pub async fn cluster_is_new(
+    handle: &RaftHandle,
+    members: &BTreeMap<u64, String>,
+    channels: &PeerChannels,
+) -> Option<bool> {
+    let mut answered = members.keys().all(|id| *id == handle.node_id());
+    for (id, address) in members {
+        if *id == handle.node_id() {
+            continue;
+        }
+        if let Some(status) = peer_status(address, channels).await {
+            if status.committed_index > 0 {
+                return Some(false);
+            }
+            answered = true;
+        }
+    }
+    answered.then_some(true)
+}
+
+/// A peer's `Cluster.Status`, `None` when it does not answer within a second.
+async fn peer_status(
+    address: &str,
+    channels: &PeerChannels,
+) -> Option<evlog_proto::v1::StatusResponse> {
+    let channel = channels.get(address).ok()?;
+    let mut request = tonic::Request::new(StatusRequest {});
+    request.set_timeout(Duration::from_secs(1));
+    let answer = tokio::time::timeout(
+        Duration::from_secs(1),
+        ClusterClient::new(channel).status(request),
+    )
+    .await;
+    match answer {
+        Ok(Ok(status)) => Some(status.into_inner()),
+        _ => None,
+    }
+}
+
 enum PeersReady {
     AllFresh,
     SomeInitialized(u64),
@@ -76,24 +121,13 @@ async fn peers_ready(
         if *id == handle.node_id() {
             continue;
         }
-        let Ok(channel) = channels.get(address) else {
-            return PeersReady::Waiting(*id);
-        };
-        let mut request = tonic::Request::new(StatusRequest {});
-        request.set_timeout(Duration::from_secs(1));
-        let answer = tokio::time::timeout(
-            Duration::from_secs(1),
-            ClusterClient::new(channel).status(request),
-        )
-        .await;
-        match answer {
-            Ok(Ok(status)) => {
-                let status = status.into_inner();
+        match peer_status(address, channels).await {
+            Some(status) => {
                 if status.last_log_index > 0 || !status.members.is_empty() || status.term > 0 {
                     return PeersReady::SomeInitialized(*id);
                 }
             }
-            _ => return PeersReady::Waiting(*id),
+            None => return PeersReady::Waiting(*id),
         }
     }
     PeersReady::AllFresh

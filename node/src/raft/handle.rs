@@ -97,9 +97,9 @@ impl NodeStatus {
         }
         if !self.voting {
             return Some(
-                "this node started with an empty data directory and was not told to found the \
-                 cluster (--bootstrap): it waits to be caught up by a leader, and does not vote \
-                 until then"
+                "this node started on an empty data directory and does not vote yet: it waits \
+                 to be caught up by a leader (or, founding a new cluster with --bootstrap, for a \
+                 peer to confirm that nothing has been committed yet)"
                     .to_string(),
             );
         }

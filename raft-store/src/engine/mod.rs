@@ -70,9 +70,10 @@ pub struct StoreConfig {
     /// What the database is stored on: `<data_dir>/evlog.redb`, or a backend of the caller's.
     pub backend: StoreBackend,
     /// What a store created by this open is: `true`, one of a new cluster's founding members
-    /// (it may vote at once, having nothing to lose); `false`, a node joining a cluster that
-    /// exists, or one that lost its data: it must catch up with a leader before it votes
-    /// ([`Engine::needs_catch_up`]). A store that exists keeps what it recorded.
+    /// (it may vote once it has confirmed no peer committed anything); `false`, a node
+    /// joining a cluster that exists, or one that lost its data: it must catch up with a
+    /// leader before it votes ([`Engine::needs_catch_up`]). A store that exists keeps what it
+    /// recorded.
     pub founding: bool,
 }
 
@@ -204,11 +205,14 @@ pub(crate) struct Shared {
     pub applied: watch::Sender<AppliedState>,
     /// The failure that stopped the store, once there is one.
     pub failure: watch::Sender<Option<StoreError>>,
-    /// The store was created empty outside a founding and has not caught up with a leader
+    /// The store was created empty and has not caught up with a leader (or confirmed a new
+    /// cluster)
     /// since: its node must not vote.
     pub needs_catch_up: std::sync::atomic::AtomicBool,
     /// This open created the store.
     pub created: bool,
+    /// The store was created as a founding member.
+    pub founding_member: bool,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -389,10 +393,15 @@ impl Engine {
         self.shared.created
     }
 
-    /// Whether the store was created empty outside a cluster's founding (a node that joins,
-    /// or lost its data) and has not caught up with a leader since. Its node must not vote
-    /// nor campaign until it has: it may lack entries a quorum acknowledged, and a vote it
-    /// gave before it lost its data is gone too.
+    /// Whether the store was created as one of a new cluster's founding members.
+    pub fn founding_member(&self) -> bool {
+        self.shared.founding_member
+    }
+
+    /// Whether the store was created empty and its node has not since caught up with a
+    /// leader, nor (a founding member) confirmed that its cluster has committed nothing. Its
+    /// node must not vote nor campaign until then: a directory that lost its data looks new,
+    /// it may lack entries a quorum acknowledged, and a vote it gave before is gone too.
     pub fn needs_catch_up(&self) -> bool {
         self.shared
             .needs_catch_up

@@ -80,6 +80,7 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
         failure: watch::channel(None).0,
         needs_catch_up: AtomicBool::new(identity.needs_catch_up),
         created: identity.created,
+        founding_member: identity.founding_member,
     })
 }
 
@@ -87,8 +88,11 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
 struct Identity {
     /// This open created the store.
     created: bool,
-    /// The store must catch up with a leader before its node votes.
+    /// The store must catch up with a leader (or, a founding member, confirm its cluster is
+    /// new) before its node votes.
     needs_catch_up: bool,
+    /// The store was created as one of a new cluster's founding members.
+    founding_member: bool,
 }
 
 /// The database on the configured backend; one redb reports corrupted is refused as damaged.
@@ -172,12 +176,17 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
                     meta_key::NODE_ID,
                     codec::encode_u64(config.node_id).as_slice(),
                 )?;
-                if !config.founding {
-                    meta.insert(meta_key::CATCH_UP_REQUIRED, codec::encode_u64(1).as_slice())?;
+                // Every new store starts without a vote: a founding member too, until its node
+                // has confirmed that no peer has committed anything (a directory that lost its
+                // data looks new, and its flags may still say --bootstrap).
+                meta.insert(meta_key::CATCH_UP_REQUIRED, codec::encode_u64(1).as_slice())?;
+                if config.founding {
+                    meta.insert(meta_key::FOUNDING_MEMBER, codec::encode_u64(1).as_slice())?;
                 }
                 identity = Identity {
                     created: true,
-                    needs_catch_up: !config.founding,
+                    needs_catch_up: true,
+                    founding_member: config.founding,
                 };
             }
             Some(format) => {
@@ -238,6 +247,7 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
                 identity = Identity {
                     created: false,
                     needs_catch_up: meta.get(meta_key::CATCH_UP_REQUIRED)?.is_some(),
+                    founding_member: meta.get(meta_key::FOUNDING_MEMBER)?.is_some(),
                 };
             }
         }
