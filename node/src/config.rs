@@ -26,7 +26,8 @@ pub struct Limits {
     /// Most subscriptions a node serves at once; past it `Subscribe` is refused
     /// (`RESOURCE_EXHAUSTED`).
     pub max_subscriptions: usize,
-    /// Most bytes of events in one subscription batch (stored size; at least one event).
+    /// Most bytes of events in one subscription batch (stored size; at least one event),
+    /// capped at `max_read_bytes` (a batch is a response message, like a read page).
     pub max_batch_bytes: usize,
     /// A live subscription more than this many events behind the head is told it fell
     /// behind (`fell_behind`), and caught up again when it is back.
@@ -243,11 +244,8 @@ impl NodeConfig {
         if self.max_connections == 0 || self.max_concurrent_streams == 0 {
             return fail("max connections and max concurrent streams must be positive".to_string());
         }
-        if limits.max_batch_bytes == 0 || limits.max_batch_bytes > limits.max_read_bytes {
-            return fail(format!(
-                "max batch bytes ({}) must be positive and at most the max read bytes ({})",
-                limits.max_batch_bytes, limits.max_read_bytes
-            ));
+        if limits.max_batch_bytes == 0 {
+            return fail("max batch bytes must be positive".to_string());
         }
         if limits.max_subscriptions == 0 || limits.subscription_window_events == 0 {
             return fail(

@@ -94,7 +94,7 @@ pub struct ServeArgs {
     /// Most subscriptions this node serves at once (past it RESOURCE_EXHAUSTED).
     #[arg(long, env = "EVLOG_MAX_SUBSCRIPTIONS", default_value_t = Limits::default().max_subscriptions)]
     pub max_subscriptions: usize,
-    /// Most bytes of events in one subscription batch.
+    /// Most bytes of events in one subscription batch (capped at --max-read-bytes).
     #[arg(long, env = "EVLOG_MAX_BATCH_BYTES", default_value_t = Limits::default().max_batch_bytes)]
     pub max_batch_bytes: usize,
     /// A live subscription more than this many events behind the head gets `fell_behind`.

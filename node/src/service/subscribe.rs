@@ -202,7 +202,7 @@ fn validate(
     };
     let limit = PageLimit {
         max_count: max_count as usize,
-        max_bytes: limits.max_batch_bytes,
+        max_bytes: limits.max_batch_bytes.min(limits.max_read_bytes),
     };
     Ok((filter, limit))
 }
@@ -401,6 +401,12 @@ mod tests {
         let (filter, limit) = validate(&timed, &limits).expect("valid");
         assert_eq!(filter.min_timestamp_ms, 42);
         assert_eq!(limit.max_count, MAX_BATCH_EVENTS as usize);
+        let small_reads = Limits {
+            max_read_bytes: 5_000,
+            ..Limits::default()
+        };
+        let (_, limit) = validate(&timed, &small_reads).expect("valid");
+        assert_eq!(limit.max_bytes, 5_000, "a batch is capped like a read page");
 
         let refused = |request: SubscribeRequest| validate(&request, &limits).expect_err("refused");
         let mut filtered_stream = request(ReadTarget::Stream("orders".into()));
