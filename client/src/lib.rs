@@ -2,16 +2,24 @@
 //! retryable failures (`UNAVAILABLE`) with backoff within a total deadline, and gives every
 //! append an idempotency key, so a retry after an unknown outcome is safe to send.
 //!
+//! Appends made concurrently through one client (and its clones) are coalesced: those waiting
+//! for the same node go in one `AppendMany` call, each with its own result (see `coalesce`).
+//! A lone append is sent at once.
+//!
 //! [`EvlogClient::subscribe`] follows the log: when the node serving a subscription fails
 //! (or loses its leader), it resumes on another node from the last `next_from`, exactly.
 //!
 //! It depends on the wire contract (`evlog-proto`) only: a service that uses it builds
 //! neither openraft nor redb. The `evlog` CLI and its benchmark use it.
 
+mod coalesce;
 mod subscribe;
 
+pub use coalesce::CoalescingStats;
 pub use subscribe::Subscription;
 
+use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,6 +31,8 @@ use tonic::Code;
 use tonic::Status;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
+
+use crate::coalesce::Coalescer;
 
 /// The endpoints of the local cluster `scripts/cluster.sh up` starts.
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053";
@@ -55,8 +65,10 @@ impl Default for ClientOptions {
 pub struct EvlogClient {
     endpoints: Vec<String>,
     channels: Vec<Channel>,
-    preferred: std::sync::Arc<AtomicUsize>,
+    preferred: Arc<AtomicUsize>,
     options: ClientOptions,
+    /// Started at the first append (its lanes are tasks), shared by every clone.
+    coalescer: Arc<OnceLock<Coalescer>>,
 }
 
 /// Whether a failed call may be retried (on any endpoint).
@@ -89,6 +101,7 @@ impl EvlogClient {
             channels,
             preferred: Default::default(),
             options,
+            coalescer: Default::default(),
         })
     }
 
@@ -110,10 +123,16 @@ impl EvlogClient {
 
     /// Runs `call` against the preferred endpoint, moving to the next one (and backing off)
     /// on a retryable failure, until it succeeds, fails for good, or the deadline passes.
-    async fn with_retries<T>(
+    ///
+    /// `call` returns a future that owns what it needs (not an async closure: a future
+    /// borrowing from a higher-ranked closure is not `Send` enough for `tokio::spawn`).
+    async fn with_retries<T, F>(
         &self,
-        mut call: impl AsyncFnMut(usize, Duration) -> Result<T, Status>,
-    ) -> Result<T, Status> {
+        mut call: impl FnMut(usize, Duration) -> F,
+    ) -> Result<T, Status>
+    where
+        F: Future<Output = Result<T, Status>>,
+    {
         let deadline = tokio::time::Instant::now() + self.options.deadline;
         let mut backoff = self.options.initial_backoff;
         let mut attempt = 0;
@@ -155,8 +174,9 @@ impl EvlogClient {
         }
     }
 
-    /// Appends with retries. A request without an idempotency key gets one, so that every
-    /// retry of it is the same append.
+    /// Appends with retries, coalesced with the appends other callers make meanwhile. A
+    /// request without an idempotency key gets one, so that every retry of it is the same
+    /// append.
     pub async fn append(
         &self,
         mut request: pb::AppendRequest,
@@ -164,26 +184,28 @@ impl EvlogClient {
         if request.idempotency_key.is_none() {
             request.idempotency_key = Some(uuid::Uuid::now_v7().to_string());
         }
-        self.with_retries(async |index, remaining| {
-            let mut grpc = tonic::Request::new(request.clone());
-            grpc.set_timeout(remaining);
-            self.event_log(index)
-                .append(grpc)
-                .await
-                .map(tonic::Response::into_inner)
-        })
-        .await
+        let coalescer = self.coalescer();
+        self.with_retries(|index, remaining| coalescer.append(index, request.clone(), remaining))
+            .await
+    }
+
+    fn coalescer(&self) -> &Coalescer {
+        self.coalescer
+            .get_or_init(|| Coalescer::start(&self.channels))
+    }
+
+    /// How many calls have carried how many appends so far (this client and its clones).
+    pub fn coalescing_stats(&self) -> &CoalescingStats {
+        self.coalescer().stats()
     }
 
     /// Reads one page with retries.
     pub async fn read(&self, request: pb::ReadRequest) -> Result<pb::ReadResponse, Status> {
-        self.with_retries(async |index, remaining| {
+        self.with_retries(|index, remaining| {
             let mut grpc = tonic::Request::new(request.clone());
             grpc.set_timeout(remaining);
-            self.event_log(index)
-                .read(grpc)
-                .await
-                .map(tonic::Response::into_inner)
+            let mut client = self.event_log(index);
+            async move { client.read(grpc).await.map(tonic::Response::into_inner) }
         })
         .await
     }
@@ -193,13 +215,16 @@ impl EvlogClient {
         &self,
         request: pb::GetStreamRequest,
     ) -> Result<pb::GetStreamResponse, Status> {
-        self.with_retries(async |index, remaining| {
+        self.with_retries(|index, remaining| {
             let mut grpc = tonic::Request::new(request.clone());
             grpc.set_timeout(remaining);
-            self.event_log(index)
-                .get_stream(grpc)
-                .await
-                .map(tonic::Response::into_inner)
+            let mut client = self.event_log(index);
+            async move {
+                client
+                    .get_stream(grpc)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
         })
         .await
     }
@@ -209,13 +234,16 @@ impl EvlogClient {
         &self,
         request: pb::ListStreamsRequest,
     ) -> Result<pb::ListStreamsResponse, Status> {
-        self.with_retries(async |index, remaining| {
+        self.with_retries(|index, remaining| {
             let mut grpc = tonic::Request::new(request.clone());
             grpc.set_timeout(remaining);
-            self.event_log(index)
-                .list_streams(grpc)
-                .await
-                .map(tonic::Response::into_inner)
+            let mut client = self.event_log(index);
+            async move {
+                client
+                    .list_streams(grpc)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
         })
         .await
     }

@@ -100,6 +100,17 @@ async fn bench_prints_one_sane_json_line_for_appends_and_reads() {
         "{append}"
     );
 
+    // Through the client library: the appends of the 4 tasks go in shared calls.
+    let client = bench(
+        &cluster,
+        &[&common[..], &["--mode", "append", "--via", "client"]].concat(),
+    )
+    .await;
+    assert_sane(&client, "append");
+    assert_eq!(client["via"], "client", "{client}");
+    let per_call = client["appends_per_call"].as_f64().unwrap_or(0.0);
+    assert!((1.0..=4.0).contains(&per_call), "{client}");
+
     let read = bench(
         &cluster,
         &[&common[..], &["--mode", "read", "--page-size", "5"]].concat(),

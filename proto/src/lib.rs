@@ -4,6 +4,7 @@
 
 #![allow(clippy::all, missing_docs)]
 
+mod append_error;
 pub mod codec;
 pub mod metadata;
 

@@ -80,6 +80,25 @@ impl BenchTarget {
     }
 }
 
+/// How appends travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchVia {
+    /// One unary `Append` RPC per append, on the raw gRPC stub (the shape of etcd's Put).
+    Unary,
+    /// Through `evlog-client`, which coalesces the appends of concurrent tasks into
+    /// `AppendMany` calls (no retries: one attempt, like the unary path).
+    Client,
+}
+
+impl BenchVia {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchVia::Unary => "unary",
+            BenchVia::Client => "client",
+        }
+    }
+}
+
 /// How reads are served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReadConsistency {
@@ -135,6 +154,9 @@ pub struct BenchArgs {
     /// Where appends go: the leader (found with Cluster.Status) or every endpoint in turn.
     #[arg(long, value_enum, default_value = "leader")]
     pub target: BenchTarget,
+    /// How appends travel: one RPC each, or through the client library's coalescing.
+    #[arg(long, value_enum, default_value = "unary")]
+    pub via: BenchVia,
     /// Events asked for by each read (`max_count`).
     #[arg(long, default_value_t = 10)]
     pub page_size: u32,
@@ -189,6 +211,7 @@ pub struct BenchConfig {
     pub count: Option<u64>,
     pub warmup: Duration,
     pub target: BenchTarget,
+    pub via: BenchVia,
     pub page_size: u32,
     pub consistency: ReadConsistency,
     /// Events appended to each stream before the run.
@@ -231,6 +254,7 @@ impl BenchArgs {
             count: self.count,
             warmup: seconds("--warmup", self.warmup)?,
             target: self.target,
+            via: self.via,
             page_size: self.page_size,
             consistency: self.consistency,
             preload: self.preload.unwrap_or(if self.mode.reads() {

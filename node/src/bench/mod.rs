@@ -7,6 +7,8 @@
 //! 2. With `--target leader`, the leader is found with `Cluster.Status`; appends go there
 //!    only. With `--target all`, appends go to every endpoint in turn (followers forward them).
 //!    Reads always go to every endpoint in turn.
+//!    With `--via client`, appends go through one shared `evlog-client` over those endpoints
+//!    (one attempt each), which coalesces concurrent appends into `AppendMany` calls.
 //! 3. In read and mixed modes, `--preload` events are first appended to each stream (through
 //!    the retrying client), so the reads return data.
 //! 4. `--concurrency` tasks each send one request at a time, for the warm-up (not recorded)
@@ -42,6 +44,7 @@ pub use self::args::BenchArgs;
 pub use self::args::BenchConfig;
 pub use self::args::BenchMode;
 pub use self::args::BenchTarget;
+pub use self::args::BenchVia;
 pub use self::args::ReadConsistency;
 pub use self::args::SubscribeFrom;
 use self::recorder::Recorder;
@@ -104,12 +107,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         } else {
             ((0..config.endpoints.len()).collect(), None)
         };
+    // `--via client`: one shared client over the append endpoints, one attempt per append.
+    let appender = match config.via {
+        BenchVia::Unary => None,
+        BenchVia::Client => {
+            let addresses: Vec<String> = match (&leader, append_endpoints.as_slice()) {
+                (Some(address), [index]) => vec![
+                    config
+                        .endpoints
+                        .get(*index)
+                        .cloned()
+                        .unwrap_or_else(|| address.clone()),
+                ],
+                _ => config.endpoints.clone(),
+            };
+            let options = ClientOptions {
+                deadline: config.request_timeout,
+                max_attempts: 1,
+                ..ClientOptions::default()
+            };
+            Some(EvlogClient::new(&addresses, options).map_err(anyhow::Error::msg)?)
+        }
+    };
 
     if config.preload > 0 {
         preload(&client, &config).await?;
     }
 
-    let report = measure(config, event_logs, append_endpoints, leader).await?;
+    let report = measure(config, event_logs, append_endpoints, appender, leader).await?;
     if report.config.json {
         println!("{}", report.to_json());
     } else {
@@ -254,6 +279,7 @@ async fn measure(
     config: BenchConfig,
     event_logs: Vec<evlog_proto::v1::event_log_client::EventLogClient<tonic::transport::Channel>>,
     append_endpoints: Vec<usize>,
+    appender: Option<EvlogClient>,
     leader: Option<String>,
 ) -> anyhow::Result<Report> {
     // Latencies past twice the request deadline are recorded as that.
@@ -298,6 +324,7 @@ async fn measure(
         config.clone(),
         event_logs,
         append_endpoints,
+        appender.clone(),
         Arc::clone(&clock),
     ));
     let progress = Arc::new(Progress::default());
@@ -401,9 +428,15 @@ async fn measure(
             }
         }
     }
+    let appends_per_call = appender.map(|client| {
+        let stats = client.coalescing_stats();
+        let calls = stats.calls.load(Ordering::Relaxed).max(1);
+        stats.appends.load(Ordering::Relaxed) as f64 / calls as f64
+    });
     Ok(Report {
         config,
         leader,
+        appends_per_call,
         elapsed,
         total,
         append,

@@ -24,6 +24,8 @@ pub struct Report {
     pub config: BenchConfig,
     /// The endpoint appends went to when `--target leader` (its address).
     pub leader: Option<String>,
+    /// `--via client`: appends per call the client sent (warm-up included).
+    pub appends_per_call: Option<f64>,
     /// Measured time.
     pub elapsed: Duration,
     /// Every measured request.
@@ -96,6 +98,8 @@ impl Report {
             "batch": config.batch,
             "streams": config.streams,
             "target": config.target.name(),
+            "via": config.via.name(),
+            "appends_per_call": self.appends_per_call.map(rounded),
             "leader": self.leader,
             "page_size": config.page_size,
             "consistency": config.consistency.name(),
@@ -312,6 +316,7 @@ mod tests {
         Report {
             config,
             leader: Some("127.0.0.1:50051".to_string()),
+            appends_per_call: None,
             elapsed: Duration::from_secs(2),
             total,
             append: Some(append),
@@ -339,6 +344,7 @@ mod tests {
             "size",
             "batch",
             "streams",
+            "via",
             "duration_s",
         ] {
             assert!(json.get(key).is_some(), "missing {key} in {json}");

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use evlog_client::EvlogClient;
 use evlog_proto::v1 as pb;
 use evlog_proto::v1::event_log_client::EventLogClient;
 use tokio::time::Instant;
@@ -55,6 +56,8 @@ pub struct Workload {
     pub event_logs: Vec<EventLogClient<Channel>>,
     /// Indexes into `event_logs` that appends go to: the leader, or all.
     pub append_endpoints: Vec<usize>,
+    /// `--via client`: the shared client appends go through instead (it coalesces them).
+    pub appender: Option<EvlogClient>,
     /// The events of each append (`batch` events of `size` bytes; the data is shared).
     pub events: Vec<pb::EventData>,
     /// The run's clock: appends of `--mode subscribe` carry their send time, and every
@@ -70,6 +73,7 @@ impl Workload {
         config: BenchConfig,
         event_logs: Vec<EventLogClient<Channel>>,
         append_endpoints: Vec<usize>,
+        appender: Option<EvlogClient>,
         clock: Arc<Clock>,
     ) -> Self {
         let data = bytes::Bytes::from(payload(config.size));
@@ -86,6 +90,7 @@ impl Workload {
             config,
             event_logs,
             append_endpoints,
+            appender,
             events,
             clock,
             next_stream: AtomicU64::new(0),
@@ -104,7 +109,8 @@ impl Workload {
         usize::try_from(cursor.fetch_add(1, Ordering::Relaxed) % len).unwrap_or(0)
     }
 
-    /// One append, one RPC. Returns the events and data bytes appended.
+    /// One append: one RPC, or one place in a coalesced call with `--via client`. Returns the
+    /// events and data bytes appended.
     async fn append(&self) -> Result<(u64, u64), Status> {
         let slot = Self::pick(&self.next_append_endpoint, self.append_endpoints.len());
         let endpoint = self.append_endpoints.get(slot).copied().unwrap_or(0);
@@ -127,9 +133,14 @@ impl Workload {
             .iter()
             .map(|event| event.data.len() as u64)
             .sum();
-        let mut client = self.client(endpoint)?;
         let timeout = self.config.request_timeout;
-        let response = deadline(timeout, client.append(with_timeout(request, timeout))).await?;
+        let response = match &self.appender {
+            Some(appender) => appender.append(request).await?,
+            None => {
+                let mut client = self.client(endpoint)?;
+                deadline(timeout, client.append(with_timeout(request, timeout))).await?
+            }
+        };
         self.clock.acknowledged(response.last_position);
         Ok((events, bytes))
     }

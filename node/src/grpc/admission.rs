@@ -2,9 +2,9 @@
 //!
 //! tonic reads a request's whole message before the service sees it, so a bound checked in
 //! the service would come after the memory is spent. [`Admission`] wraps the `EventLog` server
-//! and looks at an `Append` first: it reads only the gRPC message prefix (5 bytes: a flag and
-//! the message length) and takes that many bytes from a node-wide budget before the message
-//! is read. With no room left the call is refused at once with `RESOURCE_EXHAUSTED` ("node
+//! and looks at an `Append` or `AppendMany` first: it reads only the gRPC message prefix (5
+//! bytes: a flag and the message length) and takes that many bytes from a node-wide budget
+//! before the message is read. With no room left the call is refused at once with `RESOURCE_EXHAUSTED` ("node
 //! busy", nothing done, retry), its body never read; the bytes go back when the call ends
 //! (acknowledged, refused, or failed), or when it has held them for twice the request timeout
 //! (a client that declares a message and never sends it). No queue forms: a refused call
@@ -33,8 +33,8 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tower_service::Service;
 
-/// The gRPC path of the calls the budget covers.
-const APPEND_PATH: &str = "/evlog.v1.EventLog/Append";
+/// The gRPC paths of the calls the budget covers.
+const APPEND_PATHS: [&str; 2] = ["/evlog.v1.EventLog/Append", "/evlog.v1.EventLog/AppendMany"];
 /// A gRPC message's prefix: a compression flag and a 4-byte big-endian length.
 const PREFIX_BYTES: usize = 5;
 /// An append this small may take from the reserve when the budget is spent...
@@ -124,7 +124,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != APPEND_PATH {
+        if !APPEND_PATHS.contains(&request.uri().path()) {
             return Either::Left(self.inner.call(request));
         }
         // The ready service answers this call; a fresh clone waits for the next one.

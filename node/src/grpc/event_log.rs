@@ -70,6 +70,38 @@ impl EventLog for EventLogGrpc {
         }
     }
 
+    async fn append_many(
+        &self,
+        request: Request<pb::AppendManyRequest>,
+    ) -> Result<Response<pb::AppendManyResponse>, Status> {
+        let forwarded = request.metadata().contains_key(metadata::FORWARDED);
+        let appends = request
+            .into_inner()
+            .appends
+            .into_iter()
+            .map(convert::append_request)
+            .collect();
+        let results = self
+            .service
+            .append_many(appends, forwarded)
+            .await
+            .map_err(|error| to_status(error, forwarded))?;
+        let results = results
+            .into_iter()
+            .map(|result| pb::AppendResult {
+                result: Some(match result {
+                    Ok(appended) => {
+                        pb::append_result::Result::Appended(convert::append_response(appended))
+                    }
+                    Err(error) => pb::append_result::Result::Error(pb::AppendError::from_status(
+                        &to_status(error, forwarded),
+                    )),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::AppendManyResponse { results }))
+    }
+
     async fn read(
         &self,
         request: Request<pb::ReadRequest>,

@@ -67,6 +67,24 @@ async fn call<T>(
     }
 }
 
+/// One append's result as the leader answered it; its error as the leader gave it.
+fn append_result_from_wire(
+    result: pb::AppendResult,
+    leader_id: u64,
+) -> Result<Appended, ServiceError> {
+    match result.result {
+        Some(pb::append_result::Result::Appended(response)) => {
+            Ok(convert::append_response_from_wire(response))
+        }
+        Some(pb::append_result::Result::Error(error)) => {
+            Err(from_leader_status(&error.to_status(), leader_id))
+        }
+        None => Err(ServiceError::Internal(
+            "the leader answered an append with neither a result nor an error".to_string(),
+        )),
+    }
+}
+
 fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
@@ -90,6 +108,43 @@ impl Forward for GrpcForward {
                 .insert(metadata::FORWARDED, MetadataValue::from_static("1"));
             let response = call(&leader, timeout, "an append", client.append(forwarded)).await?;
             Ok(convert::append_response_from_wire(response))
+        }
+        .boxed()
+    }
+
+    fn append_many(
+        &self,
+        leader: Leader,
+        appends: Vec<AppendRequest>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Result<Appended, ServiceError>>, ServiceError>> {
+        async move {
+            let mut client = EventLogClient::new(self.channel(&leader)?)
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes);
+            let sent = appends.len();
+            let message = pb::AppendManyRequest {
+                appends: appends
+                    .into_iter()
+                    .map(convert::append_request_to_wire)
+                    .collect(),
+            };
+            let mut forwarded = request(message, timeout);
+            forwarded
+                .metadata_mut()
+                .insert(metadata::FORWARDED, MetadataValue::from_static("1"));
+            let response = call(&leader, timeout, "appends", client.append_many(forwarded)).await?;
+            if response.results.len() != sent {
+                return Err(ServiceError::Internal(format!(
+                    "the leader answered {} results for {sent} appends",
+                    response.results.len()
+                )));
+            }
+            Ok(response
+                .results
+                .into_iter()
+                .map(|result| append_result_from_wire(result, leader.id))
+                .collect())
         }
         .boxed()
     }

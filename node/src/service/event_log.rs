@@ -35,6 +35,9 @@ use crate::service::subscribe::Subscriptions;
 /// `maxGapBetweenApplyAndCommitIndex`): past it, proposals only lengthen the queue.
 const MAX_APPLY_LAG: u64 = 5_000;
 
+/// Most appends in one `AppendMany` call.
+pub const MAX_APPENDS_PER_CALL: usize = 1_024;
+
 /// How long an append refused for want of a settled leader waits before it is proposed again.
 const NOT_LEADER_PAUSE: Duration = Duration::from_millis(20);
 
@@ -177,6 +180,40 @@ impl EventLogService {
             }
             return self.forward_append(request, deadline).await;
         }
+    }
+
+    /// Independent appends in one call, each with its own result, in order. A follower that
+    /// knows the leader hands the whole call on (the leader checks each append); otherwise
+    /// each goes as [`Self::append`] does, all at once, so they share proposal batches.
+    pub async fn append_many(
+        &self,
+        requests: Vec<AppendRequest>,
+        forwarded: bool,
+    ) -> Result<Vec<Result<Appended, ServiceError>>, ServiceError> {
+        if requests.is_empty() {
+            return Err(ServiceError::InvalidArgument(
+                "an AppendMany needs at least one append".to_string(),
+            ));
+        }
+        if requests.len() > MAX_APPENDS_PER_CALL {
+            return Err(ServiceError::TooLarge(format!(
+                "{} appends in one AppendMany; the limit is {MAX_APPENDS_PER_CALL}",
+                requests.len()
+            )));
+        }
+        if !forwarded && self.other_leader().is_some() {
+            let deadline = Instant::now() + self.request_timeout;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let leader = self.leader_to_forward_to(remaining).await?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            return self.forward.append_many(leader, requests, remaining).await;
+        }
+        Ok(futures::future::join_all(
+            requests
+                .into_iter()
+                .map(|request| self.append(request, forwarded)),
+        )
+        .await)
     }
 
     /// The leader, when it is another node.

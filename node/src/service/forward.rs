@@ -39,6 +39,14 @@ pub trait Forward: Send + Sync {
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Appended, ServiceError>>;
 
+    /// Hands a whole `AppendMany` on: a result per append, in order, or the call's failure.
+    fn append_many(
+        &self,
+        leader: Leader,
+        requests: Vec<AppendRequest>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Result<Appended, ServiceError>>, ServiceError>>;
+
     fn add_learner(
         &self,
         leader: Leader,

@@ -1,0 +1,213 @@
+//! Appends made at the same time through one client travel together: every append waiting
+//! for an endpoint goes in one `AppendMany` call (a result per append), as a Kafka producer or
+//! a NATS connection batches what its callers send meanwhile.
+//!
+//! Each endpoint has a lane: a task that takes what is queued and sends it. It never waits for
+//! company: a lone append is sent at once (as a unary `Append`, so a single caller sees no
+//! change), and batches form from the appends that arrive while earlier calls are on the
+//! wire. Every stage is bounded: at most [`MAX_CALLS_IN_FLIGHT`] calls per endpoint, a batch
+//! holds at most [`MAX_BATCH_APPENDS`] appends and about [`MAX_BATCH_BYTES`] (an append
+//! larger than that goes alone), and at most [`MAX_QUEUED`] appends wait per endpoint (past
+//! it, callers wait to queue).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use evlog_proto::v1 as pb;
+use evlog_proto::v1::event_log_client::EventLogClient;
+use prost::Message;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tonic::Status;
+use tonic::transport::Channel;
+
+/// Calls on the wire per endpoint; appends arriving meanwhile wait and go together next.
+pub const MAX_CALLS_IN_FLIGHT: usize = 4;
+/// Most appends in one call (the server's limit per `AppendMany`).
+pub const MAX_BATCH_APPENDS: usize = 1_024;
+/// Most encoded bytes of appends in one call, unless a single append is larger.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Most appends waiting per endpoint.
+pub const MAX_QUEUED: usize = 4_096;
+
+type Reply = oneshot::Sender<Result<pb::AppendResponse, Status>>;
+
+struct Queued {
+    request: pb::AppendRequest,
+    bytes: usize,
+    timeout: Duration,
+    reply: Reply,
+}
+
+/// How many calls carried how many appends (for a benchmark's report, and tests).
+#[derive(Debug, Default)]
+pub struct CoalescingStats {
+    pub calls: AtomicU64,
+    pub appends: AtomicU64,
+}
+
+/// The lanes of one client, one per endpoint.
+pub struct Coalescer {
+    lanes: Vec<mpsc::Sender<Queued>>,
+    stats: Arc<CoalescingStats>,
+}
+
+impl Coalescer {
+    /// Starts a lane per channel (needs a Tokio runtime).
+    pub fn start(channels: &[Channel]) -> Self {
+        let stats = Arc::new(CoalescingStats::default());
+        let lanes = channels
+            .iter()
+            .map(|channel| {
+                let (sender, queue) = mpsc::channel(MAX_QUEUED);
+                tokio::spawn(run_lane(channel.clone(), queue, Arc::clone(&stats)));
+                sender
+            })
+            .collect();
+        Self { lanes, stats }
+    }
+
+    pub fn stats(&self) -> &CoalescingStats {
+        &self.stats
+    }
+
+    /// Sends `request` to endpoint `index` with the appends waiting there, and waits for its
+    /// own result: exactly what a unary `Append` of it would have answered.
+    pub async fn append(
+        &self,
+        index: usize,
+        request: pb::AppendRequest,
+        timeout: Duration,
+    ) -> Result<pb::AppendResponse, Status> {
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            bytes: request.encoded_len(),
+            request,
+            timeout,
+            reply,
+        };
+        self.lanes[index % self.lanes.len()]
+            .send(queued)
+            .await
+            .map_err(|_| Status::cancelled("the client's append lane stopped"))?;
+        answer
+            .await
+            .map_err(|_| Status::cancelled("the client's append lane stopped"))?
+    }
+}
+
+/// Takes what is queued for one endpoint and sends it, while fewer than
+/// [`MAX_CALLS_IN_FLIGHT`] calls are on the wire. Ends when the client is dropped.
+async fn run_lane(
+    channel: Channel,
+    mut queue: mpsc::Receiver<Queued>,
+    stats: Arc<CoalescingStats>,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT));
+    let mut carried: Option<Queued> = None;
+    loop {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let first = match carried.take() {
+            Some(queued) => queued,
+            None => match queue.recv().await {
+                Some(queued) => queued,
+                None => return,
+            },
+        };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_APPENDS {
+            match queue.try_recv() {
+                Ok(next) if bytes + next.bytes > MAX_BATCH_BYTES => {
+                    carried = Some(next);
+                    break;
+                }
+                Ok(next) => {
+                    bytes += next.bytes;
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        // A caller that gave up before its append was sent: it is not sent.
+        batch.retain(|queued| !queued.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        stats
+            .appends
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        tokio::spawn(send(channel.clone(), batch, permit));
+    }
+}
+
+/// One call for `batch`; each caller gets its own result (or the call's failure).
+async fn send(channel: Channel, mut batch: Vec<Queued>, _permit: OwnedSemaphorePermit) {
+    let mut client = EventLogClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let timeout = batch
+        .iter()
+        .map(|queued| queued.timeout)
+        .max()
+        .unwrap_or_default();
+    if batch.len() == 1 {
+        let Some(queued) = batch.pop() else { return };
+        let mut request = tonic::Request::new(queued.request);
+        request.set_timeout(timeout);
+        let result = client
+            .append(request)
+            .await
+            .map(tonic::Response::into_inner);
+        queued.reply.send(result).ok();
+        return;
+    }
+    let (requests, replies): (Vec<pb::AppendRequest>, Vec<Reply>) = batch
+        .into_iter()
+        .map(|queued| (queued.request, queued.reply))
+        .unzip();
+    let mut request = tonic::Request::new(pb::AppendManyRequest { appends: requests });
+    request.set_timeout(timeout);
+    match client.append_many(request).await {
+        Ok(response) => {
+            let results = response.into_inner().results;
+            if results.len() != replies.len() {
+                let status = Status::internal(format!(
+                    "the node answered {} results for {} appends",
+                    results.len(),
+                    replies.len()
+                ));
+                for reply in replies {
+                    reply.send(Err(status.clone())).ok();
+                }
+                return;
+            }
+            for (reply, result) in replies.into_iter().zip(results) {
+                reply.send(append_result(result)).ok();
+            }
+        }
+        Err(status) => {
+            for reply in replies {
+                reply.send(Err(status.clone())).ok();
+            }
+        }
+    }
+}
+
+/// One append's answer as a unary `Append` would have given it.
+fn append_result(result: pb::AppendResult) -> Result<pb::AppendResponse, Status> {
+    match result.result {
+        Some(pb::append_result::Result::Appended(response)) => Ok(response),
+        Some(pb::append_result::Result::Error(error)) => Err(error.to_status()),
+        None => Err(Status::internal(
+            "the node answered an append with neither a result nor an error",
+        )),
+    }
+}

@@ -1,0 +1,229 @@
+//! `AppendMany` carries independent appends in one call, each with its own result, on any
+//! node; the Rust client coalesces the appends of concurrent callers into such calls, and
+//! every caller gets exactly its own append's result.
+
+use std::collections::BTreeMap;
+
+use evlog_client::ClientOptions;
+use evlog_client::EvlogClient;
+use evlog_cluster_tests::proto::AppendManyRequest;
+use evlog_cluster_tests::proto::AppendRequest;
+use evlog_cluster_tests::proto::AppendResponse;
+use evlog_cluster_tests::proto::Consistency;
+use evlog_cluster_tests::proto::append_result;
+use evlog_cluster_tests::{Cluster, ClusterOptions, event, timeouts};
+use tonic::Code;
+
+fn append(stream: &str, expected_version: Option<u64>, key: Option<&str>) -> AppendRequest {
+    AppendRequest {
+        stream: stream.to_string(),
+        events: vec![event("", "Noted", format!("{stream} {key:?}"))],
+        expected_version,
+        idempotency_key: key.map(str::to_string),
+    }
+}
+
+/// What one append of an `AppendMany` got: its response, or its error's code and message.
+fn outcome(result: &append_result::Result) -> Result<AppendResponse, (Code, String)> {
+    match result {
+        append_result::Result::Appended(response) => Ok(*response),
+        append_result::Result::Error(error) => {
+            let status = error.to_status();
+            Err((status.code(), status.message().to_string()))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_append_of_a_call_gets_its_own_result_on_any_node() {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    cluster
+        .append(leader, "taken", vec![event("", "Noted", "first")])
+        .await
+        .expect("an event in stream taken");
+
+    for (round, node) in [follower, leader].into_iter().enumerate() {
+        let fresh = format!("fresh-{round}");
+        let key = format!("key-{round}");
+        let request = AppendManyRequest {
+            appends: vec![
+                append(&fresh, Some(0), None),
+                append("taken", Some(0), None),
+                append("bad name!", None, None),
+                append(&format!("keyed-{round}"), None, Some(&key)),
+                append(&format!("keyed-{round}"), None, Some(&key)),
+                AppendRequest {
+                    events: Vec::new(),
+                    ..append("empty", None, None)
+                },
+            ],
+        };
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(cluster.rpc_timeout());
+        let results = cluster
+            .client(node)
+            .append_many(request)
+            .await
+            .unwrap_or_else(|status| panic!("AppendMany on node {node}: {status}"))
+            .into_inner()
+            .results;
+        let outcomes: Vec<_> = results
+            .iter()
+            .map(|result| outcome(result.result.as_ref().expect("a result or an error")))
+            .collect();
+        assert_eq!(outcomes.len(), 6, "node {node}: {outcomes:?}");
+
+        let appended = outcomes[0].as_ref().expect("the fresh stream's append");
+        assert_eq!(appended.stream_version, 1);
+        let stored = cluster
+            .read_stream(node, &fresh, Consistency::Linearizable)
+            .await;
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].position, appended.first_position);
+
+        let (code, message) = outcomes[1].as_ref().expect_err("a wrong expected version");
+        assert_eq!(*code, Code::FailedPrecondition, "{message}");
+        let error = match results[1].result.as_ref() {
+            Some(append_result::Result::Error(error)) => error,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            error
+                .metadata
+                .get(evlog_proto::metadata::ACTUAL_VERSION)
+                .map(String::as_str),
+            Some("1"),
+            "the actual version travels with the error"
+        );
+
+        let (code, message) = outcomes[2].as_ref().expect_err("a bad stream name");
+        assert_eq!(*code, Code::InvalidArgument);
+        assert!(message.contains("bad name!"), "{message}");
+
+        // The same key twice in one call: appended once, both answered with its positions.
+        let (first, second) = (
+            outcomes[3].as_ref().expect("keyed"),
+            outcomes[4].as_ref().expect("keyed again"),
+        );
+        assert_eq!(first.first_position, second.first_position);
+        assert_eq!(
+            [first.deduplicated, second.deduplicated]
+                .iter()
+                .filter(|deduplicated| **deduplicated)
+                .count(),
+            1,
+            "{first:?} {second:?}"
+        );
+        let (code, _) = outcomes[5].as_ref().expect_err("an empty append");
+        assert_eq!(*code, Code::InvalidArgument);
+    }
+    let taken = cluster
+        .read_stream(leader, "taken", Consistency::Linearizable)
+        .await;
+    assert_eq!(taken.len(), 1, "the refused append added nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_the_limits_are_refused_whole() {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let mut client = cluster.client(leader);
+    let too_many = AppendManyRequest {
+        appends: (0..1_025)
+            .map(|i| append(&format!("s-{i}"), None, None))
+            .collect(),
+    };
+    let status = client
+        .append_many(too_many)
+        .await
+        .expect_err("1,025 appends in one call");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("1024"), "{status}");
+    let status = client
+        .append_many(AppendManyRequest::default())
+        .await
+        .expect_err("no appends");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    let all = cluster.read_all(leader, Consistency::Linearizable).await;
+    assert!(all.is_empty(), "a refused call appends nothing: {all:?}");
+}
+
+/// 300 callers append at once through one client, each to its own stream at expected
+/// version 0: the client sends them in fewer calls than appends, and every caller's answer is
+/// its own append (the position it is told holds its stream's event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_through_one_client_are_coalesced_and_each_gets_its_own_answer() {
+    const CALLERS: usize = 300;
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    cluster.wait_for_leader(timeouts::LEADER).await;
+    let endpoints: Vec<String> = cluster.endpoints().split(',').map(str::to_string).collect();
+    let client = EvlogClient::new(&endpoints, ClientOptions::default()).expect("endpoints");
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|caller| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let stream = format!("caller-{caller}");
+                let events = (0..=caller % 3)
+                    .map(|n| event("", "Noted", format!("{caller}/{n}")))
+                    .collect::<Vec<_>>();
+                let response = client
+                    .append(AppendRequest {
+                        stream: stream.clone(),
+                        events: events.clone(),
+                        expected_version: Some(0),
+                        idempotency_key: None,
+                    })
+                    .await
+                    .unwrap_or_else(|status| panic!("caller {caller}: {status}"));
+                (stream, events.len() as u64, response)
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(CALLERS);
+    for caller in callers {
+        answers.push(caller.await.expect("a caller"));
+    }
+    let stats = client.coalescing_stats();
+    let calls = stats.calls.load(std::sync::atomic::Ordering::Relaxed);
+    let carried = stats.appends.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(carried, CALLERS as u64, "every append sent once");
+    assert!(
+        calls < carried,
+        "{carried} concurrent appends went in {calls} calls: nothing was coalesced"
+    );
+
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let log: BTreeMap<u64, String> = cluster
+        .read_all(leader, Consistency::Linearizable)
+        .await
+        .into_iter()
+        .map(|event| (event.position, event.stream))
+        .collect();
+    assert_eq!(
+        log.len(),
+        answers.iter().map(|(_, n, _)| *n as usize).sum::<usize>()
+    );
+    for (stream, count, response) in &answers {
+        assert_eq!(response.stream_version, *count, "{stream}: {response:?}");
+        assert_eq!(
+            response.last_position - response.first_position + 1,
+            *count,
+            "{stream}: {response:?}"
+        );
+        for position in response.first_position..=response.last_position {
+            assert_eq!(
+                log.get(&position),
+                Some(stream),
+                "{stream} was told its events are at {}..={}",
+                response.first_position,
+                response.last_position
+            );
+        }
+    }
+}
