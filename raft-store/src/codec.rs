@@ -39,6 +39,7 @@ const PAYLOAD_BLANK: u8 = 0;
 const PAYLOAD_NORMAL: u8 = 1;
 const PAYLOAD_MEMBERSHIP: u8 = 2;
 const COMMAND_APPEND: u8 = 1;
+const COMMAND_APPENDS: u8 = 2;
 
 /// Builds one record: version byte, fields, checksum.
 pub struct Writer {
@@ -404,60 +405,85 @@ fn put_command(writer: &mut Writer, command: &Command) {
     match command {
         Command::Append(append) => {
             writer.u8(COMMAND_APPEND);
-            writer.str(&append.stream);
-            put_optional_u64(writer, append.expected_version);
-            match &append.idempotency_key {
-                None => writer.u8(0),
-                Some(key) => {
-                    writer.u8(1);
-                    writer.str(key);
-                }
-            }
-            writer.u64(append.timestamp_ms);
-            writer.u64(append.request_fingerprint);
-            writer.u64(append.idempotency.window_ms);
-            writer.u64(append.idempotency.max_keys);
-            writer.u32(u32::try_from(append.events.len()).expect("events per append are limited"));
-            for event in &append.events {
-                put_new_event(writer, event);
+            put_append(writer, append);
+        }
+        Command::Appends(appends) => {
+            writer.u8(COMMAND_APPENDS);
+            writer.u32(u32::try_from(appends.len()).expect("appends per entry are limited"));
+            for append in appends {
+                put_append(writer, append);
             }
         }
     }
 }
 
+fn put_append(writer: &mut Writer, append: &AppendCommand) {
+    writer.str(&append.stream);
+    put_optional_u64(writer, append.expected_version);
+    match &append.idempotency_key {
+        None => writer.u8(0),
+        Some(key) => {
+            writer.u8(1);
+            writer.str(key);
+        }
+    }
+    writer.u64(append.timestamp_ms);
+    writer.u64(append.request_fingerprint);
+    writer.u64(append.idempotency.window_ms);
+    writer.u64(append.idempotency.max_keys);
+    writer.u32(u32::try_from(append.events.len()).expect("events per append are limited"));
+    for event in &append.events {
+        put_new_event(writer, event);
+    }
+}
+
 fn get_command(reader: &mut Reader<'_>) -> Result<Command, CorruptRecord> {
     match reader.u8()? {
-        COMMAND_APPEND => {
-            let stream = reader.string()?;
-            let expected_version = get_optional_u64(reader)?;
-            let idempotency_key = match reader.u8()? {
-                0 => None,
-                1 => Some(reader.string()?),
-                tag => return Err(reader.invalid(format!("bad option tag {tag}"))),
-            };
-            let timestamp_ms = reader.u64()?;
-            let request_fingerprint = reader.u64()?;
-            let idempotency = IdempotencyPolicy {
-                window_ms: reader.u64()?,
-                max_keys: reader.u64()?,
-            };
-            let count = reader.count(20)?;
-            let mut events = Vec::with_capacity(count);
-            for _ in 0..count {
-                events.push(get_new_event(reader)?);
+        COMMAND_APPEND => Ok(Command::Append(get_append(reader)?)),
+        COMMAND_APPENDS => {
+            // An append takes at least 42 bytes (its fixed fields).
+            let count = reader.count(42)?;
+            if count > crate::types::MAX_APPENDS_PER_ENTRY {
+                return Err(reader.invalid(format!("{count} appends in one entry")));
             }
-            Ok(Command::Append(AppendCommand {
-                stream,
-                events,
-                expected_version,
-                idempotency_key,
-                timestamp_ms,
-                request_fingerprint,
-                idempotency,
-            }))
+            let mut appends = Vec::with_capacity(count);
+            for _ in 0..count {
+                appends.push(get_append(reader)?);
+            }
+            Ok(Command::Appends(appends))
         }
         tag => Err(reader.invalid(format!("unknown command tag {tag}"))),
     }
+}
+
+fn get_append(reader: &mut Reader<'_>) -> Result<AppendCommand, CorruptRecord> {
+    let stream = reader.string()?;
+    let expected_version = get_optional_u64(reader)?;
+    let idempotency_key = match reader.u8()? {
+        0 => None,
+        1 => Some(reader.string()?),
+        tag => return Err(reader.invalid(format!("bad option tag {tag}"))),
+    };
+    let timestamp_ms = reader.u64()?;
+    let request_fingerprint = reader.u64()?;
+    let idempotency = IdempotencyPolicy {
+        window_ms: reader.u64()?,
+        max_keys: reader.u64()?,
+    };
+    let count = reader.count(20)?;
+    let mut events = Vec::with_capacity(count);
+    for _ in 0..count {
+        events.push(get_new_event(reader)?);
+    }
+    Ok(AppendCommand {
+        stream,
+        events,
+        expected_version,
+        idempotency_key,
+        timestamp_ms,
+        request_fingerprint,
+        idempotency,
+    })
 }
 
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
@@ -586,7 +612,7 @@ pub fn encode_idempotent_record(record: &IdempotentRecord) -> Vec<u8> {
     writer.u64(record.outcome.first_position);
     writer.u64(record.outcome.last_position);
     writer.u64(record.outcome.stream_version);
-    writer.u64(record.log_index);
+    writer.u64(record.order);
     writer.u64(record.timestamp_ms);
     writer.finish()
 }
@@ -600,13 +626,13 @@ pub fn decode_idempotent_record(record: &[u8]) -> Result<IdempotentRecord, Corru
         stream_version: reader.u64()?,
         deduplicated: false,
     };
-    let log_index = reader.u64()?;
+    let order = reader.u64()?;
     let timestamp_ms = reader.u64()?;
     reader.end()?;
     Ok(IdempotentRecord {
         fingerprint,
         outcome,
-        log_index,
+        order,
         timestamp_ms,
     })
 }
@@ -653,6 +679,16 @@ mod tests {
             Entry {
                 log_id,
                 payload: EntryPayload::Normal(sample_command()),
+            },
+            Entry {
+                log_id,
+                payload: EntryPayload::Normal(Command::Appends(vec![
+                    match sample_command() {
+                        Command::Append(append) => append,
+                        Command::Appends(_) => unreachable!(),
+                    };
+                    3
+                ])),
             },
             Entry {
                 log_id,

@@ -16,7 +16,16 @@ use serde::Serialize;
 pub enum Command {
     /// Append events to one stream, atomically.
     Append(AppendCommand),
+    /// Independent appends proposed together, as one entry (one log write and one replication
+    /// for all): each applies on its own, in order, against the state the ones before it left,
+    /// and gets its own response ([`CommandResponse::Many`]). At most
+    /// [`MAX_APPENDS_PER_ENTRY`].
+    Appends(Vec<AppendCommand>),
 }
+
+/// Most appends one entry carries (an idempotency key's place in the expiry order keeps 12
+/// bits for the append's index within its entry).
+pub const MAX_APPENDS_PER_ENTRY: usize = 1 << 12;
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -28,6 +37,7 @@ impl fmt::Display for Command {
                 append.stream,
                 append.expected_version
             ),
+            Command::Appends(appends) => write!(f, "{} appends", appends.len()),
         }
     }
 }
@@ -115,6 +125,8 @@ pub enum CommandResponse {
     WrongExpectedVersion { expected: u64, actual: u64 },
     /// The idempotency key was used before for a different request; nothing was appended.
     IdempotencyKeyReused,
+    /// The responses of a [`Command::Appends`] entry, one per append, in order.
+    Many(Vec<CommandResponse>),
 }
 
 impl fmt::Display for CommandResponse {
@@ -138,10 +150,18 @@ pub struct IdempotentRecord {
     pub fingerprint: u64,
     /// The original outcome (`deduplicated` is false here).
     pub outcome: AppendOutcome,
-    /// The log index of the append that first used the key (orders expiry).
-    pub log_index: u64,
+    /// The key's place in the expiry order (oldest first): `log index << 12 | the append's
+    /// index within its entry` (see [`expiry_order`]); keys stored before entries carried
+    /// several appends hold the bare log index, which sorts before every newer place.
+    pub order: u64,
     /// The append's leader-assigned timestamp (expiry is measured in these, never the clock).
     pub timestamp_ms: u64,
+}
+
+/// The place in the idempotency expiry order of a key first used by append `part` of the
+/// entry at `log_index`: later entries, and later appends of one entry, sort after.
+pub fn expiry_order(log_index: u64, part: usize) -> u64 {
+    (log_index << 12) | (part as u64 & 0xfff)
 }
 
 /// A stream's summary, read from its first and last stream-index entries.

@@ -15,7 +15,6 @@ use evlog_raft_store::EventReader;
 use evlog_raft_store::type_config::NodeId;
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::AppliedState;
-use evlog_raft_store::types::Command;
 use evlog_raft_store::types::CommandResponse;
 use openraft::Instant as _;
 use openraft::ReadPolicy;
@@ -239,7 +238,7 @@ impl RaftHandle {
         &self,
         command: AppendCommand,
     ) -> Result<(CommandResponse, Receipt), ProposeError> {
-        self.proposals.propose(Command::Append(command)).await
+        self.proposals.propose(command).await
     }
 
     /// On the leader: a read index confirmed with a quorum after this call began (shared with

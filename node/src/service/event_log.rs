@@ -409,9 +409,9 @@ fn answer(
         CommandResponse::IdempotencyKeyReused => Err(ServiceError::IdempotencyKeyReused {
             key: request.idempotency_key.unwrap_or_default(),
         }),
-        CommandResponse::Empty => Err(ServiceError::Internal(
-            "an append applied as an empty entry".to_string(),
-        )),
+        CommandResponse::Empty | CommandResponse::Many(_) => Err(ServiceError::Internal(format!(
+            "an append was answered {response:?}"
+        ))),
     }
 }
 

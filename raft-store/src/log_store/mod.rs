@@ -73,30 +73,36 @@ pub const MAX_REPLICATION_BATCH_BYTES: usize = 8 << 20;
 
 /// What an entry weighs against a byte budget, as held in memory (its events, roughly).
 fn entry_bytes(entry: &Entry) -> usize {
-    const OVERHEAD: usize = 64;
     match &entry.payload {
-        EntryPayload::Normal(Command::Append(command)) => {
-            OVERHEAD
-                + command.stream.len()
-                + command
-                    .events
-                    .iter()
-                    .map(|event| {
-                        OVERHEAD
-                            + event.data.len()
-                            + event.id.len()
-                            + event.event_type.len()
-                            + event.content_type.len()
-                            + event
-                                .metadata
-                                .iter()
-                                .map(|(key, value)| key.len() + value.len())
-                                .sum::<usize>()
-                    })
-                    .sum::<usize>()
+        EntryPayload::Normal(Command::Append(command)) => append_bytes(command),
+        EntryPayload::Normal(Command::Appends(commands)) => {
+            ENTRY_OVERHEAD + commands.iter().map(append_bytes).sum::<usize>()
         }
-        EntryPayload::Blank | EntryPayload::Membership(_) => OVERHEAD,
+        EntryPayload::Blank | EntryPayload::Membership(_) => ENTRY_OVERHEAD,
     }
+}
+
+const ENTRY_OVERHEAD: usize = 64;
+
+fn append_bytes(command: &crate::types::AppendCommand) -> usize {
+    ENTRY_OVERHEAD
+        + command.stream.len()
+        + command
+            .events
+            .iter()
+            .map(|event| {
+                ENTRY_OVERHEAD
+                    + event.data.len()
+                    + event.id.len()
+                    + event.event_type.len()
+                    + event.content_type.len()
+                    + event
+                        .metadata
+                        .iter()
+                        .map(|(key, value)| key.len() + value.len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
 }
 
 /// Entries kept while they fit a byte budget (the first always does).

@@ -427,7 +427,7 @@ pub(crate) fn install(
                 keys.insert(key.as_str(), record.as_slice())
                     .map_err(io_error)?;
                 key_order
-                    .insert(decoded.log_index, key.as_str())
+                    .insert(decoded.order, key.as_str())
                     .map_err(io_error)?;
             }
             Record::End => break,

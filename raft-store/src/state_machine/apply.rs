@@ -9,7 +9,10 @@
 //!   ([`super::idempotency`]);
 //! - the head and the last timestamp advance only with events appended.
 //!
-//! The writer's transaction executes the decision (`store.rs`). A new command adds its own
+//! An entry of several appends applies in parts, one per append, each decided against the
+//! state the parts before it left ([`parts`]).
+//!
+//! The writer's transaction executes the decision (`execute.rs`). A new command adds its own
 //! `decide_*` here, not writer code.
 
 use super::MachineMeta;
@@ -27,22 +30,47 @@ use crate::types::AppendCommand;
 use crate::types::Command;
 use crate::types::CommandResponse;
 use crate::types::IdempotentRecord;
+use crate::types::MAX_APPENDS_PER_ENTRY;
+use crate::types::expiry_order;
 
-/// Decides what applying `entry` does to a state machine that `machine` and `view` describe.
+/// How many parts applying `entry` takes: one per append of a [`Command::Appends`] entry
+/// (each decided against the state the parts before it left, so a later append sees an
+/// earlier one's stream version and idempotency key), else one.
+pub fn parts(entry: &Entry) -> usize {
+    match &entry.payload {
+        EntryPayload::Normal(Command::Appends(appends)) => appends.len().max(1),
+        _ => 1,
+    }
+}
+
+/// The entry's response from its parts' responses (in order).
+pub fn respond(entry: &Entry, mut responses: Vec<CommandResponse>) -> CommandResponse {
+    match &entry.payload {
+        EntryPayload::Normal(Command::Appends(_)) => CommandResponse::Many(responses),
+        _ => responses.pop().unwrap_or(CommandResponse::Empty),
+    }
+}
+
+/// Decides what applying part `part` of `entry` (see [`parts`]) does to a state machine that
+/// `machine` and `view` describe; the parts before it are applied.
 pub fn decide(
     view: &impl StateView,
     machine: &MachineMeta,
     entry: &Entry,
+    part: usize,
 ) -> Result<Decision, StoreError> {
-    if let Some(last) = machine.last_applied
-        && entry.log_id.index <= last.index
-    {
-        return Err(StoreError::Invariant(format!(
-            "apply of log index {} after {}: an entry is applied once, in log order",
-            entry.log_id.index, last.index
-        )));
+    let mut mutations = Vec::new();
+    if part == 0 {
+        if let Some(last) = machine.last_applied
+            && entry.log_id.index <= last.index
+        {
+            return Err(StoreError::Invariant(format!(
+                "apply of log index {} after {}: an entry is applied once, in log order",
+                entry.log_id.index, last.index
+            )));
+        }
+        mutations.push(Mutation::SetLastApplied(entry.log_id));
     }
-    let mut mutations = vec![Mutation::SetLastApplied(entry.log_id)];
     let response = match &entry.payload {
         EntryPayload::Blank => CommandResponse::Empty,
         EntryPayload::Membership(membership) => {
@@ -53,7 +81,25 @@ pub fn decide(
             CommandResponse::Empty
         }
         EntryPayload::Normal(Command::Append(command)) => {
-            decide_append_entry(view, machine, entry.log_id.index, command, &mut mutations)?
+            let order = expiry_order(entry.log_id.index, 0);
+            decide_append_entry(view, machine, order, command, &mut mutations)?
+        }
+        EntryPayload::Normal(Command::Appends(commands)) => {
+            if commands.len() > MAX_APPENDS_PER_ENTRY {
+                return Err(StoreError::Invariant(format!(
+                    "{} appends in the entry at log index {}; at most {MAX_APPENDS_PER_ENTRY}",
+                    commands.len(),
+                    entry.log_id.index
+                )));
+            }
+            match commands.get(part) {
+                Some(command) => {
+                    let order = expiry_order(entry.log_id.index, part);
+                    decide_append_entry(view, machine, order, command, &mut mutations)?
+                }
+                // An entry of no appends (never proposed) applies as one empty part.
+                None => CommandResponse::Empty,
+            }
         }
     };
     Ok(Decision {
@@ -62,12 +108,13 @@ pub fn decide(
     })
 }
 
-/// An append entry at `log_index`: a retry or a reused key is answered from the key's record;
-/// otherwise the append is decided against its stream, and its key (if any) remembered.
+/// An append whose key (if any) takes place `order` in the expiry order: a retry or a reused
+/// key is answered from the key's record; otherwise the append is decided against its
+/// stream, and its key remembered.
 fn decide_append_entry(
     view: &impl StateView,
     machine: &MachineMeta,
-    log_index: u64,
+    order: u64,
     command: &AppendCommand,
     mutations: &mut Vec<Mutation>,
 ) -> Result<CommandResponse, StoreError> {
@@ -98,7 +145,7 @@ fn decide_append_entry(
         let record = IdempotentRecord {
             fingerprint: command.request_fingerprint,
             outcome: *outcome,
-            log_index,
+            order,
             timestamp_ms,
         };
         idempotency::remember(view, key, record, existing, command.idempotency, mutations)?;

@@ -64,9 +64,24 @@ impl StateView for MemoryView {
 }
 
 impl MemoryView {
-    /// Decides `entry`, executes the decision, returns it.
+    /// Decides `entry` part by part, executing each part before the next is decided; returns
+    /// the parts' mutations and the entry's response.
     fn apply(&mut self, entry: &Entry) -> Decision {
-        let decision = decide(self, &self.machine, entry).expect("decides");
+        let mut mutations = Vec::new();
+        let mut responses = Vec::new();
+        for part in 0..parts(entry) {
+            let decision = self.apply_part(entry, part);
+            mutations.extend(decision.mutations);
+            responses.push(decision.response);
+        }
+        Decision {
+            mutations,
+            response: respond(entry, responses),
+        }
+    }
+
+    fn apply_part(&mut self, entry: &Entry, part: usize) -> Decision {
+        let decision = decide(self, &self.machine, entry, part).expect("decides");
         for mutation in decision.mutations.clone() {
             match mutation {
                 Mutation::SetLastApplied(log_id) => self.machine.last_applied = Some(log_id),
@@ -88,11 +103,11 @@ impl MemoryView {
                     replaces_order,
                 } => {
                     let old = self.keys.insert(key.clone(), record);
-                    assert_eq!(old.map(|old| old.log_index), replaces_order);
+                    assert_eq!(old.map(|old| old.order), replaces_order);
                     if let Some(order) = replaces_order {
                         self.order.remove(&order);
                     }
-                    self.order.insert(record.log_index, key);
+                    self.order.insert(record.order, key);
                 }
                 Mutation::ExpireIdempotencyKey { key, order } => {
                     self.keys.remove(&key);
@@ -156,6 +171,7 @@ fn entries_apply_once_in_log_order() {
                 log_id: log_id(index),
                 payload: EntryPayload::Blank,
             },
+            0,
         )
         .expect_err("an entry at or before the last applied one");
         assert!(matches!(error, StoreError::Invariant(_)), "{error}");
@@ -345,7 +361,7 @@ fn an_expired_key_used_again_takes_a_new_place_in_the_expiry_order() {
     assert!(decision.mutations.contains(&Mutation::PutIdempotencyKey {
         key: "k".to_string(),
         record: view.keys["k"],
-        replaces_order: Some(1),
+        replaces_order: Some(expiry_order(1, 0)),
     }));
     assert!(expired_keys(&decision).is_empty(), "{decision:?}");
     assert_eq!(
@@ -353,7 +369,7 @@ fn an_expired_key_used_again_takes_a_new_place_in_the_expiry_order() {
             .iter()
             .map(|(order, key)| (*order, key.as_str()))
             .collect::<Vec<_>>(),
-        vec![(2, "j"), (3, "k")]
+        vec![(expiry_order(2, 0), "j"), (expiry_order(3, 0), "k")]
     );
 }
 
@@ -374,7 +390,87 @@ fn the_key_count_stays_bounded_over_many_appends() {
     assert_eq!(view.order.len(), 50);
     assert_eq!(
         view.order.keys().next(),
-        Some(&451),
+        Some(&expiry_order(451, 0)),
         "the newest 50 are kept"
     );
+}
+
+/// An entry of several appends applies them in order, each against the state the ones before
+/// it left: a later append sees an earlier one's stream version and idempotency key, a refused
+/// one writes nothing and does not stop the rest, and each key takes its own place in the
+/// expiry order.
+#[test]
+fn the_appends_of_one_entry_apply_in_order_each_on_its_own() {
+    let policy = IdempotencyPolicy::default();
+    let mut view = MemoryView::default();
+    view.apply(&append_entry(1, command(2, None)));
+    let in_stream = |expected| {
+        let mut command = command(1, expected);
+        command.stream = "other".to_string();
+        command
+    };
+    let appends = vec![
+        in_stream(Some(0)),
+        in_stream(Some(1)),
+        in_stream(Some(0)),
+        keyed("k", 10, policy),
+        keyed("k", 10, policy),
+        keyed("j", 10, policy),
+    ];
+    let decision = view.apply(&Entry {
+        log_id: log_id(2),
+        payload: EntryPayload::Normal(Command::Appends(appends)),
+    });
+    let CommandResponse::Many(responses) = &decision.response else {
+        panic!("{decision:?}");
+    };
+    let outcome = |first, stream_version, deduplicated| {
+        CommandResponse::Appended(AppendOutcome {
+            first_position: first,
+            last_position: first,
+            stream_version,
+            deduplicated,
+        })
+    };
+    assert_eq!(
+        responses,
+        &vec![
+            outcome(3, 1, false),
+            outcome(4, 2, false),
+            CommandResponse::WrongExpectedVersion {
+                expected: 0,
+                actual: 2
+            },
+            outcome(5, 3, false),
+            outcome(5, 3, true),
+            outcome(6, 4, false),
+        ]
+    );
+    assert_eq!(view.machine.head_position, 6);
+    assert_eq!(view.machine.last_applied, Some(log_id(2)));
+    assert_eq!(
+        view.order
+            .iter()
+            .map(|(order, key)| (*order, key.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(expiry_order(2, 3), "k"), (expiry_order(2, 5), "j")]
+    );
+    assert_eq!(
+        decision
+            .mutations
+            .iter()
+            .filter(|mutation| matches!(mutation, Mutation::SetLastApplied(_)))
+            .count(),
+        1
+    );
+}
+
+/// Keys stored before entries carried several appends hold the bare log index as their place:
+/// it sorts before every place taken since, so they still expire first.
+#[test]
+fn places_taken_by_older_versions_sort_before_new_ones() {
+    for old_index in [1, 1_000, 1 << 40] {
+        assert!(old_index < expiry_order(old_index, 0));
+        assert!(expiry_order(old_index, 4_095) < expiry_order(old_index + 1, 0));
+    }
 }

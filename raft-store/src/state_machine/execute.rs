@@ -15,7 +15,7 @@ use redb::Table;
 use redb::WriteTransaction;
 
 use super::MachineMeta;
-use super::apply::decide;
+use super::apply;
 use super::mutation::Mutation;
 use super::view::StateView;
 use crate::codec;
@@ -128,7 +128,7 @@ impl<'txn> ApplyTables<'txn> {
                     .map_err(StoreError::db)?
                     .map(|old| codec::decode_idempotent_record(old.value()))
                     .transpose()?
-                    .map(|old| old.log_index);
+                    .map(|old| old.order);
                 // Pair assertion with the decision: it knew what the key held.
                 if replaced != replaces_order {
                     return Err(StoreError::Invariant(format!(
@@ -141,7 +141,7 @@ impl<'txn> ApplyTables<'txn> {
                 }
                 tables
                     .order
-                    .insert(record.log_index, key.as_str())
+                    .insert(record.order, key.as_str())
                     .map_err(StoreError::db)?;
             }
             Mutation::ExpireIdempotencyKey { key, order } => {
@@ -206,12 +206,17 @@ pub(crate) fn apply(
     {
         let mut tables = ApplyTables::open(txn)?;
         for (entry, responder) in entries {
-            let decision = decide(&tables, machine, &entry)?;
-            for mutation in decision.mutations {
-                tables.execute(mutation, machine)?;
+            let parts = apply::parts(&entry);
+            let mut answers = Vec::with_capacity(parts);
+            for part in 0..parts {
+                let decision = apply::decide(&tables, machine, &entry, part)?;
+                for mutation in decision.mutations {
+                    tables.execute(mutation, machine)?;
+                }
+                answers.push(decision.response);
             }
             if let Some(responder) = responder {
-                responses.push((responder, decision.response));
+                responses.push((responder, apply::respond(&entry, answers)));
             }
         }
     }

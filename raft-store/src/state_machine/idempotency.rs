@@ -63,7 +63,7 @@ pub fn remember(
     policy: IdempotencyPolicy,
     mutations: &mut Vec<Mutation>,
 ) -> Result<(), StoreError> {
-    let replaces_order = existing.map(|old| old.log_index);
+    let replaces_order = existing.map(|old| old.order);
     mutations.push(Mutation::PutIdempotencyKey {
         key: key.to_string(),
         record,
@@ -85,7 +85,7 @@ pub fn remember(
             }
             None if !own_place_seen => {
                 own_place_seen = true;
-                (record.log_index, key.to_string(), record)
+                (record.order, key.to_string(), record)
             }
             None => break,
         };
@@ -122,7 +122,7 @@ mod tests {
                 stream_version: 2,
                 deduplicated: false,
             },
-            log_index: 9,
+            order: 9,
             timestamp_ms,
         }
     }
