@@ -12,7 +12,7 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
 readonly CLUSTER_SH="$REPO_ROOT/scripts/cluster.sh"
-readonly ALL_CASES="a,b,c,d,e,f,g,h,i,j"
+readonly ALL_CASES="a,b,c,d,e,f,g,h,i,j,k,l,m,n"
 
 usage() {
   cat <<EOF
@@ -39,8 +39,15 @@ The matrix (all events of 100 B unless said; appends go to the leader):
   i  subscribe: 16 subscribers (spread over the nodes, from the head) while 128 clients
      append; delivery latency is append sent -> event delivered
   j  case i without the subscribers (the same appends): the baseline of its throughput
+  k  append,  16 clients
+  l  append,  16 clients, through the client library (one shared evlog-client, which
+     coalesces concurrent appends into AppendMany calls: --via client)
+  m  append,  128 clients, through the client library
+  n  append,  128 clients, 1 KiB events, through the client library
+Cases a-c, f, g and k send one unary Append per append (--via unary).
 
-After each case, every node's resident memory (now, and its peak) is recorded.
+After each case, every node's resident memory (now, and its peak) is recorded. Every run
+records the CPU time per op of the bench client and of each node over its measured window.
 
 Options:
   --runs N          runs of each case (default 3); the summary shows their median
@@ -140,6 +147,10 @@ case_args() {
     h) echo "--mode subscribe --concurrency 0 --subscribers 1 --subscribe-from beginning --subscribe-batch 4096 --size 100" ;;
     i) echo "--mode subscribe --concurrency 128 --subscribers 16 --size 100" ;;
     j) echo "--mode subscribe --concurrency 128 --subscribers 0 --size 100" ;;
+    k) echo "--mode append --concurrency 16 --size 100" ;;
+    l) echo "--mode append --concurrency 16 --size 100 --via client" ;;
+    m) echo "--mode append --concurrency 128 --size 100 --via client" ;;
+    n) echo "--mode append --concurrency 128 --size 1024 --via client" ;;
     *) return 1 ;;
   esac
 }
@@ -166,6 +177,10 @@ case_title() {
     h) echo "subscribe: 1 subscriber catching up over $fill_catch_up events" ;;
     i) echo "subscribe: 16 subscribers, 128 clients appending 100 B" ;;
     j) echo "case i without subscribers" ;;
+    k) echo "append, 16 clients, 100 B" ;;
+    l) echo "append, 16 clients, 100 B, via the client library" ;;
+    m) echo "append, 128 clients, 100 B, via the client library" ;;
+    n) echo "append, 128 clients, 1 KiB, via the client library" ;;
   esac
 }
 
@@ -259,6 +274,36 @@ record_memory() {
 
 now_ms() { date +%s%3N; }
 
+# CPU clock ticks (user + system, all threads; 100 per second) of nodes 1, 2 and 3.
+node_ticks() {
+  local n pid
+  for n in 1 2 3; do
+    pid="$(cat "$cluster_dir/pids/node-$n.pid" 2>/dev/null || true)"
+    if [[ -n "$pid" && -r "/proc/$pid/stat" ]]; then
+      sed 's/.*) //' "/proc/$pid/stat" | awk '{ printf "%d ", $12 + $13 }'
+    else
+      printf '0 '
+    fi
+  done
+}
+
+# "node1_cpu_us_per_op":..,"node2..":..,"node3..":..,"leader_node":N for a run's JSON line
+# and the nodes' ticks before and after its measured window.
+node_cpu_json() {
+  local line="$1" ops errors leader_port leader_node=0 n
+  ops="$(json_number "$line" ops)"
+  errors="$(json_number "$line" errors_total)"
+  leader_port="$({ grep -o '"leader":"[^"]*"' <<<"$line" || true; } | grep -o '[0-9]*"$' | tr -d '"')"
+  if [[ -n "$leader_port" ]]; then leader_node=$((leader_port - base_port + 1)); fi
+  read -r -a before <<<"$2"
+  read -r -a after <<<"$3"
+  for n in 0 1 2; do
+    awk -v b="${before[$n]:-0}" -v a="${after[$n]:-0}" -v ops="$((${ops:-0} + ${errors:-0}))" \
+      -v node=$((n + 1)) 'BEGIN { printf "\"node%d_cpu_us_per_op\":%.1f,", node, (a - b) * 10000 / (ops > 0 ? ops : 1) }'
+  done
+  echo "\"leader_node\":$leader_node"
+}
+
 # SIGKILLs node 3, starts it again, and records how long until it serves a local read and a
 # linearizable one (each probe is one read with a 1 s deadline, retried until 60 s pass).
 probe_restart() {
@@ -302,12 +347,23 @@ for c in "${selected[@]}"; do
   fi
   for run in $(seq 1 "$runs"); do
     line=""
-    if line="$("$bin" bench --endpoints "$endpoints" --json --duration "$duration" \
-      --warmup "$warmup" "${args[@]}")" && [[ "$line" == "{"* ]]; then
-      echo "{\"case\":\"$c\",\"run\":$run,${line#\{}" >>"$results"
+    # The nodes' CPU time over the measured window: sampled when the warm-up ends and when
+    # the bench does (the bench reports its own).
+    "$bin" bench --endpoints "$endpoints" --json --duration "$duration" \
+      --warmup "$warmup" "${args[@]}" >"$out/run.json" &
+    bench_pid=$!
+    sleep "$warmup"
+    cpu_before="$(node_ticks)"
+    if wait "$bench_pid"; then line="$(cat "$out/run.json")"; fi
+    cpu_after="$(node_ticks)"
+    if [[ "$line" == "{"* ]]; then
+      node_cpu="$(node_cpu_json "$line" "$cpu_before" "$cpu_after")"
+      echo "{\"case\":\"$c\",\"run\":$run,$node_cpu,${line#\{}" >>"$results"
       echo "     run $run: $(json_number "$line" ops_per_sec) ops/s," \
         "p50 $(json_number "$line" p50_us) µs, p99 $(json_number "$line" p99_us) µs," \
-        "$(json_number "$line" errors_total) errors" >&2
+        "$(json_number "$line" errors_total) errors; CPU µs/op: client" \
+        "$(json_number "$line" client_cpu_us_per_op), nodes $(json_number "$node_cpu" node1_cpu_us_per_op)" \
+        "$(json_number "$node_cpu" node2_cpu_us_per_op) $(json_number "$node_cpu" node3_cpu_us_per_op)" >&2
     else
       failed_runs[$c]=$((failed_runs[$c] + 1))
       echo "     run $run: evlog bench failed" >&2
@@ -377,6 +433,22 @@ fi
     done <"$restarts"
   fi
   echo "- peak RSS: the largest VmHWM of the three nodes at the end of the case (memory.jsonl)"
+  echo
+  echo "| case | CPU µs/op: client | node 1 | node 2 | node 3 | all | leader |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  for c in "${selected[@]}"; do
+    lines="$(grep "^{\"case\":\"$c\"," "$results" || true)"
+    [[ -n "$lines" ]] || continue
+    all="$(while IFS= read -r line; do
+      echo "$line" | grep -o '"\(client\|node[123]\)_cpu_us_per_op":[0-9.]*' | cut -d: -f2 |
+        awk '{ s += $1 } END { print s }'
+    done <<<"$lines" | median %.0f)"
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$(med client_cpu_us_per_op)" \
+      "$(med node1_cpu_us_per_op)" "$(med node2_cpu_us_per_op)" "$(med node3_cpu_us_per_op)" \
+      "$all" "$(med leader_node)"
+  done
+  echo "- CPU µs/op: user + system CPU time of each process over the measured window, divided by" \
+    "the requests it measured (medians of the runs); leader: the node appends went to (0: all)"
   subscribed=()
   for c in "${selected[@]}"; do
     if [[ "$(case_args "$c")" == *"--mode subscribe"* ]]; then subscribed+=("$c"); fi

@@ -336,6 +336,11 @@ async fn measure(
     };
     let measure_from_us =
         u64::try_from((schedule.measure_from - clock.epoch).as_micros()).unwrap_or(u64::MAX);
+    // This process's CPU time when the measured window begins (the warm-up's is not counted).
+    let cpu_at_start = tokio::spawn(async move {
+        tokio::time::sleep_until(schedule.measure_from).await;
+        process_cpu()
+    });
     for (stream, start) in opened {
         subscribers.spawn(subscribe::run(
             stream,
@@ -428,6 +433,10 @@ async fn measure(
             }
         }
     }
+    let client_cpu = match (cpu_at_start.await.ok().flatten(), process_cpu()) {
+        (Some(start), Some(end)) => Some(end.saturating_sub(start)),
+        _ => None,
+    };
     let appends_per_call = appender.map(|client| {
         let stats = client.coalescing_stats();
         let calls = stats.calls.load(Ordering::Relaxed).max(1);
@@ -437,12 +446,24 @@ async fn measure(
         config,
         leader,
         appends_per_call,
+        client_cpu,
         elapsed,
         total,
         append,
         read,
         subscribe,
     })
+}
+
+/// This process's CPU time so far (user and system, all threads), from `/proc/self/stat`
+/// (in clock ticks of 1/100 s, Linux's `USER_HZ`); `None` where there is no such file.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which may hold spaces) in parentheses: state is the
+    // 3rd field of the line, utime and stime the 14th and 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn update_bar(bar: &ProgressBar, schedule: Schedule, progress: &Progress) {
@@ -462,6 +483,21 @@ fn update_bar(bar: &ProgressBar, schedule: Schedule, progress: &Progress) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_cpu_time_is_read_and_grows() {
+        let before = process_cpu().expect("Linux has /proc/self/stat");
+        let started = std::time::Instant::now();
+        let mut spin = 0u64;
+        while started.elapsed() < Duration::from_millis(60) {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        let after = process_cpu().expect("still there");
+        assert!(
+            after > before,
+            "{before:?} -> {after:?} after 60 ms of spinning"
+        );
+    }
 
     #[test]
     fn endpoints_match_addresses_with_or_without_a_scheme() {

@@ -26,6 +26,8 @@ pub struct Report {
     pub leader: Option<String>,
     /// `--via client`: appends per call the client sent (warm-up included).
     pub appends_per_call: Option<f64>,
+    /// The bench process's CPU time over the measured window (`None` off Linux).
+    pub client_cpu: Option<Duration>,
     /// Measured time.
     pub elapsed: Duration,
     /// Every measured request.
@@ -118,6 +120,13 @@ impl Report {
             json!((self.elapsed.as_secs_f64() * 1_000.0).round() / 1_000.0),
         );
         self.measurements(&self.total, "", &mut object);
+        if let Some(cpu) = self.client_cpu {
+            let ops = (self.total.ops + self.total.error_count()).max(1);
+            object.insert(
+                "client_cpu_us_per_op".to_string(),
+                json!(rounded(cpu.as_secs_f64() * 1e6 / ops as f64)),
+            );
+        }
         object.insert(
             "error_messages".to_string(),
             json!(self.total.error_samples),
@@ -317,6 +326,7 @@ mod tests {
             config,
             leader: Some("127.0.0.1:50051".to_string()),
             appends_per_call: None,
+            client_cpu: Some(Duration::from_millis(3)),
             elapsed: Duration::from_secs(2),
             total,
             append: Some(append),
@@ -345,6 +355,7 @@ mod tests {
             "batch",
             "streams",
             "via",
+            "client_cpu_us_per_op",
             "duration_s",
         ] {
             assert!(json.get(key).is_some(), "missing {key} in {json}");
