@@ -5,7 +5,8 @@
 //! Each endpoint has a lane: a task that takes what is queued and sends it. It never waits for
 //! company: a lone append is sent at once (as a unary `Append`, so a single caller sees no
 //! change), and batches form from the appends that arrive while earlier calls are on the
-//! wire. Every stage is bounded: at most [`MAX_CALLS_IN_FLIGHT`] calls per endpoint, a batch
+//! wire. Every stage is bounded: at most `append_calls_in_flight` calls per endpoint
+//! ([`DEFAULT_CALLS_IN_FLIGHT`] unless the client's options say), a batch
 //! holds at most [`MAX_BATCH_APPENDS`] appends and about [`MAX_BATCH_BYTES`] (an append
 //! larger than that goes alone), and at most [`MAX_QUEUED`] appends wait per endpoint (past
 //! it, callers wait to queue).
@@ -25,8 +26,9 @@ use tokio::sync::oneshot;
 use tonic::Status;
 use tonic::transport::Channel;
 
-/// Calls on the wire per endpoint; appends arriving meanwhile wait and go together next.
-pub const MAX_CALLS_IN_FLIGHT: usize = 4;
+/// Calls on the wire per endpoint by default; appends arriving meanwhile wait and go together
+/// next.
+pub const DEFAULT_CALLS_IN_FLIGHT: usize = 4;
 /// Most appends in one call (the server's limit per `AppendMany`).
 pub const MAX_BATCH_APPENDS: usize = 1_024;
 /// Most encoded bytes of appends in one call, unless a single append is larger.
@@ -57,14 +59,20 @@ pub struct Coalescer {
 }
 
 impl Coalescer {
-    /// Starts a lane per channel (needs a Tokio runtime).
-    pub fn start(channels: &[Channel]) -> Self {
+    /// Starts a lane per channel, each with at most `calls_in_flight` calls on the wire
+    /// (needs a Tokio runtime).
+    pub fn start(channels: &[Channel], calls_in_flight: usize) -> Self {
         let stats = Arc::new(CoalescingStats::default());
         let lanes = channels
             .iter()
             .map(|channel| {
                 let (sender, queue) = mpsc::channel(MAX_QUEUED);
-                tokio::spawn(run_lane(channel.clone(), queue, Arc::clone(&stats)));
+                tokio::spawn(run_lane(
+                    channel.clone(),
+                    queue,
+                    calls_in_flight,
+                    Arc::clone(&stats),
+                ));
                 sender
             })
             .collect();
@@ -100,14 +108,15 @@ impl Coalescer {
     }
 }
 
-/// Takes what is queued for one endpoint and sends it, while fewer than
-/// [`MAX_CALLS_IN_FLIGHT`] calls are on the wire. Ends when the client is dropped.
+/// Takes what is queued for one endpoint and sends it, while fewer than `calls_in_flight`
+/// calls are on the wire. Ends when the client is dropped.
 async fn run_lane(
     channel: Channel,
     mut queue: mpsc::Receiver<Queued>,
+    calls_in_flight: usize,
     stats: Arc<CoalescingStats>,
 ) {
-    let in_flight = Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT));
+    let in_flight = Arc::new(Semaphore::new(calls_in_flight));
     let mut carried: Option<Queued> = None;
     loop {
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {

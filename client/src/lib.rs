@@ -47,6 +47,9 @@ pub struct ClientOptions {
     pub max_backoff: Duration,
     /// Most attempts per call.
     pub max_attempts: u32,
+    /// Append calls on the wire per endpoint; appends made meanwhile wait and go together in
+    /// the next call (Kafka's `max.in.flight.requests.per.connection`).
+    pub append_calls_in_flight: usize,
 }
 
 impl Default for ClientOptions {
@@ -56,6 +59,7 @@ impl Default for ClientOptions {
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(500),
             max_attempts: 50,
+            append_calls_in_flight: coalesce::DEFAULT_CALLS_IN_FLIGHT,
         }
     }
 }
@@ -190,8 +194,9 @@ impl EvlogClient {
     }
 
     fn coalescer(&self) -> &Coalescer {
-        self.coalescer
-            .get_or_init(|| Coalescer::start(&self.channels))
+        self.coalescer.get_or_init(|| {
+            Coalescer::start(&self.channels, self.options.append_calls_in_flight.max(1))
+        })
     }
 
     /// How many calls have carried how many appends so far (this client and its clones).

@@ -28,7 +28,7 @@ const QUICK_DURATION_SECS: u64 = 6;
                   crash-apply, crash-snapshot-install, crash-snapshot-build, wipe-rejoin, \
                   snapshot-catch-up, power-loss-all (crash-* and power-loss-all need an evlog \
                   binary built with the failpoints feature; they are skipped otherwise)\nWorkloads:\n  all, or a \
-                  comma-separated list of: appends, mixed, contention, idempotent\n\nThe \
+                  comma-separated list of: appends, mixed, contention, idempotent, subscribe, coalesced\n\nThe \
                   report (report.json, summary.txt, and the history of any run with a \
                   violation) goes to --out. `--list` describes every fault and workload."
 )]

@@ -13,7 +13,10 @@
 //!   acknowledgement, which must come back deduplicated;
 //! - `subscribe`: the appends of `appends`, under twice the subscribers of the other loads
 //!   (a stream subscription, one from a position, one by event type, each reading slowly:
-//!   see `subscribers.rs`).
+//!   see `subscribers.rs`);
+//! - `coalesced`: the appends of `appends` from four times the clients, sent through one
+//!   `evlog-client` per node (one attempt each), which coalesces the appends waiting for a
+//!   node into `AppendMany` calls: each append's own answer, forwarded and under faults.
 //!
 //! Every operation is entered in the history before it is sent (as in flight) and completed
 //! when its answer arrives, so a client cut off mid-request leaves a truthful record. Every
@@ -24,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use evlog_client::{ClientOptions, EvlogClient};
 use evlog_proto::v1::event_log_client::EventLogClient;
 use evlog_proto::v1::{
     AllStreams, AppendRequest, AppendResponse, Consistency, Direction, EventData, ReadRequest,
@@ -46,15 +50,17 @@ pub enum LoadKind {
     Contention,
     Idempotent,
     Subscribe,
+    Coalesced,
 }
 
 impl LoadKind {
-    pub const ALL: [LoadKind; 5] = [
+    pub const ALL: [LoadKind; 6] = [
         LoadKind::Appends,
         LoadKind::Mixed,
         LoadKind::Contention,
         LoadKind::Idempotent,
         LoadKind::Subscribe,
+        LoadKind::Coalesced,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +70,7 @@ impl LoadKind {
             LoadKind::Contention => "contention",
             LoadKind::Idempotent => "idempotent",
             LoadKind::Subscribe => "subscribe",
+            LoadKind::Coalesced => "coalesced",
         }
     }
 
@@ -79,6 +86,9 @@ impl LoadKind {
             }
             LoadKind::Subscribe => {
                 "appends under six subscribers (every run has three), three of them slow readers"
+            }
+            LoadKind::Coalesced => {
+                "appends from 4x the clients through evlog-client, coalesced into AppendMany calls"
             }
         }
     }
@@ -143,15 +153,42 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A node the clients talk to: its gRPC stub, and an `evlog-client` over it alone (one
+/// attempt per append; the `coalesced` load's appends go through it).
+#[derive(Clone)]
+struct Target {
+    id: u64,
+    stub: EventLogClient<Channel>,
+    coalescing: EvlogClient,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node {}", self.id)
+    }
+}
+
 /// The nodes the clients talk to; client `i` uses entry `i % len` (and the next ones for
 /// retries). Replaced when a node is replaced.
-type Targets = Arc<RwLock<Vec<(u64, EventLogClient<Channel>)>>>;
+type Targets = Arc<RwLock<Vec<Target>>>;
 
-fn targets_of(cluster: &Cluster) -> Vec<(u64, EventLogClient<Channel>)> {
+fn targets_of(cluster: &Cluster, options: &LoadOptions) -> Vec<Target> {
     cluster
         .node_ids()
         .into_iter()
-        .map(|id| (id, cluster.client(id)))
+        .map(|id| Target {
+            id,
+            stub: cluster.client(id),
+            coalescing: EvlogClient::new(
+                &[cluster.address(id)],
+                ClientOptions {
+                    deadline: options.rpc_timeout,
+                    max_attempts: 1,
+                    ..ClientOptions::default()
+                },
+            )
+            .expect("a loopback endpoint"),
+        })
         .collect()
 }
 
@@ -173,8 +210,13 @@ impl Load {
         assert!(options.max_events_per_append >= 1, "appends carry events");
         let stop = Arc::new(AtomicBool::new(false));
         let recorder = Arc::new(Recorder::default());
-        let targets: Targets = Arc::new(RwLock::new(targets_of(cluster)));
-        let clients = cluster.node_ids().len() * options.clients_per_node;
+        let targets: Targets = Arc::new(RwLock::new(targets_of(cluster, &options)));
+        // Coalescing needs appends waiting at the same time.
+        let per_node = match kind {
+            LoadKind::Coalesced => options.clients_per_node * 4,
+            _ => options.clients_per_node,
+        };
+        let clients = cluster.node_ids().len() * per_node;
         let tasks = (0..clients)
             .map(|index| {
                 let client = Client {
@@ -202,7 +244,7 @@ impl Load {
     /// Points the clients at the cluster's current members (after a node was replaced).
     pub fn set_targets(&self, cluster: &Cluster) {
         let mut targets = self.targets.write().unwrap_or_else(PoisonError::into_inner);
-        *targets = targets_of(cluster);
+        *targets = targets_of(cluster, &self.options);
     }
 
     /// How many attempts were acknowledged at or after `instant`, among those invoked at or
@@ -301,7 +343,9 @@ impl Client {
         let mut known_version: Option<u64> = None;
         while !self.stopped(started) {
             let ok = match self.kind {
-                LoadKind::Appends | LoadKind::Subscribe => self.plain_append().await,
+                LoadKind::Appends | LoadKind::Subscribe | LoadKind::Coalesced => {
+                    self.plain_append().await
+                }
                 LoadKind::Mixed => {
                     if self.sequence.is_multiple_of(2) {
                         self.plain_append().await
@@ -321,7 +365,7 @@ impl Client {
 
     /// The target for attempt `attempt` of a request: the client's own node first, then the
     /// next ones.
-    fn target(&self, attempt: usize) -> Option<(u64, EventLogClient<Channel>)> {
+    fn target(&self, attempt: usize) -> Option<Target> {
         let targets = self.targets.read().unwrap_or_else(PoisonError::into_inner);
         if targets.is_empty() {
             return None;
@@ -356,9 +400,10 @@ impl Client {
 
     /// Sends one attempt of `append` through target `attempt` and records it.
     async fn send(&mut self, append: &AppendRequest, attempt: usize) -> Sent {
-        let Some((node, mut client)) = self.target(attempt) else {
+        let Some(target) = self.target(attempt) else {
             return Sent::Unknown;
         };
+        let node = target.id;
         let slot = {
             let mut operations = lock(&self.recorder.operations);
             operations.push(Operation {
@@ -375,12 +420,18 @@ impl Client {
             operations.len() - 1
         };
         let timeout = self.options.rpc_timeout;
-        let result = with_deadline(
-            timeout,
-            &format!("Append to node {node}"),
-            client.append(request(append.clone(), timeout)),
-        )
-        .await;
+        let result = match self.kind {
+            LoadKind::Coalesced => target.coalescing.append(append.clone()).await,
+            _ => {
+                let mut client = target.stub;
+                with_deadline(
+                    timeout,
+                    &format!("Append to node {node}"),
+                    client.append(request(append.clone(), timeout)),
+                )
+                .await
+            }
+        };
         let outcome = Outcome::from_result(&result);
         let sent = match (&result, &outcome) {
             (Ok(response), _) => Sent::Acknowledged(*response),
@@ -515,7 +566,11 @@ impl Client {
         target: ReadTarget,
         count: u32,
     ) -> Option<Vec<evlog_proto::v1::RecordedEvent>> {
-        let (node, mut client) = self.target(0)?;
+        let Target {
+            id: node,
+            stub: mut client,
+            ..
+        } = self.target(0)?;
         let slot = {
             let mut reads = lock(&self.recorder.reads);
             reads.push(ReadOperation {

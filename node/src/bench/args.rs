@@ -157,6 +157,9 @@ pub struct BenchArgs {
     /// How appends travel: one RPC each, or through the client library's coalescing.
     #[arg(long, value_enum, default_value = "unary")]
     pub via: BenchVia,
+    /// With `--via client`: append calls the client keeps on the wire.
+    #[arg(long, default_value_t = evlog_client::ClientOptions::default().append_calls_in_flight)]
+    pub client_calls_in_flight: usize,
     /// Events asked for by each read (`max_count`).
     #[arg(long, default_value_t = 10)]
     pub page_size: u32,
@@ -212,6 +215,7 @@ pub struct BenchConfig {
     pub warmup: Duration,
     pub target: BenchTarget,
     pub via: BenchVia,
+    pub client_calls_in_flight: usize,
     pub page_size: u32,
     pub consistency: ReadConsistency,
     /// Events appended to each stream before the run.
@@ -255,6 +259,7 @@ impl BenchArgs {
             warmup: seconds("--warmup", self.warmup)?,
             target: self.target,
             via: self.via,
+            client_calls_in_flight: self.client_calls_in_flight,
             page_size: self.page_size,
             consistency: self.consistency,
             preload: self.preload.unwrap_or(if self.mode.reads() {
@@ -308,6 +313,12 @@ impl BenchConfig {
         }
         if self.batch == 0 {
             return Err("--batch must be 1 or more".to_string());
+        }
+        if !(1..=1_024).contains(&self.client_calls_in_flight) {
+            return Err(format!(
+                "--client-calls-in-flight must be 1 to 1024, got {}",
+                self.client_calls_in_flight
+            ));
         }
         if self.streams == 0 {
             return Err("--streams must be 1 or more".to_string());

@@ -124,6 +124,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let options = ClientOptions {
                 deadline: config.request_timeout,
                 max_attempts: 1,
+                append_calls_in_flight: config.client_calls_in_flight,
                 ..ClientOptions::default()
             };
             Some(EvlogClient::new(&addresses, options).map_err(anyhow::Error::msg)?)

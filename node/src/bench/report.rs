@@ -101,6 +101,7 @@ impl Report {
             "streams": config.streams,
             "target": config.target.name(),
             "via": config.via.name(),
+            "client_calls_in_flight": config.client_calls_in_flight,
             "appends_per_call": self.appends_per_call.map(rounded),
             "leader": self.leader,
             "page_size": config.page_size,
