@@ -100,3 +100,63 @@ async fn a_snapshot_built_while_applying_installs_exactly_its_state() {
         assert_eq!(ids, expected, "round {round}: snapshot at index {upto}");
     }
 }
+
+/// An append applied after a snapshot install is checked against the snapshot's streams, not
+/// against what the store had applied before (its writer remembers recent streams' versions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_after_a_snapshot_install_sees_the_snapshots_streams() {
+    let source_dir = tempfile::tempdir().expect("temp dir");
+    let (_source_engine, _source_log, mut source, _source_reader) =
+        evlog_raft_store::open(&config(&source_dir, 1)).expect("a fresh store opens");
+    // Entries 1..=9 give s-0, s-1 and s-2 three events each.
+    let entries: Vec<_> = (1..=9).map(|i| Ok((append(i), None))).collect();
+    source
+        .apply(futures::stream::iter(entries))
+        .await
+        .expect("the entries apply");
+    let built = source
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("the snapshot builds");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_engine, _log, mut machine, reader) =
+        evlog_raft_store::open(&config(&dir, 2)).expect("a fresh store opens");
+    // This store applied s-1 and s-2 at version 1 before it is given the snapshot.
+    let entries: Vec<_> = (1..=2).map(|i| Ok((append(i), None))).collect();
+    machine
+        .apply(futures::stream::iter(entries))
+        .await
+        .expect("the entries apply");
+    machine
+        .install_snapshot(&built.meta, built.snapshot)
+        .await
+        .expect("the snapshot installs");
+
+    let mut next = append(10);
+    if let openraft::EntryPayload::Normal(Command::Append(command)) = &mut next.payload {
+        assert_eq!(command.stream, "s-1");
+        command.expected_version = Some(3);
+    }
+    machine
+        .apply(futures::stream::iter(vec![Ok((next, None))]))
+        .await
+        .expect("the append applies");
+    let page = reader
+        .read(
+            ReadTarget::Stream("s-1".to_string()),
+            ReadStart::Edge,
+            evlog_raft_store::PageLimit::count(100),
+            false,
+        )
+        .await
+        .expect("read s-1");
+    let ids: Vec<&str> = page.events.iter().map(|event| event.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["e-1", "e-4", "e-7", "e-10"],
+        "the append at expected version 3 (the snapshot's) is appended"
+    );
+}

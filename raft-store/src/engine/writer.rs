@@ -30,6 +30,7 @@ use crate::log_store::LogMeta;
 use crate::log_store::txn;
 use crate::state_machine::MachineMeta;
 use crate::state_machine::execute as machine_store;
+use crate::state_machine::heads::StreamHeads;
 use crate::type_config::Entry;
 use crate::type_config::LogId;
 use crate::type_config::SnapshotMeta;
@@ -61,6 +62,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
     };
     // Applied state committed without fsync, waiting for the next durable commit.
     let mut unsynced = false;
+    let mut heads = StreamHeads::default();
     loop {
         let first = if unsynced {
             let next = waiter
@@ -92,7 +94,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
         }
         let kinds = BatchKinds::of(&batch);
         let started = Instant::now();
-        match write_batch(shared, &mut batch, unsynced) {
+        match write_batch(shared, &mut batch, unsynced, &mut heads) {
             Ok(still_unsynced) => unsynced = still_unsynced,
             Err(error) => {
                 shared.fail(error);
@@ -241,6 +243,7 @@ fn write_batch(
     shared: &Shared,
     batch: &mut Vec<WriteOp>,
     unsynced: bool,
+    heads: &mut StreamHeads,
 ) -> Result<bool, StoreError> {
     if batch
         .iter()
@@ -267,7 +270,7 @@ fn write_batch(
             if let Work::Append(entries) = &work {
                 appended.extend(entries.iter().map(|entry| entry.log_id));
             }
-            match carry_out(&txn, work, &mut log, &mut machine) {
+            match carry_out(&txn, work, &mut log, &mut machine, heads) {
                 Ok(responses) => completions.push(match completion {
                     Completion::Apply(done, _) => Completion::Apply(done, responses),
                     other => other,
@@ -434,6 +437,7 @@ fn carry_out(
     work: Work,
     log: &mut LogMeta,
     machine: &mut MachineMeta,
+    heads: &mut StreamHeads,
 ) -> Result<Vec<(ApplyResponder<TypeConfig>, CommandResponse)>, StoreError> {
     match work {
         Work::Append(entries) => txn::append(txn, &entries, log)?,
@@ -442,8 +446,10 @@ fn carry_out(
         Work::SaveCommitted(committed) => log.stage_committed(committed),
         Work::TruncateAfter(last) => txn::truncate_after(txn, last, log)?,
         Work::Purge(upto) => txn::purge(txn, upto, log)?,
-        Work::Apply(entries) => return machine_store::apply(txn, entries, machine),
-        Work::InstallSnapshot(meta, path) => machine_store::install(txn, &meta, &path, machine)?,
+        Work::Apply(entries) => return machine_store::apply(txn, entries, machine, heads),
+        Work::InstallSnapshot(meta, path) => {
+            machine_store::install(txn, &meta, &path, machine, heads)?
+        }
         Work::MarkCaughtUp => txn::clear_catch_up_required(txn)?,
     }
     Ok(Vec::new())

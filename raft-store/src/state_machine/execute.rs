@@ -6,6 +6,7 @@
 //! engine's handle: the writer calls in.
 
 use std::cell::OnceCell;
+use std::cell::RefCell;
 use std::path::Path;
 
 use openraft::storage::ApplyResponder;
@@ -16,6 +17,7 @@ use redb::WriteTransaction;
 
 use super::MachineMeta;
 use super::apply;
+use super::heads::StreamHeads;
 use super::mutation::Mutation;
 use super::view::StateView;
 use crate::codec;
@@ -39,11 +41,13 @@ use crate::types::StreamInfo;
 /// transaction: read as a [`StateView`] by the decisions, written by [`Self::execute`]. The
 /// idempotency tables are opened only when an entry uses a key (most appends carry none, and
 /// an open costs a lookup).
-pub(crate) struct ApplyTables<'txn> {
+pub(crate) struct ApplyTables<'txn, 'h> {
     txn: &'txn WriteTransaction,
     events: Table<'txn, u64, &'static [u8]>,
     index: Table<'txn, (&'static str, u64), u64>,
     key_tables: OnceCell<KeyTables<'txn>>,
+    /// The writer's stream summaries (a view method fills it on a miss, so it sits in a cell).
+    heads: RefCell<&'h mut StreamHeads>,
 }
 
 /// The idempotency keys and their expiry order.
@@ -61,13 +65,14 @@ impl<'txn> KeyTables<'txn> {
     }
 }
 
-impl<'txn> ApplyTables<'txn> {
-    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+impl<'txn, 'h> ApplyTables<'txn, 'h> {
+    fn open(txn: &'txn WriteTransaction, heads: &'h mut StreamHeads) -> Result<Self, StoreError> {
         Ok(Self {
             txn,
             events: txn.open_table(EVENTS).map_err(StoreError::db)?,
             index: txn.open_table(STREAM_INDEX).map_err(StoreError::db)?,
             key_tables: OnceCell::new(),
+            heads: RefCell::new(heads),
         })
     }
 
@@ -105,6 +110,7 @@ impl<'txn> ApplyTables<'txn> {
                         event.position,
                     )
                     .map_err(StoreError::db)?;
+                self.heads.get_mut().put(&event);
             }
             Mutation::AdvanceHead {
                 head_position,
@@ -154,9 +160,16 @@ impl<'txn> ApplyTables<'txn> {
     }
 }
 
-impl StateView for ApplyTables<'_> {
+impl StateView for ApplyTables<'_, '_> {
     fn stream(&self, stream: &str) -> Result<Option<StreamInfo>, StoreError> {
-        stream_summary(&self.index, stream)
+        if let Some(info) = self.heads.borrow().get(stream) {
+            return Ok(Some(info));
+        }
+        let info = stream_summary(&self.index, stream)?;
+        if let Some(info) = info {
+            self.heads.borrow_mut().remember(stream, info);
+        }
+        Ok(info)
     }
 
     fn idempotency_key(&self, key: &str) -> Result<Option<IdempotentRecord>, StoreError> {
@@ -201,10 +214,11 @@ pub(crate) fn apply(
     txn: &WriteTransaction,
     entries: Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>,
     machine: &mut MachineMeta,
+    heads: &mut StreamHeads,
 ) -> Result<Vec<(ApplyResponder<TypeConfig>, CommandResponse)>, StoreError> {
     let mut responses = Vec::with_capacity(entries.len());
     {
-        let mut tables = ApplyTables::open(txn)?;
+        let mut tables = ApplyTables::open(txn, heads)?;
         for (entry, responder) in entries {
             let parts = apply::parts(&entry);
             let mut answers = Vec::with_capacity(parts);
@@ -248,7 +262,10 @@ pub(crate) fn install(
     meta: &SnapshotMeta,
     path: &Path,
     machine: &mut MachineMeta,
+    heads: &mut StreamHeads,
 ) -> Result<(), StoreError> {
+    // Whatever happens next, the streams remembered are not the snapshot's.
+    heads.clear();
     let installed = snapshot::install(txn, meta, path)?;
     machine.last_applied = meta.last_log_id;
     machine.membership = meta.last_membership.clone();

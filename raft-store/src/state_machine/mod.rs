@@ -10,6 +10,7 @@
 pub mod append;
 pub mod apply;
 pub(crate) mod execute;
+pub(crate) mod heads;
 pub mod idempotency;
 pub mod mutation;
 pub mod store;
