@@ -29,8 +29,8 @@ use crate::failpoint::crash_point;
 use crate::log_store::LogMeta;
 use crate::log_store::txn;
 use crate::state_machine::MachineMeta;
+use crate::state_machine::cache::WriterCache;
 use crate::state_machine::execute as machine_store;
-use crate::state_machine::heads::StreamHeads;
 use crate::type_config::Entry;
 use crate::type_config::LogId;
 use crate::type_config::SnapshotMeta;
@@ -62,7 +62,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
     };
     // Applied state committed without fsync, waiting for the next durable commit.
     let mut unsynced = false;
-    let mut heads = StreamHeads::default();
+    let mut cache = WriterCache::default();
     loop {
         let first = if unsynced {
             let next = waiter
@@ -94,7 +94,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
         }
         let kinds = BatchKinds::of(&batch);
         let started = Instant::now();
-        match write_batch(shared, &mut batch, unsynced, &mut heads) {
+        match write_batch(shared, &mut batch, unsynced, &mut cache) {
             Ok(still_unsynced) => unsynced = still_unsynced,
             Err(error) => {
                 shared.fail(error);
@@ -243,7 +243,7 @@ fn write_batch(
     shared: &Shared,
     batch: &mut Vec<WriteOp>,
     unsynced: bool,
-    heads: &mut StreamHeads,
+    cache: &mut WriterCache,
 ) -> Result<bool, StoreError> {
     if batch
         .iter()
@@ -270,7 +270,7 @@ fn write_batch(
             if let Work::Append(entries) = &work {
                 appended.extend(entries.iter().map(|entry| entry.log_id));
             }
-            match carry_out(&txn, work, &mut log, &mut machine, heads) {
+            match carry_out(&txn, work, &mut log, &mut machine, cache) {
                 Ok(responses) => completions.push(match completion {
                     Completion::Apply(done, _) => Completion::Apply(done, responses),
                     other => other,
@@ -437,7 +437,7 @@ fn carry_out(
     work: Work,
     log: &mut LogMeta,
     machine: &mut MachineMeta,
-    heads: &mut StreamHeads,
+    cache: &mut WriterCache,
 ) -> Result<Vec<(ApplyResponder<TypeConfig>, CommandResponse)>, StoreError> {
     match work {
         Work::Append(entries) => txn::append(txn, &entries, log)?,
@@ -446,9 +446,9 @@ fn carry_out(
         Work::SaveCommitted(committed) => log.stage_committed(committed),
         Work::TruncateAfter(last) => txn::truncate_after(txn, last, log)?,
         Work::Purge(upto) => txn::purge(txn, upto, log)?,
-        Work::Apply(entries) => return machine_store::apply(txn, entries, machine, heads),
+        Work::Apply(entries) => return machine_store::apply(txn, entries, machine, cache),
         Work::InstallSnapshot(meta, path) => {
-            machine_store::install(txn, &meta, &path, machine, heads)?
+            machine_store::install(txn, &meta, &path, machine, cache)?
         }
         Work::MarkCaughtUp => txn::clear_catch_up_required(txn)?,
     }

@@ -17,7 +17,7 @@ use redb::WriteTransaction;
 
 use super::MachineMeta;
 use super::apply;
-use super::heads::StreamHeads;
+use super::cache::WriterCache;
 use super::mutation::Mutation;
 use super::view::StateView;
 use crate::codec;
@@ -46,8 +46,9 @@ pub(crate) struct ApplyTables<'txn, 'h> {
     events: Table<'txn, u64, &'static [u8]>,
     index: Table<'txn, (&'static str, u64), u64>,
     key_tables: OnceCell<KeyTables<'txn>>,
-    /// The writer's stream summaries (a view method fills it on a miss, so it sits in a cell).
-    heads: RefCell<&'h mut StreamHeads>,
+    /// The writer's memory of the state machine (view methods fill it on a miss, so it sits
+    /// in a cell).
+    cache: RefCell<&'h mut WriterCache>,
 }
 
 /// The idempotency keys and their expiry order.
@@ -66,13 +67,13 @@ impl<'txn> KeyTables<'txn> {
 }
 
 impl<'txn, 'h> ApplyTables<'txn, 'h> {
-    fn open(txn: &'txn WriteTransaction, heads: &'h mut StreamHeads) -> Result<Self, StoreError> {
+    fn open(txn: &'txn WriteTransaction, cache: &'h mut WriterCache) -> Result<Self, StoreError> {
         Ok(Self {
             txn,
             events: txn.open_table(EVENTS).map_err(StoreError::db)?,
             index: txn.open_table(STREAM_INDEX).map_err(StoreError::db)?,
             key_tables: OnceCell::new(),
-            heads: RefCell::new(heads),
+            cache: RefCell::new(cache),
         })
     }
 
@@ -110,7 +111,7 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
                         event.position,
                     )
                     .map_err(StoreError::db)?;
-                self.heads.get_mut().put(&event);
+                self.cache.get_mut().streams.put(&event);
             }
             Mutation::AdvanceHead {
                 head_position,
@@ -149,11 +150,16 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
                     .order
                     .insert(record.order, key.as_str())
                     .map_err(StoreError::db)?;
+                self.cache
+                    .get_mut()
+                    .oldest_key
+                    .put(record.order, replaces_order);
             }
             Mutation::ExpireIdempotencyKey { key, order } => {
                 let tables = self.keys_mut()?;
                 tables.keys.remove(key.as_str()).map_err(StoreError::db)?;
                 tables.order.remove(order).map_err(StoreError::db)?;
+                self.cache.get_mut().oldest_key.expire(order);
             }
         }
         Ok(())
@@ -162,12 +168,12 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
 
 impl StateView for ApplyTables<'_, '_> {
     fn stream(&self, stream: &str) -> Result<Option<StreamInfo>, StoreError> {
-        if let Some(info) = self.heads.borrow().get(stream) {
+        if let Some(info) = self.cache.borrow().streams.get(stream) {
             return Ok(Some(info));
         }
         let info = stream_summary(&self.index, stream)?;
         if let Some(info) = info {
-            self.heads.borrow_mut().remember(stream, info);
+            self.cache.borrow_mut().streams.remember(stream, info);
         }
         Ok(info)
     }
@@ -187,7 +193,24 @@ impl StateView for ApplyTables<'_, '_> {
         &self,
         after: Option<u64>,
     ) -> Result<Option<(u64, String, IdempotentRecord)>, StoreError> {
-        let from = after.map_or(0, |after| after.saturating_add(1));
+        if after.is_none() {
+            if let Some(oldest) = self.cache.borrow().oldest_key.get() {
+                return Ok(oldest.clone());
+            }
+            let oldest = self.first_idempotency_key(0)?;
+            self.cache.borrow_mut().oldest_key.set(oldest.clone());
+            return Ok(oldest);
+        }
+        self.first_idempotency_key(after.map_or(0, |after| after.saturating_add(1)))
+    }
+}
+
+impl ApplyTables<'_, '_> {
+    /// The first key of the expiry order at or after place `from`.
+    fn first_idempotency_key(
+        &self,
+        from: u64,
+    ) -> Result<Option<(u64, String, IdempotentRecord)>, StoreError> {
         let Some(item) = self
             .keys()?
             .order
@@ -214,11 +237,11 @@ pub(crate) fn apply(
     txn: &WriteTransaction,
     entries: Vec<(Entry, Option<ApplyResponder<TypeConfig>>)>,
     machine: &mut MachineMeta,
-    heads: &mut StreamHeads,
+    cache: &mut WriterCache,
 ) -> Result<Vec<(ApplyResponder<TypeConfig>, CommandResponse)>, StoreError> {
     let mut responses = Vec::with_capacity(entries.len());
     {
-        let mut tables = ApplyTables::open(txn, heads)?;
+        let mut tables = ApplyTables::open(txn, cache)?;
         for (entry, responder) in entries {
             let parts = apply::parts(&entry);
             let mut answers = Vec::with_capacity(parts);
@@ -262,10 +285,10 @@ pub(crate) fn install(
     meta: &SnapshotMeta,
     path: &Path,
     machine: &mut MachineMeta,
-    heads: &mut StreamHeads,
+    cache: &mut WriterCache,
 ) -> Result<(), StoreError> {
-    // Whatever happens next, the streams remembered are not the snapshot's.
-    heads.clear();
+    // Whatever happens next, what the writer remembers is not the snapshot's.
+    cache.clear();
     let installed = snapshot::install(txn, meta, path)?;
     machine.last_applied = meta.last_log_id;
     machine.membership = meta.last_membership.clone();

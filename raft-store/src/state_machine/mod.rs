@@ -9,8 +9,8 @@
 
 pub mod append;
 pub mod apply;
+pub(crate) mod cache;
 pub(crate) mod execute;
-pub(crate) mod heads;
 pub mod idempotency;
 pub mod mutation;
 pub mod store;
