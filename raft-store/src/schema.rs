@@ -9,9 +9,14 @@ use redb::TableDefinition;
 /// The database file in a node's data directory.
 pub const DATABASE_FILE: &str = "evlog.redb";
 
-/// Bumped whenever a table's layout or meaning changes incompatibly.
-pub const FORMAT_VERSION: u32 = 3;
-/// The one older format a store is upgraded from at open: format 2 kept a `streams` table
+/// Bumped whenever a table's layout or meaning changes incompatibly. Format 4: the log may
+/// hold entries of several appends (`Command::Appends`), and idempotency keys take places
+/// `log index << 12 | part` in the expiry order; an older evlog must not open such a store.
+pub const FORMAT_VERSION: u32 = 4;
+/// Format 3 is upgraded at open by stamping it 4: its entries and keys read as they are (a
+/// key's bare log index sorts before every newer place).
+pub const FORMAT_3: u32 = 3;
+/// The oldest format a store is upgraded from at open: format 2 kept a `streams` table
 /// (name -> version, first and last position) that repeated what the stream index holds.
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 2;
 

@@ -297,7 +297,7 @@ async fn a_streams_summary_comes_from_its_index_entries() {
     );
 }
 
-/// Sets the stored format version, and adds format 2's `streams` table with a row in it.
+/// Sets the stored format version; for format 2, adds its `streams` table with a row in it.
 fn rewrite_as_format(dir: &std::path::Path, version: u64) {
     let db = redb::Database::create(dir.join("evlog.redb")).expect("the database opens");
     let txn = db.begin_write().expect("write");
@@ -308,14 +308,16 @@ fn rewrite_as_format(dir: &std::path::Path, version: u64) {
             evlog_raft_store::codec::encode_u64(version).as_slice(),
         )
         .expect("insert");
-        let mut streams = txn.open_table(schema::FORMAT_2_STREAMS).expect("streams");
-        streams.insert("a", b"format 2".as_slice()).expect("insert");
+        if version == 2 {
+            let mut streams = txn.open_table(schema::FORMAT_2_STREAMS).expect("streams");
+            streams.insert("a", b"format 2".as_slice()).expect("insert");
+        }
     }
     txn.commit().expect("commit");
 }
 
 #[tokio::test]
-async fn a_format_2_store_is_upgraded_at_open_and_an_unknown_format_refused() {
+async fn format_2_and_3_stores_are_upgraded_at_open_and_an_unknown_format_refused() {
     let mut store = Store::open();
     store.append("a", 2, 1).await;
     let dir = store.close();
@@ -327,7 +329,7 @@ async fn a_format_2_store_is_upgraded_at_open_and_an_unknown_format_refused() {
             refused,
             evlog_raft_store::OpenError::UnknownFormat {
                 found: 99,
-                supported: 3,
+                supported: 4,
                 ..
             }
         ),
@@ -360,7 +362,35 @@ async fn a_format_2_store_is_upgraded_at_open_and_an_unknown_format_refused() {
         .expect("a format version");
     assert_eq!(
         evlog_raft_store::codec::decode_u64("format version", version.value()).expect("decode"),
-        3
+        4
+    );
+    drop(meta);
+    drop(txn);
+    drop(db);
+
+    // Format 3 (before entries of several appends) opens as it is and is stamped 4, so an
+    // older evlog refuses it from then on.
+    rewrite_as_format(dir.path(), 3);
+    let store = Store::open_in(dir).expect("a format 3 store opens");
+    assert_eq!(
+        store.reader.stream("a".to_string()).await.expect("read"),
+        Some(StreamInfo {
+            version: 2,
+            first_position: 1,
+            last_position: 2
+        })
+    );
+    let dir = store.close();
+    let db = redb::Database::open(dir.path().join("evlog.redb")).expect("the database opens");
+    let txn = db.begin_read().expect("read");
+    let meta = txn.open_table(schema::META).expect("meta");
+    let version = meta
+        .get(schema::meta_key::FORMAT_VERSION)
+        .expect("get")
+        .expect("a format version");
+    assert_eq!(
+        evlog_raft_store::codec::decode_u64("format version", version.value()).expect("decode"),
+        4
     );
 }
 

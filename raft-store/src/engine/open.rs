@@ -25,6 +25,7 @@ use crate::log_store::LogMeta;
 use crate::log_store::Tail;
 use crate::schema::EVENTS;
 use crate::schema::FORMAT_2_STREAMS;
+use crate::schema::FORMAT_3;
 use crate::schema::FORMAT_VERSION;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
@@ -191,10 +192,14 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
             }
             Some(format) => {
                 let mut found = codec::decode_u64("format version", &format).map_err(corrupt)?;
-                if found == u64::from(UPGRADABLE_FORMAT_VERSION) {
-                    // Format 2 differs only by a table that repeated the stream index: drop it.
-                    // The upgrade commits with the open's other checks, or not at all.
-                    txn.delete_table(FORMAT_2_STREAMS)?;
+                if found == u64::from(UPGRADABLE_FORMAT_VERSION) || found == u64::from(FORMAT_3) {
+                    // Format 2 differs from 3 only by a table that repeated the stream index:
+                    // drop it. Format 3 reads as 4 does; the new stamp keeps an older evlog
+                    // from opening the store once it holds what only 4 has. The upgrade
+                    // commits with the open's other checks, or not at all.
+                    if found == u64::from(UPGRADABLE_FORMAT_VERSION) {
+                        txn.delete_table(FORMAT_2_STREAMS)?;
+                    }
                     meta.insert(
                         meta_key::FORMAT_VERSION,
                         codec::encode_u64(u64::from(FORMAT_VERSION)).as_slice(),
@@ -202,7 +207,7 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
                     tracing::info!(
                         from = found,
                         to = FORMAT_VERSION,
-                        "upgraded the store's format (dropped the streams table)"
+                        "upgraded the store's format"
                     );
                     found = u64::from(FORMAT_VERSION);
                 }

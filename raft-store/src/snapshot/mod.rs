@@ -45,6 +45,7 @@ use tokio::sync::mpsc;
 use crate::codec;
 use crate::error::io_error;
 use crate::schema::EVENTS;
+use crate::schema::FORMAT_3;
 use crate::schema::FORMAT_VERSION;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
@@ -146,9 +147,10 @@ impl SnapshotReader {
         let mut version = [0u8; 4];
         reader.raw(&mut version)?;
         let version = u32::from_le_bytes(version);
-        if version != FORMAT_VERSION {
+        // A format 3 snapshot (from a leader not yet upgraded) holds what format 4 reads.
+        if version != FORMAT_VERSION && version != FORMAT_3 {
             return Err(invalid(format!(
-                "format version {version}, this evlog reads {FORMAT_VERSION}"
+                "format version {version}, this evlog reads {FORMAT_3} and {FORMAT_VERSION}"
             )));
         }
         Ok(reader)
