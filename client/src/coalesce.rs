@@ -59,10 +59,14 @@ pub struct Coalescer {
 }
 
 impl Coalescer {
-    /// Starts a lane per channel, each with at most `calls_in_flight` calls on the wire
-    /// (needs a Tokio runtime).
-    pub fn start(channels: &[Channel], calls_in_flight: usize) -> Self {
-        let stats = Arc::new(CoalescingStats::default());
+    /// Starts a lane per channel, each with at most `calls_in_flight` calls on the wire, on
+    /// the current Tokio runtime; counts into `stats` when given (lanes started again).
+    pub fn start(
+        channels: &[Channel],
+        calls_in_flight: usize,
+        stats: Option<Arc<CoalescingStats>>,
+    ) -> Self {
+        let stats = stats.unwrap_or_default();
         let lanes = channels
             .iter()
             .map(|channel| {
@@ -79,8 +83,13 @@ impl Coalescer {
         Self { lanes, stats }
     }
 
-    pub fn stats(&self) -> &CoalescingStats {
-        &self.stats
+    pub fn stats_handle(&self) -> Arc<CoalescingStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Whether the lanes have stopped (the runtime they ran on is gone).
+    pub fn stopped(&self) -> bool {
+        self.lanes.iter().any(mpsc::Sender::is_closed)
     }
 
     /// Sends `request` to endpoint `index` with the appends waiting there, and waits for its

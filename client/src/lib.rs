@@ -19,7 +19,8 @@ pub use coalesce::CoalescingStats;
 pub use subscribe::Subscription;
 
 use std::sync::Arc;
-use std::sync::OnceLock;
+use std::sync::Mutex;
+use std::sync::PoisonError;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -71,8 +72,9 @@ pub struct EvlogClient {
     channels: Vec<Channel>,
     preferred: Arc<AtomicUsize>,
     options: ClientOptions,
-    /// Started at the first append (its lanes are tasks), shared by every clone.
-    coalescer: Arc<OnceLock<Coalescer>>,
+    /// Started at the first append (its lanes are tasks on that append's runtime), shared by
+    /// every clone; started again if that runtime is gone.
+    coalescer: Arc<Mutex<Option<Arc<Coalescer>>>>,
 }
 
 /// Whether a failed call may be retried (on any endpoint).
@@ -193,15 +195,30 @@ impl EvlogClient {
             .await
     }
 
-    fn coalescer(&self) -> &Coalescer {
-        self.coalescer.get_or_init(|| {
-            Coalescer::start(&self.channels, self.options.append_calls_in_flight.max(1))
-        })
+    /// The lanes appends go through: started at the first append, and again when the runtime
+    /// they ran on is gone (a client kept across runtimes).
+    fn coalescer(&self) -> Arc<Coalescer> {
+        let mut coalescer = self
+            .coalescer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match coalescer.as_ref() {
+            Some(running) if !running.stopped() => Arc::clone(running),
+            _ => {
+                let started = Arc::new(Coalescer::start(
+                    &self.channels,
+                    self.options.append_calls_in_flight.max(1),
+                    coalescer.as_ref().map(|old| old.stats_handle()),
+                ));
+                *coalescer = Some(Arc::clone(&started));
+                started
+            }
+        }
     }
 
     /// How many calls have carried how many appends so far (this client and its clones).
-    pub fn coalescing_stats(&self) -> &CoalescingStats {
-        self.coalescer().stats()
+    pub fn coalescing_stats(&self) -> Arc<CoalescingStats> {
+        self.coalescer().stats_handle()
     }
 
     /// Reads one page with retries.

@@ -227,3 +227,28 @@ async fn concurrent_appends_through_one_client_are_coalesced_and_each_gets_its_o
         }
     }
 }
+
+/// A client kept across Tokio runtimes (a runtime per call, as a synchronous wrapper makes)
+/// appends on each: its lanes start again on the new runtime when the old one is gone.
+#[test]
+fn a_client_outlives_the_runtime_of_its_first_append() {
+    let main = tokio::runtime::Runtime::new().expect("a runtime");
+    let cluster = main.block_on(async {
+        let cluster = Cluster::start(ClusterOptions::default()).await;
+        cluster.wait_for_leader(timeouts::LEADER).await;
+        cluster
+    });
+    let endpoints: Vec<String> = cluster.endpoints().split(',').map(str::to_string).collect();
+    let client = main.block_on(async {
+        EvlogClient::new(&endpoints, ClientOptions::default()).expect("endpoints")
+    });
+    for round in 0..3 {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let response = runtime
+            .block_on(client.append(append(&format!("runtime-{round}"), Some(0), None)))
+            .unwrap_or_else(|status| panic!("round {round}: {status}"));
+        assert_eq!(response.stream_version, 1);
+        drop(runtime);
+    }
+    main.block_on(async move { drop(cluster) });
+}
