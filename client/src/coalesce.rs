@@ -5,13 +5,15 @@
 //! Each endpoint has a lane: a task that takes what is queued and sends it. It never waits for
 //! company: a lone append is sent at once (as a unary `Append`, so a single caller sees no
 //! change), and batches form from the appends that arrive while earlier calls are on the
-//! wire. Every stage is bounded: at most `append_calls_in_flight` calls per endpoint
+//! wire. A node of an older version answers `AppendMany` with `UNIMPLEMENTED` (nothing done):
+//! the lane then sends that batch, and every later one, as unary appends. Every stage is bounded: at most `append_calls_in_flight` calls per endpoint
 //! ([`DEFAULT_CALLS_IN_FLIGHT`] unless the client's options say), a batch
 //! holds at most [`MAX_BATCH_APPENDS`] appends and about [`MAX_BATCH_BYTES`] (an append
 //! larger than that goes alone), and at most [`MAX_QUEUED`] appends wait per endpoint (past
 //! it, callers wait to queue).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -126,6 +128,7 @@ async fn run_lane(
     stats: Arc<CoalescingStats>,
 ) {
     let in_flight = Arc::new(Semaphore::new(calls_in_flight));
+    let support = Arc::new(AtomicU8::new(UNKNOWN));
     let mut carried: Option<Queued> = None;
     loop {
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
@@ -162,13 +165,41 @@ async fn run_lane(
         stats
             .appends
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        tokio::spawn(send(channel.clone(), batch, permit));
+        tokio::spawn(send(channel.clone(), batch, Arc::clone(&support), permit));
     }
 }
 
+/// Whether the endpoint serves `AppendMany`: not known until a call succeeds; a node of an
+/// older version answers `UNIMPLEMENTED`, and its lane then sends appends one by one.
+const UNKNOWN: u8 = 0;
+const SUPPORTED: u8 = 1;
+const UNSUPPORTED: u8 = 2;
+
+/// Sends each append of `batch` as a unary `Append`, at once.
+async fn send_one_by_one(client: &EventLogClient<Channel>, batch: Vec<Queued>, timeout: Duration) {
+    let calls = batch.into_iter().map(|queued| {
+        let mut client = client.clone();
+        async move {
+            let mut request = tonic::Request::new(queued.request);
+            request.set_timeout(timeout);
+            let result = client
+                .append(request)
+                .await
+                .map(tonic::Response::into_inner);
+            queued.reply.send(result).ok();
+        }
+    });
+    futures::future::join_all(calls).await;
+}
+
 /// One call for `batch`; each caller gets its own result (or the call's failure).
-async fn send(channel: Channel, mut batch: Vec<Queued>, _permit: OwnedSemaphorePermit) {
-    let mut client = EventLogClient::new(channel)
+async fn send(
+    channel: Channel,
+    batch: Vec<Queued>,
+    support: Arc<AtomicU8>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let client = EventLogClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let timeout = batch
@@ -176,24 +207,43 @@ async fn send(channel: Channel, mut batch: Vec<Queued>, _permit: OwnedSemaphoreP
         .map(|queued| queued.timeout)
         .max()
         .unwrap_or_default();
-    if batch.len() == 1 {
-        let Some(queued) = batch.pop() else { return };
-        let mut request = tonic::Request::new(queued.request);
-        request.set_timeout(timeout);
-        let result = client
-            .append(request)
-            .await
-            .map(tonic::Response::into_inner);
-        queued.reply.send(result).ok();
+    let known = support.load(Ordering::Relaxed);
+    if batch.len() == 1 || known == UNSUPPORTED {
+        send_one_by_one(&client, batch, timeout).await;
         return;
     }
+    // Until the endpoint is known to serve AppendMany, keep the appends to send them one by
+    // one if it does not.
+    let kept: Option<Vec<pb::AppendRequest>> =
+        (known == UNKNOWN).then(|| batch.iter().map(|queued| queued.request.clone()).collect());
     let (requests, replies): (Vec<pb::AppendRequest>, Vec<Reply>) = batch
         .into_iter()
         .map(|queued| (queued.request, queued.reply))
         .unzip();
     let mut request = tonic::Request::new(pb::AppendManyRequest { appends: requests });
     request.set_timeout(timeout);
-    match client.append_many(request).await {
+    let mut many = client.clone();
+    let answer = many.append_many(request).await;
+    match (&answer, kept) {
+        (Err(status), Some(kept)) if status.code() == tonic::Code::Unimplemented => {
+            support.store(UNSUPPORTED, Ordering::Relaxed);
+            let batch = kept
+                .into_iter()
+                .zip(replies)
+                .map(|(request, reply)| Queued {
+                    bytes: 0,
+                    request,
+                    timeout,
+                    reply,
+                })
+                .collect();
+            send_one_by_one(&client, batch, timeout).await;
+            return;
+        }
+        (Ok(_), _) => support.store(SUPPORTED, Ordering::Relaxed),
+        _ => {}
+    }
+    match answer {
         Ok(response) => {
             let results = response.into_inner().results;
             if results.len() != replies.len() {

@@ -252,3 +252,96 @@ fn a_client_outlives_the_runtime_of_its_first_append() {
     }
     main.block_on(async move { drop(cluster) });
 }
+
+/// A node of an older version has no `AppendMany` (played by a failpoint that answers it
+/// `UNIMPLEMENTED`). With such a leader, appends through a new follower still get their own
+/// answers; a client talking to it sends its appends one by one. Every append gets its own
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_reach_a_leader_of_an_older_version_one_by_one() {
+    let binary = evlog_cluster_tests::evlog_binary();
+    assert!(
+        evlog_cluster_tests::failpoints_compiled_in(&binary).expect("the binary is readable"),
+        "{} has no failpoints: build it with `scripts/test.sh` (--features evlog/failpoints)",
+        binary.display()
+    );
+    let mut cluster = Cluster::start(ClusterOptions::default()).await;
+    cluster.wait_for_leader(timeouts::LEADER).await;
+    // Nodes 2 and 3 become "old" (one at a time, so a quorum stays up); node 1 stays new.
+    let new = 1;
+    for id in [2, 3] {
+        cluster.kill(id).await;
+        cluster.restart_with_env(
+            id,
+            &[(
+                "FAILPOINTS".to_string(),
+                "grpc::no-append-many=return".to_string(),
+            )],
+        );
+        cluster.wait_for_convergence(timeouts::LEADER).await;
+    }
+    let mut old = cluster.wait_for_convergence(timeouts::LEADER).await;
+    if old == new {
+        // The two old nodes elect one of them.
+        cluster.kill(new).await;
+        cluster.restart(new);
+        old = cluster.wait_for_convergence(timeouts::LEADER).await;
+    }
+    assert_ne!(old, new, "an old node leads");
+    let follower = new;
+
+    // A new follower's appends reach the old leader, each with its own answer. (Whether the
+    // follower forwarded the call whole and fell back to one by one, or forwarded each append,
+    // this test does not tell apart.)
+    let request = AppendManyRequest {
+        appends: vec![
+            append("via-follower-1", Some(0), None),
+            append("via-follower-2", Some(0), None),
+            append("via-follower-1", Some(5), None),
+        ],
+    };
+    let results = cluster
+        .client(follower)
+        .append_many(request)
+        .await
+        .expect("AppendMany through a new follower")
+        .into_inner()
+        .results;
+    let outcomes: Vec<_> = results
+        .iter()
+        .map(|result| outcome(result.result.as_ref().expect("a result")))
+        .collect();
+    assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "{outcomes:?}");
+    assert_eq!(
+        outcomes[2].as_ref().err().map(|(code, _)| *code),
+        Some(Code::FailedPrecondition),
+        "{outcomes:?}"
+    );
+
+    // The old leader itself refuses AppendMany: the client sends one by one.
+    let client =
+        EvlogClient::new(&[cluster.address(old)], ClientOptions::default()).expect("an endpoint");
+    let callers: Vec<_> = (0..20)
+        .map(|caller| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .append(append(&format!("via-client-{caller}"), Some(0), None))
+                    .await
+            })
+        })
+        .collect();
+    for (caller, joined) in callers.into_iter().enumerate() {
+        let response = joined
+            .await
+            .expect("a caller")
+            .unwrap_or_else(|status| panic!("caller {caller}: {status}"));
+        assert_eq!(response.stream_version, 1, "caller {caller}");
+    }
+    let log = cluster.read_all(old, Consistency::Linearizable).await;
+    assert_eq!(
+        log.len(),
+        22,
+        "two appends via the follower, twenty via the client"
+    );
+}

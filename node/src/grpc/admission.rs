@@ -35,6 +35,10 @@ use tower_service::Service;
 
 /// The gRPC paths of the calls the budget covers.
 const APPEND_PATHS: [&str; 2] = ["/evlog.v1.EventLog/Append", "/evlog.v1.EventLog/AppendMany"];
+/// Failpoint (failpoints builds only): answer `AppendMany` `UNIMPLEMENTED`, as a node of an
+/// older version does.
+#[cfg(feature = "failpoints")]
+pub const NO_APPEND_MANY: &str = "grpc::no-append-many";
 /// A gRPC message's prefix: a compression flag and a 4-byte big-endian length.
 const PREFIX_BYTES: usize = 5;
 /// An append this small may take from the reserve when the budget is spent...
@@ -126,6 +130,13 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         if !APPEND_PATHS.contains(&request.uri().path()) {
             return Either::Left(self.inner.call(request));
+        }
+        // Plays a node of an older version, which has no AppendMany (the upgrade tests).
+        #[cfg(feature = "failpoints")]
+        if request.uri().path() == APPEND_PATHS[1] && fail::eval(NO_APPEND_MANY, |_| ()).is_some() {
+            return Either::Right(Box::pin(async {
+                Ok(Status::unimplemented("AppendMany is not served (failpoint)").into_http())
+            }));
         }
         // The ready service answers this call; a fresh clone waits for the next one.
         let clone = self.inner.clone();

@@ -26,6 +26,9 @@ use crate::service::forward::MembershipChanged;
 /// Forwards over gRPC.
 pub struct GrpcForward {
     channels: PeerChannels,
+    /// Leaders (by address) known to serve `AppendMany`; a leader of an older version answers
+    /// it `UNIMPLEMENTED`, and its appends are then forwarded one by one.
+    append_many_served: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The largest message a forwarded call sends or takes (an append passed this node's own
     /// limit already; the answers are small).
     max_message_bytes: usize,
@@ -35,6 +38,7 @@ impl GrpcForward {
     pub fn new(channels: PeerChannels, max_message_bytes: usize) -> Self {
         Self {
             channels,
+            append_many_served: Default::default(),
             max_message_bytes,
         }
     }
@@ -123,6 +127,14 @@ impl Forward for GrpcForward {
                 .max_decoding_message_size(self.max_message_bytes)
                 .max_encoding_message_size(self.max_message_bytes);
             let sent = appends.len();
+            let served = self
+                .append_many_served
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&leader.address);
+            // Until this leader is known to serve AppendMany, keep the appends to forward them
+            // one by one if it does not.
+            let kept = (!served).then(|| appends.clone());
             let message = pb::AppendManyRequest {
                 appends: appends
                     .into_iter()
@@ -133,7 +145,37 @@ impl Forward for GrpcForward {
             forwarded
                 .metadata_mut()
                 .insert(metadata::FORWARDED, MetadataValue::from_static("1"));
-            let response = call(&leader, timeout, "appends", client.append_many(forwarded)).await?;
+            let answer = match tokio::time::timeout(timeout, client.append_many(forwarded)).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    return Err(ServiceError::Timeout(format!(
+                        "appends forwarded to leader {} did not finish within {} ms; their \
+                         outcome is unknown",
+                        leader.id,
+                        timeout.as_millis()
+                    )));
+                }
+            };
+            if let (Err(status), Some(kept)) = (&answer, kept)
+                && status.code() == tonic::Code::Unimplemented
+            {
+                tracing::info!(
+                    leader = leader.id,
+                    "the leader does not serve AppendMany (an older version): forwarding its \
+                     appends one by one"
+                );
+                let one_by_one = kept
+                    .into_iter()
+                    .map(|append| self.append(leader.clone(), append, timeout));
+                return Ok(futures::future::join_all(one_by_one).await);
+            }
+            let response = answer
+                .map(tonic::Response::into_inner)
+                .map_err(|status| from_leader_status(&status, leader.id))?;
+            self.append_many_served
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(leader.address.clone());
             if response.results.len() != sent {
                 return Err(ServiceError::Internal(format!(
                     "the leader answered {} results for {sent} appends",
