@@ -254,9 +254,8 @@ fn a_client_outlives_the_runtime_of_its_first_append() {
 }
 
 /// A node of an older version has no `AppendMany` (played by a failpoint that answers it
-/// `UNIMPLEMENTED`). With such a leader, appends through a new follower still get their own
-/// answers; a client talking to it sends its appends one by one. Every append gets its own
-/// answer.
+/// `UNIMPLEMENTED`). As the leader, a follower forwarding a call to it sends the appends one by
+/// one; a client talking to it sends them one by one too. Every append gets its own answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_reach_a_leader_of_an_older_version_one_by_one() {
     let binary = evlog_cluster_tests::evlog_binary();
@@ -282,17 +281,21 @@ async fn appends_reach_a_leader_of_an_older_version_one_by_one() {
     }
     let mut old = cluster.wait_for_convergence(timeouts::LEADER).await;
     if old == new {
-        // The two old nodes elect one of them.
+        // The two old nodes elect one of them; then the new one comes back as a follower.
         cluster.kill(new).await;
+        old = cluster.wait_for_leader(timeouts::LEADER).await;
         cluster.restart(new);
-        old = cluster.wait_for_convergence(timeouts::LEADER).await;
     }
+    assert_eq!(
+        cluster.wait_for_convergence(timeouts::LEADER).await,
+        old,
+        "an old node leads"
+    );
     assert_ne!(old, new, "an old node leads");
     let follower = new;
 
-    // A new follower's appends reach the old leader, each with its own answer. (Whether the
-    // follower forwarded the call whole and fell back to one by one, or forwarded each append,
-    // this test does not tell apart.)
+    // A new follower hands the whole call on; the old leader refuses it; the follower
+    // forwards its appends one by one, and each gets its own answer.
     let request = AppendManyRequest {
         appends: vec![
             append("via-follower-1", Some(0), None),
