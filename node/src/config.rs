@@ -32,6 +32,9 @@ pub struct Limits {
     /// A live subscription more than this many events behind the head is told it fell
     /// behind (`fell_behind`), and caught up again when it is back.
     pub subscription_window_events: u64,
+    /// Appends proposed on this node (the leader) and not yet answered, past which it refuses
+    /// more as busy (`RESOURCE_EXHAUSTED`, `evlog-busy`: nothing done) instead of queueing them.
+    pub max_pending_appends: u64,
     /// How long idempotency keys are remembered. The leader's setting travels in each append,
     /// so replicas expire keys identically even if their flags differ.
     pub idempotency: IdempotencyPolicy,
@@ -49,6 +52,7 @@ impl Default for Limits {
             max_subscriptions: 4_096,
             max_batch_bytes: 1 << 20,
             subscription_window_events: 10_000,
+            max_pending_appends: 20_000,
             idempotency: IdempotencyPolicy::default(),
         }
     }
@@ -246,6 +250,9 @@ impl NodeConfig {
         }
         if limits.max_batch_bytes == 0 {
             return fail("max batch bytes must be positive".to_string());
+        }
+        if limits.max_pending_appends == 0 {
+            return fail("max pending appends must be positive".to_string());
         }
         if limits.max_subscriptions == 0 || limits.subscription_window_events == 0 {
             return fail(

@@ -521,3 +521,61 @@ async fn a_read_page_stops_at_its_byte_limit() {
     );
     cluster.stop_all().await;
 }
+
+/// Past `max_pending_appends` appends proposed and not yet answered, the leader refuses more
+/// at once as busy (`RESOURCE_EXHAUSTED`, `evlog-busy`) and does nothing with them; the others
+/// are appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_with_too_many_appends_pending_refuses_more_as_busy() {
+    let cluster = start_cluster(3, |config| {
+        config.limits.max_pending_appends = 2;
+    })
+    .await;
+    let leader = cluster.node(cluster.leader().await);
+    let calls: Vec<_> = (0..64)
+        .map(|n| {
+            let mut client = leader.event_log();
+            tokio::spawn(async move {
+                let stream = format!("pending-{n}");
+                let result = client.append(append(&stream, vec![event("x")])).await;
+                (stream, result)
+            })
+        })
+        .collect();
+    let (mut appended, mut refused) = (Vec::new(), Vec::new());
+    for call in calls {
+        let (stream, result) = call.await.expect("a call");
+        match result {
+            Ok(_) => appended.push(stream),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+                assert!(status.metadata().get(metadata::BUSY).is_some(), "{status}");
+                refused.push(stream);
+            }
+        }
+    }
+    assert!(
+        !refused.is_empty(),
+        "64 appends at once, 2 pending at most: none refused"
+    );
+    assert!(!appended.is_empty(), "none appended");
+    for stream in &appended {
+        let page = leader
+            .event_log()
+            .read(read_stream(stream))
+            .await
+            .expect("read")
+            .into_inner();
+        assert_eq!(page.events.len(), 1, "{stream} was acknowledged");
+    }
+    for stream in &refused {
+        let page = leader
+            .event_log()
+            .read(read_stream(stream))
+            .await
+            .expect("read")
+            .into_inner();
+        assert!(page.events.is_empty(), "{stream} was refused, yet appended");
+    }
+    cluster.stop_all().await;
+}

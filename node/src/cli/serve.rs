@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// A live subscription more than this many events behind the head gets `fell_behind`.
     #[arg(long, env = "EVLOG_SUBSCRIPTION_WINDOW_EVENTS", default_value_t = Limits::default().subscription_window_events)]
     pub subscription_window_events: u64,
+    /// Appends proposed on the leader and not yet answered, past which it refuses more as busy.
+    #[arg(long, env = "EVLOG_MAX_PENDING_APPENDS", default_value_t = Limits::default().max_pending_appends)]
+    pub max_pending_appends: u64,
     /// Most bytes of appends this node holds in flight; past it an append is refused at once
     /// (RESOURCE_EXHAUSTED, node busy) before its message is read.
     #[arg(long, env = "EVLOG_MAX_APPEND_BYTES_IN_FLIGHT", default_value_t = NodeConfig::default().max_append_bytes_in_flight)]
@@ -173,6 +176,7 @@ impl ServeArgs {
                 max_subscriptions: self.max_subscriptions,
                 max_batch_bytes: self.max_batch_bytes,
                 subscription_window_events: self.subscription_window_events,
+                max_pending_appends: self.max_pending_appends,
                 idempotency: evlog_raft_store::types::IdempotencyPolicy {
                     window_ms: self.idempotency_window_secs.saturating_mul(1000),
                     max_keys: self.idempotency_max_keys,

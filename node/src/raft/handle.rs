@@ -354,6 +354,11 @@ impl RaftHandle {
     }
 
     /// How many committed entries this node has not applied yet.
+    /// Appends proposed on this node and not yet answered.
+    pub fn pending_appends(&self) -> u64 {
+        self.proposals.pending()
+    }
+
     pub fn apply_lag(&self) -> u64 {
         let committed = self
             .raft

@@ -11,6 +11,8 @@
 //! over. Each append's answer comes back to its caller as its entry is applied, in log order.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::Command;
@@ -55,6 +57,17 @@ struct Proposal {
 #[derive(Clone)]
 pub struct Proposals {
     queue: mpsc::Sender<Pending>,
+    /// Appends proposed through this handle (and its clones) and not yet answered.
+    pending: Arc<AtomicU64>,
+}
+
+/// Counts one append as pending while it lives (its caller may give up at any await).
+struct PendingGuard(Arc<AtomicU64>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Proposals {
@@ -98,11 +111,21 @@ impl Proposals {
                 }
             }
         });
-        Self { queue }
+        Self {
+            queue,
+            pending: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Appends proposed and not yet answered (waiting, in Raft, or being applied).
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// Proposes `command` and waits until it is applied (or refused).
     pub async fn propose(&self, command: AppendCommand) -> Answer {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let _pending = PendingGuard(Arc::clone(&self.pending));
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { command, reply })

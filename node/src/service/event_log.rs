@@ -147,6 +147,14 @@ impl EventLogService {
         // Settling ends well before the deadline: the last proposal must have time to be
         // refused (a proposal still pending at the deadline has an unknown outcome).
         let settle_by = started + self.settle_timeout.min(self.request_timeout / 2);
+        let pending = self.handle.pending_appends();
+        if pending >= self.limits.max_pending_appends {
+            return Err(ServiceError::Busy(format!(
+                "this node has {pending} appends proposed and not yet answered (at most {} \
+                 before it takes more)",
+                self.limits.max_pending_appends
+            )));
+        }
         let lag = self.handle.apply_lag();
         if lag > MAX_APPLY_LAG {
             return Err(ServiceError::Busy(format!(
