@@ -6,11 +6,13 @@
 //! company: a lone append is sent at once (as a unary `Append`, so a single caller sees no
 //! change), and batches form from the appends that arrive while earlier calls are on the
 //! wire. A node of an older version answers `AppendMany` with `UNIMPLEMENTED` (nothing done):
-//! the lane then sends that batch, and every later one, as unary appends. Every stage is bounded: at most `append_calls_in_flight` calls per endpoint
-//! ([`DEFAULT_CALLS_IN_FLIGHT`] unless the client's options say), a batch
-//! holds at most [`MAX_BATCH_APPENDS`] appends and about [`MAX_BATCH_BYTES`] (an append
-//! larger than that goes alone), and at most [`MAX_QUEUED`] appends wait per endpoint (past
-//! it, callers wait to queue).
+//! the lane then sends that batch, and every later one, as unary appends.
+//!
+//! Every stage is bounded: at most `append_calls_in_flight` calls per endpoint
+//! ([`DEFAULT_CALLS_IN_FLIGHT`] unless the client's options say); a batch holds at most
+//! [`MAX_BATCH_APPENDS`] appends and about [`MAX_BATCH_BYTES`] (an append larger than that goes
+//! alone); at most [`MAX_QUEUED`] appends wait per endpoint, and its callers hold at most
+//! [`MAX_QUEUED_BYTES`] of appends until answered (past either, callers wait to queue).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
@@ -37,6 +39,9 @@ pub const MAX_BATCH_APPENDS: usize = 1_024;
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Most appends waiting per endpoint.
 pub const MAX_QUEUED: usize = 4_096;
+/// Most bytes of appends waiting or in flight per endpoint (an append larger than this takes
+/// it all).
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 
 type Reply = oneshot::Sender<Result<pb::AppendResponse, Status>>;
 
@@ -57,6 +62,9 @@ pub struct CoalescingStats {
 /// The lanes of one client, one per endpoint.
 pub struct Coalescer {
     lanes: Vec<mpsc::Sender<Queued>>,
+    /// Per lane: bytes of the appends its callers are waiting on (at most
+    /// [`MAX_QUEUED_BYTES`]; a caller waits for room before it queues).
+    queued_bytes: Vec<Arc<Semaphore>>,
     stats: Arc<CoalescingStats>,
 }
 
@@ -69,6 +77,10 @@ impl Coalescer {
         stats: Option<Arc<CoalescingStats>>,
     ) -> Self {
         let stats = stats.unwrap_or_default();
+        let queued_bytes = channels
+            .iter()
+            .map(|_| Arc::new(Semaphore::new(MAX_QUEUED_BYTES)))
+            .collect();
         let lanes = channels
             .iter()
             .map(|channel| {
@@ -82,7 +94,11 @@ impl Coalescer {
                 sender
             })
             .collect();
-        Self { lanes, stats }
+        Self {
+            lanes,
+            queued_bytes,
+            stats,
+        }
     }
 
     pub fn stats_handle(&self) -> Arc<CoalescingStats> {
@@ -102,14 +118,22 @@ impl Coalescer {
         request: pb::AppendRequest,
         timeout: Duration,
     ) -> Result<pb::AppendResponse, Status> {
+        let lane = index % self.lanes.len();
+        let bytes = request.encoded_len();
+        // Held until this append is answered (or its caller gives up).
+        let weight = u32::try_from(bytes.min(MAX_QUEUED_BYTES)).unwrap_or(u32::MAX);
+        let _room = Arc::clone(&self.queued_bytes[lane])
+            .acquire_many_owned(weight)
+            .await
+            .map_err(|_| Status::cancelled("the client's append lane stopped"))?;
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
-            bytes: request.encoded_len(),
+            bytes,
             request,
             timeout,
             reply,
         };
-        self.lanes[index % self.lanes.len()]
+        self.lanes[lane]
             .send(queued)
             .await
             .map_err(|_| Status::cancelled("the client's append lane stopped"))?;

@@ -100,6 +100,21 @@ pub struct NewEvent {
     pub metadata: Vec<(String, String)>,
 }
 
+impl NewEvent {
+    /// What the event weighs: its data, id, type, content type and metadata.
+    pub fn size(&self) -> usize {
+        self.data.len()
+            + self.id.len()
+            + self.event_type.len()
+            + self.content_type.len()
+            + self
+                .metadata
+                .iter()
+                .map(|(key, value)| key.len() + value.len())
+                .sum::<usize>()
+    }
+}
+
 /// An event as stored, with the position and version applying it assigned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordedEvent {

@@ -1,6 +1,28 @@
-//! JSON output of the client commands.
+//! Output of the client commands: events as lines for people or as JSON.
 
 use evlog_proto::v1 as pb;
+
+/// Writes `event` as one line: a JSON object with `json`, else `#position stream@version type
+/// data` for people.
+pub(super) fn write_event(
+    out: &mut impl std::io::Write,
+    event: &pb::RecordedEvent,
+    json: bool,
+) -> std::io::Result<()> {
+    if json {
+        writeln!(out, "{}", event_json(event))
+    } else {
+        writeln!(
+            out,
+            "#{:<6} {}@{} {} {}",
+            event.position,
+            event.stream,
+            event.stream_version,
+            event.r#type,
+            String::from_utf8_lossy(&event.data)
+        )
+    }
+}
 
 pub(super) fn event_json(event: &pb::RecordedEvent) -> serde_json::Value {
     let data = match std::str::from_utf8(&event.data) {

@@ -1,13 +1,11 @@
 //! `evlog read`: a stream or the whole log, paged, at the consistency asked for.
 
-use std::io::Write;
-
 use clap::Args;
 use clap::ValueEnum;
 use evlog_proto::v1 as pb;
 
 use super::ClientArgs;
-use super::output::event_json;
+use super::output::write_event;
 use super::status_error;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -87,19 +85,7 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<()> {
             .await
             .map_err(status_error)?;
         for event in &response.events {
-            if args.client.json {
-                writeln!(out, "{}", event_json(event))?;
-            } else {
-                writeln!(
-                    out,
-                    "#{:<6} {}@{} {} {}",
-                    event.position,
-                    event.stream,
-                    event.stream_version,
-                    event.r#type,
-                    String::from_utf8_lossy(&event.data)
-                )?;
-            }
+            write_event(&mut out, event, args.client.json)?;
         }
         printed += response.events.len() as u64;
         match response.next_from {

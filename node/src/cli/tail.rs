@@ -10,7 +10,7 @@ use evlog_proto::v1 as pb;
 use futures::StreamExt;
 
 use super::ClientArgs;
-use super::output::event_json;
+use super::output::write_event;
 use super::status_error;
 
 #[derive(Debug, Args)]
@@ -101,19 +101,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
             Item::Events(batch) => {
                 let mut out = stdout.lock();
                 for event in &batch.events {
-                    if args.client.json {
-                        writeln!(out, "{}", event_json(event))?;
-                    } else {
-                        writeln!(
-                            out,
-                            "#{:<6} {}@{} {} {}",
-                            event.position,
-                            event.stream,
-                            event.stream_version,
-                            event.r#type,
-                            String::from_utf8_lossy(&event.data)
-                        )?;
-                    }
+                    write_event(&mut out, event, args.client.json)?;
                     printed += 1;
                     if args.max_count.is_some_and(|max| printed >= max) {
                         out.flush()?;

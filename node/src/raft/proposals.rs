@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::Command;
 use evlog_raft_store::types::CommandResponse;
+use evlog_raft_store::types::NewEvent;
 use futures::StreamExt;
 use openraft::error::ClientWriteError;
 use tokio::sync::Semaphore;
@@ -156,7 +157,12 @@ fn entries(waiting: impl Iterator<Item = Pending>) -> Vec<Proposal> {
         });
     };
     for pending in waiting {
-        let size = event_bytes(&pending.command);
+        let size = pending
+            .command
+            .events
+            .iter()
+            .map(NewEvent::size)
+            .sum::<usize>();
         if !appends.is_empty()
             && (appends.len() == MAX_APPENDS_PER_ENTRY || bytes + size > MAX_ENTRY_BYTES)
         {
@@ -169,25 +175,6 @@ fn entries(waiting: impl Iterator<Item = Pending>) -> Vec<Proposal> {
     }
     flush(&mut appends, &mut replies);
     proposals
-}
-
-/// What an append's events weigh (their data, ids, types and metadata).
-fn event_bytes(command: &AppendCommand) -> usize {
-    command
-        .events
-        .iter()
-        .map(|event| {
-            event.data.len()
-                + event.id.len()
-                + event.event_type.len()
-                + event.content_type.len()
-                + event
-                    .metadata
-                    .iter()
-                    .map(|(key, value)| key.len() + value.len())
-                    .sum::<usize>()
-        })
-        .sum()
 }
 
 async fn answer_in_order(

@@ -90,18 +90,7 @@ fn append_bytes(command: &crate::types::AppendCommand) -> usize {
         + command
             .events
             .iter()
-            .map(|event| {
-                ENTRY_OVERHEAD
-                    + event.data.len()
-                    + event.id.len()
-                    + event.event_type.len()
-                    + event.content_type.len()
-                    + event
-                        .metadata
-                        .iter()
-                        .map(|(key, value)| key.len() + value.len())
-                        .sum::<usize>()
-            })
+            .map(|event| ENTRY_OVERHEAD + event.size())
             .sum::<usize>()
 }
 

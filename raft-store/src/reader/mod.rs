@@ -254,14 +254,7 @@ fn read_page(
                     break;
                 }
                 let position = position.value();
-                let value = events_table
-                    .get(position)
-                    .map_err(StoreError::db)?
-                    .ok_or_else(|| {
-                        StoreError::Invariant(format!(
-                            "stream index points at missing event {position}"
-                        ))
-                    })?;
+                let value = indexed_event(&events_table, position)?;
                 let record = value.value();
                 if !page.fits(record.len()) {
                     next_from = Some(version);
@@ -284,4 +277,18 @@ fn read_page(
         next_from,
         applied,
     })
+}
+
+/// The stored record of the event at `position`, which the stream index points at (missing:
+/// the index and the events disagree, an invariant broken).
+pub(crate) fn indexed_event<'t>(
+    events_table: &'t redb::ReadOnlyTable<u64, &'static [u8]>,
+    position: u64,
+) -> Result<redb::AccessGuard<'t, &'static [u8]>, StoreError> {
+    events_table
+        .get(position)
+        .map_err(StoreError::db)?
+        .ok_or_else(|| {
+            StoreError::Invariant(format!("stream index points at missing event {position}"))
+        })
 }

@@ -11,6 +11,7 @@ use super::EventReader;
 use super::PageBuilder;
 use super::PageLimit;
 use super::ReadTarget;
+use super::indexed_event;
 use super::seek;
 use super::streams::stream_info;
 use crate::codec;
@@ -232,14 +233,7 @@ fn scan(
                 let (key, position) = item.map_err(StoreError::db)?;
                 let version = key.value().1;
                 let position = position.value();
-                let value = events_table
-                    .get(position)
-                    .map_err(StoreError::db)?
-                    .ok_or_else(|| {
-                        StoreError::Invariant(format!(
-                            "stream index points at missing event {position}"
-                        ))
-                    })?;
+                let value = indexed_event(&events_table, position)?;
                 if !offer(version, position, value.value())? {
                     break;
                 }
