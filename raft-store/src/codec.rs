@@ -40,6 +40,7 @@ const PAYLOAD_NORMAL: u8 = 1;
 const PAYLOAD_MEMBERSHIP: u8 = 2;
 const COMMAND_APPEND: u8 = 1;
 const COMMAND_APPENDS: u8 = 2;
+const COMMAND_CONSUMER: u8 = 3;
 
 /// Builds one record: version byte, fields, checksum.
 pub struct Writer {
@@ -414,6 +415,10 @@ fn put_command(writer: &mut Writer, command: &Command) {
                 put_append(writer, append);
             }
         }
+        Command::Consumer(command) => {
+            writer.u8(COMMAND_CONSUMER);
+            writer.bytes(&crate::consumer::encode(command));
+        }
     }
 }
 
@@ -452,6 +457,10 @@ fn get_command(reader: &mut Reader<'_>) -> Result<Command, CorruptRecord> {
             }
             Ok(Command::Appends(appends))
         }
+        COMMAND_CONSUMER => Ok(Command::Consumer(crate::consumer::decode(
+            "consumer command",
+            reader.bytes()?,
+        )?)),
         tag => Err(reader.invalid(format!("unknown command tag {tag}"))),
     }
 }
@@ -685,10 +694,40 @@ mod tests {
                 payload: EntryPayload::Normal(Command::Appends(vec![
                     match sample_command() {
                         Command::Append(append) => append,
-                        Command::Appends(_) => unreachable!(),
+                        _ => unreachable!(),
                     };
                     3
                 ])),
+            },
+            Entry {
+                log_id,
+                payload: EntryPayload::Normal(Command::Consumer(
+                    crate::consumer::ConsumerCommand::Step {
+                        name: "g".to_string(),
+                        created_index: 3,
+                        revision: 9,
+                        settlements: vec![crate::consumer::Settlement {
+                            key: 4,
+                            attempt: 2,
+                            outcome: crate::consumer::Outcome::Retry { delay_ms: Some(7) },
+                            reason: "busy".to_string(),
+                            member: "m".to_string(),
+                        }],
+                        redeliveries: vec![],
+                        advance: Some(crate::consumer::Advance {
+                            from: 5,
+                            to: 8,
+                            taken: vec![crate::consumer::NewPending {
+                                key: 6,
+                                position: 6,
+                                stream: "s".to_string(),
+                                event_timestamp_ms: 11,
+                                deliver_to: None,
+                            }],
+                        }),
+                        timestamp_ms: 12,
+                    },
+                )),
             },
             Entry {
                 log_id,

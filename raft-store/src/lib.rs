@@ -9,12 +9,14 @@
 //!   openraft's `RaftStateMachine`, which executes them.
 //! - [`snapshot`]: live snapshots (a read transaction), streamed to followers; crash-atomic
 //!   install.
+//! - [`consumer`]: consumer groups' replicated state and its pure decisions.
 //! - [`reader`]: the read path for clients.
 //! - [`codec`], [`schema`]: the on-disk format (see `DESIGN.md`); [`types`]: the domain types
 //!   (a leaf); [`type_config`]: openraft's type configuration.
 //! - [`testing`] (feature `testing`): a storage backend that loses power.
 
 pub mod codec;
+pub mod consumer;
 pub mod engine;
 pub mod error;
 pub mod failpoint;

@@ -12,10 +12,14 @@ pub const DATABASE_FILE: &str = "evlog.redb";
 /// Bumped whenever a table's layout or meaning changes incompatibly. Format 4: the log may
 /// hold entries of several appends (`Command::Appends`), and idempotency keys take places
 /// `log index << 12 | part` in the expiry order; an older evlog must not open such a store.
-pub const FORMAT_VERSION: u32 = 4;
-/// Format 3 is upgraded at open by stamping it 4: its entries and keys read as they are (a
-/// key's bare log index sorts before every newer place).
+/// Format 5: the log may hold consumer-group commands, and the state machine keeps consumer
+/// groups (the three `consumer*` tables).
+pub const FORMAT_VERSION: u32 = 5;
+/// Formats 3 and 4 are upgraded at open by stamping them 5: format 3's entries and keys read
+/// as they are (a key's bare log index sorts before every newer place), and neither has
+/// consumer groups.
 pub const FORMAT_3: u32 = 3;
+pub const FORMAT_4: u32 = 4;
 /// The oldest format a store is upgraded from at open: format 2 kept a `streams` table
 /// (name -> version, first and last position) that repeated what the stream index holds.
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 2;
@@ -38,6 +42,14 @@ pub const FORMAT_2_STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// Idempotency expiry order: log index of the first use -> key.
 pub const IDEMPOTENCY_ORDER: TableDefinition<u64, &str> = TableDefinition::new("idempotency_order");
+
+/// Consumer groups: name -> encoded [`crate::consumer::ConsumerRecord`].
+pub const CONSUMERS: TableDefinition<&str, &[u8]> = TableDefinition::new("consumers");
+/// A group's unsettled events: (group, key) -> encoded [`crate::consumer::PendingRecord`].
+pub const CONSUMER_PENDING: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("consumer_pending");
+/// A group's dead letters: (group, key) -> encoded [`crate::consumer::DeadLetterRecord`].
+pub const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
 
 pub mod meta_key {
     pub const FORMAT_VERSION: &str = "format_version";

@@ -1,7 +1,7 @@
 //! The domain types that travel through the Raft log: commands (what a client asked for) and
 //! their responses (what applying decided), events, and the state machine's records.
 //!
-//! A leaf: it imports nothing of the crate. These are evlog's own types; on disk they are
+//! A leaf but for the consumer groups' commands ([`crate::consumer`]). These are evlog's own types; on disk they are
 //! written by [`crate::codec`], between nodes serialized with serde (postcard) inside the
 //! internal peer service. openraft's type configuration is [`crate::type_config`].
 
@@ -10,6 +10,9 @@ use std::fmt;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::Serialize;
+
+use crate::consumer::ConsumerCommand;
+use crate::consumer::ConsumerResponse;
 
 /// A state-machine command carried by a normal Raft log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +24,8 @@ pub enum Command {
     /// and gets its own response ([`CommandResponse::Many`]). At most
     /// [`MAX_APPENDS_PER_ENTRY`].
     Appends(Vec<AppendCommand>),
+    /// A change to consumer groups (see [`crate::consumer`]).
+    Consumer(ConsumerCommand),
 }
 
 /// Most appends one entry carries (an idempotency key's place in the expiry order keeps 12
@@ -38,6 +43,7 @@ impl fmt::Display for Command {
                 append.expected_version
             ),
             Command::Appends(appends) => write!(f, "{} appends", appends.len()),
+            Command::Consumer(command) => write!(f, "consumer {command:?}"),
         }
     }
 }
@@ -142,6 +148,8 @@ pub enum CommandResponse {
     IdempotencyKeyReused,
     /// The responses of a [`Command::Appends`] entry, one per append, in order.
     Many(Vec<CommandResponse>),
+    /// What a consumer command decided.
+    Consumer(ConsumerResponse),
 }
 
 impl fmt::Display for CommandResponse {

@@ -78,6 +78,7 @@ fn entry_bytes(entry: &Entry) -> usize {
         EntryPayload::Normal(Command::Appends(commands)) => {
             ENTRY_OVERHEAD + commands.iter().map(append_bytes).sum::<usize>()
         }
+        EntryPayload::Normal(Command::Consumer(command)) => command.weight(),
         EntryPayload::Blank | EntryPayload::Membership(_) => ENTRY_OVERHEAD,
     }
 }

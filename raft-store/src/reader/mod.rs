@@ -19,6 +19,7 @@ use crate::types::AppliedState;
 use crate::types::RecordedEvent;
 use crate::types::StreamInfo;
 
+pub mod consumers;
 pub mod scan;
 mod seek;
 pub(crate) mod streams;

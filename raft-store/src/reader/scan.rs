@@ -38,7 +38,8 @@ impl EventFilter {
         self.stream_prefixes.is_empty() && self.event_types.is_empty() && self.min_timestamp_ms == 0
     }
 
-    fn matches(&self, event: &codec::EventHead<'_>) -> bool {
+    /// Whether the event whose head is `event` passes.
+    pub fn matches_head(&self, event: &codec::EventHead<'_>) -> bool {
         event.timestamp_ms >= self.min_timestamp_ms
             && (self.stream_prefixes.is_empty()
                 || self
@@ -144,7 +145,9 @@ impl EventReader {
     }
 }
 
-fn last_position(events_table: &redb::ReadOnlyTable<u64, &[u8]>) -> Result<u64, StoreError> {
+pub(crate) fn last_position(
+    events_table: &redb::ReadOnlyTable<u64, &[u8]>,
+) -> Result<u64, StoreError> {
     Ok(events_table
         .last()
         .map_err(StoreError::db)?
@@ -184,7 +187,7 @@ fn scan(
     // Takes the event at `position` (its version or position `key` in the target) if it
     // passes the filter and fits; `false` when the batch is full.
     let mut offer = |key: u64, position: u64, record: &[u8]| -> Result<bool, StoreError> {
-        if !filter.matches_everything() && !filter.matches(&codec::peek_event(record)?) {
+        if !filter.matches_everything() && !filter.matches_head(&codec::peek_event(record)?) {
             next_from = key + 1;
             return Ok(true);
         }

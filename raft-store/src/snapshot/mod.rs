@@ -19,6 +19,9 @@
 //!   tag 1 header   : codec record: optional last-applied log id, membership, head position
 //!   tag 2 event    : u64 position | codec event record
 //!   tag 4 key      : u32 key length | idempotency key | codec idempotency record
+//!   tag 5 consumer : u32 name length | group name | consumer record
+//!   tag 6 pending  : u64 key | u32 name length | group name | pending-event record
+//!   tag 7 dead     : u64 key | u32 name length | group name | dead-letter record
 //! trailer          | u8 255 | u64 record count | u32 CRC-32 of every byte before the trailer's CRC
 //! ```
 //! The stream index (which is also every stream's summary) and the idempotency expiry order are
@@ -44,8 +47,12 @@ use tokio::sync::mpsc;
 
 use crate::codec;
 use crate::error::io_error;
+use crate::schema::CONSUMER_PENDING;
+use crate::schema::CONSUMERS;
+use crate::schema::DEAD_LETTERS;
 use crate::schema::EVENTS;
 use crate::schema::FORMAT_3;
+use crate::schema::FORMAT_4;
 use crate::schema::FORMAT_VERSION;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
@@ -62,6 +69,9 @@ const MAGIC: &[u8; 8] = b"EVLSNAP1";
 const TAG_HEADER: u8 = 1;
 const TAG_EVENT: u8 = 2;
 const TAG_KEY: u8 = 4;
+const TAG_CONSUMER: u8 = 5;
+const TAG_PENDING: u8 = 6;
+const TAG_DEAD_LETTER: u8 = 7;
 const TAG_END: u8 = 255;
 /// Largest record a snapshot may hold (an event is limited far below this).
 const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -122,6 +132,9 @@ enum Record {
     Header(Vec<u8>),
     Event(u64, Vec<u8>),
     Key(String, Vec<u8>),
+    Consumer(String, Vec<u8>),
+    /// A pending event (tag 6) or a dead letter (tag 7): tag, group, key, record.
+    GroupRow(u8, String, u64, Vec<u8>),
     End,
 }
 
@@ -147,10 +160,11 @@ impl SnapshotReader {
         let mut version = [0u8; 4];
         reader.raw(&mut version)?;
         let version = u32::from_le_bytes(version);
-        // A format 3 snapshot (from a leader not yet upgraded) holds what format 4 reads.
-        if version != FORMAT_VERSION && version != FORMAT_3 {
+        // A format 3 or 4 snapshot (from a leader not yet upgraded) holds what format 5
+        // reads.
+        if version != FORMAT_VERSION && version != FORMAT_3 && version != FORMAT_4 {
             return Err(invalid(format!(
-                "format version {version}, this evlog reads {FORMAT_3} and {FORMAT_VERSION}"
+                "format version {version}, this evlog reads {FORMAT_3} to {FORMAT_VERSION}"
             )));
         }
         Ok(reader)
@@ -200,21 +214,45 @@ impl SnapshotReader {
                 Ok(Record::Event(u64::from_le_bytes(array), event.to_vec()))
             }
             TAG_KEY => {
-                if body.len() < 4 {
-                    return Err(invalid("short named record"));
-                }
-                let name_len = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
-                if body.len() < 4 + name_len {
-                    return Err(invalid("truncated record name"));
-                }
-                let name = String::from_utf8(body[4..4 + name_len].to_vec())
-                    .map_err(|_| invalid("record name is not UTF-8"))?;
-                let value = body[4 + name_len..].to_vec();
+                let (name, value) = named(&body)?;
                 Ok(Record::Key(name, value))
+            }
+            TAG_CONSUMER => {
+                let (name, value) = named(&body)?;
+                Ok(Record::Consumer(name, value))
+            }
+            tag @ (TAG_PENDING | TAG_DEAD_LETTER) => {
+                if body.len() < 8 {
+                    return Err(invalid("short group record"));
+                }
+                let (key, rest) = body.split_at(8);
+                let mut array = [0u8; 8];
+                array.copy_from_slice(key);
+                let (name, value) = named(rest)?;
+                Ok(Record::GroupRow(
+                    tag,
+                    name,
+                    u64::from_le_bytes(array),
+                    value,
+                ))
             }
             other => Err(invalid(format!("unknown record tag {other}"))),
         }
     }
+}
+
+/// A record's name (u32 length, UTF-8) and the value after it.
+fn named(body: &[u8]) -> io::Result<(String, Vec<u8>)> {
+    if body.len() < 4 {
+        return Err(invalid("short named record"));
+    }
+    let name_len = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    if body.len() < 4 + name_len {
+        return Err(invalid("truncated record name"));
+    }
+    let name = String::from_utf8(body[4..4 + name_len].to_vec())
+        .map_err(|_| invalid("record name is not UTF-8"))?;
+    Ok((name, body[4 + name_len..].to_vec()))
 }
 
 fn encode_header(meta: &SnapshotMeta, head_position: u64) -> Vec<u8> {
@@ -311,6 +349,40 @@ pub fn write_to(data: &SnapshotData, out: impl Write) -> io::Result<()> {
             &[&key_len.to_le_bytes(), key.as_bytes(), value.value()],
         )?;
     }
+    let name_len =
+        |name: &str| u32::try_from(name.len()).map_err(|_| invalid("group name too long"));
+    let consumers = txn.open_table(CONSUMERS).map_err(io_error)?;
+    for item in consumers.iter().map_err(io_error)? {
+        let (name, value) = item.map_err(io_error)?;
+        let name = name.value();
+        writer.record(
+            TAG_CONSUMER,
+            &[
+                &name_len(name)?.to_le_bytes(),
+                name.as_bytes(),
+                value.value(),
+            ],
+        )?;
+    }
+    for (tag, table) in [
+        (TAG_PENDING, CONSUMER_PENDING),
+        (TAG_DEAD_LETTER, DEAD_LETTERS),
+    ] {
+        let table = txn.open_table(table).map_err(io_error)?;
+        for item in table.iter().map_err(io_error)? {
+            let (key, value) = item.map_err(io_error)?;
+            let (name, key) = key.value();
+            writer.record(
+                tag,
+                &[
+                    &key.to_le_bytes(),
+                    &name_len(name)?.to_le_bytes(),
+                    name.as_bytes(),
+                    value.value(),
+                ],
+            )?;
+        }
+    }
     writer.finish()
 }
 
@@ -403,6 +475,12 @@ pub(crate) fn install(
     txn.delete_table(STREAM_INDEX).map_err(io_error)?;
     txn.delete_table(IDEMPOTENCY).map_err(io_error)?;
     txn.delete_table(IDEMPOTENCY_ORDER).map_err(io_error)?;
+    txn.delete_table(CONSUMERS).map_err(io_error)?;
+    txn.delete_table(CONSUMER_PENDING).map_err(io_error)?;
+    txn.delete_table(DEAD_LETTERS).map_err(io_error)?;
+    let mut consumers = txn.open_table(CONSUMERS).map_err(io_error)?;
+    let mut pending = txn.open_table(CONSUMER_PENDING).map_err(io_error)?;
+    let mut dead_letters = txn.open_table(DEAD_LETTERS).map_err(io_error)?;
     let mut events = txn.open_table(EVENTS).map_err(io_error)?;
     let mut index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
     let mut keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
@@ -430,6 +508,25 @@ pub(crate) fn install(
                     .map_err(io_error)?;
                 key_order
                     .insert(decoded.order, key.as_str())
+                    .map_err(io_error)?;
+            }
+            Record::Consumer(name, record) => {
+                crate::consumer::decode::<crate::consumer::ConsumerRecord>(
+                    "consumer group",
+                    &record,
+                )?;
+                consumers
+                    .insert(name.as_str(), record.as_slice())
+                    .map_err(io_error)?;
+            }
+            Record::GroupRow(tag, name, key, record) => {
+                let table = if tag == TAG_PENDING {
+                    &mut pending
+                } else {
+                    &mut dead_letters
+                };
+                table
+                    .insert((name.as_str(), key), record.as_slice())
                     .map_err(io_error)?;
             }
             Record::End => break,

@@ -22,6 +22,8 @@ use super::idempotency::decide_idempotent;
 use super::mutation::Decision;
 use super::mutation::Mutation;
 use super::view::StateView;
+use crate::consumer;
+use crate::consumer::ConsumerTarget;
 use crate::error::StoreError;
 use crate::type_config::Entry;
 use crate::type_config::EntryPayload;
@@ -100,6 +102,19 @@ pub fn decide(
                 // An entry of no appends (never proposed) applies as one empty part.
                 None => CommandResponse::Empty,
             }
+        }
+        EntryPayload::Normal(Command::Consumer(command)) => {
+            let (changes, response) =
+                consumer::decide::decide(view, command, entry.log_id.index, |target| {
+                    Ok(match target {
+                        ConsumerTarget::All => machine.head_position,
+                        ConsumerTarget::Stream(stream) => {
+                            view.stream(stream)?.map_or(0, |info| info.version)
+                        }
+                    })
+                })?;
+            mutations.extend(changes.into_iter().map(Mutation::Consumer));
+            CommandResponse::Consumer(response)
         }
     };
     Ok(Decision {

@@ -23,6 +23,38 @@ struct MemoryView {
     machine: MachineMeta,
 }
 
+/// No consumer groups: these tests are of appends (`consumer/decide_test.rs` has groups').
+impl crate::consumer::ConsumerView for MemoryView {
+    fn consumer(&self, _: &str) -> Result<Option<crate::consumer::ConsumerRecord>, StoreError> {
+        Ok(None)
+    }
+
+    fn pending(
+        &self,
+        _: &str,
+        _: u64,
+    ) -> Result<Option<crate::consumer::PendingRecord>, StoreError> {
+        Ok(None)
+    }
+
+    fn dead_letter(
+        &self,
+        _: &str,
+        _: u64,
+    ) -> Result<Option<crate::consumer::DeadLetterRecord>, StoreError> {
+        Ok(None)
+    }
+
+    fn dead_letters(
+        &self,
+        _: &str,
+        _: u64,
+        _: usize,
+    ) -> Result<Vec<(u64, crate::consumer::DeadLetterRecord)>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
 impl StateView for MemoryView {
     fn stream(&self, stream: &str) -> Result<Option<StreamInfo>, StoreError> {
         let mut entries = self
@@ -113,6 +145,7 @@ impl MemoryView {
                     self.keys.remove(&key);
                     assert_eq!(self.order.remove(&order), Some(key));
                 }
+                Mutation::Consumer(_) => panic!("no consumer groups here"),
             }
         }
         decision

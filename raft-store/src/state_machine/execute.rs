@@ -21,6 +21,11 @@ use super::cache::WriterCache;
 use super::mutation::Mutation;
 use super::view::StateView;
 use crate::codec;
+use crate::consumer::ConsumerRecord;
+use crate::consumer::ConsumerView;
+use crate::consumer::DeadLetterRecord;
+use crate::consumer::PendingRecord;
+use crate::consumer::tables::ConsumerTables;
 use crate::error::StoreError;
 use crate::reader::streams::stream_summary;
 use crate::schema::EVENTS;
@@ -46,6 +51,8 @@ pub(crate) struct ApplyTables<'txn, 'h> {
     events: Table<'txn, u64, &'static [u8]>,
     index: Table<'txn, (&'static str, u64), u64>,
     key_tables: OnceCell<KeyTables<'txn>>,
+    /// Opened when an entry concerns consumer groups.
+    consumer_tables: OnceCell<ConsumerTables<'txn>>,
     /// The writer's memory of the state machine (view methods fill it on a miss, so it sits
     /// in a cell).
     cache: RefCell<&'h mut WriterCache>,
@@ -73,6 +80,7 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
             events: txn.open_table(EVENTS).map_err(StoreError::db)?,
             index: txn.open_table(STREAM_INDEX).map_err(StoreError::db)?,
             key_tables: OnceCell::new(),
+            consumer_tables: OnceCell::new(),
             cache: RefCell::new(cache),
         })
     }
@@ -94,6 +102,25 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
         self.key_tables
             .get_mut()
             .ok_or_else(|| StoreError::Invariant("the idempotency tables did not open".into()))
+    }
+
+    fn consumers(&self) -> Result<&ConsumerTables<'txn>, StoreError> {
+        if let Some(tables) = self.consumer_tables.get() {
+            return Ok(tables);
+        }
+        let tables = ConsumerTables::open(self.txn)?;
+        Ok(self.consumer_tables.get_or_init(|| tables))
+    }
+
+    fn consumers_mut(&mut self) -> Result<&mut ConsumerTables<'txn>, StoreError> {
+        if self.consumer_tables.get().is_none() {
+            let tables = ConsumerTables::open(self.txn)?;
+            // Empty, checked just above: the cell takes it.
+            let _ = self.consumer_tables.set(tables);
+        }
+        self.consumer_tables
+            .get_mut()
+            .ok_or_else(|| StoreError::Invariant("the consumer tables did not open".into()))
     }
 
     /// Carries one mutation out: into the tables, or into `machine`.
@@ -161,6 +188,7 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
                 tables.order.remove(order).map_err(StoreError::db)?;
                 self.cache.get_mut().oldest_key.expire(order);
             }
+            Mutation::Consumer(mutation) => self.consumers_mut()?.execute(mutation)?,
         }
         Ok(())
     }
@@ -202,6 +230,29 @@ impl StateView for ApplyTables<'_, '_> {
             return Ok(oldest);
         }
         self.first_idempotency_key(after.map_or(0, |after| after.saturating_add(1)))
+    }
+}
+
+impl ConsumerView for ApplyTables<'_, '_> {
+    fn consumer(&self, name: &str) -> Result<Option<ConsumerRecord>, StoreError> {
+        self.consumers()?.consumer(name)
+    }
+
+    fn pending(&self, name: &str, key: u64) -> Result<Option<PendingRecord>, StoreError> {
+        self.consumers()?.pending(name, key)
+    }
+
+    fn dead_letter(&self, name: &str, key: u64) -> Result<Option<DeadLetterRecord>, StoreError> {
+        self.consumers()?.dead_letter(name, key)
+    }
+
+    fn dead_letters(
+        &self,
+        name: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, DeadLetterRecord)>, StoreError> {
+        self.consumers()?.dead_letters(name, from, limit)
     }
 }
 

@@ -1,6 +1,7 @@
 //! What applying an entry changes, as data: the decision (`apply.rs`) returns these, the
 //! writer's transaction executes them (`store.rs`), in order.
 
+use crate::consumer::ConsumerMutation;
 use crate::type_config::LogId;
 use crate::type_config::StoredMembership;
 use crate::types::CommandResponse;
@@ -31,6 +32,8 @@ pub enum Mutation {
     },
     /// An idempotency key expired: removed, with its place `order` in the expiry order.
     ExpireIdempotencyKey { key: String, order: u64 },
+    /// A change to consumer groups.
+    Consumer(ConsumerMutation),
 }
 
 /// What applying one entry decided: what to write, and what to answer the proposer.

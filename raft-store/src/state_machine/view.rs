@@ -1,13 +1,14 @@
 //! What a decision may read of the state machine: a narrow view, so that deciding stays pure
 //! (the writer's transaction implements it in `store.rs`, the unit tests with maps).
 
+use crate::consumer::ConsumerView;
 use crate::error::StoreError;
 use crate::types::IdempotentRecord;
 use crate::types::StreamInfo;
 
 /// Reads of the state machine as the writer's transaction sees it, before the entry's own
 /// mutations.
-pub trait StateView {
+pub trait StateView: ConsumerView {
     /// A stream's summary; `None` when it has no events.
     fn stream(&self, stream: &str) -> Result<Option<StreamInfo>, StoreError>;
 

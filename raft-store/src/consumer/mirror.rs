@@ -1,0 +1,183 @@
+//! The leader's copy of one group: its record and its tracked events, kept in step with the
+//! store by running the same decisions over it ([`super::decide::decide`]), and the questions
+//! the dispatcher asks of it (what may be delivered now).
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::collections::HashMap;
+
+use super::ConsumerMutation;
+use super::ConsumerRecord;
+use super::ConsumerView;
+use super::DeadLetterRecord;
+use super::DispatchMode;
+use super::PendingRecord;
+use super::PendingState;
+use crate::error::StoreError;
+
+/// One group as its dispatcher sees it.
+#[derive(Clone, Debug)]
+pub struct GroupMirror {
+    pub record: ConsumerRecord,
+    pending: BTreeMap<u64, PendingRecord>,
+    /// Tracked keys per stream (to keep KEYED's one unsettled event per stream).
+    by_stream: HashMap<String, BTreeSet<u64>>,
+}
+
+impl GroupMirror {
+    pub fn new(record: ConsumerRecord, pending: Vec<(u64, PendingRecord)>) -> Self {
+        let mut mirror = Self {
+            record,
+            pending: BTreeMap::new(),
+            by_stream: HashMap::new(),
+        };
+        for (key, record) in pending {
+            mirror.put(key, record);
+        }
+        mirror
+    }
+
+    fn put(&mut self, key: u64, record: PendingRecord) {
+        if let Some(old) = self.pending.get(&key)
+            && old.stream != record.stream
+        {
+            self.unindex(key);
+        }
+        self.by_stream
+            .entry(record.stream.clone())
+            .or_default()
+            .insert(key);
+        self.pending.insert(key, record);
+    }
+
+    fn unindex(&mut self, key: u64) {
+        if let Some(old) = self.pending.get(&key)
+            && let Some(keys) = self.by_stream.get_mut(&old.stream)
+        {
+            keys.remove(&key);
+            if keys.is_empty() {
+                self.by_stream.remove(&old.stream);
+            }
+        }
+    }
+
+    /// Makes the changes a decision over this mirror returned.
+    pub fn apply(&mut self, mutations: Vec<ConsumerMutation>) {
+        for mutation in mutations {
+            match mutation {
+                ConsumerMutation::PutConsumer(record) => self.record = record,
+                ConsumerMutation::PutPending { key, record, .. } => self.put(key, record),
+                ConsumerMutation::RemovePending { key, .. } => {
+                    self.unindex(key);
+                    self.pending.remove(&key);
+                }
+                ConsumerMutation::DeleteConsumer(_)
+                | ConsumerMutation::PutDeadLetter { .. }
+                | ConsumerMutation::RemoveDeadLetter { .. } => {}
+            }
+        }
+    }
+
+    pub fn pending(&self) -> &BTreeMap<u64, PendingRecord> {
+        &self.pending
+    }
+
+    /// Whether a new event of `stream` must be held (KEYED: the stream has a tracked event).
+    pub fn must_hold(&self, stream: &str) -> bool {
+        self.record.settings.mode == DispatchMode::Keyed && self.by_stream.contains_key(stream)
+    }
+
+    /// Tracked events that may be delivered at `now_ms`, oldest key first, at most `max`:
+    /// held or waiting ones whose time has come; in KEYED mode only the first tracked event of
+    /// a stream, and only when none of the stream is delivered and unsettled.
+    pub fn ready(&self, now_ms: u64, max: usize) -> Vec<(u64, u32)> {
+        let keyed = self.record.settings.mode == DispatchMode::Keyed;
+        self.pending
+            .iter()
+            .filter(|(key, record)| {
+                let due = match record.state {
+                    PendingState::Delivered => false,
+                    PendingState::Held => true,
+                    PendingState::Waiting { not_before_ms } => not_before_ms <= now_ms,
+                };
+                due && (!keyed || self.first_of_stream_and_idle(**key, &record.stream))
+            })
+            .take(max)
+            .map(|(key, record)| (*key, record.attempts))
+            .collect()
+    }
+
+    fn first_of_stream_and_idle(&self, key: u64, stream: &str) -> bool {
+        let Some(keys) = self.by_stream.get(stream) else {
+            return true;
+        };
+        keys.first() == Some(&key)
+            && keys.iter().all(|other| {
+                self.pending
+                    .get(other)
+                    .is_none_or(|record| record.state != PendingState::Delivered)
+            })
+    }
+
+    /// When the next waiting event is due (leader time), if any waits.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.pending
+            .values()
+            .filter_map(|record| match record.state {
+                PendingState::Waiting { not_before_ms } => Some(not_before_ms),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Delivered and unsettled: key, attempt, member.
+    pub fn in_flight(&self) -> impl Iterator<Item = (u64, u32, &str)> {
+        self.pending.iter().filter_map(|(key, record)| {
+            (record.state == PendingState::Delivered).then(|| {
+                let member = record
+                    .history
+                    .last()
+                    .map_or("", |last| last.member.as_str());
+                (*key, record.attempts, member)
+            })
+        })
+    }
+
+    pub fn in_flight_count(&self) -> usize {
+        self.record.stats.in_flight as usize
+    }
+
+    pub fn tracked_count(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+impl ConsumerView for GroupMirror {
+    fn consumer(&self, name: &str) -> Result<Option<ConsumerRecord>, StoreError> {
+        Ok((self.record.name == name).then(|| self.record.clone()))
+    }
+
+    fn pending(&self, name: &str, key: u64) -> Result<Option<PendingRecord>, StoreError> {
+        if self.record.name != name {
+            return Ok(None);
+        }
+        Ok(self.pending.get(&key).cloned())
+    }
+
+    fn dead_letter(&self, _name: &str, _key: u64) -> Result<Option<DeadLetterRecord>, StoreError> {
+        Err(StoreError::Invariant(
+            "a dispatcher's copy of a group holds no dead letters".to_string(),
+        ))
+    }
+
+    fn dead_letters(
+        &self,
+        _name: &str,
+        _from: u64,
+        _limit: usize,
+    ) -> Result<Vec<(u64, DeadLetterRecord)>, StoreError> {
+        Err(StoreError::Invariant(
+            "a dispatcher's copy of a group holds no dead letters".to_string(),
+        ))
+    }
+}
