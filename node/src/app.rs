@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use evlog_proto::v1::cluster_server::ClusterServer;
+use evlog_proto::v1::consumers_server::ConsumersServer;
 use evlog_proto::v1::event_log_server::EventLogServer;
 use evlog_proto::v1::raft_peer_server::RaftPeerServer;
 use evlog_raft_store::StoreConfig;
@@ -22,6 +23,7 @@ use crate::grpc::admission::Admission;
 use crate::grpc::admission::AppendBudget;
 use crate::grpc::cluster::ClusterGrpc;
 use crate::grpc::connections;
+use crate::grpc::consumers::ConsumersGrpc;
 use crate::grpc::event_log::EventLogGrpc;
 use crate::grpc::forward::GrpcForward;
 use crate::raft::Raft;
@@ -30,6 +32,7 @@ use crate::raft::transport::channels::PeerChannels;
 use crate::raft::transport::client::PeerNetwork;
 use crate::raft::transport::server::PeerService;
 use crate::service::cluster::ClusterService;
+use crate::service::consumers::ConsumerService;
 use crate::service::event_log::EventLogService;
 use crate::service::subscribe::Subscriptions;
 
@@ -120,6 +123,11 @@ pub async fn run(
             contact_lost_after(&config),
         ),
     ));
+    let consumers = Arc::new(ConsumerService::new(
+        handle.clone(),
+        request_timeout,
+        config.limits.max_batch_bytes,
+    ));
     let cluster = Arc::new(ClusterService::new(
         handle.clone(),
         forward,
@@ -146,6 +154,13 @@ pub async fn run(
         ),
     );
     let cluster_server = ClusterServer::new(ClusterGrpc::new(cluster));
+    let consumers_server = ConsumersServer::new(ConsumersGrpc::new(
+        consumers,
+        channels.clone(),
+        max_response_message,
+    ))
+    .max_decoding_message_size(max_client_message)
+    .max_encoding_message_size(max_response_message);
     let peer_server = RaftPeerServer::new(PeerService::new(
         raft,
         handle.clone(),
@@ -203,6 +218,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(event_log_server)
         .add_service(cluster_server)
+        .add_service(consumers_server)
         .add_service(peer_server)
         .serve_with_incoming_shutdown(incoming, async {
             stop_rx.await.ok();

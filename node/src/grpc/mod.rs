@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod cluster;
 pub mod connections;
+pub mod consumers;
 pub mod convert;
 pub mod event_log;
 pub mod forward;

@@ -36,7 +36,10 @@ pub fn to_status(error: ServiceError, forwarded: bool) -> Status {
             status
         }
         ServiceError::IdempotencyKeyReused { .. } => Status::already_exists(message),
-        ServiceError::StreamNotFound { .. } => Status::not_found(message),
+        ServiceError::StreamNotFound { .. } | ServiceError::ConsumerNotFound { .. } => {
+            Status::not_found(message)
+        }
+        ServiceError::ConsumerExists { .. } => Status::already_exists(message),
         ServiceError::NotLeader(hint) => with_leader(Status::unavailable(message), &hint),
         ServiceError::NoLeader { .. }
         | ServiceError::LeaderUnreachable { .. }

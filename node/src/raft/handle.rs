@@ -15,11 +15,13 @@ use evlog_raft_store::EventReader;
 use evlog_raft_store::type_config::NodeId;
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::AppliedState;
+use evlog_raft_store::types::Command;
 use evlog_raft_store::types::CommandResponse;
 use openraft::Instant as _;
 use openraft::ReadPolicy;
 use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::ClientWriteError;
 use openraft::error::LinearizableReadError;
 use openraft::error::RaftError;
 use openraft::impls::BasicNode;
@@ -239,6 +241,29 @@ impl RaftHandle {
         command: AppendCommand,
     ) -> Result<(CommandResponse, Receipt), ProposeError> {
         self.proposals.propose(command).await
+    }
+
+    /// Proposes `command` as an entry of its own; returns what applying it decided.
+    pub async fn propose(&self, command: Command) -> Result<(CommandResponse, Receipt), ProposeError> {
+        match self.raft.client_write(command).await {
+            Ok(written) => Ok((
+                written.data,
+                Receipt {
+                    term: written.log_id.leader_id.term,
+                    log_index: written.log_id.index,
+                    leader_id: written.log_id.leader_id.node_id,
+                },
+            )),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
+                forward,
+            ))) => Err(ProposeError::NotLeader(LeaderHint::from_forward(forward))),
+            Err(RaftError::APIError(error)) => {
+                Err(ProposeError::Discarded(error.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => {
+                Err(ProposeError::Stopped(fatal.to_string()))
+            }
+        }
     }
 
     /// On the leader: a read index confirmed with a quorum after this call began (shared with

@@ -35,6 +35,14 @@ pub enum ServiceError {
     /// `GetStream` of a stream with no events.
     #[error("stream {stream:?} has no events")]
     StreamNotFound { stream: String },
+    /// A consumer group that does not exist.
+    #[error("consumer group {name:?} does not exist")]
+    ConsumerNotFound { name: String },
+    /// A consumer group of that name exists with other settings.
+    #[error(
+        "consumer group {name:?} already exists with another target, filter or settings;          delete it first, or update its settings"
+    )]
+    ConsumerExists { name: String },
     /// This node does not lead and did not hand the request on.
     #[error("this node is not the leader; {0}")]
     NotLeader(LeaderHint),
@@ -145,6 +153,8 @@ impl ServiceError {
             ServiceError::WrongExpectedVersion { .. } => "wrong_expected_version",
             ServiceError::IdempotencyKeyReused { .. } => "idempotency_key_reused",
             ServiceError::StreamNotFound { .. } => "stream_not_found",
+            ServiceError::ConsumerNotFound { .. } => "consumer_not_found",
+            ServiceError::ConsumerExists { .. } => "consumer_exists",
             ServiceError::NotLeader(_) => "not_leader",
             ServiceError::NoLeader { .. } => "no_leader",
             ServiceError::LeaderUnreachable { .. } => "leader_unreachable",

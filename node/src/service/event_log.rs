@@ -417,14 +417,14 @@ fn answer(
         CommandResponse::IdempotencyKeyReused => Err(ServiceError::IdempotencyKeyReused {
             key: request.idempotency_key.unwrap_or_default(),
         }),
-        CommandResponse::Empty | CommandResponse::Many(_) => Err(ServiceError::Internal(format!(
+        CommandResponse::Empty | CommandResponse::Many(_) | CommandResponse::Consumer(_) => Err(ServiceError::Internal(format!(
             "an append was answered {response:?}"
         ))),
     }
 }
 
 /// A proposal's failure as the service's error (not-leader refusals are handled apart).
-fn propose_error(error: ProposeError) -> ServiceError {
+pub(crate) fn propose_error(error: ProposeError) -> ServiceError {
     match error {
         ProposeError::NotLeader(hint) => ServiceError::NotLeader(hint),
         ProposeError::Discarded(detail) => ServiceError::Discarded(detail),

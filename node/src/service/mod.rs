@@ -4,6 +4,7 @@
 //!
 //! - `event_log.rs`: appends and reads.
 //! - `subscribe.rs`: subscriptions, a cursor over the applied log.
+//! - `consumers/`: consumer groups (the service, and each group's dispatcher on the leader).
 //! - `cluster.rs`: status and membership.
 //! - `append.rs`: an append's request, validation, fingerprint and command (pure).
 //! - `forward.rs`: the trait a transport implements to hand requests to the leader.
@@ -11,6 +12,7 @@
 
 pub mod append;
 pub mod cluster;
+pub mod consumers;
 pub mod error;
 pub mod event_log;
 pub mod forward;

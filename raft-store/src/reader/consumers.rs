@@ -19,6 +19,7 @@ use crate::schema::CONSUMERS;
 use crate::schema::DEAD_LETTERS;
 use crate::schema::EVENTS;
 use crate::schema::STREAM_INDEX;
+use crate::types::RecordedEvent;
 
 /// Most events a lag count of a filtered group looks at; past it the count is a lower bound.
 pub const MAX_LAG_SCAN: u64 = 1_000_000;
@@ -105,6 +106,21 @@ impl EventReader {
         self.run(move |txn| {
             let table = txn.open_table(DEAD_LETTERS).map_err(StoreError::db)?;
             tables::group_rows(&table, "dead letter", &name, from, max_count)
+        })
+        .await
+    }
+
+    /// The events at `positions`, in that order (each must exist).
+    pub async fn events_at(&self, positions: Vec<u64>) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.run(move |txn| {
+            let events = txn.open_table(EVENTS).map_err(StoreError::db)?;
+            positions
+                .into_iter()
+                .map(|position| {
+                    let value = indexed_event(&events, position)?;
+                    Ok(codec::decode_event(position, value.value())?)
+                })
+                .collect()
         })
         .await
     }
