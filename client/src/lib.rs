@@ -13,9 +13,14 @@
 //! neither openraft nor redb. The `evlog` CLI and its benchmark use it.
 
 mod coalesce;
+mod consume;
 mod subscribe;
 
 pub use coalesce::CoalescingStats;
+pub use consume::ConsumeOptions;
+pub use consume::Consumer;
+pub use consume::Delivery;
+pub use consume::SettleStatus;
 pub use subscribe::Subscription;
 
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use std::time::Duration;
 
 use evlog_proto::v1 as pb;
 use evlog_proto::v1::cluster_client::ClusterClient;
+use evlog_proto::v1::consumers_client::ConsumersClient;
 use evlog_proto::v1::event_log_client::EventLogClient;
 use tonic::Code;
 use tonic::Status;
@@ -120,6 +126,42 @@ impl EvlogClient {
         EventLogClient::new(self.channels[index % self.channels.len()].clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX)
+    }
+
+    pub(crate) fn channel(&self, index: usize) -> Channel {
+        self.channels[index % self.channels.len()].clone()
+    }
+
+    /// The consumer-groups client of endpoint `index`.
+    pub fn consumers(&self, index: usize) -> ConsumersClient<Channel> {
+        ConsumersClient::new(self.channel(index))
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    /// Joins consumer group `consumer` as a member (see [`Consumer`]): it rejoins through
+    /// another node when the one serving it fails.
+    pub fn consume(&self, consumer: &str, options: ConsumeOptions) -> Consumer {
+        consume::start(self.clone(), consumer.to_string(), options)
+    }
+
+    /// Calls a consumer-groups RPC with retries.
+    pub async fn consumers_call<Req, Resp, F>(
+        &self,
+        request: Req,
+        call: impl Fn(ConsumersClient<Channel>, tonic::Request<Req>) -> F,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        F: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.with_retries(|index, remaining| {
+            let mut grpc = tonic::Request::new(request.clone());
+            grpc.set_timeout(remaining);
+            let future = call(self.consumers(index), grpc);
+            async move { future.await.map(tonic::Response::into_inner) }
+        })
+        .await
     }
 
     /// The cluster client of endpoint `index`.

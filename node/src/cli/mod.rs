@@ -12,6 +12,7 @@ use evlog_client::DEFAULT_ENDPOINTS;
 use evlog_client::EvlogClient;
 
 mod append;
+mod consumer;
 mod output;
 mod read;
 pub mod serve;
@@ -20,6 +21,8 @@ mod streams;
 mod tail;
 
 pub use append::AppendArgs;
+pub use consumer::ConsumeArgs;
+pub use consumer::ConsumerArgs;
 pub use read::ReadArgs;
 pub use serve::ServeArgs;
 pub use status::StatusArgs;
@@ -51,6 +54,10 @@ pub enum CliCommand {
     Status(StatusArgs),
     /// List streams (by name prefix), or show one stream's summary.
     Streams(StreamsArgs),
+    /// Manage consumer groups and their dead letters.
+    Consumer(ConsumerArgs),
+    /// Join a consumer group: print each delivery and ack it (or retry it, --nack-type).
+    Consume(ConsumeArgs),
     /// Drive a running cluster and report throughput and latency.
     Bench(crate::bench::BenchArgs),
 }
@@ -91,6 +98,8 @@ pub async fn run_client(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Tail(args) => tail::tail(args).await,
         CliCommand::Status(args) => status::status(args).await,
         CliCommand::Streams(args) => streams::streams(args).await,
+        CliCommand::Consumer(args) => consumer::consumer(args).await,
+        CliCommand::Consume(args) => consumer::consume(args).await,
         CliCommand::Serve(_) | CliCommand::Bench(_) => {
             anyhow::bail!("not a client command")
         }

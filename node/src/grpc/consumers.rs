@@ -194,10 +194,9 @@ pub fn info_to_wire(info: ConsumerInfo) -> pb::ConsumerInfo {
         settings: Some(settings_to_wire(&record.settings)),
         ack_floor: info.ack_floor,
         lag_events: info.lag.events,
-        lag_seconds: info
-            .lag
-            .oldest_unsettled_ms
-            .map_or(0.0, |oldest| info.now_ms.saturating_sub(oldest) as f64 / 1000.0),
+        lag_seconds: info.lag.oldest_unsettled_ms.map_or(0.0, |oldest| {
+            info.now_ms.saturating_sub(oldest) as f64 / 1000.0
+        }),
         lag_exact: info.lag.exact,
         in_flight: stats.in_flight,
         delivered_total: stats.delivered_total,
@@ -235,10 +234,7 @@ fn dead_letter_to_wire(dead: DeadLetter) -> pb::DeadLetter {
             .map(|attempt| pb::DeadLetterAttempt {
                 member: attempt.member,
                 delivered_at_ms: attempt.delivered_ms,
-                outcome: attempt
-                    .outcome
-                    .map_or("none", Outcome::as_str)
-                    .to_string(),
+                outcome: attempt.outcome.map_or("none", Outcome::as_str).to_string(),
                 settled_at_ms: attempt.settled_ms,
                 reason: attempt.reason,
             })
@@ -275,7 +271,9 @@ impl Consumers for ConsumersGrpc {
     ) -> Result<Response<pb::ConsumerInfo>, Status> {
         if let Some(mut leader) = self.leader(&request).await? {
             let timeout = deadline(&request);
-            return leader.create(forwarded(request.into_inner(), timeout)).await;
+            return leader
+                .create(forwarded(request.into_inner(), timeout))
+                .await;
         }
         let request = request.into_inner();
         let target = match request.target {
@@ -321,7 +319,9 @@ impl Consumers for ConsumersGrpc {
     ) -> Result<Response<pb::ConsumerInfo>, Status> {
         if let Some(mut leader) = self.leader(&request).await? {
             let timeout = deadline(&request);
-            return leader.update(forwarded(request.into_inner(), timeout)).await;
+            return leader
+                .update(forwarded(request.into_inner(), timeout))
+                .await;
         }
         let request = request.into_inner();
         let info = self
@@ -338,7 +338,9 @@ impl Consumers for ConsumersGrpc {
     ) -> Result<Response<pb::DeleteConsumerResponse>, Status> {
         if let Some(mut leader) = self.leader(&request).await? {
             let timeout = deadline(&request);
-            return leader.delete(forwarded(request.into_inner(), timeout)).await;
+            return leader
+                .delete(forwarded(request.into_inner(), timeout))
+                .await;
         }
         self.service
             .delete(request.into_inner().name)
@@ -412,7 +414,9 @@ impl Consumers for ConsumersGrpc {
     ) -> Result<Response<pb::RedriveResponse>, Status> {
         if let Some(mut leader) = self.leader(&request).await? {
             let timeout = deadline(&request);
-            return leader.redrive(forwarded(request.into_inner(), timeout)).await;
+            return leader
+                .redrive(forwarded(request.into_inner(), timeout))
+                .await;
         }
         let request = request.into_inner();
         let selection = match request.selection {
@@ -475,11 +479,7 @@ impl Consumers for ConsumersGrpc {
             .join(join.consumer.clone(), join.credit, join.member_name)
             .await
             .map_err(status)?;
-        let info = self
-            .service
-            .get(join.consumer)
-            .await
-            .map_err(status)?;
+        let info = self.service.get(join.consumer).await.map_err(status)?;
         let (member_id, bytes) = (member.member_id.clone(), Arc::clone(&member.bytes));
         let (bad_input, bad) = oneshot::channel::<Status>();
         tokio::spawn(read_requests(inbound, member, bad_input));

@@ -244,7 +244,10 @@ impl RaftHandle {
     }
 
     /// Proposes `command` as an entry of its own; returns what applying it decided.
-    pub async fn propose(&self, command: Command) -> Result<(CommandResponse, Receipt), ProposeError> {
+    pub async fn propose(
+        &self,
+        command: Command,
+    ) -> Result<(CommandResponse, Receipt), ProposeError> {
         match self.raft.client_write(command).await {
             Ok(written) => Ok((
                 written.data,
@@ -254,15 +257,11 @@ impl RaftHandle {
                     leader_id: written.log_id.leader_id.node_id,
                 },
             )),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
-                forward,
-            ))) => Err(ProposeError::NotLeader(LeaderHint::from_forward(forward))),
-            Err(RaftError::APIError(error)) => {
-                Err(ProposeError::Discarded(error.to_string()))
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(ProposeError::NotLeader(LeaderHint::from_forward(forward)))
             }
-            Err(RaftError::Fatal(fatal)) => {
-                Err(ProposeError::Stopped(fatal.to_string()))
-            }
+            Err(RaftError::APIError(error)) => Err(ProposeError::Discarded(error.to_string())),
+            Err(RaftError::Fatal(fatal)) => Err(ProposeError::Stopped(fatal.to_string())),
         }
     }
 

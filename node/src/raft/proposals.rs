@@ -289,6 +289,7 @@ mod tests {
                     assert!(appends.len() > 1, "a lone append is a plain Append");
                     appends.len()
                 }
+                Command::Consumer(_) => panic!("appends make no consumer commands"),
             })
             .collect()
     }
@@ -323,6 +324,7 @@ mod tests {
                 Command::Appends(appends) => {
                     appends.iter().map(|a| a.request_fingerprint).collect()
                 }
+                Command::Consumer(_) => panic!("appends make no consumer commands"),
             })
             .collect();
         assert_eq!(

@@ -417,9 +417,9 @@ fn answer(
         CommandResponse::IdempotencyKeyReused => Err(ServiceError::IdempotencyKeyReused {
             key: request.idempotency_key.unwrap_or_default(),
         }),
-        CommandResponse::Empty | CommandResponse::Many(_) | CommandResponse::Consumer(_) => Err(ServiceError::Internal(format!(
-            "an append was answered {response:?}"
-        ))),
+        CommandResponse::Empty | CommandResponse::Many(_) | CommandResponse::Consumer(_) => Err(
+            ServiceError::Internal(format!("an append was answered {response:?}")),
+        ),
     }
 }
 

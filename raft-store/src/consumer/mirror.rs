@@ -132,15 +132,16 @@ impl GroupMirror {
 
     /// Delivered and unsettled: key, attempt, member.
     pub fn in_flight(&self) -> impl Iterator<Item = (u64, u32, &str)> {
-        self.pending.iter().filter_map(|(key, record)| {
-            (record.state == PendingState::Delivered).then(|| {
+        self.pending
+            .iter()
+            .filter(|(_, record)| record.state == PendingState::Delivered)
+            .map(|(key, record)| {
                 let member = record
                     .history
                     .last()
                     .map_or("", |last| last.member.as_str());
                 (*key, record.attempts, member)
             })
-        })
     }
 
     pub fn in_flight_count(&self) -> usize {

@@ -345,7 +345,7 @@ impl Dispatcher {
                         .out
                         .send(MemberOutput::Revoked(ServiceError::Busy(format!(
                             "this member has more than {} MiB of deliveries and answers it has                              not read; it is dropped",
-                            2 * MAX_MEMBER_BYTES >> 20
+                            (2 * MAX_MEMBER_BYTES) >> 20
                         ))))
                         .ok();
                     self.leave(&member_id);
@@ -363,13 +363,15 @@ impl Dispatcher {
                 let Some(mirror) = self.mirror.as_ref() else {
                     return Ok(());
                 };
-                let ack_wait =
-                    Duration::from_millis(u64::from(mirror.record.settings.ack_wait_ms));
+                let ack_wait = Duration::from_millis(u64::from(mirror.record.settings.ack_wait_ms));
                 for (key, attempt) in deliveries {
                     let mine = mirror.pending().get(&key).is_some_and(|record| {
                         record.state == PendingState::Delivered
                             && record.attempts == attempt
-                            && record.history.last().is_some_and(|last| last.member == member_id)
+                            && record
+                                .history
+                                .last()
+                                .is_some_and(|last| last.member == member_id)
                     });
                     if mine {
                         self.deadlines
@@ -436,9 +438,11 @@ impl Dispatcher {
     /// When to look again without a message: the first delivery deadline or retry due.
     fn next_wake(&self) -> Option<Instant> {
         let deadline = self.deadlines.values().map(|(_, deadline)| *deadline).min();
-        let due = self.mirror.as_ref().and_then(GroupMirror::next_due_ms).map(|due| {
-            Instant::now() + Duration::from_millis(due.saturating_sub(now_ms()).max(1))
-        });
+        let due = self
+            .mirror
+            .as_ref()
+            .and_then(GroupMirror::next_due_ms)
+            .map(|due| Instant::now() + Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
         match (deadline, due) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -473,7 +477,11 @@ impl Dispatcher {
         let now = now_ms();
         let (revision, created_index, settings) = {
             let record = &self.mirror()?.record;
-            (record.revision, record.created_index, record.settings.clone())
+            (
+                record.revision,
+                record.created_index,
+                record.settings.clone(),
+            )
         };
         let settlements: Vec<Settlement> = settling
             .iter()
@@ -502,7 +510,8 @@ impl Dispatcher {
                 settled = flags;
             }
         }
-        let (redeliveries, advance, delivered_to, mut new_events) = self.plan(now, &settings).await?;
+        let (redeliveries, advance, delivered_to, mut new_events) =
+            self.plan(now, &settings).await?;
         let mut redelivered = Vec::new();
         let mut advanced = false;
         if !redeliveries.is_empty() || advance.is_some() {
@@ -625,7 +634,9 @@ impl Dispatcher {
         }
         for (index, key, attempt, event) in sends {
             if let Some(member) = self.members.get(index) {
-                member.bytes.fetch_add(event_weight(&event), Ordering::Relaxed);
+                member
+                    .bytes
+                    .fetch_add(event_weight(&event), Ordering::Relaxed);
                 member
                     .out
                     .send(MemberOutput::Delivery {
@@ -640,7 +651,10 @@ impl Dispatcher {
     }
 
     /// Decides `command` over the mirror and makes its changes there.
-    fn decide_on_mirror(&mut self, command: ConsumerCommand) -> Result<ConsumerResponse, ServiceError> {
+    fn decide_on_mirror(
+        &mut self,
+        command: ConsumerCommand,
+    ) -> Result<ConsumerResponse, ServiceError> {
         let mirror = self
             .mirror
             .as_mut()
@@ -730,7 +744,9 @@ impl Dispatcher {
                 mirror.record.target.clone(),
                 event_filter(&mirror.record),
                 mirror.record.frontier,
-                settings.max_tracked().saturating_sub(mirror.tracked_count()),
+                settings
+                    .max_tracked()
+                    .saturating_sub(mirror.tracked_count()),
             )
         };
         if capacity == 0 || room_to_track == 0 || self.head_seen == Some(head) {
@@ -764,7 +780,8 @@ impl Dispatcher {
             } else {
                 event.position
             };
-            let hold = keyed && (busy.contains(&event.stream) || self.mirror()?.must_hold(&event.stream));
+            let hold =
+                keyed && (busy.contains(&event.stream) || self.mirror()?.must_hold(&event.stream));
             let deliver_to = if hold {
                 None
             } else {
@@ -832,7 +849,10 @@ impl Dispatcher {
 
     fn revoke_all(&mut self, why: ServiceError) {
         for member in self.members.drain(..) {
-            member.out.send(MemberOutput::Revoked(copy_error(&why))).ok();
+            member
+                .out
+                .send(MemberOutput::Revoked(copy_error(&why)))
+                .ok();
         }
     }
 }

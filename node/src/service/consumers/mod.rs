@@ -350,9 +350,9 @@ impl ConsumerService {
             .await?;
         match response {
             ConsumerResponse::Group(record) => self.info(*record).await,
-            ConsumerResponse::AlreadyExists(_) => Err(ServiceError::ConsumerExists {
-                name: request.name,
-            }),
+            ConsumerResponse::AlreadyExists(_) => {
+                Err(ServiceError::ConsumerExists { name: request.name })
+            }
             other => Err(ServiceError::Internal(format!(
                 "a create was answered {other:?}"
             ))),
@@ -459,7 +459,11 @@ impl ConsumerService {
     ) -> Result<Vec<ConsumerInfo>, ServiceError> {
         let max_count = page(max_count)?;
         self.linearize().await?;
-        let records = self.handle.reader().list_consumers(after, max_count).await?;
+        let records = self
+            .handle
+            .reader()
+            .list_consumers(after, max_count)
+            .await?;
         let mut infos = Vec::with_capacity(records.len());
         for record in records {
             infos.push(self.info(record).await?);
@@ -524,7 +528,9 @@ impl ConsumerService {
                     "a redrive moves 1 to {MAX_REDRIVE} dead letters"
                 )));
             }
-            RedriveSelection::Keys(keys) if keys.is_empty() || keys.len() > MAX_REDRIVE as usize => {
+            RedriveSelection::Keys(keys)
+                if keys.is_empty() || keys.len() > MAX_REDRIVE as usize =>
+            {
                 return Err(ServiceError::InvalidArgument(format!(
                     "a redrive names 1 to {MAX_REDRIVE} keys"
                 )));
