@@ -317,7 +317,7 @@ fn rewrite_as_format(dir: &std::path::Path, version: u64) {
 }
 
 #[tokio::test]
-async fn format_2_and_3_stores_are_upgraded_at_open_and_an_unknown_format_refused() {
+async fn format_2_3_and_4_stores_are_upgraded_at_open_and_an_unknown_format_refused() {
     let mut store = Store::open();
     store.append("a", 2, 1).await;
     let dir = store.close();
@@ -329,7 +329,7 @@ async fn format_2_and_3_stores_are_upgraded_at_open_and_an_unknown_format_refuse
             refused,
             evlog_raft_store::OpenError::UnknownFormat {
                 found: 99,
-                supported: 4,
+                supported: schema::FORMAT_VERSION,
                 ..
             }
         ),
@@ -362,36 +362,50 @@ async fn format_2_and_3_stores_are_upgraded_at_open_and_an_unknown_format_refuse
         .expect("a format version");
     assert_eq!(
         evlog_raft_store::codec::decode_u64("format version", version.value()).expect("decode"),
-        4
+        u64::from(schema::FORMAT_VERSION)
     );
     drop(meta);
     drop(txn);
     drop(db);
 
-    // Format 3 (before entries of several appends) opens as it is and is stamped 4, so an
-    // older evlog refuses it from then on.
-    rewrite_as_format(dir.path(), 3);
-    let store = Store::open_in(dir).expect("a format 3 store opens");
-    assert_eq!(
-        store.reader.stream("a".to_string()).await.expect("read"),
-        Some(StreamInfo {
-            version: 2,
-            first_position: 1,
-            last_position: 2
-        })
-    );
-    let dir = store.close();
-    let db = redb::Database::open(dir.path().join("evlog.redb")).expect("the database opens");
-    let txn = db.begin_read().expect("read");
-    let meta = txn.open_table(schema::META).expect("meta");
-    let version = meta
-        .get(schema::meta_key::FORMAT_VERSION)
-        .expect("get")
-        .expect("a format version");
-    assert_eq!(
-        evlog_raft_store::codec::decode_u64("format version", version.value()).expect("decode"),
-        4
-    );
+    // Formats 3 (before entries of several appends) and 4 (before consumer groups) open as
+    // they are and are stamped 5, so an older evlog refuses them from then on; the consumer
+    // tables are there.
+    let mut dir = dir;
+    for format in [3, 4] {
+        rewrite_as_format(dir.path(), format);
+        let store = Store::open_in(dir).expect("an older store opens");
+        assert_eq!(
+            store.reader.stream("a".to_string()).await.expect("read"),
+            Some(StreamInfo {
+                version: 2,
+                first_position: 1,
+                last_position: 2
+            })
+        );
+        assert_eq!(
+            store
+                .reader
+                .list_consumers(None, 10)
+                .await
+                .expect("list groups"),
+            vec![],
+            "format {format}"
+        );
+        dir = store.close();
+        let db = redb::Database::open(dir.path().join("evlog.redb")).expect("the database opens");
+        let txn = db.begin_read().expect("read");
+        let meta = txn.open_table(schema::META).expect("meta");
+        let version = meta
+            .get(schema::meta_key::FORMAT_VERSION)
+            .expect("get")
+            .expect("a format version");
+        assert_eq!(
+            evlog_raft_store::codec::decode_u64("format version", version.value()).expect("decode"),
+            u64::from(schema::FORMAT_VERSION),
+            "format {format}"
+        );
+    }
 }
 
 #[tokio::test]

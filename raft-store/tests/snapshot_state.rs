@@ -160,3 +160,153 @@ async fn an_append_after_a_snapshot_install_sees_the_snapshots_streams() {
         "the append at expected version 3 (the snapshot's) is appended"
     );
 }
+
+fn consumer_entry(index: u64, command: evlog_raft_store::consumer::ConsumerCommand) -> Entry {
+    let log_id = LogId {
+        leader_id: LeaderId {
+            term: 1,
+            node_id: 1,
+        },
+        index,
+    };
+    Entry::new_normal(log_id, Command::Consumer(command))
+}
+
+/// Consumer groups (their records, tracked events and dead letters) travel in a snapshot,
+/// and an install replaces the groups a store had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_groups_travel_in_a_snapshot() {
+    use evlog_raft_store::consumer::*;
+    let create = |name: &str| ConsumerCommand::Create {
+        name: name.to_string(),
+        target: ConsumerTarget::All,
+        filter: ConsumerFilter::default(),
+        start: ConsumerStart::At(1),
+        settings: ConsumerSettings::default(),
+        timestamp_ms: 5,
+    };
+    let taken = |key: u64, member: Option<&str>| NewPending {
+        key,
+        position: key,
+        stream: format!("s-{}", key % 3),
+        event_timestamp_ms: 1_000 + key,
+        deliver_to: member.map(str::to_string),
+    };
+    let source_dir = tempfile::tempdir().expect("temp dir");
+    let (_source_engine, _source_log, mut source, source_reader) =
+        evlog_raft_store::open(&config(&source_dir, 1)).expect("a fresh store opens");
+    let mut entries: Vec<Entry> = (1..=6).map(append).collect();
+    entries.push(consumer_entry(7, create("g")));
+    entries.push(consumer_entry(
+        8,
+        ConsumerCommand::Step {
+            name: "g".to_string(),
+            created_index: 7,
+            revision: 1,
+            settlements: vec![],
+            redeliveries: vec![],
+            advance: Some(Advance {
+                from: 1,
+                to: 5,
+                taken: vec![
+                    taken(1, Some("a")),
+                    taken(2, Some("a")),
+                    taken(3, Some("b")),
+                    taken(4, None),
+                ],
+            }),
+            timestamp_ms: 2_000,
+        },
+    ));
+    entries.push(consumer_entry(
+        9,
+        ConsumerCommand::Step {
+            name: "g".to_string(),
+            created_index: 7,
+            revision: 2,
+            settlements: vec![
+                Settlement {
+                    key: 1,
+                    attempt: 1,
+                    outcome: Outcome::DeadLetter,
+                    reason: "bad".to_string(),
+                    member: "a".to_string(),
+                },
+                Settlement {
+                    key: 2,
+                    attempt: 1,
+                    outcome: Outcome::Ack,
+                    reason: String::new(),
+                    member: "a".to_string(),
+                },
+            ],
+            redeliveries: vec![],
+            advance: None,
+            timestamp_ms: 2_100,
+        },
+    ));
+    source
+        .apply(futures::stream::iter(
+            entries.into_iter().map(|entry| Ok((entry, None))),
+        ))
+        .await
+        .expect("the entries apply");
+    let built = source
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("the snapshot builds");
+    let expected = source_reader
+        .consumer("g".to_string())
+        .await
+        .expect("read")
+        .expect("the source has the group");
+    assert_eq!(expected.0.stats.tracked, 2, "{expected:?}");
+    assert_eq!(
+        expected.1.iter().map(|(key, _)| *key).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_engine, _log, mut machine, reader) =
+        evlog_raft_store::open(&config(&dir, 2)).expect("a fresh store opens");
+    // This store had a group of its own before it is given the snapshot.
+    machine
+        .apply(futures::stream::iter(vec![Ok((
+            consumer_entry(1, create("old")),
+            None,
+        ))]))
+        .await
+        .expect("the create applies");
+    machine
+        .install_snapshot(&built.meta, built.snapshot)
+        .await
+        .expect("the snapshot installs");
+    let installed = reader
+        .consumer("g".to_string())
+        .await
+        .expect("read")
+        .expect("the installed store has the group");
+    assert_eq!(installed, expected);
+    let dead = reader
+        .dead_letters("g".to_string(), 0, 10)
+        .await
+        .expect("dead letters");
+    assert_eq!(
+        dead.iter()
+            .map(|(key, record)| (*key, record.reason.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "bad")]
+    );
+    assert!(
+        reader
+            .consumer("old".to_string())
+            .await
+            .expect("read")
+            .is_none(),
+        "an install replaces the groups the store had"
+    );
+    let listed = reader.list_consumers(None, 10).await.expect("list");
+    assert_eq!(listed.len(), 1);
+}

@@ -23,6 +23,9 @@ use crate::error::CorruptRecord;
 use crate::error::OpenError;
 use crate::log_store::LogMeta;
 use crate::log_store::Tail;
+use crate::schema::CONSUMER_PENDING;
+use crate::schema::CONSUMERS;
+use crate::schema::DEAD_LETTERS;
 use crate::schema::EVENTS;
 use crate::schema::FORMAT_2_STREAMS;
 use crate::schema::FORMAT_3;
@@ -267,6 +270,9 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
         txn.open_table(STREAM_INDEX)?;
         txn.open_table(IDEMPOTENCY)?;
         txn.open_table(IDEMPOTENCY_ORDER)?;
+        txn.open_table(CONSUMERS)?;
+        txn.open_table(CONSUMER_PENDING)?;
+        txn.open_table(DEAD_LETTERS)?;
     }
     txn.commit()?;
     Ok(identity)
