@@ -16,7 +16,9 @@
 //!   see `subscribers.rs`);
 //! - `coalesced`: the appends of `appends` from four times the clients, sent through one
 //!   `evlog-client` per node (one attempt each), which coalesces the appends waiting for a
-//!   node into `AppendMany` calls: each append's own answer, forwarded and under faults.
+//!   node into `AppendMany` calls: each append's own answer, forwarded and under faults;
+//! - `consumer`: the appends of `appends`, consumed by a KEYED consumer group of four members
+//!   (see `consumers.rs`), checked against the group's promises.
 //!
 //! Every operation is entered in the history before it is sent (as in flight) and completed
 //! when its answer arrives, so a client cut off mid-request leaves a truthful record. Every
@@ -51,16 +53,18 @@ pub enum LoadKind {
     Idempotent,
     Subscribe,
     Coalesced,
+    Consumer,
 }
 
 impl LoadKind {
-    pub const ALL: [LoadKind; 6] = [
+    pub const ALL: [LoadKind; 7] = [
         LoadKind::Appends,
         LoadKind::Mixed,
         LoadKind::Contention,
         LoadKind::Idempotent,
         LoadKind::Subscribe,
         LoadKind::Coalesced,
+        LoadKind::Consumer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl LoadKind {
             LoadKind::Idempotent => "idempotent",
             LoadKind::Subscribe => "subscribe",
             LoadKind::Coalesced => "coalesced",
+            LoadKind::Consumer => "consumer",
         }
     }
 
@@ -89,6 +94,10 @@ impl LoadKind {
             }
             LoadKind::Coalesced => {
                 "appends from 4x the clients through evlog-client, coalesced into AppendMany calls"
+            }
+            LoadKind::Consumer => {
+                "appends consumed by a KEYED group of 4 members: slow ones, 1% nacks, poison \
+                 events, a member that crashes and rejoins"
             }
         }
     }
@@ -343,9 +352,10 @@ impl Client {
         let mut known_version: Option<u64> = None;
         while !self.stopped(started) {
             let ok = match self.kind {
-                LoadKind::Appends | LoadKind::Subscribe | LoadKind::Coalesced => {
-                    self.plain_append().await
-                }
+                LoadKind::Appends
+                | LoadKind::Subscribe
+                | LoadKind::Coalesced
+                | LoadKind::Consumer => self.plain_append().await,
                 LoadKind::Mixed => {
                     if self.sequence.is_multiple_of(2) {
                         self.plain_append().await

@@ -7,6 +7,7 @@
 //! - [`load`]: the workloads (appends, mixed appends and linearizable reads, one hot stream
 //!   under expected-version contention, idempotent retries, appends under many subscribers),
 //!   recording a [`crate::History`];
+//! - [`consumers`]: the `consumer` workload's group of four members, and its checker;
 //! - [`subscribers`]: every run's subscribers (one per node, through the Rust client; more
 //!   with the `subscribe` workload), checked against the final log;
 //! - [`run`]: one run on a fresh cluster: load, fault, heal, settle, check;
@@ -19,6 +20,7 @@
 
 pub mod availability;
 pub mod campaign;
+pub mod consumers;
 pub mod fault;
 pub mod history_file;
 pub mod injector;

@@ -13,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
 use super::availability::Availability;
+use super::consumers::ConsumerGroup;
 use super::fault::Fault;
 use super::history_file;
 use super::injector::{self, Injection};
@@ -168,13 +169,32 @@ async fn run_inner(spec: RunSpec, settings: Arc<RunSettings>) -> RunResult {
     let mut violations = Vec::new();
     let mut notes = Vec::new();
     let mut cluster = Cluster::start(cluster_options(rng.random(), &settings)).await;
+    let defaults = LoadOptions::default();
     let load_options = LoadOptions {
         max_duration: spec.duration + LIVENESS_TIMEOUT + Duration::from_secs(120),
-        ..LoadOptions::default()
+        // A KEYED group works one event per stream at a time: many streams.
+        streams: if spec.load == LoadKind::Consumer {
+            64
+        } else {
+            defaults.streams
+        },
+        ..defaults
     };
     let load_started = Instant::now();
     let load = Load::start(&cluster, spec.load, load_options, rng.random());
     let subscribers = Subscribers::start(&cluster, spec.load, rng.random());
+    let group_seed: u64 = rng.random();
+    let group = if spec.load == LoadKind::Consumer {
+        match ConsumerGroup::start(&cluster, group_seed).await {
+            Ok(group) => Some(group),
+            Err(error) => {
+                violations.push(Violation::new(ViolationKind::Liveness, error));
+                None
+            }
+        }
+    } else {
+        None
+    };
     if !load
         .wait_for_acknowledged(load_started, WARM_UP_ACKS, timeouts::ACKS)
         .await
@@ -206,6 +226,7 @@ async fn run_inner(spec: RunSpec, settings: Arc<RunSettings>) -> RunResult {
     // The rest of the run's time under load, healed.
     tokio::time::sleep_until((load_started + spec.duration).into()).await;
     let history = load.stop().await;
+    let load_stopped = Instant::now();
 
     let (logs, more) = settle(&mut cluster).await;
     violations.extend(more);
@@ -216,6 +237,21 @@ async fn run_inner(spec: RunSpec, settings: Arc<RunSettings>) -> RunResult {
     let (subscribers_checked, subscription_violations) =
         checker::check_subscriptions(&history, final_log, &subscriptions);
     violations.extend(subscription_violations);
+    if let Some(group) = group {
+        let (summary, group_violations) = group.finish(&cluster, final_log, load_stopped).await;
+        notes.push(format!(
+            "consumer group: {} deliveries, {} acked OK, {} dead letters, {} redelivered, {} joins, idle {} after the load stopped",
+            summary.deliveries,
+            summary.acked,
+            summary.dead_letters,
+            summary.redelivered,
+            summary.joins,
+            summary
+                .idle_after_ms
+                .map_or("never".to_string(), |ms| format!("{:.1} s", ms / 1e3))
+        ));
+        violations.extend(group_violations);
+    }
     let availability = Availability::measure(&history, &injection);
 
     let mut result = RunResult {

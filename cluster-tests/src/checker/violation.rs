@@ -36,6 +36,10 @@ pub enum ViolationKind {
     /// A subscriber did not receive exactly its view of the final log from its start (a gap,
     /// a repeat, an event out of order or not in the log), or its subscription ended.
     Subscription,
+    /// A consumer group broke one of its promises: an event acked OK delivered again, an event
+    /// skipped, delivered more than `max_deliveries` times, two unsettled deliveries of one
+    /// stream (KEYED), or acks out of version order.
+    ConsumerGroup,
     /// The history itself is inconsistent (a harness bug, not a cluster one).
     Harness,
     /// A node exited on its own with no failpoint asking it to (found by the chaos runner).
@@ -48,7 +52,7 @@ pub enum ViolationKind {
 
 impl ViolationKind {
     /// Every kind, in report order.
-    pub const ALL: [ViolationKind; 19] = [
+    pub const ALL: [ViolationKind; 20] = [
         ViolationKind::Divergence,
         ViolationKind::Shape,
         ViolationKind::Lost,
@@ -64,6 +68,7 @@ impl ViolationKind {
         ViolationKind::ExpectedVersion,
         ViolationKind::Idempotency,
         ViolationKind::Subscription,
+        ViolationKind::ConsumerGroup,
         ViolationKind::Harness,
         ViolationKind::Crash,
         ViolationKind::Liveness,
@@ -88,6 +93,7 @@ impl ViolationKind {
             ViolationKind::ExpectedVersion => "expected-version",
             ViolationKind::Idempotency => "idempotency",
             ViolationKind::Subscription => "subscription",
+            ViolationKind::ConsumerGroup => "consumer-group",
             ViolationKind::Harness => "harness",
             ViolationKind::Crash => "crash",
             ViolationKind::Liveness => "liveness",

@@ -22,6 +22,8 @@ pub struct GroupMirror {
     pending: BTreeMap<u64, PendingRecord>,
     /// Tracked keys per stream (to keep KEYED's one unsettled event per stream).
     by_stream: HashMap<String, BTreeSet<u64>>,
+    /// Per stream, how many of its tracked events are delivered and unsettled.
+    delivered: HashMap<String, usize>,
 }
 
 impl GroupMirror {
@@ -30,6 +32,7 @@ impl GroupMirror {
             record,
             pending: BTreeMap::new(),
             by_stream: HashMap::new(),
+            delivered: HashMap::new(),
         };
         for (key, record) in pending {
             mirror.put(key, record);
@@ -38,25 +41,34 @@ impl GroupMirror {
     }
 
     fn put(&mut self, key: u64, record: PendingRecord) {
-        if let Some(old) = self.pending.get(&key)
-            && old.stream != record.stream
-        {
-            self.unindex(key);
-        }
+        self.unindex(key);
         self.by_stream
             .entry(record.stream.clone())
             .or_default()
             .insert(key);
+        if record.state == PendingState::Delivered {
+            *self.delivered.entry(record.stream.clone()).or_default() += 1;
+        }
         self.pending.insert(key, record);
     }
 
+    /// Takes the record at `key` out of the per-stream indexes (it stays in `pending`).
     fn unindex(&mut self, key: u64) {
-        if let Some(old) = self.pending.get(&key)
-            && let Some(keys) = self.by_stream.get_mut(&old.stream)
-        {
+        let Some(old) = self.pending.get(&key) else {
+            return;
+        };
+        if let Some(keys) = self.by_stream.get_mut(&old.stream) {
             keys.remove(&key);
             if keys.is_empty() {
                 self.by_stream.remove(&old.stream);
+            }
+        }
+        if old.state == PendingState::Delivered
+            && let Some(count) = self.delivered.get_mut(&old.stream)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.delivered.remove(&old.stream);
             }
         }
     }
@@ -91,32 +103,34 @@ impl GroupMirror {
     /// held or waiting ones whose time has come; in KEYED mode only the first tracked event of
     /// a stream, and only when none of the stream is delivered and unsettled.
     pub fn ready(&self, now_ms: u64, max: usize) -> Vec<(u64, u32)> {
-        let keyed = self.record.settings.mode == DispatchMode::Keyed;
-        self.pending
-            .iter()
-            .filter(|(key, record)| {
-                let due = match record.state {
-                    PendingState::Delivered => false,
-                    PendingState::Held => true,
-                    PendingState::Waiting { not_before_ms } => not_before_ms <= now_ms,
-                };
-                due && (!keyed || self.first_of_stream_and_idle(**key, &record.stream))
-            })
-            .take(max)
-            .map(|(key, record)| (*key, record.attempts))
-            .collect()
-    }
-
-    fn first_of_stream_and_idle(&self, key: u64, stream: &str) -> bool {
-        let Some(keys) = self.by_stream.get(stream) else {
-            return true;
+        let due = |record: &PendingRecord| match record.state {
+            PendingState::Delivered => false,
+            PendingState::Held => true,
+            PendingState::Waiting { not_before_ms } => not_before_ms <= now_ms,
         };
-        keys.first() == Some(&key)
-            && keys.iter().all(|other| {
-                self.pending
-                    .get(other)
-                    .is_none_or(|record| record.state != PendingState::Delivered)
+        if self.record.settings.mode != DispatchMode::Keyed {
+            return self
+                .pending
+                .iter()
+                .filter(|(_, record)| due(record))
+                .take(max)
+                .map(|(key, record)| (*key, record.attempts))
+                .collect();
+        }
+        // KEYED: the first tracked event of each stream with none delivered.
+        let mut ready: Vec<(u64, u32)> = self
+            .by_stream
+            .iter()
+            .filter(|(stream, _)| !self.delivered.contains_key(*stream))
+            .filter_map(|(_, keys)| {
+                let key = keys.first()?;
+                let record = self.pending.get(key)?;
+                due(record).then_some((*key, record.attempts))
             })
+            .collect();
+        ready.sort_unstable();
+        ready.truncate(max);
+        ready
     }
 
     /// When the next waiting event is due (leader time), if any waits.
