@@ -86,7 +86,16 @@ async fn wait_settled(client: &EvlogClient, name: &str, acked: u64, dead: u64) -
 }
 
 async fn append_spread(cluster: &Cluster, node: u64, streams: usize, per_stream: usize) {
-    for round in 0..per_stream {
+    append_rounds(cluster, node, streams, 0..per_stream).await;
+}
+
+async fn append_rounds(
+    cluster: &Cluster,
+    node: u64,
+    streams: usize,
+    rounds: std::ops::Range<usize>,
+) {
+    for round in rounds {
         for stream in 0..streams {
             cluster
                 .append(
@@ -134,7 +143,9 @@ async fn keyed_members_settle_every_event_once_one_per_stream_in_version_order()
     )
     .await
     .expect("create");
-    append_spread(&cluster, leader, 8, 25).await;
+    // Half before the members join, half while they work (new events of a stream with one
+    // out must be held).
+    append_rounds(&cluster, leader, 8, 0..12).await;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut members = Vec::new();
     for (index, node) in [leader, follower, follower].into_iter().enumerate() {
@@ -186,6 +197,7 @@ async fn keyed_members_settle_every_event_once_one_per_stream_in_version_order()
             }
         }));
     }
+    append_rounds(&cluster, leader, 8, 12..25).await;
     let info = wait_settled(&admin, "billing", 200, 0).await;
     for member in &members {
         member.abort();
