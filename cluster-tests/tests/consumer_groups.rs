@@ -171,8 +171,8 @@ async fn keyed_members_settle_every_event_once_one_per_stream_in_version_order()
                         .insert(stream.clone(), delivery.event.stream_version)
                     {
                         let message = format!(
-                            "two unsettled deliveries of {stream}: versions {other} and {}",
-                            delivery.event.stream_version
+                            "two unsettled deliveries of {stream}: versions {other} and {} (attempt {}, member {index})",
+                            delivery.event.stream_version, delivery.attempt
                         );
                         seen.violations.push(message);
                     }
