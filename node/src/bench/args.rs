@@ -20,6 +20,11 @@ pub enum BenchMode {
     /// latency (append sent -> delivered), and catch-up speed with `--subscribe-from
     /// beginning` (`--concurrency 0`: catch-up alone).
     Subscribe,
+    /// A KEYED consumer group of `--members` members consumes `--preload` events per stream
+    /// over `--streams` streams (appended first, interleaved), acking each, while
+    /// `--concurrency` clients append through the client library (0: none): deliveries acked
+    /// per second, ack -> settled latency, lag left.
+    Consume,
 }
 
 impl BenchMode {
@@ -30,6 +35,7 @@ impl BenchMode {
             BenchMode::Read => "read",
             BenchMode::Mixed => "mixed",
             BenchMode::Subscribe => "subscribe",
+            BenchMode::Consume => "consume",
         }
     }
 
@@ -185,6 +191,12 @@ pub struct BenchArgs {
     /// Events per subscription batch (`max_batch_events`; 0: the server's default, 256).
     #[arg(long, default_value_t = 0)]
     pub subscribe_batch: u32,
+    /// `--mode consume`: members of the group, each its own client.
+    #[arg(long, default_value_t = 4)]
+    pub members: usize,
+    /// `--mode consume`: each member's credit (deliveries unsettled at once).
+    #[arg(long, default_value_t = 256)]
+    pub credit: u32,
     /// Print exactly one JSON object (one line) at the end instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -226,6 +238,9 @@ pub struct BenchConfig {
     pub subscribers: usize,
     pub subscribe_from: SubscribeFrom,
     pub subscribe_batch: u32,
+    /// `--mode consume` only.
+    pub members: usize,
+    pub credit: u32,
     pub json: bool,
 }
 
@@ -276,6 +291,8 @@ impl BenchArgs {
             },
             subscribe_from: self.subscribe_from,
             subscribe_batch: self.subscribe_batch,
+            members: self.members,
+            credit: self.credit,
             json: self.json,
         };
         config.validate()?;
@@ -292,7 +309,10 @@ impl BenchConfig {
         let catch_up_only = self.mode == BenchMode::Subscribe
             && self.subscribe_from == SubscribeFrom::Beginning
             && self.subscribers > 0;
-        if (self.concurrency == 0 && !catch_up_only) || self.concurrency > MAX_CONCURRENCY {
+        let consume_only = self.mode == BenchMode::Consume;
+        if (self.concurrency == 0 && !catch_up_only && !consume_only)
+            || self.concurrency > MAX_CONCURRENCY
+        {
             return Err(format!(
                 "--concurrency must be 1 to {MAX_CONCURRENCY} (0 only with --mode subscribe \
                  --subscribe-from beginning), got {}",
@@ -309,6 +329,14 @@ impl BenchConfig {
             return Err(format!(
                 "--subscribe-batch must be at most 4096, got {}",
                 self.subscribe_batch
+            ));
+        }
+        if self.mode == BenchMode::Consume
+            && (!(1..=64).contains(&self.members) || !(1..=10_000).contains(&self.credit))
+        {
+            return Err(format!(
+                "--members must be 1 to 64 and --credit 1 to 10000, got {} and {}",
+                self.members, self.credit
             ));
         }
         if self.batch == 0 {

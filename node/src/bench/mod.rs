@@ -23,6 +23,7 @@
 //! on a small machine the bench, the three nodes and their fsyncs share the same cores.
 
 mod args;
+mod consume;
 mod recorder;
 mod report;
 mod subscribe;
@@ -74,6 +75,9 @@ const PRELOAD_MAX_BYTES: usize = 1 << 20;
 /// Runs the benchmark the flags describe and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = args.config().map_err(anyhow::Error::msg)?;
+    if config.mode == BenchMode::Consume {
+        return consume::run(config).await;
+    }
     let client = EvlogClient::new(
         &config.endpoints,
         ClientOptions {
@@ -458,7 +462,7 @@ async fn measure(
 
 /// This process's CPU time so far (user and system, all threads), from `/proc/self/stat`
 /// (in clock ticks of 1/100 s, Linux's `USER_HZ`); `None` where there is no such file.
-fn process_cpu() -> Option<Duration> {
+pub(crate) fn process_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // The fields after the command name (which may hold spaces) in parentheses: state is the
     // 3rd field of the line, utime and stime the 14th and 15th.

@@ -248,7 +248,10 @@ pub async fn run_task(
             break;
         }
         let kind = match workload.config.mode {
-            BenchMode::Append | BenchMode::Batch | BenchMode::Subscribe => OpKind::Append,
+            // Consume runs apart (`consume.rs`); its appenders append.
+            BenchMode::Append | BenchMode::Batch | BenchMode::Subscribe | BenchMode::Consume => {
+                OpKind::Append
+            }
             BenchMode::Read => OpKind::Read,
             BenchMode::Mixed if sent.is_multiple_of(2) => OpKind::Append,
             BenchMode::Mixed => OpKind::Read,
