@@ -217,85 +217,71 @@ async fn run(
             ConsumersClient::new(client.channel(endpoint)).max_decoding_message_size(usize::MAX);
         let stream = tokio_stream_from(outgoing);
         let opened = grpc.consume(stream).await;
-        let mut inbound = match opened {
-            Ok(response) => response.into_inner(),
-            Err(status) => {
-                if !rejoin_or_stop(
-                    &status,
-                    &mut failing_since,
-                    &options,
-                    &deliveries,
-                    &mut waiting,
-                )
-                .await
-                {
-                    return;
-                }
-                endpoint = next_endpoint(&client, &status, endpoint);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let ended: Status = loop {
-            tokio::select! {
-                item = inbound.next() => match item {
-                    None => break Status::unavailable("the consume stream ended"),
-                    Some(Err(status)) => break status,
-                    Some(Ok(response)) => match response.msg {
-                        Some(pb::consume_response::Msg::Joined(joined)) => {
-                            member_id.send_replace(joined.member_id);
-                            failing_since = None;
-                            backoff = Duration::from_millis(50);
-                        }
-                        Some(pb::consume_response::Msg::Delivery(delivery)) => {
-                            let Some(event) = delivery.event else { continue };
-                            unsettled += 1;
-                            let handed = deliveries.send(Ok(Delivery {
-                                delivery_id: delivery.delivery_id,
-                                attempt: delivery.attempt,
-                                event,
-                                commands: commands_tx.clone(),
-                            })).await;
-                            if handed.is_err() {
-                                return;
+        let ended: Status = 'stream: {
+            let mut inbound = match opened {
+                Ok(response) => response.into_inner(),
+                Err(status) => break 'stream status,
+            };
+            loop {
+                tokio::select! {
+                    item = inbound.next() => match item {
+                        None => break Status::unavailable("the consume stream ended"),
+                        Some(Err(status)) => break status,
+                        Some(Ok(response)) => match response.msg {
+                            Some(pb::consume_response::Msg::Joined(joined)) => {
+                                member_id.send_replace(joined.member_id);
+                                failing_since = None;
+                                backoff = Duration::from_millis(50);
                             }
-                        }
-                        Some(pb::consume_response::Msg::Settled(settled)) => {
-                            let mut credit = 0;
-                            for result in settled.results {
-                                if let Some((_, answer)) = waiting.remove(&result.delivery_id) {
-                                    unsettled = unsettled.saturating_sub(1);
-                                    credit += 1;
-                                    let status = if result.status == pb::SettleStatus::Ok as i32 {
-                                        SettleStatus::Ok
-                                    } else {
-                                        SettleStatus::Stale
-                                    };
-                                    answer.send(Ok(status)).ok();
+                            Some(pb::consume_response::Msg::Delivery(delivery)) => {
+                                let Some(event) = delivery.event else { continue };
+                                unsettled += 1;
+                                let handed = deliveries.send(Ok(Delivery {
+                                    delivery_id: delivery.delivery_id,
+                                    attempt: delivery.attempt,
+                                    event,
+                                    commands: commands_tx.clone(),
+                                })).await;
+                                if handed.is_err() {
+                                    return;
                                 }
                             }
-                            if credit > 0 {
-                                requests.send(pb::ConsumeRequest {
-                                    msg: Some(pb::consume_request::Msg::Credit(pb::Credit { count: credit })),
-                                }).await.ok();
+                            Some(pb::consume_response::Msg::Settled(settled)) => {
+                                let mut credit = 0;
+                                for result in settled.results {
+                                    if let Some((_, answer)) = waiting.remove(&result.delivery_id) {
+                                        unsettled = unsettled.saturating_sub(1);
+                                        credit += 1;
+                                        let status = if result.status == pb::SettleStatus::Ok as i32 {
+                                            SettleStatus::Ok
+                                        } else {
+                                            SettleStatus::Stale
+                                        };
+                                        answer.send(Ok(status)).ok();
+                                    }
+                                }
+                                if credit > 0 {
+                                    requests.send(pb::ConsumeRequest {
+                                        msg: Some(pb::consume_request::Msg::Credit(pb::Credit { count: credit })),
+                                    }).await.ok();
+                                }
                             }
-                        }
-                        Some(pb::consume_response::Msg::Revoked(revoked)) => {
-                            break Status::unavailable(revoked.reason);
-                        }
-                        None => {}
+                            Some(pb::consume_response::Msg::Revoked(revoked)) => {
+                                break Status::unavailable(revoked.reason);
+                            }
+                            None => {}
+                        },
                     },
-                },
-                command = commands.recv() => match command {
-                    // Every delivery (which holds a sender) and the consumer are gone.
-                    None => return,
-                    Some(Command::Settle { settlement, answer }) => {
-                        requests.send(settle_request(vec![settlement.clone()])).await.ok();
-                        waiting.insert(settlement.delivery_id.clone(), (settlement, answer));
-                    }
-                },
-                () = deliveries.closed() => return,
+                    command = commands.recv() => match command {
+                        // Every delivery (which holds a sender) and the consumer are gone.
+                        None => return,
+                        Some(Command::Settle { settlement, answer }) => {
+                            requests.send(settle_request(vec![settlement.clone()])).await.ok();
+                            waiting.insert(settlement.delivery_id.clone(), (settlement, answer));
+                        }
+                    },
+                    () = deliveries.closed() => return,
+                }
             }
         };
         if !rejoin_or_stop(

@@ -419,20 +419,29 @@ impl Dispatcher {
     fn leave(&mut self, member_id: &str) {
         self.members.retain(|member| member.id != member_id);
         let Some(mirror) = &self.mirror else { return };
-        for (key, attempt, member) in mirror.in_flight() {
-            if member == member_id {
-                self.queued.push((
-                    String::new(),
-                    MemberSettlement {
-                        delivery_id: String::new(),
-                        key,
-                        attempt,
-                        outcome: Outcome::Expired,
-                        reason: "its member left".to_string(),
-                    },
-                ));
-            }
+        let left: Vec<(u64, u32)> = mirror
+            .in_flight()
+            .filter(|(_, _, member)| *member == member_id)
+            .map(|(key, attempt, _)| (key, attempt))
+            .collect();
+        for (key, attempt) in left {
+            self.expire(key, attempt, "its member left");
         }
+    }
+
+    /// Queues the dispatcher's own settlement of a delivery that ended unsettled (it counts as
+    /// an attempt and is retried after the backoff, or dead-lettered at `max_deliveries`).
+    fn expire(&mut self, key: u64, attempt: u32, reason: &str) {
+        self.queued.push((
+            String::new(),
+            MemberSettlement {
+                delivery_id: String::new(),
+                key,
+                attempt,
+                outcome: Outcome::Expired,
+                reason: reason.to_string(),
+            },
+        ));
     }
 
     /// When to look again without a message: the first delivery deadline or retry due.
@@ -675,16 +684,7 @@ impl Dispatcher {
             .collect();
         for (key, attempt) in expired {
             self.deadlines.remove(&key);
-            self.queued.push((
-                String::new(),
-                MemberSettlement {
-                    delivery_id: String::new(),
-                    key,
-                    attempt,
-                    outcome: Outcome::Expired,
-                    reason: "not settled within ack_wait".to_string(),
-                },
-            ));
+            self.expire(key, attempt, "not settled within ack_wait");
         }
     }
 
