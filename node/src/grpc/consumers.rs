@@ -74,14 +74,10 @@ impl ConsumersGrpc {
         }
         let forwarded = request.metadata().contains_key(metadata::FORWARDED);
         if forwarded {
-            let hint = handle
-                .leader()
-                .map(|(id, address)| crate::raft::errors::LeaderHint {
-                    leader_id: Some(id),
-                    leader_address: address,
-                })
-                .unwrap_or_default();
-            return Err(to_status(ServiceError::NotLeader(hint), true));
+            return Err(to_status(
+                ServiceError::NotLeader(handle.leader_hint()),
+                true,
+            ));
         }
         let leader = leader_to_forward_to(handle, self.service.request_timeout())
             .await

@@ -207,6 +207,16 @@ impl RaftHandle {
     }
 
     /// The leader as this node knows it, with its address.
+    /// The leader as this node knows it, as a hint for a refusal.
+    pub fn leader_hint(&self) -> LeaderHint {
+        self.leader()
+            .map(|(id, address)| LeaderHint {
+                leader_id: Some(id),
+                leader_address: address,
+            })
+            .unwrap_or_default()
+    }
+
     pub fn leader(&self) -> Option<(NodeId, Option<String>)> {
         known_leader(&self.raft)
     }

@@ -62,6 +62,11 @@ pub const MAX_MEMBER_BYTES: usize = 16 << 20;
 const GROUP_QUEUE: usize = 64;
 /// Most events one scan of the log looks at.
 const MAX_LOOKED_AT: usize = 4_096;
+/// How often an idle dispatcher checks that its node still leads.
+const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
+/// Longest a step may take to commit; past it the dispatcher ends (its members join again).
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What a settlement's answer weighs against a member's byte budget.
 pub const SETTLED_WEIGHT: usize = 64;
 
@@ -239,7 +244,16 @@ impl Dispatcher {
                 Ok(false) => {}
                 Err(error) => return error,
             }
-            let wake = self.next_wake();
+            // A node that stopped leading lets its members go (they join the new leader), even
+            // when the group has nothing to do.
+            if !self.handle.is_leader() {
+                return ServiceError::NotLeader(self.handle.leader_hint());
+            }
+            let wake = self
+                .next_wake()
+                .map_or(Instant::now() + LEADERSHIP_CHECK, |wake| {
+                    wake.min(Instant::now() + LEADERSHIP_CHECK)
+                });
             tokio::select! {
                 message = messages.recv(), if self.queued.len() < MAX_QUEUED_SETTLEMENTS => match message {
                     Some(message) => {
@@ -254,7 +268,7 @@ impl Dispatcher {
                         return ServiceError::ShuttingDown;
                     }
                 }
-                () = sleep_until(wake) => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
         }
     }
@@ -563,7 +577,17 @@ impl Dispatcher {
             advance,
             timestamp_ms: now,
         };
-        let response = match self.handle.propose(Command::Consumer(step)).await {
+        let proposed =
+            tokio::time::timeout(STEP_TIMEOUT, self.handle.propose(Command::Consumer(step))).await;
+        let Ok(answer) = proposed else {
+            // Its outcome is unknown: the next dispatcher loads the group as committed.
+            return Err(ServiceError::Timeout(format!(
+                "a step of consumer group {:?} did not commit within {} s",
+                self.name,
+                STEP_TIMEOUT.as_secs()
+            )));
+        };
+        let response = match answer {
             Ok((CommandResponse::Consumer(response), _)) => response,
             Ok((other, _)) => {
                 return Err(ServiceError::Internal(format!(
@@ -870,12 +894,5 @@ fn copy_error(error: &ServiceError) -> ServiceError {
         other => ServiceError::Discarded(format!(
             "the consumer group's dispatcher on this node ended ({other}); join again"
         )),
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }

@@ -574,7 +574,7 @@ impl ConsumerService {
             ));
         }
         if !self.handle.is_leader() {
-            return Err(ServiceError::NotLeader(Default::default()));
+            return Err(ServiceError::NotLeader(self.handle.leader_hint()));
         }
         let member_id = format!(
             "{}-{}",
