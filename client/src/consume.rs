@@ -266,9 +266,9 @@ async fn run(
                                     }).await.ok();
                                 }
                             }
-                            Some(pb::consume_response::Msg::Revoked(revoked)) => {
-                                break Status::unavailable(revoked.reason);
-                            }
+                            // The status that follows says what to do (join the leader it
+                            // names, or stop: the group is gone).
+                            Some(pb::consume_response::Msg::Revoked(_)) => {}
                             None => {}
                         },
                     },

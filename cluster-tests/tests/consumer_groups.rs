@@ -392,6 +392,23 @@ async fn a_settlement_of_an_attempt_redelivered_since_is_stale() {
     assert_eq!(second.ack().await.expect("ack again"), SettleStatus::Stale);
     let info = wait_settled(&admin, "slow", 1, 0).await;
     assert_eq!(info.redelivered_total, 1);
+    // Deleted under its member: the member is told (revoked, NOT_FOUND) and stops.
+    admin
+        .consumers_call(
+            evlog_cluster_tests::proto::DeleteConsumerRequest {
+                name: "slow".to_string(),
+            },
+            |mut grpc, request| async move { grpc.delete(request).await },
+        )
+        .await
+        .expect("delete");
+    let ended = tokio::time::timeout(SETTLE, consumer.next())
+        .await
+        .expect("the member hears in time")
+        .expect("an answer")
+        .expect_err("the group is gone");
+    assert_eq!(ended.code(), Code::NotFound, "{ended:?}");
+    assert_eq!(get(&admin, "slow").await.expect_err("gone").code(), Code::NotFound);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -489,6 +489,7 @@ impl Consumers for ConsumersGrpc {
             output,
             bad: Some(bad),
             bytes,
+            ending: None,
             done: false,
         };
         let items = futures::stream::unfold(state, |mut state| async move {
@@ -508,11 +509,17 @@ struct OutputState {
     output: tokio::sync::mpsc::UnboundedReceiver<MemberOutput>,
     bad: Option<oneshot::Receiver<Status>>,
     bytes: Arc<std::sync::atomic::AtomicUsize>,
+    /// The status that ends the stream after a `revoked` message.
+    ending: Option<Status>,
     done: bool,
 }
 
 impl OutputState {
     async fn next(&mut self) -> Option<Result<pb::ConsumeResponse, Status>> {
+        if let Some(ending) = self.ending.take() {
+            self.done = true;
+            return Some(Err(ending));
+        }
         let output = match self.bad.as_mut() {
             Some(bad) => tokio::select! {
                 output = self.output.recv() => output,
@@ -559,8 +566,12 @@ impl OutputState {
                 })
             }
             MemberOutput::Revoked(error) => {
-                self.done = true;
-                return Some(Err(status(error)));
+                // Said as a message, then as the status that ends the stream (its code and
+                // metadata: the leader to join, or that the group is gone).
+                let ending = status(error);
+                let reason = ending.message().to_string();
+                self.ending = Some(ending);
+                pb::consume_response::Msg::Revoked(pb::Revoked { reason })
             }
         };
         Some(Ok(pb::ConsumeResponse { msg: Some(msg) }))
