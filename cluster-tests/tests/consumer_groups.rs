@@ -408,7 +408,10 @@ async fn a_settlement_of_an_attempt_redelivered_since_is_stale() {
         .expect("an answer")
         .expect_err("the group is gone");
     assert_eq!(ended.code(), Code::NotFound, "{ended:?}");
-    assert_eq!(get(&admin, "slow").await.expect_err("gone").code(), Code::NotFound);
+    assert_eq!(
+        get(&admin, "slow").await.expect_err("gone").code(),
+        Code::NotFound
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -197,6 +197,10 @@ pub struct BenchArgs {
     /// `--mode consume`: each member's credit (deliveries unsettled at once).
     #[arg(long, default_value_t = 256)]
     pub credit: u32,
+    /// `--mode consume`: dead-letter every delivery instead of acking it (fills the group's
+    /// dead-letter queue, e.g. to measure `evlog consumer dlq redrive`).
+    #[arg(long)]
+    pub dead_letter: bool,
     /// Print exactly one JSON object (one line) at the end instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -241,6 +245,7 @@ pub struct BenchConfig {
     /// `--mode consume` only.
     pub members: usize,
     pub credit: u32,
+    pub dead_letter: bool,
     pub json: bool,
 }
 
@@ -293,6 +298,7 @@ impl BenchArgs {
             subscribe_batch: self.subscribe_batch,
             members: self.members,
             credit: self.credit,
+            dead_letter: self.dead_letter,
             json: self.json,
         };
         config.validate()?;

@@ -4,7 +4,7 @@
 //! A new group is created at the head; then `--preload` events per stream are appended over
 //! `--streams` streams, interleaved (round after round over the streams, through the client
 //! library's coalescing); then `--members` members (each its own client, `--credit` each)
-//! consume, acking every delivery at once (without waiting for the answer, so a member has up
+//! consume, acking (or with `--dead-letter`, dead-lettering) every delivery at once (without waiting for the answer, so a member has up
 //! to its credit out). With `--concurrency N`, N tasks append (one event each, coalesced)
 //! while the members consume. The run ends when the group has acked everything appended
 //! before the run and the appenders have stopped (at `--duration`), or at `--duration` plus
@@ -120,6 +120,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         let stale = Arc::clone(&stale);
         let latencies = Arc::clone(&latencies);
         let credit = config.credit;
+        let dead_letter = config.dead_letter;
         tasks.spawn(async move {
             let mut consumer = member_client.consume(
                 &group,
@@ -135,7 +136,12 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
                 let latencies = Arc::clone(&latencies);
                 tokio::spawn(async move {
                     let sent = Instant::now();
-                    match delivery.ack().await {
+                    let settled = if dead_letter {
+                        delivery.dead_letter("bench").await
+                    } else {
+                        delivery.ack().await
+                    };
+                    match settled {
                         Ok(SettleStatus::Ok) => {
                             acked.fetch_add(1, Ordering::Relaxed);
                             if let Ok(mut latencies) = latencies.lock() {
@@ -241,6 +247,8 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
                 "preloaded": preloaded,
                 "concurrency": config.concurrency,
                 "elapsed_s": elapsed.as_secs_f64(),
+                "group": group,
+                "dead_letter": config.dead_letter,
                 "acked": consumed,
                 "acked_per_s": rate,
                 "ack_settled_p50_ms": p50,
