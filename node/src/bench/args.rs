@@ -197,6 +197,10 @@ pub struct BenchArgs {
     /// `--mode consume`: each member's credit (deliveries unsettled at once).
     #[arg(long, default_value_t = 256)]
     pub credit: u32,
+    /// `--mode consume`: join this existing group instead (nothing is created or appended
+    /// first); the run lasts --duration.
+    #[arg(long)]
+    pub group: Option<String>,
     /// `--mode consume`: dead-letter every delivery instead of acking it (fills the group's
     /// dead-letter queue, e.g. to measure `evlog consumer dlq redrive`).
     #[arg(long)]
@@ -246,6 +250,7 @@ pub struct BenchConfig {
     pub members: usize,
     pub credit: u32,
     pub dead_letter: bool,
+    pub group: Option<String>,
     pub json: bool,
 }
 
@@ -299,6 +304,7 @@ impl BenchArgs {
             members: self.members,
             credit: self.credit,
             dead_letter: self.dead_letter,
+            group: self.group.clone(),
             json: self.json,
         };
         config.validate()?;

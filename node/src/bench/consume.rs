@@ -8,7 +8,8 @@
 //! to its credit out). With `--concurrency N`, N tasks append (one event each, coalesced)
 //! while the members consume. The run ends when the group has acked everything appended
 //! before the run and the appenders have stopped (at `--duration`), or at `--duration` plus
-//! the request timeout. Reported: deliveries acked per second, ack -> `Settled` latency,
+//! the request timeout. With `--group NAME` the members join that group instead (nothing is
+//! created or appended first) and the run lasts `--duration`. Reported: deliveries acked per second, ack -> `Settled` latency,
 //! appends per second, the group's lag at the end, and this process's CPU.
 
 use std::sync::Arc;
@@ -41,27 +42,32 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         },
     )
     .map_err(anyhow::Error::msg)?;
-    let group = format!("bench-{}", uuid::Uuid::now_v7().simple());
-    client
-        .consumers_call(
-            pb::CreateConsumerRequest {
-                name: group.clone(),
-                target: Some(pb::create_consumer_request::Target::All(pb::AllStreams {})),
-                filter: Some(pb::SubscribeFilter {
-                    stream_prefixes: vec![config.stream_prefix.clone()],
-                    event_types: vec![],
-                }),
-                start: Some(pb::create_consumer_request::Start::Head(pb::StartAtHead {})),
-                settings: Some(pb::ConsumerSettings {
-                    mode: pb::DispatchMode::Keyed as i32,
-                    max_in_flight: 10_000,
-                    ..pb::ConsumerSettings::default()
-                }),
-            },
-            |mut grpc, request| async move { grpc.create(request).await },
-        )
-        .await
-        .map_err(|status| anyhow::anyhow!("creating the group: {}", status.message()))?;
+    let existing = config.group.clone();
+    let group = existing
+        .clone()
+        .unwrap_or_else(|| format!("bench-{}", uuid::Uuid::now_v7().simple()));
+    if existing.is_none() {
+        client
+            .consumers_call(
+                pb::CreateConsumerRequest {
+                    name: group.clone(),
+                    target: Some(pb::create_consumer_request::Target::All(pb::AllStreams {})),
+                    filter: Some(pb::SubscribeFilter {
+                        stream_prefixes: vec![config.stream_prefix.clone()],
+                        event_types: vec![],
+                    }),
+                    start: Some(pb::create_consumer_request::Start::Head(pb::StartAtHead {})),
+                    settings: Some(pb::ConsumerSettings {
+                        mode: pb::DispatchMode::Keyed as i32,
+                        max_in_flight: 10_000,
+                        ..pb::ConsumerSettings::default()
+                    }),
+                },
+                |mut grpc, request| async move { grpc.create(request).await },
+            )
+            .await
+            .map_err(|status| anyhow::anyhow!("creating the group: {}", status.message()))?;
+    }
     let data = bytes::Bytes::from(vec![b'c'; config.size]);
     let event = |data: bytes::Bytes| pb::EventData {
         id: String::new(),
@@ -70,7 +76,11 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         data,
         metadata: Default::default(),
     };
-    let preloaded = config.preload * config.streams;
+    let preloaded = if existing.is_some() {
+        0
+    } else {
+        config.preload * config.streams
+    };
     if !config.json {
         eprintln!(
             "appending {preloaded} events of {} B over {} streams, then consuming them with {} \
@@ -201,8 +211,12 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
             stop_appending.store(true, Ordering::Relaxed);
             appends_elapsed = Some(now.saturating_duration_since(started));
         }
-        let done = acked.load(Ordering::Relaxed) >= preloaded
-            && (config.concurrency == 0 || appends_elapsed.is_some());
+        let done = if existing.is_some() {
+            appends_elapsed.is_some()
+        } else {
+            acked.load(Ordering::Relaxed) >= preloaded
+                && (config.concurrency == 0 || appends_elapsed.is_some())
+        };
         if done || now >= give_up {
             break;
         }

@@ -52,6 +52,18 @@ pub fn read_target(target: &ConsumerTarget) -> ReadTarget {
 }
 
 impl EventReader {
+    /// A group's record alone.
+    pub async fn consumer_record(
+        &self,
+        name: String,
+    ) -> Result<Option<ConsumerRecord>, StoreError> {
+        self.run(move |txn| {
+            let consumers = txn.open_table(CONSUMERS).map_err(StoreError::db)?;
+            tables::consumer(&consumers, &name)
+        })
+        .await
+    }
+
     /// A group and every event it tracks, in key order.
     pub async fn consumer(
         &self,
@@ -66,6 +78,23 @@ impl EventReader {
             let rows =
                 tables::group_rows(&pending, "consumer pending event", &name, 0, usize::MAX)?;
             Ok(Some((record, rows)))
+        })
+        .await
+    }
+
+    /// The lowest key group `name` tracks, if it tracks any (its ack floor is this or its
+    /// frontier, whichever is lower).
+    pub async fn first_tracked(&self, name: String) -> Result<Option<u64>, StoreError> {
+        self.run(move |txn| {
+            let pending = txn.open_table(CONSUMER_PENDING).map_err(StoreError::db)?;
+            let first = pending
+                .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
+                .map_err(StoreError::db)?
+                .next()
+                .transpose()
+                .map_err(StoreError::db)?
+                .map(|(key, _)| key.value().1);
+            Ok(first)
         })
         .await
     }

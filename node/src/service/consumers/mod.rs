@@ -407,7 +407,7 @@ impl ConsumerService {
     pub async fn get(&self, name: String) -> Result<ConsumerInfo, ServiceError> {
         validate_name(&name)?;
         self.linearize().await?;
-        let Some((record, _)) = self.handle.reader().consumer(name.clone()).await? else {
+        let Some(record) = self.handle.reader().consumer_record(name.clone()).await? else {
             return Err(ServiceError::ConsumerNotFound { name });
         };
         self.info(record).await
@@ -415,12 +415,12 @@ impl ConsumerService {
 
     async fn info(&self, record: ConsumerRecord) -> Result<ConsumerInfo, ServiceError> {
         let lag = self.handle.reader().consumer_lag(record.clone()).await?;
-        let ack_floor = match self.handle.reader().consumer(record.name.clone()).await? {
-            Some((_, pending)) => pending
-                .first()
-                .map_or(record.frontier, |(key, _)| (*key).min(record.frontier)),
-            None => record.frontier,
-        };
+        let ack_floor = self
+            .handle
+            .reader()
+            .first_tracked(record.name.clone())
+            .await?
+            .map_or(record.frontier, |first| first.min(record.frontier));
         let members = self.members(&record.name).await;
         Ok(ConsumerInfo {
             record,
@@ -481,7 +481,13 @@ impl ConsumerService {
         validate_name(&name)?;
         let max_count = page(max_count)?;
         self.linearize().await?;
-        if self.handle.reader().consumer(name.clone()).await?.is_none() {
+        if self
+            .handle
+            .reader()
+            .consumer_record(name.clone())
+            .await?
+            .is_none()
+        {
             return Err(ServiceError::ConsumerNotFound { name });
         }
         let mut rows = self
