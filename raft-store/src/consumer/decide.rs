@@ -285,6 +285,7 @@ pub fn decide(
             name,
             redrive_id,
             selection,
+            max,
             timestamp_ms,
         } => {
             let Some(mut group) = view.consumer(name)? else {
@@ -299,8 +300,7 @@ pub fn decide(
                     },
                 ));
             }
-            let room = (group.settings.max_tracked() as u64).saturating_sub(group.stats.tracked);
-            let room = usize::try_from(room).unwrap_or(usize::MAX);
+            let room = usize::try_from(*max).unwrap_or(usize::MAX);
             let chosen: Vec<(u64, DeadLetterRecord)> = match selection {
                 RedriveSelection::All { limit } => {
                     view.dead_letters(name, 0, room.min(*limit as usize))?

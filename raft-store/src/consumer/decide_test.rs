@@ -556,6 +556,7 @@ fn a_redrive_gives_dead_letters_back_once_with_fresh_counts() {
                 text: "json".into(),
                 limit: 10,
             },
+            max: 100,
             timestamp_ms: 200,
         })
     };
@@ -591,4 +592,29 @@ fn a_redrive_gives_dead_letters_back_once_with_fresh_counts() {
         (stats.dead_letters, stats.tracked, stats.redriven_total),
         (1, 2, 2)
     );
+    // A redrive moves no more than the room the leader gave it.
+    let bounded = |memory: &mut Memory, id: &str, max: u64| {
+        memory.run(ConsumerCommand::Redrive {
+            name: "g".into(),
+            redrive_id: id.into(),
+            selection: RedriveSelection::All { limit: 10 },
+            max,
+            timestamp_ms: 300,
+        })
+    };
+    assert_eq!(
+        bounded(&mut memory, "r2", 0),
+        ConsumerResponse::Redriven {
+            count: 0,
+            repeated: false
+        }
+    );
+    assert_eq!(
+        bounded(&mut memory, "r3", 1),
+        ConsumerResponse::Redriven {
+            count: 1,
+            repeated: false
+        }
+    );
+    assert!(memory.dead.is_empty());
 }

@@ -87,9 +87,14 @@ impl ConsumerSettings {
     }
 
     /// Most unsettled events a group tracks (delivered, waiting, or held behind their
-    /// stream): past it the group takes no new events until some settle.
+    /// stream): past it the group takes no new events, and a redrive moves no more, until some
+    /// settle. The leader's dispatcher keeps them in memory (about 1.3 KiB each measured, so at
+    /// most about 26 MiB a group). Used by the leader when it plans, never by a decision (a
+    /// replica of another version must decide the same).
     pub fn max_tracked(&self) -> usize {
-        (self.max_in_flight as usize).saturating_mul(10).max(1_000)
+        (self.max_in_flight as usize)
+            .saturating_mul(4)
+            .clamp(1_000, 20_000)
     }
 }
 
@@ -301,7 +306,9 @@ pub enum ConsumerCommand {
         name: String,
         redrive_id: String,
         selection: RedriveSelection,
-        /// Most dead letters this redrive may move (the group's room for tracked events).
+        /// Most dead letters this redrive moves (the leader's view of the group's room for
+        /// tracked events).
+        max: u64,
         timestamp_ms: u64,
     },
 }

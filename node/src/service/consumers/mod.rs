@@ -548,11 +548,18 @@ impl ConsumerService {
             }
             _ => {}
         }
+        // Room for tracked events, as this leader sees the group now (a redrive racing a step
+        // may overshoot by what that step takes in: the bound is soft by that much).
+        let Some(record) = self.handle.reader().consumer_record(name.clone()).await? else {
+            return Err(ServiceError::ConsumerNotFound { name });
+        };
+        let max = (record.settings.max_tracked() as u64).saturating_sub(record.stats.tracked);
         let response = self
             .propose(ConsumerCommand::Redrive {
                 name: name.clone(),
                 redrive_id,
                 selection,
+                max,
                 timestamp_ms: now_ms(),
             })
             .await?;
