@@ -494,6 +494,17 @@ impl Dispatcher {
         if self.mirror.is_none() {
             self.load().await?;
         }
+        // A member whose connection is gone leaves, even if its leave message was lost (its
+        // handle drops it with `try_send`, which a full queue refuses).
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|member| member.out.is_closed())
+            .map(|member| member.id.clone())
+            .collect();
+        for member in gone {
+            self.leave(&member);
+        }
         self.expire_deliveries();
         let take = self.queued.len().min(MAX_STEP_ITEMS);
         let settling: Vec<(String, MemberSettlement)> = self.queued.drain(..take).collect();
