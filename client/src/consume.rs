@@ -77,6 +77,17 @@ impl Delivery {
             .await
     }
 
+    /// Restarts this delivery's `ack_wait` (work in progress); no answer comes. Does nothing
+    /// once the delivery is settled or redelivered.
+    pub async fn extend(&self) -> Result<(), Status> {
+        self.commands
+            .send(Command::Extend {
+                delivery_id: self.delivery_id.clone(),
+            })
+            .await
+            .map_err(|_| Status::cancelled("the consumer has stopped"))
+    }
+
     pub async fn dead_letter(&self, reason: &str) -> Result<SettleStatus, Status> {
         self.settle(pb::SettleOutcome::DeadLetter, 0, reason.to_string())
             .await
@@ -121,6 +132,9 @@ enum Command {
     Settle {
         settlement: pb::Settlement,
         answer: oneshot::Sender<Result<SettleStatus, Status>>,
+    },
+    Extend {
+        delivery_id: String,
     },
 }
 
@@ -278,6 +292,13 @@ async fn run(
                         Some(Command::Settle { settlement, answer }) => {
                             requests.send(settle_request(vec![settlement.clone()])).await.ok();
                             waiting.insert(settlement.delivery_id.clone(), (settlement, answer));
+                        }
+                        Some(Command::Extend { delivery_id }) => {
+                            requests.send(pb::ConsumeRequest {
+                                msg: Some(pb::consume_request::Msg::Extend(pb::Extend {
+                                    delivery_ids: vec![delivery_id],
+                                })),
+                            }).await.ok();
                         }
                     },
                     () = deliveries.closed() => return,

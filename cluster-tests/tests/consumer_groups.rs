@@ -638,3 +638,46 @@ async fn a_leader_kill_redelivers_at_most_what_was_in_flight() {
     );
     assert_eq!(info.delivered_total, 300 + info.redelivered_total);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_delivery_is_not_redelivered_past_its_ack_wait() {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let admin = client(&cluster, &cluster.node_ids());
+    create(
+        &admin,
+        group(
+            "long-work",
+            DispatchMode::Shared,
+            ConsumerSettings {
+                ack_wait_ms: 400,
+                backoff_ms: vec![0],
+                ..ConsumerSettings::default()
+            },
+        ),
+    )
+    .await
+    .expect("create");
+    cluster
+        .append(leader, "jobs", vec![event("job", "T", "x")])
+        .await
+        .expect("append");
+    let member = client(&cluster, &[leader]);
+    let mut consumer = member.consume("long-work", ConsumeOptions::default());
+    let delivery = consumer.next().await.expect("open").expect("delivery");
+    // Works five times its ack_wait, extending it every 100 ms: never redelivered.
+    let worked = Instant::now();
+    while worked.elapsed() < Duration::from_millis(2_000) {
+        delivery.extend().await.expect("extend");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), consumer.next())
+            .await
+            .is_err(),
+        "an extended delivery came again"
+    );
+    assert_eq!(delivery.ack().await.expect("ack"), SettleStatus::Ok);
+    let info = wait_settled(&admin, "long-work", 1, 0).await;
+    assert_eq!((info.delivered_total, info.redelivered_total), (1, 0));
+}
