@@ -681,3 +681,72 @@ async fn an_extended_delivery_is_not_redelivered_past_its_ack_wait() {
     let info = wait_settled(&admin, "long-work", 1, 0).await;
     assert_eq!((info.delivered_total, info.redelivered_total), (1, 0));
 }
+
+/// A step lost between its planning and its commit (a failpoint plays the leader dying there)
+/// sent nothing: every delivery a member sees was counted first, so no event is delivered
+/// twice under one attempt number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_lost_before_its_commit_delivered_nothing() {
+    let binary = evlog_cluster_tests::evlog_binary();
+    assert!(
+        evlog_cluster_tests::failpoints_compiled_in(&binary).expect("the binary is readable"),
+        "{} has no failpoints: build it with `scripts/test.sh` (--features evlog/failpoints)",
+        binary.display()
+    );
+    let mut cluster = Cluster::start(ClusterOptions::default()).await;
+    cluster.wait_for_leader(timeouts::LEADER).await;
+    // Every node loses the first step it plans.
+    for id in cluster.node_ids() {
+        cluster.kill(id).await;
+        cluster.restart_with_env(
+            id,
+            &[(
+                "FAILPOINTS".to_string(),
+                "consumers::step-lost=1*return".to_string(),
+            )],
+        );
+        cluster.wait_for_convergence(timeouts::LEADER).await;
+    }
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let admin = client(&cluster, &cluster.node_ids());
+    create(
+        &admin,
+        group("lost", DispatchMode::Shared, ConsumerSettings::default()),
+    )
+    .await
+    .expect("create");
+    for i in 0..10 {
+        cluster
+            .append(
+                leader,
+                &format!("s-{i}"),
+                vec![event(format!("e{i}"), "T", "x")],
+            )
+            .await
+            .expect("append");
+    }
+    let member = client(&cluster, &cluster.node_ids());
+    let mut consumer = member.consume("lost", ConsumeOptions::default());
+    let mut seen: BTreeMap<(u64, u32), u32> = BTreeMap::new();
+    let mut acked = 0;
+    while acked < 10 {
+        let delivery = tokio::time::timeout(SETTLE, consumer.next())
+            .await
+            .expect("a delivery in time")
+            .expect("open")
+            .expect("delivery");
+        *seen
+            .entry((delivery.event.position, delivery.attempt))
+            .or_default() += 1;
+        if delivery.ack().await.expect("ack") == SettleStatus::Ok {
+            acked += 1;
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "delivered twice under one attempt: {twice:?}"
+    );
+    let info = wait_settled(&admin, "lost", 10, 0).await;
+    assert_eq!(info.redelivered_total, 0, "{info:?}");
+}

@@ -515,6 +515,15 @@ struct OutputState {
 }
 
 impl OutputState {
+    /// `weight` bytes of the member's budget went out on its stream.
+    fn taken(&self, weight: usize) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bytes| {
+                Some(bytes.saturating_sub(weight))
+            });
+    }
+
     async fn next(&mut self) -> Option<Result<pb::ConsumeResponse, Status>> {
         if let Some(ending) = self.ending.take() {
             self.done = true;
@@ -540,8 +549,7 @@ impl OutputState {
                 attempt,
                 event,
             } => {
-                self.bytes
-                    .fetch_sub(event_weight(&event), Ordering::Relaxed);
+                self.taken(event_weight(&event));
                 pb::consume_response::Msg::Delivery(pb::Delivery {
                     delivery_id: delivery_id(key, attempt),
                     attempt,
@@ -549,8 +557,7 @@ impl OutputState {
                 })
             }
             MemberOutput::Settled(results) => {
-                self.bytes
-                    .fetch_sub(results.len() * SETTLED_WEIGHT, Ordering::Relaxed);
+                self.taken(results.len() * SETTLED_WEIGHT);
                 pb::consume_response::Msg::Settled(pb::Settled {
                     results: results
                         .into_iter()

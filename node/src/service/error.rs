@@ -40,7 +40,7 @@ pub enum ServiceError {
     ConsumerNotFound { name: String },
     /// A consumer group of that name exists with other settings.
     #[error(
-        "consumer group {name:?} already exists with another target, filter or settings;          delete it first, or update its settings"
+        "consumer group {name:?} already exists with another target, filter or settings; delete it first, or update its settings"
     )]
     ConsumerExists { name: String },
     /// This node does not lead and did not hand the request on.

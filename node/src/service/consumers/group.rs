@@ -358,7 +358,7 @@ impl Dispatcher {
                     member
                         .out
                         .send(MemberOutput::Revoked(ServiceError::Busy(format!(
-                            "this member has more than {} MiB of deliveries and answers it has                              not read; it is dropped",
+                            "this member has more than {} MiB of deliveries and answers it has not read; it is dropped",
                             (2 * MAX_MEMBER_BYTES) >> 20
                         ))))
                         .ok();
