@@ -62,6 +62,11 @@ pub const MAX_MEMBER_BYTES: usize = 16 << 20;
 const GROUP_QUEUE: usize = 64;
 /// Most events one scan of the log looks at.
 const MAX_LOOKED_AT: usize = 4_096;
+/// Failpoint (failpoints builds only): a planned step is lost before it is proposed, as when
+/// the leader dies between planning and commit.
+#[cfg(feature = "failpoints")]
+pub const STEP_LOST: &str = "consumers::step-lost";
+
 /// How often an idle dispatcher checks that its node still leads.
 const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
 /// Longest a step may take to commit; past it the dispatcher ends (its members join again).
@@ -184,6 +189,7 @@ pub(super) fn start(
             head_seen: None,
         };
         let end = dispatcher.run(&mut messages).await;
+        tracing::info!(group = %dispatcher.name, reason = %end, "a consumer group's dispatcher ended");
         on_exit();
         // Whoever was about to join hears why it cannot.
         messages.close();
@@ -588,6 +594,14 @@ impl Dispatcher {
             advance,
             timestamp_ms: now,
         };
+        // Plays a leader that dies between planning a step and its commit: nothing of the step
+        // may have reached a member.
+        #[cfg(feature = "failpoints")]
+        if fail::eval(STEP_LOST, |_| ()).is_some() {
+            return Err(ServiceError::Discarded(
+                "a consumer step was lost before it committed (failpoint)".to_string(),
+            ));
+        }
         let proposed =
             tokio::time::timeout(STEP_TIMEOUT, self.handle.propose(Command::Consumer(step))).await;
         let Ok(answer) = proposed else {
