@@ -64,3 +64,14 @@ pub fn failpoints_compiled_in(path: &std::path::Path) -> std::io::Result<bool> {
         .windows(FAILPOINT_MARKER.len())
         .any(|window| window == FAILPOINT_MARKER))
 }
+
+/// Panics unless the `evlog` binary the tests start has failpoints (a test that sets
+/// `FAILPOINTS` would otherwise pass without its fault).
+pub fn require_failpoints() {
+    let binary = evlog_binary();
+    assert!(
+        failpoints_compiled_in(&binary).expect("the binary is readable"),
+        "{} has no failpoints: build it with `scripts/test.sh` (--features evlog/failpoints)",
+        binary.display()
+    );
+}

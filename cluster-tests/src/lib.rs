@@ -39,7 +39,7 @@ pub mod subscriber;
 pub mod wait;
 mod workload;
 
-pub use binary::{evlog_binary, failpoints_compiled_in};
+pub use binary::{evlog_binary, failpoints_compiled_in, require_failpoints};
 pub use cluster::{Cluster, event, is_retryable};
 pub use cluster_options::ClusterOptions;
 pub use evlog_proto::v1 as proto;

@@ -258,12 +258,7 @@ fn a_client_outlives_the_runtime_of_its_first_append() {
 /// one; a client talking to it sends them one by one too. Every append gets its own answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_reach_a_leader_of_an_older_version_one_by_one() {
-    let binary = evlog_cluster_tests::evlog_binary();
-    assert!(
-        evlog_cluster_tests::failpoints_compiled_in(&binary).expect("the binary is readable"),
-        "{} has no failpoints: build it with `scripts/test.sh` (--features evlog/failpoints)",
-        binary.display()
-    );
+    evlog_cluster_tests::require_failpoints();
     let mut cluster = Cluster::start(ClusterOptions::default()).await;
     cluster.wait_for_leader(timeouts::LEADER).await;
     // Nodes 2 and 3 become "old" (one at a time, so a quorum stays up); node 1 stays new.

@@ -85,6 +85,37 @@ async fn wait_settled(client: &EvlogClient, name: &str, acked: u64, dead: u64) -
     .await
 }
 
+/// A cluster with a SHARED group `name` (`ack_wait_ms`, redelivered at once) over one event,
+/// an admin client, and a member of the group on the leader.
+async fn one_event_shared_group(
+    name: &str,
+    ack_wait_ms: u32,
+) -> (Cluster, EvlogClient, evlog_client::Consumer) {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let admin = client(&cluster, &cluster.node_ids());
+    create(
+        &admin,
+        group(
+            name,
+            DispatchMode::Shared,
+            ConsumerSettings {
+                ack_wait_ms,
+                backoff_ms: vec![0],
+                ..ConsumerSettings::default()
+            },
+        ),
+    )
+    .await
+    .expect("create");
+    cluster
+        .append(leader, "jobs", vec![event("only", "T", "x")])
+        .await
+        .expect("append");
+    let consumer = client(&cluster, &[leader]).consume(name, ConsumeOptions::default());
+    (cluster, admin, consumer)
+}
+
 async fn append_spread(cluster: &Cluster, node: u64, streams: usize, per_stream: usize) {
     append_rounds(cluster, node, streams, 0..per_stream).await;
 }
@@ -355,29 +386,7 @@ async fn a_poison_event_is_retried_with_backoff_then_dead_lettered_and_its_strea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settlement_of_an_attempt_redelivered_since_is_stale() {
-    let cluster = Cluster::start(ClusterOptions::default()).await;
-    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
-    let admin = client(&cluster, &cluster.node_ids());
-    create(
-        &admin,
-        group(
-            "slow",
-            DispatchMode::Shared,
-            ConsumerSettings {
-                ack_wait_ms: 300,
-                backoff_ms: vec![0],
-                ..ConsumerSettings::default()
-            },
-        ),
-    )
-    .await
-    .expect("create");
-    cluster
-        .append(leader, "s", vec![event("only", "T", "x")])
-        .await
-        .expect("append");
-    let member = client(&cluster, &[leader]);
-    let mut consumer = member.consume("slow", ConsumeOptions::default());
+    let (_cluster, admin, mut consumer) = one_event_shared_group("slow", 300).await;
     let first = consumer.next().await.expect("open").expect("delivery");
     assert_eq!(first.attempt, 1);
     // Not settled within ack_wait: delivered again.
@@ -460,7 +469,6 @@ async fn lag_is_exact_with_no_member_connected_and_bad_requests_get_their_status
             .await
             .expect("append");
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let info = get(&admin, "lagging").await.expect("get");
     assert_eq!((info.lag_events, info.lag_exact), (20, true), "{info:?}");
     assert!(info.lag_seconds > 0.0, "{info:?}");
@@ -641,29 +649,7 @@ async fn a_leader_kill_redelivers_at_most_what_was_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extended_delivery_is_not_redelivered_past_its_ack_wait() {
-    let cluster = Cluster::start(ClusterOptions::default()).await;
-    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
-    let admin = client(&cluster, &cluster.node_ids());
-    create(
-        &admin,
-        group(
-            "long-work",
-            DispatchMode::Shared,
-            ConsumerSettings {
-                ack_wait_ms: 400,
-                backoff_ms: vec![0],
-                ..ConsumerSettings::default()
-            },
-        ),
-    )
-    .await
-    .expect("create");
-    cluster
-        .append(leader, "jobs", vec![event("job", "T", "x")])
-        .await
-        .expect("append");
-    let member = client(&cluster, &[leader]);
-    let mut consumer = member.consume("long-work", ConsumeOptions::default());
+    let (_cluster, admin, mut consumer) = one_event_shared_group("long-work", 400).await;
     let delivery = consumer.next().await.expect("open").expect("delivery");
     // Works five times its ack_wait, extending it every 100 ms: never redelivered.
     let worked = Instant::now();
@@ -687,12 +673,7 @@ async fn an_extended_delivery_is_not_redelivered_past_its_ack_wait() {
 /// twice under one attempt number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_lost_before_its_commit_delivered_nothing() {
-    let binary = evlog_cluster_tests::evlog_binary();
-    assert!(
-        evlog_cluster_tests::failpoints_compiled_in(&binary).expect("the binary is readable"),
-        "{} has no failpoints: build it with `scripts/test.sh` (--features evlog/failpoints)",
-        binary.display()
-    );
+    evlog_cluster_tests::require_failpoints();
     let mut cluster = Cluster::start(ClusterOptions::default()).await;
     cluster.wait_for_leader(timeouts::LEADER).await;
     // Every node loses the first step it plans.

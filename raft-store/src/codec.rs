@@ -722,6 +722,7 @@ mod tests {
                                 position: 6,
                                 stream: "s".to_string(),
                                 event_timestamp_ms: 11,
+                                event_bytes: 3,
                                 deliver_to: None,
                             }],
                         }),

@@ -106,18 +106,35 @@ pub struct NewEvent {
     pub metadata: Vec<(String, String)>,
 }
 
+/// What an event weighs against the event, append and batch limits: its data, id, type,
+/// content type and metadata (the one measure for an event in every form it takes).
+pub fn event_size(
+    data: &[u8],
+    id: &str,
+    event_type: &str,
+    content_type: &str,
+    metadata: &[(String, String)],
+) -> usize {
+    data.len()
+        + id.len()
+        + event_type.len()
+        + content_type.len()
+        + metadata
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum::<usize>()
+}
+
 impl NewEvent {
-    /// What the event weighs: its data, id, type, content type and metadata.
+    /// What the event weighs ([`event_size`]).
     pub fn size(&self) -> usize {
-        self.data.len()
-            + self.id.len()
-            + self.event_type.len()
-            + self.content_type.len()
-            + self
-                .metadata
-                .iter()
-                .map(|(key, value)| key.len() + value.len())
-                .sum::<usize>()
+        event_size(
+            &self.data,
+            &self.id,
+            &self.event_type,
+            &self.content_type,
+            &self.metadata,
+        )
     }
 }
 
@@ -133,6 +150,19 @@ pub struct RecordedEvent {
     pub data: Bytes,
     pub metadata: Vec<(String, String)>,
     pub timestamp_ms: u64,
+}
+
+impl RecordedEvent {
+    /// What the event weighs ([`event_size`]; its stream name besides).
+    pub fn size(&self) -> usize {
+        event_size(
+            &self.data,
+            &self.id,
+            &self.event_type,
+            &self.content_type,
+            &self.metadata,
+        ) + self.stream.len()
+    }
 }
 
 /// What applying a log entry decided, returned to the proposer.

@@ -190,6 +190,7 @@ async fn consumer_groups_travel_in_a_snapshot() {
         position: key,
         stream: format!("s-{}", key % 3),
         event_timestamp_ms: 1_000 + key,
+        event_bytes: 16,
         deliver_to: member.map(str::to_string),
     };
     let source_dir = tempfile::tempdir().expect("temp dir");

@@ -40,15 +40,13 @@ pub struct EventData {
 impl EventData {
     /// What the event weighs against the event and append limits.
     pub fn size(&self) -> usize {
-        self.data.len()
-            + self.id.len()
-            + self.event_type.len()
-            + self.content_type.len()
-            + self
-                .metadata
-                .iter()
-                .map(|(key, value)| key.len() + value.len())
-                .sum::<usize>()
+        evlog_raft_store::types::event_size(
+            &self.data,
+            &self.id,
+            &self.event_type,
+            &self.content_type,
+            &self.metadata,
+        )
     }
 }
 

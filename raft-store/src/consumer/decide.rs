@@ -244,6 +244,7 @@ pub fn decide(
                         position: taken.position,
                         stream: taken.stream.clone(),
                         event_timestamp_ms: taken.event_timestamp_ms,
+                        event_bytes: taken.event_bytes,
                         attempts: u32::from(delivered),
                         state: if delivered {
                             PendingState::Delivered
@@ -348,6 +349,7 @@ pub fn decide(
                         position: dead.position,
                         stream: dead.stream,
                         event_timestamp_ms: dead.event_timestamp_ms,
+                        event_bytes: dead.event_bytes,
                         attempts: 0,
                         state: PendingState::Waiting {
                             not_before_ms: *timestamp_ms,
@@ -425,6 +427,7 @@ impl<'v, V: ConsumerView> Overlay<'v, V> {
                 position: record.position,
                 stream: record.stream,
                 event_timestamp_ms: record.event_timestamp_ms,
+                event_bytes: record.event_bytes,
                 reason,
                 dead_lettered_ms: now,
                 history: record.history,

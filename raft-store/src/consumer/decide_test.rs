@@ -125,6 +125,7 @@ fn taken(key: u64, stream: &str, member: Option<&str>) -> NewPending {
         position: key,
         stream: stream.to_string(),
         event_timestamp_ms: key,
+        event_bytes: 10,
         deliver_to: member.map(str::to_string),
     }
 }

@@ -212,6 +212,9 @@ pub struct PendingRecord {
     pub position: u64,
     pub stream: String,
     pub event_timestamp_ms: u64,
+    /// What the event weighs ([`crate::types::RecordedEvent::size`]): a dispatcher bounds
+    /// what it reads and sends in bytes with it.
+    pub event_bytes: u32,
     /// Deliveries so far.
     pub attempts: u32,
     pub state: PendingState,
@@ -225,6 +228,9 @@ pub struct DeadLetterRecord {
     pub position: u64,
     pub stream: String,
     pub event_timestamp_ms: u64,
+    /// What the event weighs ([`crate::types::RecordedEvent::size`]): a dispatcher bounds
+    /// what it reads and sends in bytes with it.
+    pub event_bytes: u32,
     pub reason: String,
     pub dead_lettered_ms: u64,
     pub history: Vec<Attempt>,
@@ -237,6 +243,9 @@ pub struct NewPending {
     pub position: u64,
     pub stream: String,
     pub event_timestamp_ms: u64,
+    /// What the event weighs ([`crate::types::RecordedEvent::size`]): a dispatcher bounds
+    /// what it reads and sends in bytes with it.
+    pub event_bytes: u32,
     /// Delivered at once to this member, or held (`None`).
     pub deliver_to: Option<String>,
 }

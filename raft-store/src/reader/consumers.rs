@@ -33,6 +33,9 @@ pub struct Lag {
     pub exact: bool,
     /// The timestamp of the oldest unsettled matching event, if any.
     pub oldest_unsettled_ms: Option<u64>,
+    /// The lowest key the group tracks, if any (its ack floor is this or its frontier,
+    /// whichever is lower).
+    pub first_tracked: Option<u64>,
 }
 
 /// A group's filter as the subscription scans take it.
@@ -78,23 +81,6 @@ impl EventReader {
             let rows =
                 tables::group_rows(&pending, "consumer pending event", &name, 0, usize::MAX)?;
             Ok(Some((record, rows)))
-        })
-        .await
-    }
-
-    /// The lowest key group `name` tracks, if it tracks any (its ack floor is this or its
-    /// frontier, whichever is lower).
-    pub async fn first_tracked(&self, name: String) -> Result<Option<u64>, StoreError> {
-        self.run(move |txn| {
-            let pending = txn.open_table(CONSUMER_PENDING).map_err(StoreError::db)?;
-            let first = pending
-                .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
-                .map_err(StoreError::db)?
-                .next()
-                .transpose()
-                .map_err(StoreError::db)?
-                .map(|(key, _)| key.value().1);
-            Ok(first)
         })
         .await
     }
@@ -159,12 +145,14 @@ impl EventReader {
         self.run(move |txn| {
             let pending = txn.open_table(CONSUMER_PENDING).map_err(StoreError::db)?;
             let mut oldest: Option<u64> = None;
+            let mut first_tracked = None;
             let mut tracked = 0;
             for item in pending
                 .range((record.name.as_str(), 0)..=(record.name.as_str(), u64::MAX))
                 .map_err(StoreError::db)?
             {
-                let (_, value) = item.map_err(StoreError::db)?;
+                let (key, value) = item.map_err(StoreError::db)?;
+                first_tracked.get_or_insert(key.value().1);
                 let row: PendingRecord =
                     crate::consumer::decode("consumer pending event", value.value())?;
                 tracked += 1;
@@ -178,6 +166,7 @@ impl EventReader {
                 events: tracked,
                 exact: true,
                 oldest_unsettled_ms: oldest,
+                first_tracked,
             };
             let mut count = |record: &[u8]| -> Result<bool, StoreError> {
                 let head = codec::peek_event(record)?;

@@ -58,8 +58,10 @@ const MAX_QUEUED_SETTLEMENTS: usize = 16_384;
 pub const MAX_MEMBER_CREDIT: u32 = 10_000;
 /// Most bytes of events sent to a member and not yet taken by its connection.
 pub const MAX_MEMBER_BYTES: usize = 16 << 20;
-/// Most messages queued for a group's dispatcher (each a bounded gRPC message).
-const GROUP_QUEUE: usize = 64;
+/// Most messages queued for a group's dispatcher. A settle message is at most 4,096
+/// settlements with reasons of at most 1 KiB (about 4.3 MiB), so the queue holds at most about
+/// 70 MiB; members' further messages wait on it.
+const GROUP_QUEUE: usize = 16;
 /// Most events one scan of the log looks at.
 const MAX_LOOKED_AT: usize = 4_096;
 /// Failpoint (failpoints builds only): a planned step is lost before it is proposed, as when
@@ -75,9 +77,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a settlement's answer weighs against a member's byte budget.
 pub const SETTLED_WEIGHT: usize = 64;
 
-/// What a delivery weighs against a member's byte budget (its data and names).
+/// What a delivery weighs against a member's byte budget (the event, and its frame).
 pub fn event_weight(event: &RecordedEvent) -> usize {
-    event.data.len() + event.stream.len() + event.event_type.len() + event.id.len() + 64
+    event.size() + 64
 }
 
 /// Most members of one group connected to one leader.
@@ -158,8 +160,32 @@ struct Member {
 }
 
 impl Member {
-    fn can_take(&self) -> bool {
-        self.credit > 0 && self.bytes.load(Ordering::Relaxed) < MAX_MEMBER_BYTES
+    /// What this member may be given in one step: its credit, and what is left of its byte
+    /// budget.
+    fn room(&self) -> Room {
+        Room {
+            count: self.credit,
+            bytes: MAX_MEMBER_BYTES.saturating_sub(self.bytes.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// What a member (or a step) can still take: deliveries, and bytes of events. One delivery
+/// fits while any bytes are left, so an event larger than a budget still goes, alone.
+#[derive(Clone, Copy, Debug)]
+struct Room {
+    count: u32,
+    bytes: usize,
+}
+
+impl Room {
+    fn fits(&self) -> bool {
+        self.count > 0 && self.bytes > 0
+    }
+
+    fn take(&mut self, bytes: usize) {
+        self.count = self.count.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(bytes);
     }
 }
 
@@ -479,14 +505,14 @@ impl Dispatcher {
     }
 
     /// Picks the member for the next delivery (round robin over those with room).
-    fn pick_member(&mut self, room: &[u32]) -> Option<usize> {
+    fn pick_member(&mut self, room: &[Room]) -> Option<usize> {
         if let Some(active) = self.active_member() {
-            return (room[active] > 0).then_some(active);
+            return room[active].fits().then_some(active);
         }
         let count = self.members.len();
         for offset in 0..count {
             let index = (self.next_member + offset) % count;
-            if room[index] > 0 {
+            if room[index].fits() {
                 self.next_member = index + 1;
                 return Some(index);
             }
@@ -758,11 +784,7 @@ impl Dispatcher {
         let mut redeliveries = Vec::new();
         let mut delivered_to = Vec::new();
         let mut new_events = HashMap::new();
-        let mut room: Vec<u32> = self
-            .members
-            .iter()
-            .map(|member| if member.can_take() { member.credit } else { 0 })
-            .collect();
+        let mut room: Vec<Room> = self.members.iter().map(Member::room).collect();
         let (mut capacity, ready) = {
             let mirror = self.mirror()?;
             let capacity = (settings.max_in_flight as usize)
@@ -770,14 +792,29 @@ impl Dispatcher {
                 .min(MAX_STEP_ITEMS);
             (capacity, mirror.ready(now, capacity))
         };
-        if capacity == 0 || room.iter().all(|room| *room == 0) {
+        if capacity == 0 || !room.iter().any(Room::fits) {
             return Ok((redeliveries, None, delivered_to, new_events));
         }
+        // Redelivered events are read from the log after the step commits: at most a batch's
+        // bytes of them per step (the new events' scan has its own).
+        let mut step_room = Room {
+            count: u32::MAX,
+            bytes: self.max_batch_bytes,
+        };
         for (key, attempts) in ready {
+            let bytes = self
+                .mirror()?
+                .pending()
+                .get(&key)
+                .map_or(0, |record| record.event_bytes as usize);
+            if !step_room.fits() {
+                break;
+            }
             let Some(index) = self.pick_member(&room) else {
                 break;
             };
-            room[index] -= 1;
+            room[index].take(bytes);
+            step_room.take(bytes);
             capacity -= 1;
             redeliveries.push(Redelivery {
                 key,
@@ -836,7 +873,7 @@ impl Dispatcher {
             } else {
                 match (capacity > 0).then(|| self.pick_member(&room)).flatten() {
                     Some(index) => {
-                        room[index] -= 1;
+                        room[index].take(event.size());
                         capacity -= 1;
                         Some(index)
                     }
@@ -859,6 +896,7 @@ impl Dispatcher {
                 position: event.position,
                 stream: event.stream.clone(),
                 event_timestamp_ms: event.timestamp_ms,
+                event_bytes: u32::try_from(event.size()).unwrap_or(u32::MAX),
                 deliver_to: deliver_to.map(|index| self.members[index].id.clone()),
             });
             new_events.insert(key, event);

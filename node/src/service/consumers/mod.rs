@@ -415,11 +415,8 @@ impl ConsumerService {
 
     async fn info(&self, record: ConsumerRecord) -> Result<ConsumerInfo, ServiceError> {
         let lag = self.handle.reader().consumer_lag(record.clone()).await?;
-        let ack_floor = self
-            .handle
-            .reader()
-            .first_tracked(record.name.clone())
-            .await?
+        let ack_floor = lag
+            .first_tracked
             .map_or(record.frontier, |first| first.min(record.frontier));
         let members = self.members(&record.name).await;
         Ok(ConsumerInfo {
