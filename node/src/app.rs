@@ -26,6 +26,11 @@ use crate::grpc::connections;
 use crate::grpc::consumers::ConsumersGrpc;
 use crate::grpc::event_log::EventLogGrpc;
 use crate::grpc::forward::GrpcForward;
+use crate::http::HttpState;
+use crate::http::history::History;
+use crate::metrics::Metrics;
+use crate::metrics::grpc_layer::GrpcMetricsLayer;
+use crate::metrics::state::StateSource;
 use crate::raft::Raft;
 use crate::raft::RaftHandle;
 use crate::raft::transport::channels::PeerChannels;
@@ -60,11 +65,24 @@ pub async fn run(
     config.validate()?;
     let raft_config = Arc::new(crate::raft::config::raft_config(&config)?);
     let node_id = config.node_id;
+    let metrics = Metrics::new();
+    // Bound before the store opens, so a port in use fails the start at once.
+    let http_listener = match config.http_listen_addr {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
+            anyhow::anyhow!("cannot listen for HTTP on {address} (--http-listen): {error}")
+        })?),
+        None => None,
+    };
+    let http_address = match &http_listener {
+        Some(listener) => crate::http::advertised(listener.local_addr()?, &config.advertise_addr),
+        None => String::new(),
+    };
     let store_config = StoreConfig {
         cache_bytes: config.store_cache_mib << 20,
         quick_repair: config.store_quick_repair,
         backend: store_backend(&config.data_dir)?,
         founding: config.bootstrap,
+        observer: Some(metrics.store_observer()),
         ..StoreConfig::new(&config.data_dir, node_id, &config.cluster_id)
     };
     let (engine, log_store, state_machine, reader) =
@@ -153,7 +171,7 @@ pub async fn run(
             2 * request_timeout,
         ),
     );
-    let cluster_server = ClusterServer::new(ClusterGrpc::new(cluster));
+    let cluster_server = ClusterServer::new(ClusterGrpc::new(cluster, http_address.clone()));
     let consumers_server = ConsumersServer::new(ConsumersGrpc::new(
         consumers,
         channels.clone(),
@@ -199,6 +217,33 @@ pub async fn run(
         request_timeout,
     ));
 
+    let leadership = tokio::spawn(crate::metrics::leader::watch(
+        handle.clone(),
+        Arc::clone(&metrics),
+    ));
+    let state_source = StateSource::new(
+        handle.clone(),
+        Arc::clone(&event_log),
+        engine.data_dir().to_path_buf(),
+    );
+    let history = History::default();
+    let sampler = tokio::spawn(
+        history
+            .clone()
+            .sample(state_source.clone(), Arc::clone(&metrics)),
+    );
+    let http_server = http_listener.map(|listener| {
+        tracing::info!(node_id, http_address = %http_address, "HTTP serving /metrics, /status, /healthz, /readyz");
+        let state = Arc::new(HttpState::new(
+            state_source,
+            Arc::clone(&metrics),
+            history,
+            channels.clone(),
+            http_address.clone(),
+        ));
+        tokio::spawn(crate::http::serve(listener, state))
+    });
+
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // The builder's `tcp_nodelay` applies only to sockets it binds itself; this listener's
     // accepted sockets get it here. Without it, small responses wait for Nagle's algorithm
@@ -214,6 +259,7 @@ pub async fn run(
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
+        .layer(GrpcMetricsLayer::new(Arc::clone(&metrics)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(event_log_server)
@@ -266,6 +312,11 @@ pub async fn run(
         server.abort();
     }
     readiness.abort();
+    leadership.abort();
+    sampler.abort();
+    if let Some(http_server) = http_server {
+        http_server.abort();
+    }
     if let Some(initializer) = initializer {
         initializer.abort();
     }

@@ -67,6 +67,9 @@ pub struct NodeConfig {
     pub listen_addr: SocketAddr,
     /// The address other nodes and clients use to reach this node.
     pub advertise_addr: String,
+    /// Where the HTTP server (`/metrics`, `/status`, `/healthz`, `/readyz`) listens; `None`:
+    /// no HTTP server.
+    pub http_listen_addr: Option<SocketAddr>,
     /// Where the node keeps its data.
     pub data_dir: PathBuf,
     /// The initial members (node id -> advertised address), this node included. The node with
@@ -137,6 +140,7 @@ impl Default for NodeConfig {
             node_id: 1,
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             advertise_addr: "127.0.0.1:50051".to_string(),
+            http_listen_addr: None,
             data_dir: PathBuf::from("evlog-data"),
             initial_members: BTreeMap::new(),
             cluster_id: "evlog".to_string(),

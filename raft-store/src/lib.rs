@@ -33,6 +33,7 @@ pub mod types;
 pub use engine::Engine;
 pub use engine::StoreBackend;
 pub use engine::StoreConfig;
+pub use engine::StoreObserver;
 pub use error::OpenError;
 pub use error::StoreError;
 pub use log_store::LogStore;

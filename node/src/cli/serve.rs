@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// Address other nodes and clients reach this node at [default: the listen address].
     #[arg(long, env = "EVLOG_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Address the HTTP server (/metrics, /status, /status.json, /healthz, /readyz) listens
+    /// on, or `off` [default: the gRPC listen address with its port + 1000].
+    #[arg(long, env = "EVLOG_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
     /// Where this node keeps its data.
     #[arg(long, env = "EVLOG_DATA_DIR")]
     pub data_dir: PathBuf,
@@ -136,7 +140,30 @@ pub struct ServeArgs {
     pub idempotency_max_keys: u64,
 }
 
+/// The HTTP port's offset from the gRPC port when `--http-listen` is not given.
+pub const HTTP_PORT_OFFSET: u16 = 1000;
+
 impl ServeArgs {
+    fn http_listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        match self.http_listen.as_deref() {
+            Some("off") => Ok(None),
+            Some(address) => address
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("--http-listen: expected HOST:PORT or off, got {address:?}")),
+            None => {
+                let port = self.listen.port().checked_add(HTTP_PORT_OFFSET).ok_or_else(|| {
+                    format!(
+                        "the HTTP port defaults to the gRPC port + {HTTP_PORT_OFFSET}, past 65535 \
+                         for --listen {}: give --http-listen (or --http-listen off)",
+                        self.listen
+                    )
+                })?;
+                Ok(Some(std::net::SocketAddr::new(self.listen.ip(), port)))
+            }
+        }
+    }
+
     pub fn config(&self) -> Result<NodeConfig, String> {
         Ok(NodeConfig {
             node_id: self.node_id,
@@ -145,6 +172,7 @@ impl ServeArgs {
                 .advertise
                 .clone()
                 .unwrap_or_else(|| self.listen.to_string()),
+            http_listen_addr: self.http_listen_addr()?,
             data_dir: self.data_dir.clone(),
             initial_members: parse_members(&self.peers)
                 .map_err(|error| format!("--peers: {error}"))?,

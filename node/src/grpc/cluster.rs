@@ -14,11 +14,16 @@ use crate::service::cluster::ClusterService;
 
 pub struct ClusterGrpc {
     service: Arc<ClusterService>,
+    /// This node's HTTP address, as `Status` reports it (empty: none).
+    http_address: String,
 }
 
 impl ClusterGrpc {
-    pub fn new(service: Arc<ClusterService>) -> Self {
-        Self { service }
+    pub fn new(service: Arc<ClusterService>, http_address: String) -> Self {
+        Self {
+            service,
+            http_address,
+        }
     }
 }
 
@@ -30,6 +35,7 @@ impl Cluster for ClusterGrpc {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         Ok(Response::new(convert::status_response(
             &self.service.status(),
+            &self.http_address,
         )))
     }
 

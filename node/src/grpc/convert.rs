@@ -258,11 +258,14 @@ pub fn members(members: &[MemberStatus], last_log_index: u64) -> Vec<pb::Member>
             replication_lag: member
                 .matched_index
                 .map(|matched| last_log_index.saturating_sub(matched)),
+            last_contact_ms: member
+                .last_contact
+                .map(|contact| u64::try_from(contact.as_millis()).unwrap_or(u64::MAX)),
         })
         .collect()
 }
 
-pub fn status_response(status: &NodeStatus) -> pb::StatusResponse {
+pub fn status_response(status: &NodeStatus, http_address: &str) -> pb::StatusResponse {
     let address = status
         .members
         .iter()
@@ -287,6 +290,7 @@ pub fn status_response(status: &NodeStatus) -> pb::StatusResponse {
         serving: status.not_serving_reason().is_none(),
         not_serving_reason: status.not_serving_reason().unwrap_or_default(),
         voting: status.voting,
+        http_address: http_address.to_string(),
     }
 }
 
@@ -312,6 +316,7 @@ pub fn membership_from_wire(response: pb::MembershipResponse) -> MembershipChang
                 address: member.address,
                 voter: member.role == "voter",
                 matched_index: member.matched_index,
+                last_contact: member.last_contact_ms.map(std::time::Duration::from_millis),
             })
             .collect(),
     }

@@ -122,6 +122,17 @@ pub struct MemberStatus {
     pub voter: bool,
     /// Known on the leader: the member's last replicated log index.
     pub matched_index: Option<u64>,
+    /// Known on the leader: how long since the member last acknowledged a replication call
+    /// (`None` on the leader itself, and before a first acknowledgement).
+    pub last_contact: Option<Duration>,
+}
+
+/// Who leads, as one node sees it: what [`RaftHandle::watch_leadership`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    pub role: Role,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
 }
 
 #[derive(Clone)]
@@ -419,15 +430,33 @@ impl RaftHandle {
         }
     }
 
+    /// Tells `observe` who leads now, then after every change of role, term or leader, until
+    /// the Raft core stops. (openraft's server metrics change only then, not per append.)
+    pub async fn watch_leadership(&self, mut observe: impl FnMut(Leadership)) {
+        let mut server = self.raft.server_metrics();
+        let mut last = None;
+        loop {
+            let now = {
+                let metrics = server.borrow_watched();
+                Leadership {
+                    role: role_of(metrics.state),
+                    term: metrics.vote.leader_id().term,
+                    leader_id: metrics.current_leader,
+                }
+            };
+            if last != Some(now) {
+                observe(now);
+                last = Some(now);
+            }
+            if server.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     pub fn status(&self) -> NodeStatus {
         let metrics = self.raft.metrics().borrow_watched().clone();
-        let role = match metrics.state {
-            ServerState::Leader => Role::Leader,
-            ServerState::Follower => Role::Follower,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Learner => Role::Learner,
-            ServerState::Shutdown => Role::Shutdown,
-        };
+        let role = role_of(metrics.state);
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let matched: BTreeMap<NodeId, Option<u64>> = metrics
@@ -440,6 +469,17 @@ impl RaftHandle {
                     .collect()
             })
             .unwrap_or_default();
+        let contact: BTreeMap<NodeId, Duration> = metrics
+            .heartbeat
+            .as_ref()
+            .map(|heartbeat| {
+                heartbeat
+                    .iter()
+                    .filter(|(id, _)| **id != self.node_id)
+                    .filter_map(|(id, acked)| Some((*id, acked.as_ref()?.into_inner().elapsed())))
+                    .collect()
+            })
+            .unwrap_or_default();
         let members = membership
             .nodes()
             .map(|(id, node)| MemberStatus {
@@ -447,6 +487,7 @@ impl RaftHandle {
                 address: node.addr.clone(),
                 voter: voters.contains(id),
                 matched_index: matched.get(id).copied().flatten(),
+                last_contact: contact.get(id).copied(),
             })
             .collect();
         let leader_address = metrics
@@ -617,4 +658,14 @@ async fn ask_leader_for_read_index(
         .map_err(|_| ReadIndexError::Timeout { after: timeout })?
         .map_err(|status| unreachable(status.message().to_string()))?;
     Ok(response.into_inner().read_index)
+}
+
+fn role_of(state: ServerState) -> Role {
+    match state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Shutdown,
+    }
 }

@@ -326,6 +326,11 @@ impl EventLogService {
         .await
     }
 
+    /// How many subscriptions this node serves now.
+    pub fn active_subscriptions(&self) -> usize {
+        self.subscriptions.active()
+    }
+
     /// Ends every subscription with `UNAVAILABLE` and takes no more (the node is shutting
     /// down: a subscription never ends by itself).
     pub fn close_subscriptions(&self) {

@@ -91,6 +91,7 @@ pub enum SubscriptionItem {
 /// The node's subscriptions: how many may run, and the leader-contact monitor they watch.
 pub struct Subscriptions {
     permits: Arc<Semaphore>,
+    max: usize,
     contact: LeaderContact,
 }
 
@@ -104,8 +105,14 @@ impl Subscriptions {
     ) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(limits.max_subscriptions)),
+            max: limits.max_subscriptions,
             contact: LeaderContact::start(handle.clone(), contact_check_every, contact_lost_after),
         }
+    }
+
+    /// How many subscriptions this node serves now.
+    pub fn active(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
     }
 
     /// Ends every subscription (the node is shutting down).

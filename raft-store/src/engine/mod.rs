@@ -75,6 +75,19 @@ pub struct StoreConfig {
     /// leader before it votes ([`Engine::needs_catch_up`]). A store that exists keeps what it
     /// recorded.
     pub founding: bool,
+    /// Told how long each commit and fsync took and how full each batch was (metrics).
+    pub observer: Option<Arc<dyn StoreObserver>>,
+}
+
+/// What the store's writer reports as it works, for metrics. Called on the writer thread:
+/// implementations must return at once (atomics, no locks held for long, no I/O).
+pub trait StoreObserver: Send + Sync + std::fmt::Debug {
+    /// A commit that made writes readable without an fsync took `took`.
+    fn commit(&self, took: std::time::Duration);
+    /// A durable commit (the fsync of every commit before it) took `took`.
+    fn fsync(&self, took: std::time::Duration);
+    /// The writer took a batch of `ops` ops; `queued` more were waiting behind it.
+    fn batch(&self, ops: usize, queued: usize);
 }
 
 /// The default of [`StoreConfig::cache_bytes`]: 128 MiB (redb's own default is 1 GiB, which
@@ -93,6 +106,7 @@ impl StoreConfig {
             quick_repair: false,
             backend: StoreBackend::File,
             founding: true,
+            observer: None,
         }
     }
 }
@@ -213,6 +227,8 @@ pub(crate) struct Shared {
     pub created: bool,
     /// The store was created as a founding member.
     pub founding_member: bool,
+    /// See [`StoreConfig::observer`].
+    pub observer: Option<Arc<dyn StoreObserver>>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -222,6 +238,13 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Tells the observer, if there is one.
+    pub fn observe(&self, tell: impl FnOnce(&dyn StoreObserver)) {
+        if let Some(observer) = &self.observer {
+            tell(observer.as_ref());
+        }
+    }
+
     pub fn log(&self) -> MutexGuard<'_, LogMeta> {
         locked(&self.log)
     }

@@ -86,6 +86,7 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
         needs_catch_up: AtomicBool::new(identity.needs_catch_up),
         created: identity.created,
         founding_member: identity.founding_member,
+        observer: config.observer.clone(),
     })
 }
 

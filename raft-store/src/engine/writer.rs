@@ -92,6 +92,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
+        shared.observe(|observer| observer.batch(batch.len(), queue.len()));
         let kinds = BatchKinds::of(&batch);
         let started = Instant::now();
         match write_batch(shared, &mut batch, unsynced, &mut cache) {
@@ -136,7 +137,10 @@ fn durable_empty_commit(shared: &Shared) -> Result<(), StoreError> {
         .set_durability(Durability::Immediate)
         .map_err(StoreError::db)?;
     crash_point("store::before-fsync");
-    flush.commit().map_err(StoreError::db)
+    let started = Instant::now();
+    flush.commit().map_err(StoreError::db)?;
+    shared.observe(|observer| observer.fsync(started.elapsed()));
+    Ok(())
 }
 
 /// An op's answer, sent only after its batch committed.
@@ -290,7 +294,9 @@ fn write_batch(
         if one_durable_commit {
             txn.set_durability(Durability::Immediate)
                 .map_err(StoreError::db)?;
+            let started = Instant::now();
             txn.commit().map_err(StoreError::db)?;
+            shared.observe(|observer| observer.fsync(started.elapsed()));
             synced = true;
             forget_pending(shared, &appended);
             crash_point("store::after-commit");
@@ -298,7 +304,9 @@ fn write_batch(
         }
         txn.set_durability(Durability::None)
             .map_err(StoreError::db)?;
+        let started = Instant::now();
         txn.commit().map_err(StoreError::db)?;
+        shared.observe(|observer| observer.commit(started.elapsed()));
         forget_pending(shared, &appended);
         // Readable now: entries for openraft, applied state for everyone.
         *shared.log() = log.clone();
