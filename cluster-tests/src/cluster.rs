@@ -243,6 +243,9 @@ impl Cluster {
             node.address(),
             "--data-dir".to_owned(),
             node.data_dir().display().to_string(),
+            // Any free port: `Cluster::http_address` asks the node which it got.
+            "--http-listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
         ];
         if self.initial.contains(&id) {
             let peers = self
@@ -689,6 +692,19 @@ impl Cluster {
             client.status(request(StatusRequest {}, timeout)),
         )
         .await
+    }
+
+    /// Node `id`'s HTTP address (`/metrics`, `/status`), as its `Cluster.Status` reports it.
+    pub async fn http_address(&self, id: u64) -> String {
+        let status = self
+            .status(id)
+            .await
+            .unwrap_or_else(|error| panic!("Status of node {id} failed: {error}"));
+        assert!(
+            !status.http_address.is_empty(),
+            "node {id} reports no HTTP address"
+        );
+        status.http_address
     }
 
     /// Appends `events` to `stream` through node `id` (any version, no idempotency key).

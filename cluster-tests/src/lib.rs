@@ -30,6 +30,7 @@ pub mod checker;
 mod cluster;
 mod cluster_options;
 mod history;
+pub mod http;
 mod network;
 mod node;
 mod ports;
