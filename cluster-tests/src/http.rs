@@ -93,3 +93,15 @@ fn unchunk(mut body: &str) -> Result<String, String> {
         body = rest.get(size + 2..).unwrap_or_default();
     }
 }
+
+/// The value of `sample` (a name, with its labels as written) in a `/metrics` text, read
+/// without a parser (for polling; the lint test runs the real parser).
+pub fn sample_value(metrics: &str, sample: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

@@ -150,17 +150,6 @@ async fn scrape(cluster: &Cluster, id: u64) -> Scrape {
     lint(&answer.body)
 }
 
-/// A gauge's value from a raw scrape (no parser: for polling).
-fn raw_value(text: &str, sample: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(sample)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 async fn append_events(cluster: &Cluster, leader: u64, stream: &str, count: usize) {
     for index in 0..count {
         cluster
@@ -286,10 +275,13 @@ async fn a_killed_leader_shows_in_the_survivors_metrics() {
             .await
             .expect("a scrape")
             .body;
-        assert_eq!(raw_value(&text, "evlog_raft_has_leader"), Some(1.0));
+        assert_eq!(
+            http::sample_value(&text, "evlog_raft_has_leader"),
+            Some(1.0)
+        );
         changes_before.insert(
             *id,
-            raw_value(&text, "evlog_raft_leader_changes_total").expect("leader changes"),
+            http::sample_value(&text, "evlog_raft_leader_changes_total").expect("leader changes"),
         );
         addresses.insert(*id, address);
     }
@@ -308,8 +300,8 @@ async fn a_killed_leader_shows_in_the_survivors_metrics() {
                 let Ok(answer) = http::get(&addresses[id], "/metrics", HTTP_TIMEOUT).await else {
                     return false;
                 };
-                let has_leader = raw_value(&answer.body, "evlog_raft_has_leader");
-                let changes = raw_value(&answer.body, "evlog_raft_leader_changes_total");
+                let has_leader = http::sample_value(&answer.body, "evlog_raft_has_leader");
+                let changes = http::sample_value(&answer.body, "evlog_raft_leader_changes_total");
                 if has_leader == Some(1.0) && changes > Some(changes_before[id]) {
                     seen.insert(*id, killed_at.elapsed());
                 }
@@ -331,8 +323,8 @@ async fn a_killed_leader_shows_in_the_survivors_metrics() {
             .await
             .expect("a scrape")
             .body;
-        leaders += usize::from(raw_value(&text, "evlog_raft_is_leader") == Some(1.0));
-        assert!(raw_value(&text, "evlog_raft_elections_started_total").is_some());
+        leaders += usize::from(http::sample_value(&text, "evlog_raft_is_leader") == Some(1.0));
+        assert!(http::sample_value(&text, "evlog_raft_elections_started_total").is_some());
     }
     assert_eq!(leaders, 1, "exactly one survivor says it leads");
 }

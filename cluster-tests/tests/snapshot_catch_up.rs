@@ -92,6 +92,20 @@ async fn a_follower_behind_a_purged_log_catches_up_through_a_snapshot() {
          but reports snapshot index {}",
         follower_status.snapshot_index
     );
+    // The metrics count it: the follower installed a snapshot, a leader sent one.
+    let follower_metrics = metrics_of(&cluster, follower).await;
+    assert!(
+        counter(&follower_metrics, "evlog_raft_snapshots_installed_total") >= 1.0,
+        "the follower's metrics count no snapshot installed"
+    );
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    assert!(
+        counter(
+            &metrics_of(&cluster, leader).await,
+            "evlog_raft_snapshots_sent_total"
+        ) >= 1.0,
+        "the leader's metrics count no snapshot sent"
+    );
 
     let Outcome::Acknowledged {
         first_position,
@@ -121,4 +135,17 @@ async fn a_follower_behind_a_purged_log_catches_up_through_a_snapshot() {
     assert_eq!(logs.len(), 3);
     let report = checker::assert_valid(writer.history(), &logs);
     assert_eq!(report.acknowledged, APPENDS_BEFORE + APPENDS_WHILE_DOWN);
+}
+
+async fn metrics_of(cluster: &Cluster, id: u64) -> String {
+    let address = cluster.http_address(id).await;
+    evlog_cluster_tests::http::get(&address, "/metrics", std::time::Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|error| panic!("scraping node {id}: {error}"))
+        .body
+}
+
+fn counter(text: &str, sample: &str) -> f64 {
+    evlog_cluster_tests::http::sample_value(text, sample)
+        .unwrap_or_else(|| panic!("no {sample} in the scrape"))
 }

@@ -89,7 +89,12 @@ pub async fn run(
         tokio::task::spawn_blocking(move || evlog_raft_store::open(&store_config)).await??;
     let peer_rpc_timeout = Duration::from_millis(config.peer_rpc_timeout_ms);
     let channels = PeerChannels::new(peer_rpc_timeout, config.routes.clone());
-    let network = PeerNetwork::new(node_id, channels.clone(), peer_rpc_timeout);
+    let network = PeerNetwork::new(
+        node_id,
+        channels.clone(),
+        peer_rpc_timeout,
+        Arc::clone(&metrics),
+    );
     let raft = Raft::new(node_id, raft_config, network, log_store, state_machine).await?;
     let handle = RaftHandle::new(
         raft.clone(),
@@ -99,6 +104,7 @@ pub async fn run(
         channels.clone(),
         peer_rpc_timeout,
         config.read_policy,
+        &metrics,
     );
     if engine.needs_catch_up() {
         if engine.founding_member() {
@@ -184,6 +190,7 @@ pub async fn run(
         handle.clone(),
         engine.data_dir().join("snapshots"),
         config.max_snapshot_bytes,
+        metrics.snapshots_installed.clone(),
     ))
     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);

@@ -155,6 +155,10 @@ pub struct RaftHandle {
 }
 
 impl RaftHandle {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the handle's parts, each used once here; a struct of them would only move the list"
+    )]
     pub fn new(
         raft: Raft,
         node_id: NodeId,
@@ -163,6 +167,7 @@ impl RaftHandle {
         channels: PeerChannels,
         peer_rpc_timeout: Duration,
         read_policy: crate::config::ReadPolicy,
+        metrics: &crate::metrics::Metrics,
     ) -> Self {
         let leader_raft = raft.clone();
         let leader_reads = ReadIndexBatcher::start(move || {
@@ -181,7 +186,7 @@ impl RaftHandle {
             let channels = channels.clone();
             async move { ask_leader_for_read_index(&raft, &channels, peer_rpc_timeout).await }
         });
-        let proposals = Proposals::start(raft.clone());
+        let proposals = Proposals::start(raft.clone(), metrics.proposal_batch_events.clone());
         Self {
             raft,
             node_id,

@@ -72,7 +72,8 @@ impl Drop for PendingGuard {
 }
 
 impl Proposals {
-    pub fn start(raft: Raft) -> Self {
+    /// `batch_events` is told how many events each proposal batch holds.
+    pub fn start(raft: Raft, batch_events: crate::metrics::Histogram) -> Self {
         let (queue, mut waiting) = mpsc::channel::<Pending>(MAX_WAITING);
         let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
         tokio::spawn(async move {
@@ -87,6 +88,11 @@ impl Proposals {
                 let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
                     break;
                 };
+                let events: usize = batch
+                    .iter()
+                    .map(|pending| pending.command.events.len())
+                    .sum();
+                batch_events.observe(events as f64);
                 let (commands, replies): (Vec<Command>, Vec<Vec<oneshot::Sender<Answer>>>) =
                     entries(batch.drain(..))
                         .into_iter()

@@ -3,6 +3,7 @@
 //! serialized as they are sent.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,8 +39,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
+use crate::metrics::Histogram;
+use crate::metrics::Metrics;
 use crate::raft::transport::channels::PeerChannels;
 use crate::raft::transport::wire;
+use prometheus_client::metrics::counter::Counter;
 
 /// Bytes per snapshot chunk.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -50,6 +54,7 @@ pub struct PeerNetwork {
     node_id: NodeId,
     channels: PeerChannels,
     append_deadline_floor: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl PeerNetwork {
@@ -57,11 +62,17 @@ impl PeerNetwork {
     /// openraft's own budget for one is the heartbeat interval (100 ms by default), and a
     /// leader whose round trip to its followers exceeded that (a slow link, a loaded machine,
     /// a follower catching up on a large batch) timed out every call and replicated nothing.
-    pub fn new(node_id: NodeId, channels: PeerChannels, append_deadline_floor: Duration) -> Self {
+    pub fn new(
+        node_id: NodeId,
+        channels: PeerChannels,
+        append_deadline_floor: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             node_id,
             channels,
             append_deadline_floor,
+            metrics,
         }
     }
 }
@@ -76,6 +87,11 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             address: node.addr.clone(),
             channel: self.channels.get(&node.addr).ok(),
             append_deadline_floor: self.append_deadline_floor,
+            round_trip: self
+                .metrics
+                .peer_rtt
+                .get_or_create_owned(&vec![("peer", target.to_string())]),
+            snapshots_sent: self.metrics.snapshots_sent.clone(),
         }
     }
 }
@@ -87,6 +103,9 @@ pub struct PeerClient {
     address: String,
     channel: Option<Channel>,
     append_deadline_floor: Duration,
+    /// Round trips of answered replication calls to this peer.
+    round_trip: Histogram,
+    snapshots_sent: Counter,
 }
 
 impl PeerClient {
@@ -179,13 +198,19 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(
-            RPCTypes::AppendEntries,
-            &rpc,
-            &option,
-            async |mut client, request| client.append_entries(request).await,
-        )
-        .await
+        let started = std::time::Instant::now();
+        let answer = self
+            .call(
+                RPCTypes::AppendEntries,
+                &rpc,
+                &option,
+                async |mut client, request| client.append_entries(request).await,
+            )
+            .await;
+        if answer.is_ok() {
+            self.round_trip.observe_duration(started.elapsed());
+        }
+        answer
     }
 
     async fn vote(
@@ -300,11 +325,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             wire::decode(&response.into_inner().payload).map_err(|status| {
                 StreamingError::Network(NetworkError::from_string(status.message()))
             })?;
-        result.map_err(|error| {
+        let response = result.map_err(|error| {
             StreamingError::Network(NetworkError::new(&RemoteError::<TypeConfig, _>::new(
                 target, error,
             )))
-        })
+        })?;
+        self.snapshots_sent.inc();
+        Ok(response)
     }
 }
 

@@ -33,6 +33,7 @@ pub struct PeerService {
     handle: RaftHandle,
     snapshot_dir: PathBuf,
     max_snapshot_bytes: u64,
+    snapshots_installed: prometheus_client::metrics::counter::Counter,
 }
 
 impl PeerService {
@@ -41,12 +42,14 @@ impl PeerService {
         handle: RaftHandle,
         snapshot_dir: PathBuf,
         max_snapshot_bytes: u64,
+        snapshots_installed: prometheus_client::metrics::counter::Counter,
     ) -> Self {
         Self {
             raft,
             handle,
             snapshot_dir,
             max_snapshot_bytes,
+            snapshots_installed,
         }
     }
 }
@@ -181,6 +184,9 @@ impl RaftPeer for PeerService {
             .map_err(RaftError::<TypeConfig>::Fatal);
         // The store removes the file it installed; one openraft did not hand to it stays here.
         tokio::fs::remove_file(&path).await.ok();
+        if matches!(result, Ok(ref response) if response.vote == vote) {
+            self.snapshots_installed.inc();
+        }
         reply(&result)
     }
 
