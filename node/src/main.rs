@@ -33,7 +33,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let _failpoints = fail::FailScenario::setup();
                 #[cfg(feature = "failpoints")]
                 power_loss_on_sigusr1()?;
-                evlog::telemetry::init();
+                evlog::telemetry::init(args.log_format);
                 let config = args.config().map_err(anyhow::Error::msg)?;
                 let listener = tokio::net::TcpListener::bind(config.listen_addr)
                     .await

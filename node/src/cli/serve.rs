@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// on, or `off` [default: the gRPC listen address with its port + 1000].
     #[arg(long, env = "EVLOG_HTTP_LISTEN")]
     pub http_listen: Option<String>,
+    /// How log lines (stderr) are written: text, or one JSON object per line.
+    #[arg(long, env = "EVLOG_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::telemetry::LogFormat,
     /// Where this node keeps its data.
     #[arg(long, env = "EVLOG_DATA_DIR")]
     pub data_dir: PathBuf,

@@ -20,6 +20,10 @@ pub async fn watch(handle: RaftHandle, metrics: Arc<Metrics>) {
         .watch_leadership(|now| {
             if now.role == Role::Candidate && last.is_none_or(|last| last.role != Role::Candidate) {
                 metrics.elections_started.inc();
+                tracing::info!(
+                    term = now.term,
+                    "election started: this node is a candidate"
+                );
             }
             if let Some(leader) = now.leader_id {
                 if last_known_leader.is_some_and(|known| known != leader) {
@@ -28,6 +32,10 @@ pub async fn watch(handle: RaftHandle, metrics: Arc<Metrics>) {
                 last_known_leader = Some(leader);
             }
             if last.is_none_or(|last| last.leader_id != now.leader_id) {
+                match now.leader_id {
+                    Some(leader) => tracing::info!(term = now.term, leader, "leader known"),
+                    None => tracing::info!(term = now.term, "no leader known"),
+                }
                 metrics.leader_changed(LeaderChange {
                     at_ms: crate::metrics::state::unix_ms(),
                     term: now.term,

@@ -64,6 +64,45 @@ pub struct Metrics {
     pub store_batch_ops: Histogram,
     pub store_queue_depth: Gauge,
     leaders: Mutex<VecDeque<LeaderChange>>,
+    refusals: RefusalLog,
+}
+
+/// Logs refused calls at info, at most one line a second (with how many it left out), so a
+/// misbehaving client cannot flood the log.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    /// Milliseconds since `started` of the last line logged (0: none yet).
+    last_ms: std::sync::atomic::AtomicU64,
+    left_out: std::sync::atomic::AtomicU64,
+    started: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl RefusalLog {
+    const EVERY_MS: u64 = 1_000;
+
+    fn note(&self, method: &str, code: &str) {
+        use std::sync::atomic::Ordering;
+        let started = self.started.get_or_init(std::time::Instant::now);
+        let now_ms =
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX) + Self::EVERY_MS;
+        let last_ms = self.last_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last_ms) >= Self::EVERY_MS
+            && self
+                .last_ms
+                .compare_exchange(last_ms, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let left_out = self.left_out.swap(0, Ordering::Relaxed);
+            tracing::info!(
+                method,
+                code,
+                left_out,
+                "refused a call (left_out: refusals not logged since the last line, at most one line a second)"
+            );
+        } else {
+            self.left_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -87,6 +126,7 @@ impl Default for Metrics {
             store_batch_ops: Histogram::new(histogram::count_buckets()),
             store_queue_depth: Gauge::default(),
             leaders: Mutex::new(VecDeque::with_capacity(LEADER_HISTORY)),
+            refusals: RefusalLog::default(),
         }
     }
 }
@@ -215,6 +255,9 @@ impl Metrics {
             .observe_duration(took);
         if code == "OK" && APPEND_METHODS.contains(&method) {
             self.append_duration.observe_duration(took);
+        }
+        if code != "OK" && code != "CANCELLED" {
+            self.refusals.note(method, code);
         }
     }
 }

@@ -557,7 +557,11 @@ impl RaftHandle {
             .raft
             .add_learner(node_id, BasicNode { addr: address }, true);
         match tokio::time::timeout(timeout, added).await {
-            Ok(result) => Ok(result?.log_id.index),
+            Ok(result) => {
+                let log_index = result?.log_id.index;
+                tracing::info!(node_id, log_index, "membership: added a learner");
+                Ok(log_index)
+            }
             Err(_) => Err(MembershipError::Timeout(format!(
                 "node {node_id} was added as a learner but had not caught up within {} ms; \
                  it goes on catching up",
@@ -572,9 +576,13 @@ impl RaftHandle {
         voters: BTreeSet<NodeId>,
         timeout: Duration,
     ) -> Result<u64, MembershipError> {
-        let changed = self.raft.change_membership(voters, false);
+        let changed = self.raft.change_membership(voters.clone(), false);
         match tokio::time::timeout(timeout, changed).await {
-            Ok(result) => Ok(result?.log_id.index),
+            Ok(result) => {
+                let log_index = result?.log_id.index;
+                tracing::info!(?voters, log_index, "membership: the voters changed");
+                Ok(log_index)
+            }
             Err(_) => Err(MembershipError::Timeout(format!(
                 "the membership change did not commit within {} ms; its outcome is unknown",
                 timeout.as_millis()

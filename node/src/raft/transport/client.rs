@@ -331,6 +331,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             )))
         })?;
         self.snapshots_sent.inc();
+        tracing::info!(target_node = target, "sent a snapshot");
         Ok(response)
     }
 }
