@@ -15,6 +15,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use evlog_cluster_tests::http;
+use evlog_cluster_tests::proto::{CreateConsumerRequest, create_consumer_request};
 use evlog_cluster_tests::{Cluster, ClusterOptions, event, timeouts, wait_for, wait_until};
 use serde_json::Value;
 
@@ -168,10 +169,43 @@ async fn metrics_pass_the_openmetrics_lint_and_counters_only_grow() {
     let cluster = Cluster::start(ClusterOptions::default()).await;
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
     append_events(&cluster, leader, "metrics-a", 20).await;
+    // A group no member ever joined: its lag is what an alert needs, and must not read 0.
+    let endpoints: Vec<String> = cluster
+        .node_ids()
+        .iter()
+        .map(|id| cluster.address(*id))
+        .collect();
+    let client = evlog_client::EvlogClient::new(&endpoints, evlog_client::ClientOptions::default())
+        .expect("a client");
+    client
+        .consumers_call(
+            CreateConsumerRequest {
+                name: "idle-group".to_string(),
+                target: Some(create_consumer_request::Target::Stream(
+                    "metrics-a".to_string(),
+                )),
+                filter: None,
+                start: Some(create_consumer_request::Start::From(1)),
+                settings: None,
+            },
+            |mut grpc, request| async move { grpc.create(request).await },
+        )
+        .await
+        .expect("creating a consumer group");
 
     let mut before = BTreeMap::new();
     for id in cluster.node_ids() {
-        let scrape = scrape(&cluster, id).await;
+        // Groups are read at most every 2 s, and a follower applies the creation after the
+        // leader: wait until this node's metrics have the group.
+        let scrape = wait_for(timeouts::CATCH_UP, "the group in the metrics", async || {
+            let scrape = scrape(&cluster, id).await;
+            if scrape.families.contains_key("evlog_consumer_lag_events") {
+                Ok(scrape)
+            } else {
+                Err(format!("node {id} has no evlog_consumer_lag_events yet"))
+            }
+        })
+        .await;
         for family in REQUIRED {
             assert!(
                 scrape.families.contains_key(family),
@@ -202,6 +236,21 @@ async fn metrics_pass_the_openmetrics_lint_and_counters_only_grow() {
         "the leader counted {appends_ok} appends, not 20"
     );
     assert!(leader_scrape.count("evlog_append_duration_seconds") >= 20.0);
+    for (id, scrape) in &before {
+        assert_eq!(
+            scrape.value(
+                "evlog_consumer_lag_events",
+                "evlog_consumer_lag_events{group=idle-group}"
+            ),
+            Some(20.0),
+            "node {id}: the idle group's lag"
+        );
+        assert_eq!(
+            scrape.value("evlog_consumer_groups", "evlog_consumer_groups"),
+            Some(1.0),
+            "node {id}: the group count"
+        );
+    }
 
     append_events(&cluster, leader, "metrics-b", 30).await;
     for id in cluster.node_ids() {

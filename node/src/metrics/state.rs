@@ -23,6 +23,14 @@ use crate::service::event_log::EventLogService;
 /// bounded however many groups there are).
 pub const MAX_LABELLED_GROUPS: usize = 64;
 
+/// Events a filtered group's lag count looks at, per group and gathering: past it the count is
+/// a lower bound (`lag_exact` false), so a scrape's cost stays bounded however far behind a
+/// group is.
+pub const METRICS_LAG_SCAN: u64 = 10_000;
+/// Consumer groups are read at most this often: scrapes, page polls and the sampler within it
+/// share one reading.
+const GROUPS_FRESH_FOR: Duration = Duration::from_secs(2);
+
 /// Unix time in milliseconds.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -58,12 +66,22 @@ pub struct NodeState {
     pub dead_letters_total: u64,
 }
 
+/// Consumer groups as read at one moment.
+#[derive(Clone, Debug, Default)]
+struct Groups {
+    labelled: Vec<GroupState>,
+    count: u64,
+    dead_letters: u64,
+}
+
 /// Gathers a node's state.
 #[derive(Clone)]
 pub struct StateSource {
     handle: RaftHandle,
     event_log: Arc<EventLogService>,
     database: PathBuf,
+    /// The last reading of the groups, and when it was taken; one reading at a time.
+    groups: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Groups)>>>,
 }
 
 impl StateSource {
@@ -72,6 +90,7 @@ impl StateSource {
             handle,
             event_log,
             database: data_dir.join(evlog_raft_store::schema::DATABASE_FILE),
+            groups: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 
@@ -86,18 +105,31 @@ impl StateSource {
         let database_bytes = std::fs::metadata(&self.database)
             .map(|meta| meta.len())
             .unwrap_or(0);
-        let (groups, group_count, dead_letters_total) = self.groups().await;
+        let groups = self.groups().await;
         NodeState {
             status,
             database_bytes,
             subscriptions: self.event_log.active_subscriptions(),
-            groups,
-            group_count,
-            dead_letters_total,
+            groups: groups.labelled,
+            group_count: groups.count,
+            dead_letters_total: groups.dead_letters,
         }
     }
 
-    async fn groups(&self) -> (Vec<GroupState>, u64, u64) {
+    /// The groups, read again when the last reading is older than [`GROUPS_FRESH_FOR`].
+    async fn groups(&self) -> Groups {
+        let mut last = self.groups.lock().await;
+        if let Some((at, groups)) = last.as_ref()
+            && at.elapsed() < GROUPS_FRESH_FOR
+        {
+            return groups.clone();
+        }
+        let groups = self.read_groups().await;
+        *last = Some((std::time::Instant::now(), groups.clone()));
+        groups
+    }
+
+    async fn read_groups(&self) -> Groups {
         const PAGE: usize = 1_000;
         let reader = self.handle.reader();
         let now_ms = unix_ms();
@@ -120,7 +152,7 @@ impl StateSource {
                 let name = record.name.clone();
                 let in_flight = record.stats.in_flight;
                 let group_dead_letters = record.stats.dead_letters;
-                let Ok(lag) = reader.consumer_lag(record).await else {
+                let Ok(lag) = reader.consumer_lag(record, METRICS_LAG_SCAN).await else {
                     continue;
                 };
                 labelled.push(GroupState {
@@ -138,7 +170,11 @@ impl StateSource {
                 break;
             }
         }
-        (labelled, count, dead_letters)
+        Groups {
+            labelled,
+            count,
+            dead_letters,
+        }
     }
 }
 

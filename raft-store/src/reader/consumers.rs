@@ -141,7 +141,13 @@ impl EventReader {
     }
 
     /// How far behind group `record` is, as the store is now.
-    pub async fn consumer_lag(&self, record: ConsumerRecord) -> Result<Lag, StoreError> {
+    /// A filtered group's matching events are counted up to `max_scan` events looked at
+    /// (then `exact` is false); [`MAX_LAG_SCAN`] for an answer to a person, less for metrics.
+    pub async fn consumer_lag(
+        &self,
+        record: ConsumerRecord,
+        max_scan: u64,
+    ) -> Result<Lag, StoreError> {
         self.run(move |txn| {
             let pending = txn.open_table(CONSUMER_PENDING).map_err(StoreError::db)?;
             let mut oldest: Option<u64> = None;
@@ -193,7 +199,7 @@ impl EventReader {
                         }
                     } else {
                         for item in events.range(record.frontier..).map_err(StoreError::db)? {
-                            if looked_at == MAX_LAG_SCAN {
+                            if looked_at == max_scan {
                                 lag.exact = false;
                                 break;
                             }
@@ -220,7 +226,7 @@ impl EventReader {
                             .range((stream.as_str(), record.frontier)..=(stream.as_str(), u64::MAX))
                             .map_err(StoreError::db)?
                         {
-                            if looked_at == MAX_LAG_SCAN {
+                            if looked_at == max_scan {
                                 lag.exact = false;
                                 break;
                             }

@@ -414,7 +414,14 @@ impl ConsumerService {
     }
 
     async fn info(&self, record: ConsumerRecord) -> Result<ConsumerInfo, ServiceError> {
-        let lag = self.handle.reader().consumer_lag(record.clone()).await?;
+        let lag = self
+            .handle
+            .reader()
+            .consumer_lag(
+                record.clone(),
+                evlog_raft_store::reader::consumers::MAX_LAG_SCAN,
+            )
+            .await?;
         let ack_floor = lag
             .first_tracked
             .map_or(record.frontier, |first| first.min(record.frontier));
