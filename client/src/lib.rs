@@ -169,6 +169,65 @@ impl EvlogClient {
         ClusterClient::new(self.channels[index % self.channels.len()].clone())
     }
 
+    /// Calls a cluster RPC with retries (membership changes and leader transfers are answered
+    /// by the leader: a follower hands them on).
+    pub async fn cluster_call<Req, Resp, F>(
+        &self,
+        request: Req,
+        call: impl Fn(ClusterClient<Channel>, tonic::Request<Req>) -> F,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        F: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.with_retries(|index, remaining| {
+            let mut grpc = tonic::Request::new(request.clone());
+            grpc.set_timeout(remaining);
+            let future = call(self.cluster(index), grpc);
+            async move { future.await.map(tonic::Response::into_inner) }
+        })
+        .await
+    }
+
+    /// Adds node `node_id` at `address` as a learner (a non-voting member that receives the
+    /// log); answers once it has caught up.
+    pub async fn add_learner(
+        &self,
+        node_id: u64,
+        address: String,
+    ) -> Result<pb::MembershipResponse, Status> {
+        self.cluster_call(
+            pb::AddLearnerRequest { node_id, address },
+            |mut client, request| async move { client.add_learner(request).await },
+        )
+        .await
+    }
+
+    /// Sets the complete set of voters.
+    pub async fn change_membership(
+        &self,
+        voters: Vec<u64>,
+    ) -> Result<pb::MembershipResponse, Status> {
+        self.cluster_call(
+            pb::ChangeMembershipRequest { voters },
+            |mut client, request| async move { client.change_membership(request).await },
+        )
+        .await
+    }
+
+    /// Hands leadership to voter `to` (absent: the most caught-up voting follower); answers
+    /// once it leads.
+    pub async fn transfer_leader(
+        &self,
+        to: Option<u64>,
+    ) -> Result<pb::TransferLeaderResponse, Status> {
+        self.cluster_call(
+            pb::TransferLeaderRequest { to },
+            |mut client, request| async move { client.transfer_leader(request).await },
+        )
+        .await
+    }
+
     /// Runs `call` against the preferred endpoint, moving to the next one (and backing off)
     /// on a retryable failure, until it succeeds, fails for good, or the deadline passes.
     ///

@@ -47,6 +47,9 @@ const MAX_PENDING_RESET_STREAMS: usize = 100;
 const MAX_PEER_MESSAGE_BYTES: usize = 512 << 20;
 /// How long a membership change may take (adding a learner waits until it has caught up).
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the target of a requested leadership transfer (`Cluster.TransferLeader`) may take
+/// to lead: it campaigns at once once it has the leader's log, so this is generous.
+const LEADER_TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The gRPC health service name of the event log (`grpc.health.v1`); "" is the whole node.
 const HEALTH_SERVICE: &str = "evlog.v1.EventLog";
 
@@ -132,6 +135,7 @@ pub async fn run(
         handle.clone(),
         forward,
         MEMBERSHIP_TIMEOUT,
+        LEADER_TRANSFER_TIMEOUT,
     ));
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -33,6 +33,7 @@ use crate::raft::errors::LinearizeError;
 use crate::raft::errors::MembershipError;
 use crate::raft::errors::ProposeError;
 use crate::raft::errors::ReadIndexError;
+use crate::raft::errors::TransferError;
 use crate::raft::errors::WaitError;
 use crate::raft::proposals::Proposals;
 use crate::raft::read_index::ReadIndexBatcher;
@@ -122,6 +123,16 @@ pub struct MemberStatus {
     pub voter: bool,
     /// Known on the leader: the member's last replicated log index.
     pub matched_index: Option<u64>,
+}
+
+/// A completed leadership transfer: who leads now, in which term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderTransferred {
+    pub leader_id: NodeId,
+    pub term: u64,
+    pub leader_address: Option<String>,
+    /// The leader before the transfer (this node).
+    pub previous_leader_id: NodeId,
 }
 
 #[derive(Clone)]
@@ -536,6 +547,96 @@ impl RaftHandle {
         }
     }
 
+    /// As leader: hands leadership to voter `to` (absent: the voter whose replicated log is
+    /// longest, the most caught-up) with openraft's leader transfer, which makes the target
+    /// campaign at once instead of after an election timeout, and waits (at most `timeout`)
+    /// until it leads. The leader takes no new writes meanwhile (they are refused as
+    /// not-leader, naming the target, and retried there).
+    pub async fn transfer_leader(
+        &self,
+        to: Option<NodeId>,
+        timeout: Duration,
+    ) -> Result<LeaderTransferred, TransferError> {
+        let (to, start_term) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            if metrics.current_leader != Some(self.node_id) || metrics.state != ServerState::Leader
+            {
+                return Err(TransferError::NotLeader(self.leader_hint()));
+            }
+            let membership = metrics.membership_config.membership();
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            let to = match to {
+                Some(to) if membership.get_node(&to).is_none() => {
+                    return Err(TransferError::UnknownMember { node_id: to });
+                }
+                Some(to) if !voters.contains(&to) => {
+                    return Err(TransferError::NotAVoter { node_id: to });
+                }
+                Some(to) => to,
+                None => most_caught_up_voter(&voters, self.node_id, metrics.replication.as_ref())
+                    .ok_or(TransferError::NoOtherVoter)?,
+            };
+            (to, metrics.current_term)
+        };
+        let previous_leader_id = self.node_id;
+        if to == self.node_id {
+            let (leader_address, term) = {
+                let metrics = self.raft.metrics();
+                let metrics = metrics.borrow_watched();
+                (
+                    metrics
+                        .membership_config
+                        .membership()
+                        .get_node(&to)
+                        .map(|node| node.addr.clone()),
+                    metrics.current_term,
+                )
+            };
+            return Ok(LeaderTransferred {
+                leader_id: to,
+                term,
+                leader_address,
+                previous_leader_id,
+            });
+        }
+        let mut metrics = self.raft.metrics();
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|fatal| TransferError::Stopped(fatal.to_string()))?;
+        let taken_over = async {
+            loop {
+                {
+                    let now = metrics.borrow_watched();
+                    if now.current_leader == Some(to) && now.current_term > start_term {
+                        return Some(LeaderTransferred {
+                            leader_id: to,
+                            term: now.current_term,
+                            leader_address: now
+                                .membership_config
+                                .membership()
+                                .get_node(&to)
+                                .map(|node| node.addr.clone()),
+                            previous_leader_id,
+                        });
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, taken_over).await {
+            Ok(Some(transferred)) => Ok(transferred),
+            Ok(None) => Err(TransferError::Stopped(
+                "the Raft core stopped during the transfer".to_string(),
+            )),
+            Err(_) => Err(TransferError::Timeout { to, after: timeout }),
+        }
+    }
+
     /// Stops the Raft core (graceful shutdown).
     pub async fn shutdown(&self) {
         if let Err(error) = self.raft.shutdown().await {
@@ -553,6 +654,28 @@ fn core_stop_reason(
         (Ok(()), ServerState::Shutdown) => Some("the Raft core shut down".to_string()),
         _ => None,
     }
+}
+
+/// The voter other than `leader` with the longest replicated log (the lowest id among equals);
+/// `None` when the leader is the only voter.
+fn most_caught_up_voter(
+    voters: &BTreeSet<NodeId>,
+    leader: NodeId,
+    replication: Option<&BTreeMap<NodeId, Option<evlog_raft_store::type_config::LogId>>>,
+) -> Option<NodeId> {
+    let matched = |id: &NodeId| {
+        replication
+            .and_then(|replication| replication.get(id))
+            .and_then(|log_id| log_id.as_ref().map(|log_id| log_id.index))
+    };
+    let mut best: Option<(NodeId, Option<u64>)> = None;
+    for voter in voters.iter().filter(|id| **id != leader) {
+        let index = matched(voter);
+        if best.is_none_or(|(_, best_index)| index > best_index) {
+            best = Some((*voter, index));
+        }
+    }
+    best.map(|(id, _)| id)
 }
 
 /// The leader `raft` knows of, with its address (no copy of the whole metrics).
