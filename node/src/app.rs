@@ -308,7 +308,8 @@ async fn hand_off_leadership(handle: &RaftHandle, timeout: Duration) {
         ),
         Err(error) => tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "stopping leader: leadership not handed over ({error}); stopping anyway, the others              elect a leader after an election timeout"
+            "stopping leader: leadership not handed over ({error}); stopping anyway, the others \
+             elect a leader after an election timeout"
         ),
     }
 }

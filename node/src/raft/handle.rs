@@ -574,8 +574,25 @@ impl RaftHandle {
                     return Err(TransferError::NotAVoter { node_id: to });
                 }
                 Some(to) => to,
-                None => most_caught_up_voter(&voters, self.node_id, metrics.replication.as_ref())
-                    .ok_or(TransferError::NoOtherVoter)?,
+                None => {
+                    let last_ack_age: BTreeMap<NodeId, Duration> = metrics
+                        .heartbeat
+                        .iter()
+                        .flatten()
+                        .filter_map(|(id, acked)| {
+                            acked
+                                .as_ref()
+                                .map(|acked| (*id, acked.into_inner().elapsed()))
+                        })
+                        .collect();
+                    most_caught_up_voter(
+                        &voters,
+                        self.node_id,
+                        metrics.replication.as_ref(),
+                        &last_ack_age,
+                    )
+                    .ok_or(TransferError::NoOtherVoter)?
+                }
             };
             (to, metrics.current_term)
         };
@@ -656,23 +673,35 @@ fn core_stop_reason(
     }
 }
 
-/// The voter other than `leader` with the longest replicated log (the lowest id among equals);
-/// `None` when the leader is the only voter.
+/// A follower that acknowledged the leader within this long answers: it is preferred as the
+/// target of a leadership transfer over one that has gone quiet (stopped, or cut off), however
+/// long its log was when last heard of.
+const RESPONSIVE_WITHIN: Duration = Duration::from_secs(1);
+
+/// The voter other than `leader` that answers (acknowledged the leader within
+/// [`RESPONSIVE_WITHIN`], per `last_ack_age`) and has the longest replicated log; among equals
+/// the lowest id. A quiet voter is chosen only when none answers. `None` when the leader is the
+/// only voter.
 fn most_caught_up_voter(
     voters: &BTreeSet<NodeId>,
     leader: NodeId,
     replication: Option<&BTreeMap<NodeId, Option<evlog_raft_store::type_config::LogId>>>,
+    last_ack_age: &BTreeMap<NodeId, Duration>,
 ) -> Option<NodeId> {
-    let matched = |id: &NodeId| {
-        replication
+    let rank = |id: &NodeId| {
+        let responsive = last_ack_age
+            .get(id)
+            .is_some_and(|age| *age < RESPONSIVE_WITHIN);
+        let matched = replication
             .and_then(|replication| replication.get(id))
-            .and_then(|log_id| log_id.as_ref().map(|log_id| log_id.index))
+            .and_then(|log_id| log_id.as_ref().map(|log_id| log_id.index));
+        (responsive, matched)
     };
-    let mut best: Option<(NodeId, Option<u64>)> = None;
+    let mut best: Option<(NodeId, (bool, Option<u64>))> = None;
     for voter in voters.iter().filter(|id| **id != leader) {
-        let index = matched(voter);
-        if best.is_none_or(|(_, best_index)| index > best_index) {
-            best = Some((*voter, index));
+        let voter_rank = rank(voter);
+        if best.is_none_or(|(_, best_rank)| voter_rank > best_rank) {
+            best = Some((*voter, voter_rank));
         }
     }
     best.map(|(id, _)| id)
@@ -740,4 +769,51 @@ async fn ask_leader_for_read_index(
         .map_err(|_| ReadIndexError::Timeout { after: timeout })?
         .map_err(|status| unreachable(status.message().to_string()))?;
     Ok(response.into_inner().read_index)
+}
+
+#[cfg(test)]
+mod tests {
+    use evlog_raft_store::type_config::LeaderId;
+    use evlog_raft_store::type_config::LogId;
+
+    use super::*;
+
+    fn log_id(index: u64) -> Option<LogId> {
+        Some(LogId::new(
+            LeaderId {
+                term: 1,
+                node_id: 1,
+            },
+            index,
+        ))
+    }
+
+    #[test]
+    fn the_transfer_target_is_the_answering_voter_with_the_longest_log() {
+        let voters = BTreeSet::from([1, 2, 3, 4]);
+        let replication = BTreeMap::from([(2, log_id(7)), (3, log_id(9)), (4, log_id(9))]);
+        let fresh = Duration::from_millis(10);
+        let all_answer = BTreeMap::from([(2, fresh), (3, fresh), (4, fresh)]);
+        // The longest log; the lowest id among equals; never the leader itself.
+        assert_eq!(
+            most_caught_up_voter(&voters, 1, Some(&replication), &all_answer),
+            Some(3)
+        );
+        // A voter gone quiet is passed over, however long its log was.
+        let three_quiet = BTreeMap::from([(2, fresh), (3, Duration::from_secs(5)), (4, fresh)]);
+        assert_eq!(
+            most_caught_up_voter(&voters, 1, Some(&replication), &three_quiet),
+            Some(4)
+        );
+        // A learner is no candidate; a lone voter has nobody to hand over to.
+        assert_eq!(
+            most_caught_up_voter(&BTreeSet::from([1]), 1, Some(&replication), &all_answer),
+            None
+        );
+        // None answers: still the longest log.
+        assert_eq!(
+            most_caught_up_voter(&voters, 1, Some(&replication), &BTreeMap::new()),
+            Some(3)
+        );
+    }
 }
