@@ -83,9 +83,33 @@ pub struct EvlogClient {
     coalescer: Arc<Mutex<Option<Arc<Coalescer>>>>,
 }
 
-/// Whether a failed call may be retried (on any endpoint).
-fn retryable(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable)
+/// Whether a failed call may be retried (on any endpoint): `UNAVAILABLE`, and a call the
+/// transport cancelled because its connection closed before the request was sent (hyper
+/// cancels what it had queued on a connection that a node closes as it shuts down
+/// gracefully; tonic reports that as `CANCELLED`): nothing reached a node.
+pub fn retryable(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Cancelled => cancelled_unsent(status),
+        _ => false,
+    }
+}
+
+/// Whether `status` is the transport's cancellation of a request it never sent: hyper's
+/// "operation was canceled" caused by "connection closed", below a tonic transport error.
+fn cancelled_unsent(status: &Status) -> bool {
+    let mut canceled = false;
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        let text = error.to_string();
+        if text == "operation was canceled" {
+            canceled = true;
+        } else if canceled && text == "connection closed" {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 impl EvlogClient {
@@ -383,5 +407,56 @@ impl EvlogClient {
             Ok(result) => result.map(tonic::Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded("no answer")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// An error with a message and an optional cause, to build source chains.
+    #[derive(Debug)]
+    struct Chained(&'static str, Option<Box<Chained>>);
+
+    impl std::fmt::Display for Chained {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Chained {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1
+                .as_deref()
+                .map(|cause| cause as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    fn cancelled_with(chain: Chained) -> Status {
+        let mut status = Status::cancelled("operation was canceled");
+        status.set_source(Arc::new(chain));
+        status
+    }
+
+    #[test]
+    fn unavailable_and_a_call_cancelled_unsent_are_retried_other_cancellations_not() {
+        assert!(retryable(&Status::unavailable("no leader")));
+        let unsent = Chained(
+            "transport error",
+            Some(Box::new(Chained(
+                "operation was canceled",
+                Some(Box::new(Chained("connection closed", None))),
+            ))),
+        );
+        assert!(retryable(&cancelled_with(unsent)));
+        assert!(!retryable(&Status::cancelled("the server cancelled")));
+        let other = Chained(
+            "transport error",
+            Some(Box::new(Chained("operation was canceled", None))),
+        );
+        assert!(!retryable(&cancelled_with(other)));
+        assert!(!retryable(&Status::deadline_exceeded("late")));
     }
 }
