@@ -21,6 +21,10 @@ readonly MARKER=".evlog-cluster"
 readonly EXEC_TIMEOUT_S=10
 # The HTTP port (status page, metrics) of a node is its gRPC port plus this (evlog's default).
 readonly HTTP_PORT_OFFSET=1000
+# How long a node that could not bind its port is started again: a client that kept dialing
+# the port while the node was down can have connected to itself on it (the port is in the
+# kernel's ephemeral range), and that socket holds the port in TIME_WAIT for 60 s.
+readonly BIND_RETRY_S=75
 
 usage() {
   cat <<EOF
@@ -226,29 +230,45 @@ start_node() {
   echo "$BASE_PORT" >"$CLUSTER_DIR/base-port"
   echo "$NODE_COUNT" >"$CLUSTER_DIR/nodes"
   read -r -a extra <<<"${EVLOG_SERVE_ARGS:-}"
+  local deadline=$((SECONDS + BIND_RETRY_S))
+  while :; do
+    launch_node "$n" "$bin" ${bootstrap[@]+"${bootstrap[@]}"} ${extra[@]+"${extra[@]}"}
+    pid="$(<"$(pid_file_of "$n")")"
+    wait_exec "$n" "$pid" && break
+    if tail -n 3 "$(log_of "$n")" | grep -q "Address already in use" && ((SECONDS < deadline)); then
+      echo "node $n: port $port is held (in TIME_WAIT?); starting it again in 1s" >&2
+      sleep 1
+      continue
+    fi
+    log_tail "$n"
+    die "node $n (pid $pid) exited at start; its log is $(log_of "$n")"
+  done
+  echo "node $n: pid $pid, $(address_of "$n"), log $(log_of "$n")"
+}
+
+# Starts `evlog serve` for node N in the background with binary $2 and the extra arguments
+# after it; records its pid.
+launch_node() {
+  local n="$1" bin="$2"
+  shift 2
   echo "==== $(date '+%Y-%m-%dT%H:%M:%S%z') cluster.sh starts node $n ====" >>"$(log_of "$n")"
   nohup "$bin" serve \
     --id "$n" \
     --listen "$(address_of "$n")" \
     --data-dir "$(data_dir_of "$n")" \
     --peers "$(peers)" \
-    ${bootstrap[@]+"${bootstrap[@]}"} \
-    ${extra[@]+"${extra[@]}"} \
+    "$@" \
     </dev/null >>"$(log_of "$n")" 2>&1 &
-  pid=$!
-  echo "$pid" >"$(pid_file_of "$n")"
-  wait_exec "$n" "$pid"
-  echo "node $n: pid $pid, $(address_of "$n"), log $(log_of "$n")"
+  echo $! >"$(pid_file_of "$n")"
 }
 
 # Waits until the process started for node N (pid $2) is the evlog node: the shell that
-# `nohup … &` forks is still `bash` for a moment before it execs. Dies when it exits first.
+# `nohup … &` forks is still `bash` for a moment before it execs. Fails when it exits first.
 wait_exec() {
   local n="$1" pid="$2" deadline=$((SECONDS + EXEC_TIMEOUT_S))
   while ! node_pid "$n" >/dev/null; do
     if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
-      log_tail "$n"
-      die "node $n (pid $pid) exited at start; its log is $(log_of "$n")"
+      return 1
     fi
     sleep 0.05
   done
