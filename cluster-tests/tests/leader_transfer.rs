@@ -131,6 +131,31 @@ async fn transfer_leader_hands_leadership_to_the_named_or_the_most_caught_up_vot
         leader,
         "a refused transfer leaves the leader in place"
     );
+
+    // A voter that does not answer is not offered the leadership (the leader would stop
+    // heartbeats for nobody and an election would follow): UNAVAILABLE, same leader, same term.
+    let term = cluster.status(leader).await.expect("leader status").term;
+    let silent = cluster
+        .node_ids()
+        .into_iter()
+        .find(|id| *id != leader && *id != learner)
+        .expect("a follower");
+    cluster.pause(silent);
+    let unanswered = transfer(&cluster, leader, Some(silent))
+        .await
+        .expect_err("a paused voter cannot take over");
+    assert_eq!(
+        unanswered.code(),
+        tonic::Code::Unavailable,
+        "{unanswered:?}"
+    );
+    cluster.resume(silent);
+    assert_eq!(cluster.wait_for_leader(timeouts::LEADER).await, leader);
+    assert_eq!(
+        cluster.status(leader).await.expect("leader status").term,
+        term,
+        "no election followed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,6 +150,16 @@ pub enum TransferError {
     /// The target is a learner: only a voter can lead.
     #[error("node {node_id} is a learner, not a voter: only a voter can lead (promote it first)")]
     NotAVoter { node_id: NodeId },
+    /// The target does not vote yet (it started on an empty data directory and has not caught
+    /// up): it would refuse the leadership.
+    #[error(
+        "node {node_id} does not vote yet (it started on an empty data directory and is catching \
+         up with the leader); retry once it serves"
+    )]
+    TargetNotVoting { node_id: NodeId },
+    /// The target could not be asked whether it can lead: nothing was changed.
+    #[error("node {node_id} does not answer ({detail}); leadership stays where it is")]
+    TargetUnavailable { node_id: NodeId, detail: String },
     /// The leader is the only voter: there is nobody to hand leadership to.
     #[error("the leader is the only voter: there is no other voter to hand leadership to")]
     NoOtherVoter,

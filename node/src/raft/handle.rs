@@ -152,6 +152,9 @@ pub struct RaftHandle {
     /// This node votes (and campaigns): not while a store created empty outside a founding
     /// has not caught up (see [`Self::set_voting`]).
     voting: Arc<AtomicBool>,
+    /// Pooled channels to the peers (a transfer asks its target whether it votes).
+    channels: PeerChannels,
+    peer_rpc_timeout: Duration,
 }
 
 impl RaftHandle {
@@ -176,9 +179,10 @@ impl RaftHandle {
             }
         });
         let remote_raft = raft.clone();
+        let remote_channels = channels.clone();
         let remote_reads = ReadIndexBatcher::start(move || {
             let raft = remote_raft.clone();
-            let channels = channels.clone();
+            let channels = remote_channels.clone();
             async move { ask_leader_for_read_index(&raft, &channels, peer_rpc_timeout).await }
         });
         let proposals = Proposals::start(raft.clone());
@@ -192,6 +196,8 @@ impl RaftHandle {
             proposals,
             caught_up: Arc::new(AtomicBool::new(false)),
             voting: Arc::new(AtomicBool::new(true)),
+            channels,
+            peer_rpc_timeout,
         }
     }
 
@@ -557,7 +563,7 @@ impl RaftHandle {
         to: Option<NodeId>,
         timeout: Duration,
     ) -> Result<LeaderTransferred, TransferError> {
-        let (to, start_term) = {
+        let (to, start_term, to_address) = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow_watched();
             if metrics.current_leader != Some(self.node_id) || metrics.state != ServerState::Leader
@@ -594,7 +600,8 @@ impl RaftHandle {
                     .ok_or(TransferError::NoOtherVoter)?
                 }
             };
-            (to, metrics.current_term)
+            let address = membership.get_node(&to).map(|node| node.addr.clone());
+            (to, metrics.current_term, address)
         };
         let previous_leader_id = self.node_id;
         if to == self.node_id {
@@ -616,6 +623,13 @@ impl RaftHandle {
                 leader_address,
                 previous_leader_id,
             });
+        }
+        // A leader that offers its leadership takes no writes and sends no heartbeats until the
+        // target leads, and openraft cannot take the offer back: a target that would refuse it
+        // (it does not vote yet) or cannot get it (it does not answer) would cost an election
+        // timeout. Ask it first.
+        if let Some(address) = to_address {
+            self.check_transfer_target(to, &address).await?;
         }
         let mut metrics = self.raft.metrics();
         self.raft
@@ -652,6 +666,31 @@ impl RaftHandle {
             )),
             Err(_) => Err(TransferError::Timeout { to, after: timeout }),
         }
+    }
+
+    /// Whether voter `to` at `address` can take the leadership now: it answers its status and
+    /// votes (a node that started on an empty data directory does not until it caught up).
+    async fn check_transfer_target(&self, to: NodeId, address: &str) -> Result<(), TransferError> {
+        let unreachable = |detail: String| TransferError::TargetUnavailable {
+            node_id: to,
+            detail,
+        };
+        let channel = self
+            .channels
+            .get(address)
+            .map_err(|error| unreachable(error.to_string()))?;
+        let mut client = evlog_proto::v1::cluster_client::ClusterClient::new(channel);
+        let mut request = tonic::Request::new(evlog_proto::v1::StatusRequest {});
+        request.set_timeout(self.peer_rpc_timeout);
+        let status = tokio::time::timeout(self.peer_rpc_timeout, client.status(request))
+            .await
+            .map_err(|_| unreachable("no answer to its status".to_string()))?
+            .map_err(|status| unreachable(status.message().to_string()))?
+            .into_inner();
+        if !status.voting {
+            return Err(TransferError::TargetNotVoting { node_id: to });
+        }
+        Ok(())
     }
 
     /// Stops the Raft core (graceful shutdown).

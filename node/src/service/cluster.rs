@@ -150,10 +150,12 @@ fn transfer_error(error: TransferError) -> ServiceError {
     match error {
         TransferError::NotLeader(hint) => ServiceError::NotLeader(hint),
         TransferError::UnknownMember { .. } => ServiceError::MemberNotFound(message),
-        TransferError::NotAVoter { .. } | TransferError::NoOtherVoter => {
-            ServiceError::FailedPrecondition(message)
+        TransferError::NotAVoter { .. }
+        | TransferError::NoOtherVoter
+        | TransferError::TargetNotVoting { .. } => ServiceError::FailedPrecondition(message),
+        TransferError::Timeout { .. } | TransferError::TargetUnavailable { .. } => {
+            ServiceError::TransferIncomplete(message)
         }
-        TransferError::Timeout { .. } => ServiceError::TransferIncomplete(message),
         TransferError::Stopped(detail) => ServiceError::RaftStopped(detail),
     }
 }
