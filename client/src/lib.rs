@@ -83,16 +83,33 @@ pub struct EvlogClient {
     coalescer: Arc<Mutex<Option<Arc<Coalescer>>>>,
 }
 
-/// Whether a failed call may be retried (on any endpoint): `UNAVAILABLE`, and a call the
-/// transport cancelled because its connection closed before the request was sent (hyper
-/// cancels what it had queued on a connection that a node closes as it shuts down
-/// gracefully; tonic reports that as `CANCELLED`): nothing reached a node.
+/// Whether a failed call may be retried (on any endpoint): `UNAVAILABLE`, and a call that a
+/// node shutting down gracefully never processed: hyper cancels what it had queued on a
+/// connection that closes before sending it (tonic: `CANCELLED`), and HTTP/2 fails the
+/// streams a server's `GOAWAY` (`NO_ERROR`) did not take (tonic: `INTERNAL`, "h2 protocol
+/// error"; by RFC 9113 §6.8 those were not processed).
 pub fn retryable(status: &Status) -> bool {
     match status.code() {
         Code::Unavailable => true,
         Code::Cancelled => cancelled_unsent(status),
+        Code::Internal => refused_by_goaway(status),
         _ => false,
     }
+}
+
+/// Whether `status` is HTTP/2's failure of a stream above the last one a server's graceful
+/// `GOAWAY` took: h2's `GoAway(_, NO_ERROR, Remote)` below the transport error (matched on
+/// its debug form: h2 is not a dependency of this crate).
+fn refused_by_goaway(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        let debug = format!("{error:?}");
+        if debug.contains("GoAway(") && debug.contains("NO_ERROR, Remote)") {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Whether `status` is the transport's cancellation of a request it never sent: hyper's
@@ -458,5 +475,52 @@ mod tests {
         );
         assert!(!retryable(&cancelled_with(other)));
         assert!(!retryable(&Status::deadline_exceeded("late")));
+    }
+
+    /// Debug-formats as h2's error for a stream a server's GOAWAY did not take.
+    #[derive(Debug)]
+    struct Error {
+        #[allow(dead_code)]
+        kind: Kind,
+    }
+
+    #[derive(Debug)]
+    #[allow(dead_code, non_camel_case_types, clippy::upper_case_acronyms)]
+    enum Kind {
+        GoAway(&'static str, Reason, Initiator),
+    }
+
+    #[derive(Debug)]
+    #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+    enum Reason {
+        NO_ERROR,
+        PROTOCOL_ERROR,
+    }
+
+    #[derive(Debug)]
+    enum Initiator {
+        Remote,
+    }
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("http2 error")
+        }
+    }
+
+    impl std::error::Error for Error {}
+
+    #[test]
+    fn a_stream_a_graceful_goaway_did_not_take_is_retried_other_internal_errors_not() {
+        let goaway = |reason| {
+            let mut status = Status::internal("h2 protocol error: http2 error");
+            status.set_source(Arc::new(Error {
+                kind: Kind::GoAway("", reason, Initiator::Remote),
+            }));
+            status
+        };
+        assert!(retryable(&goaway(Reason::NO_ERROR)));
+        assert!(!retryable(&goaway(Reason::PROTOCOL_ERROR)));
+        assert!(!retryable(&Status::internal("a bug")));
     }
 }

@@ -3,8 +3,8 @@
 //! acknowledged appends, and every error, retried or not.
 //!
 //! Each of `--clients` tasks sends one append at a time (one event, an idempotency key of its
-//! own) to the endpoints in turn. What `evlog-client` retries (`UNAVAILABLE`, and a call the
-//! transport cancelled unsent because its connection closed) is retried on the next endpoint
+//! own) to the endpoints in turn. What `evlog-client` retries (`UNAVAILABLE`, and a call a
+//! stopping node never processed) is retried on the next endpoint
 //! with the same key after a 10 ms pause, and counted as retried, apart by kind; any other
 //! error counts as failed and the task goes on with a new append. The run is bounded by `--duration-secs` and
 //! `--max-appends`. It prints one JSON object.
@@ -61,9 +61,9 @@ struct Tally {
     /// Acknowledgement instants, from the start, in microseconds.
     acks_us: Vec<u64>,
     retried_unavailable: u64,
-    /// Calls the transport cancelled before sending them (their connection closed), retried
-    /// as `evlog-client` retries them.
-    retried_cancelled_unsent: u64,
+    /// Calls a stopping node never processed (cancelled unsent as its connection closed, or
+    /// refused by its GOAWAY), retried as `evlog-client` retries them.
+    retried_unprocessed: u64,
     failed: BTreeMap<String, u64>,
     /// The first message of each failure code.
     first_failure: BTreeMap<String, String>,
@@ -142,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
                                 true
                             }
                             Ok(Err(status)) if evlog_client::retryable(&status) => {
-                                tally.retried_cancelled_unsent += 1;
+                                tally.retried_unprocessed += 1;
                                 true
                             }
                             Ok(Err(status)) => {
@@ -209,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
             "longest_gap_from_s": longest.map(|(_, from)| from as f64 / 1e6),
             "gaps_over_20ms": listed,
             "retried_unavailable": tally.retried_unavailable,
-            "retried_cancelled_unsent": tally.retried_cancelled_unsent,
+            "retried_unprocessed": tally.retried_unprocessed,
             "failed": tally.failed,
             "first_failure": tally.first_failure,
         })
