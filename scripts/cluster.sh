@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Runs a local three-node evlog cluster for development: start it, stop it, hurt one node.
+# Runs a local evlog cluster (three nodes, or $EVLOG_NODES) for development: start it, stop
+# it, restart it node by node, hurt one node.
 #
 # Everything it owns lives under one folder ($EVLOG_CLUSTER_DIR, default ./.cluster in the
 # repository root): data/node-N (each node's data directory), logs/node-N.log (its stderr and
-# stdout), pids/node-N.pid. It signals only the processes it started: a recorded pid is used
-# only while it still names an `evlog serve` process on that node's data directory.
+# stdout), pids/node-N.pid, and the base port and node count it was created with. It signals
+# only the processes it started: a recorded pid is used only while it still names an
+# `evlog serve` process on that node's data directory.
 set -euo pipefail
 
-readonly NODES=(1 2 3)
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
 # shellcheck source=scripts/ports.sh
@@ -15,23 +16,39 @@ source "$REPO_ROOT/scripts/ports.sh"
 readonly STARTUP_TIMEOUT_S="${EVLOG_STARTUP_TIMEOUT_S:-60}"
 readonly STOP_TIMEOUT_S="${EVLOG_STOP_TIMEOUT_S:-30}"
 readonly MARKER=".evlog-cluster"
+# How long a started process may take to become `evlog` (the shell forked by `nohup … &`
+# execs it a moment later).
+readonly EXEC_TIMEOUT_S=10
+# The HTTP port (status page, metrics) of a node is its gRPC port plus this (evlog's default).
+readonly HTTP_PORT_OFFSET=1000
+# How long a node that could not bind its port is started again: a client that kept dialing
+# the port while the node was down can have connected to itself on it (the port is in the
+# kernel's ephemeral range), and that socket holds the port in TIME_WAIT for 60 s.
+readonly BIND_RETRY_S=75
 
 usage() {
   cat <<EOF
 Usage: scripts/cluster.sh COMMAND [ARGS]
 
-Runs a local three-node evlog cluster on 127.0.0.1.
+Runs a local evlog cluster on 127.0.0.1: three nodes, or EVLOG_NODES.
 
 Commands:
   up          build evlog (release) if missing or stale, start the nodes that are not
-              running, wait until a leader is elected, print the endpoints; when none of
-              the cluster's data folders exists, the nodes found it (--bootstrap)
-  down        stop every node: SIGTERM, then SIGKILL after ${STOP_TIMEOUT_S}s
+              running, wait until a leader is elected and every node serves, print the
+              endpoints and status pages; when none of the cluster's data folders exists,
+              the nodes found it (--bootstrap). Safe to repeat.
+  down        stop every node: SIGTERM (a leader first hands its leadership to a
+              follower), then SIGKILL after ${STOP_TIMEOUT_S}s. Safe to repeat.
   status [ARGS]
               which nodes run, then \`evlog status\` (ARGS are passed on, e.g. --json)
-  kill N      SIGKILL node N (1-3)
-  start N     start node N again on its data (a node whose folder was emptied waits to be
-              caught up by the leader and votes only then)
+  rolling-restart
+              restart every node in turn, followers first, then the leader after handing
+              its leadership away (\`evlog cluster transfer-leader\`); each node must serve
+              again, caught up with the leader, before the next one stops
+  kill N      SIGKILL node N
+  start N     start node N again on its data, and wait until it serves (a node whose folder
+              was emptied waits to be caught up by the leader and votes only then); safe to
+              repeat
   pause N     stop node N with SIGSTOP (it keeps its sockets but answers nothing)
   resume N    continue node N with SIGCONT
   logs N [LINES]
@@ -42,7 +59,10 @@ Commands:
 Environment:
   EVLOG_CLUSTER_DIR   folder for data, logs and pids (default: <repo>/.cluster)
   EVLOG_BASE_PORT     gRPC port of node 1; node N uses BASE+N-1 (default: 50051, or the
-                      port the cluster folder was created with)
+                      port the cluster folder was created with); its status page is at
+                      http://127.0.0.1:<gRPC port + $HTTP_PORT_OFFSET>/status
+  EVLOG_NODES         how many nodes (default: 3, or the count the cluster folder was
+                      created with); 5 survives two failures
   EVLOG_BIN           evlog binary to run (default: <repo>/target/release/evlog, built here)
   EVLOG_SERVE_ARGS    extra arguments for every \`evlog serve\`, e.g.
                       "--snapshot-threshold 1000"
@@ -83,8 +103,26 @@ base_port() {
 BASE_PORT="$(base_port)"
 readonly BASE_PORT
 
+# The node count, remembered in the folder like the base port.
+node_count() {
+  local remembered=""
+  if [[ -r "$CLUSTER_DIR/nodes" ]]; then remembered="$(<"$CLUSTER_DIR/nodes")"; fi
+  if [[ -n "${EVLOG_NODES:-}" && -n "$remembered" && "$EVLOG_NODES" != "$remembered" ]]; then
+    die "$CLUSTER_DIR was created with EVLOG_NODES=$remembered, not $EVLOG_NODES"
+  fi
+  local count="${EVLOG_NODES:-${remembered:-3}}"
+  [[ "$count" =~ ^[0-9]+$ ]] && ((count >= 1 && count <= 9)) ||
+    die "EVLOG_NODES must be a node count from 1 to 9, got '$count'"
+  echo "$count"
+}
+NODE_COUNT="$(node_count)"
+readonly NODE_COUNT
+mapfile -t NODES < <(seq 1 "$NODE_COUNT")
+readonly NODES
+
 port_of() { echo $((BASE_PORT + $1 - 1)); }
 address_of() { echo "127.0.0.1:$(port_of "$1")"; }
+status_url_of() { echo "http://127.0.0.1:$(($(port_of "$1") + HTTP_PORT_OFFSET))/status"; }
 data_dir_of() { echo "$CLUSTER_DIR/data/node-$1"; }
 log_of() { echo "$CLUSTER_DIR/logs/node-$1.log"; }
 pid_file_of() { echo "$CLUSTER_DIR/pids/node-$1.pid"; }
@@ -190,18 +228,50 @@ start_node() {
   mkdir -p "$CLUSTER_DIR/data" "$CLUSTER_DIR/logs" "$CLUSTER_DIR/pids"
   touch "$CLUSTER_DIR/$MARKER"
   echo "$BASE_PORT" >"$CLUSTER_DIR/base-port"
+  echo "$NODE_COUNT" >"$CLUSTER_DIR/nodes"
   read -r -a extra <<<"${EVLOG_SERVE_ARGS:-}"
+  local deadline=$((SECONDS + BIND_RETRY_S))
+  while :; do
+    launch_node "$n" "$bin" ${bootstrap[@]+"${bootstrap[@]}"} ${extra[@]+"${extra[@]}"}
+    pid="$(<"$(pid_file_of "$n")")"
+    wait_exec "$n" "$pid" && break
+    if tail -n 3 "$(log_of "$n")" | grep -q "Address already in use" && ((SECONDS < deadline)); then
+      echo "node $n: port $port is held (in TIME_WAIT?); starting it again in 1s" >&2
+      sleep 1
+      continue
+    fi
+    log_tail "$n"
+    die "node $n (pid $pid) exited at start; its log is $(log_of "$n")"
+  done
+  echo "node $n: pid $pid, $(address_of "$n"), log $(log_of "$n")"
+}
+
+# Starts `evlog serve` for node N in the background with binary $2 and the extra arguments
+# after it; records its pid.
+launch_node() {
+  local n="$1" bin="$2"
+  shift 2
   echo "==== $(date '+%Y-%m-%dT%H:%M:%S%z') cluster.sh starts node $n ====" >>"$(log_of "$n")"
   nohup "$bin" serve \
     --id "$n" \
     --listen "$(address_of "$n")" \
     --data-dir "$(data_dir_of "$n")" \
     --peers "$(peers)" \
-    ${bootstrap[@]+"${bootstrap[@]}"} \
-    ${extra[@]+"${extra[@]}"} \
+    "$@" \
     </dev/null >>"$(log_of "$n")" 2>&1 &
   echo $! >"$(pid_file_of "$n")"
-  echo "node $n: pid $!, $(address_of "$n"), log $(log_of "$n")"
+}
+
+# Waits until the process started for node N (pid $2) is the evlog node: the shell that
+# `nohup … &` forks is still `bash` for a moment before it execs. Fails when it exits first.
+wait_exec() {
+  local n="$1" pid="$2" deadline=$((SECONDS + EXEC_TIMEOUT_S))
+  while ! node_pid "$n" >/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
+      return 1
+    fi
+    sleep 0.05
+  done
 }
 
 # Waits until every node in "$@" is gone; prints the ones still alive at the deadline.
@@ -220,34 +290,109 @@ wait_gone() {
   done
 }
 
-# Succeeds when `evlog status --json` names a leader (a non-zero leader_id).
-leader_known() {
-  local out
-  out="$("$(binary)" status --endpoints "$(endpoints)" --json 2>/dev/null)" || return 1
-  if command -v jq >/dev/null; then
-    jq -e '[.. | objects | .leader_id? // empty | tonumber? // empty | select(. != 0)]
-           | length > 0' <<<"$out" >/dev/null 2>&1
-  else
-    grep -Eq '"leader_id"[[:space:]]*:[[:space:]]*"?[1-9]' <<<"$out"
-  fi
+# Node N's own view (\`evlog status --json\` of its endpoint alone); fails when it does not
+# answer.
+node_status() {
+  "$(binary)" status --endpoints "$(address_of "$1")" --json --timeout-ms 2000 2>/dev/null
 }
 
-wait_for_leader() {
-  local deadline=$((SECONDS + STARTUP_TIMEOUT_S)) n
+# The value of the numeric field $2 in the JSON object $1 (the CLI prints one per line).
+json_number() {
+  grep -o "\"$2\":[0-9]*" <<<"$1" | head -n 1 | cut -d: -f2
+}
+
+# Succeeds when node N serves (caught up with a leader since it started) and knows a leader.
+node_ready() {
+  local out leader
+  out="$(node_status "$1")" || return 1
+  grep -q '"serving":true' <<<"$out" || return 1
+  leader="$(json_number "$out" leader_id)"
+  [[ -n "$leader" && "$leader" != 0 ]]
+}
+
+# Waits until every node of "$@" serves and knows a leader; dies when one exits (its own
+# process, the pid this script started, not a process name read while it may still be a
+# shell) or at the deadline.
+wait_ready() {
+  local deadline=$((SECONDS + STARTUP_TIMEOUT_S)) n waiting
   while ((SECONDS < deadline)); do
-    for n in "${NODES[@]}"; do
+    waiting=()
+    for n in "$@"; do
       if ! node_pid "$n" >/dev/null; then
         log_tail "$n"
-        die "node $n exited while waiting for a leader"
+        die "node $n exited while waiting for it to serve"
       fi
+      node_ready "$n" || waiting+=("$n")
     done
-    if leader_known; then
+    ((${#waiting[@]} == 0)) && return
+    sleep 0.1
+  done
+  for n in "${waiting[@]}"; do log_tail "$n"; done
+  die "node(s) ${waiting[*]} did not serve with a leader within ${STARTUP_TIMEOUT_S}s; logs are in $CLUSTER_DIR/logs"
+}
+
+# The leader's id as node N sees it (empty when none is known or N does not answer).
+leader_of() {
+  local out leader
+  out="$(node_status "$1")" || return 0
+  leader="$(json_number "$out" leader_id)"
+  [[ "$leader" != 0 ]] && echo "$leader"
+  return 0
+}
+
+# The leader as the running nodes see it (the first that names one).
+current_leader() {
+  local n leader
+  for n in "${NODES[@]}"; do
+    leader="$(leader_of "$n")"
+    if [[ -n "$leader" ]]; then
+      echo "$leader"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Succeeds when node N has applied everything the leader L had committed when asked.
+caught_up_with() {
+  local n="$1" leader="$2" leader_out node_out committed applied
+  leader_out="$(node_status "$leader")" || return 1
+  committed="$(json_number "$leader_out" committed_index)"
+  node_out="$(node_status "$n")" || return 1
+  grep -q '"serving":true' <<<"$node_out" || return 1
+  applied="$(json_number "$node_out" applied_index)"
+  [[ -n "$committed" && -n "$applied" ]] && ((applied >= committed))
+}
+
+# Waits (bounded) until node N serves and has applied what the leader had committed.
+wait_caught_up() {
+  local n="$1" deadline=$((SECONDS + STARTUP_TIMEOUT_S)) leader
+  while ((SECONDS < deadline)); do
+    node_pid "$n" >/dev/null || { log_tail "$n"; die "node $n exited while catching up"; }
+    leader="$(current_leader)" || leader=""
+    if [[ -n "$leader" ]] && caught_up_with "$n" "$leader"; then
       return
     fi
-    sleep 0.2
+    sleep 0.1
   done
-  for n in "${NODES[@]}"; do log_tail "$n"; done
-  die "no leader within ${STARTUP_TIMEOUT_S}s; logs are in $CLUSTER_DIR/logs"
+  log_tail "$n"
+  die "node $n did not catch up with the leader within ${STARTUP_TIMEOUT_S}s"
+}
+
+# SIGTERMs node N (continuing it if paused) and waits until it is gone (SIGKILL after the
+# stop timeout).
+stop_node() {
+  local n="$1" pid left
+  pid="$(node_pid "$n")" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  if is_paused "$pid"; then kill -CONT "$pid" 2>/dev/null || true; fi
+  left="$(wait_gone "$pid")"
+  if [[ -n "$left" ]]; then
+    echo "node $n (pid $pid) did not stop within ${STOP_TIMEOUT_S}s: SIGKILL" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_gone "$pid" >/dev/null
+  fi
+  rm -f "$(pid_file_of "$n")"
 }
 
 # ---------------------------------------------------------------- commands
@@ -261,9 +406,12 @@ cmd_up() {
     if [[ -e "$(data_dir_of "$n")" ]]; then mode=""; fi
   done
   for n in "${NODES[@]}"; do start_node "$n" "$mode"; done
-  wait_for_leader
+  wait_ready "${NODES[@]}"
+  echo "evlog cluster is up ($NODE_COUNT nodes, leader: node $(current_leader || echo '?'))."
+  for n in "${NODES[@]}"; do
+    echo "  node $n: $(address_of "$n")  status page $(status_url_of "$n")"
+  done
   cat <<EOF
-evlog cluster is up.
   endpoints: $(endpoints)
   data:      $CLUSTER_DIR/data
   logs:      $CLUSTER_DIR/logs
@@ -304,12 +452,12 @@ cmd_status() {
     if pid="$(node_pid "$n")"; then
       any=1
       if is_paused "$pid"; then
-        echo "node $n: paused  (pid $pid) $(address_of "$n")"
+        echo "node $n: paused  (pid $pid) $(address_of "$n")  $(status_url_of "$n")"
       else
-        echo "node $n: running (pid $pid) $(address_of "$n")"
+        echo "node $n: running (pid $pid) $(address_of "$n")  $(status_url_of "$n")"
       fi
     else
-      echo "node $n: stopped          $(address_of "$n")"
+      echo "node $n: stopped          $(address_of "$n")  $(status_url_of "$n")"
     fi
   done
   if ((any)) && [[ -x "$(binary)" ]]; then
@@ -331,6 +479,41 @@ cmd_start() {
   check_node "${1:-}"
   ensure_binary
   start_node "$1"
+  wait_ready "$1"
+  echo "node $1 serves: $(address_of "$1")  status page $(status_url_of "$1")"
+}
+
+# Restarts node N (SIGTERM, start on its data) and waits until it serves, caught up.
+restart_node() {
+  local n="$1" started=$SECONDS
+  stop_node "$n"
+  start_node "$n" >/dev/null
+  wait_ready "$n"
+  wait_caught_up "$n"
+  echo "node $n: restarted, serving and caught up in $((SECONDS - started))s"
+}
+
+cmd_rolling_restart() {
+  ensure_binary
+  local n leader followers=() new_leader
+  for n in "${NODES[@]}"; do
+    node_pid "$n" >/dev/null || die "node $n is not running: start it first (scripts/cluster.sh start $n)"
+  done
+  leader="$(current_leader)" || die "no leader is known: is the cluster up?"
+  for n in "${NODES[@]}"; do
+    [[ "$n" != "$leader" ]] && followers+=("$n")
+  done
+  echo "rolling restart: followers ${followers[*]:-none}, then the leader (node $leader)"
+  for n in ${followers[@]+"${followers[@]}"}; do restart_node "$n"; done
+  if ((${#followers[@]} > 0)); then
+    "$(binary)" cluster --endpoints "$(endpoints)" transfer-leader ||
+      die "could not hand the leadership away from node $leader"
+    new_leader="$(leader_of "$leader")"
+    [[ -n "$new_leader" && "$new_leader" != "$leader" ]] ||
+      die "node $leader still leads after the transfer"
+  fi
+  restart_node "$leader"
+  echo "rolling restart done; leader: node $(current_leader || echo '?')"
 }
 
 cmd_signal() {
@@ -366,6 +549,7 @@ main() {
   case "$command" in
     up) cmd_up ;;
     down) cmd_down ;;
+    rolling-restart) cmd_rolling_restart ;;
     status) cmd_status "$@" ;;
     kill) cmd_kill "$@" ;;
     start) cmd_start "$@" ;;

@@ -83,9 +83,50 @@ pub struct EvlogClient {
     coalescer: Arc<Mutex<Option<Arc<Coalescer>>>>,
 }
 
-/// Whether a failed call may be retried (on any endpoint).
-fn retryable(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable)
+/// Whether a failed call may be retried (on any endpoint): `UNAVAILABLE`, and a call that a
+/// node shutting down gracefully never processed: hyper cancels what it had queued on a
+/// connection that closes before sending it (tonic: `CANCELLED`), and HTTP/2 fails the
+/// streams a server's `GOAWAY` (`NO_ERROR`) did not take (tonic: `INTERNAL`, "h2 protocol
+/// error"; by RFC 9113 §6.8 those were not processed).
+pub fn retryable(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Cancelled => cancelled_unsent(status),
+        Code::Internal => refused_by_goaway(status),
+        _ => false,
+    }
+}
+
+/// Whether `status` is HTTP/2's failure of a stream above the last one a server's graceful
+/// `GOAWAY` took: h2's `GoAway(_, NO_ERROR, Remote)` below the transport error (matched on
+/// its debug form: h2 is not a dependency of this crate).
+fn refused_by_goaway(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        let debug = format!("{error:?}");
+        if debug.contains("GoAway(") && debug.contains("NO_ERROR, Remote)") {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Whether `status` is the transport's cancellation of a request it never sent: hyper's
+/// "operation was canceled" caused by "connection closed", below a tonic transport error.
+fn cancelled_unsent(status: &Status) -> bool {
+    let mut canceled = false;
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        let text = error.to_string();
+        if text == "operation was canceled" {
+            canceled = true;
+        } else if canceled && text == "connection closed" {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 impl EvlogClient {
@@ -167,6 +208,65 @@ impl EvlogClient {
     /// The cluster client of endpoint `index`.
     pub fn cluster(&self, index: usize) -> ClusterClient<Channel> {
         ClusterClient::new(self.channels[index % self.channels.len()].clone())
+    }
+
+    /// Calls a cluster RPC with retries (membership changes and leader transfers are answered
+    /// by the leader: a follower hands them on).
+    pub async fn cluster_call<Req, Resp, F>(
+        &self,
+        request: Req,
+        call: impl Fn(ClusterClient<Channel>, tonic::Request<Req>) -> F,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        F: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.with_retries(|index, remaining| {
+            let mut grpc = tonic::Request::new(request.clone());
+            grpc.set_timeout(remaining);
+            let future = call(self.cluster(index), grpc);
+            async move { future.await.map(tonic::Response::into_inner) }
+        })
+        .await
+    }
+
+    /// Adds node `node_id` at `address` as a learner (a non-voting member that receives the
+    /// log); answers once it has caught up.
+    pub async fn add_learner(
+        &self,
+        node_id: u64,
+        address: String,
+    ) -> Result<pb::MembershipResponse, Status> {
+        self.cluster_call(
+            pb::AddLearnerRequest { node_id, address },
+            |mut client, request| async move { client.add_learner(request).await },
+        )
+        .await
+    }
+
+    /// Sets the complete set of voters.
+    pub async fn change_membership(
+        &self,
+        voters: Vec<u64>,
+    ) -> Result<pb::MembershipResponse, Status> {
+        self.cluster_call(
+            pb::ChangeMembershipRequest { voters },
+            |mut client, request| async move { client.change_membership(request).await },
+        )
+        .await
+    }
+
+    /// Hands leadership to voter `to` (absent: the most caught-up voting follower); answers
+    /// once it leads.
+    pub async fn transfer_leader(
+        &self,
+        to: Option<u64>,
+    ) -> Result<pb::TransferLeaderResponse, Status> {
+        self.cluster_call(
+            pb::TransferLeaderRequest { to },
+            |mut client, request| async move { client.transfer_leader(request).await },
+        )
+        .await
     }
 
     /// Runs `call` against the preferred endpoint, moving to the next one (and backing off)
@@ -324,5 +424,103 @@ impl EvlogClient {
             Ok(result) => result.map(tonic::Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded("no answer")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// An error with a message and an optional cause, to build source chains.
+    #[derive(Debug)]
+    struct Chained(&'static str, Option<Box<Chained>>);
+
+    impl std::fmt::Display for Chained {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Chained {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1
+                .as_deref()
+                .map(|cause| cause as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    fn cancelled_with(chain: Chained) -> Status {
+        let mut status = Status::cancelled("operation was canceled");
+        status.set_source(Arc::new(chain));
+        status
+    }
+
+    #[test]
+    fn unavailable_and_a_call_cancelled_unsent_are_retried_other_cancellations_not() {
+        assert!(retryable(&Status::unavailable("no leader")));
+        let unsent = Chained(
+            "transport error",
+            Some(Box::new(Chained(
+                "operation was canceled",
+                Some(Box::new(Chained("connection closed", None))),
+            ))),
+        );
+        assert!(retryable(&cancelled_with(unsent)));
+        assert!(!retryable(&Status::cancelled("the server cancelled")));
+        let other = Chained(
+            "transport error",
+            Some(Box::new(Chained("operation was canceled", None))),
+        );
+        assert!(!retryable(&cancelled_with(other)));
+        assert!(!retryable(&Status::deadline_exceeded("late")));
+    }
+
+    /// Debug-formats as h2's error for a stream a server's GOAWAY did not take.
+    #[derive(Debug)]
+    struct Error {
+        #[allow(dead_code)]
+        kind: Kind,
+    }
+
+    #[derive(Debug)]
+    #[allow(dead_code, non_camel_case_types, clippy::upper_case_acronyms)]
+    enum Kind {
+        GoAway(&'static str, Reason, Initiator),
+    }
+
+    #[derive(Debug)]
+    #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+    enum Reason {
+        NO_ERROR,
+        PROTOCOL_ERROR,
+    }
+
+    #[derive(Debug)]
+    enum Initiator {
+        Remote,
+    }
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("http2 error")
+        }
+    }
+
+    impl std::error::Error for Error {}
+
+    #[test]
+    fn a_stream_a_graceful_goaway_did_not_take_is_retried_other_internal_errors_not() {
+        let goaway = |reason| {
+            let mut status = Status::internal("h2 protocol error: http2 error");
+            status.set_source(Arc::new(Error {
+                kind: Kind::GoAway("", reason, Initiator::Remote),
+            }));
+            status
+        };
+        assert!(retryable(&goaway(Reason::NO_ERROR)));
+        assert!(!retryable(&goaway(Reason::PROTOCOL_ERROR)));
+        assert!(!retryable(&Status::internal("a bug")));
     }
 }

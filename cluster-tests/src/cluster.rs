@@ -588,6 +588,48 @@ impl Cluster {
         new
     }
 
+    /// Starts the next spare node (never started, empty data directory) and counts it as a
+    /// member. It joins nobody by itself: the test adds it (`AddLearner`, or `evlog cluster
+    /// add-learner`) with [`Cluster::address`]. Returns its id. Until it is added it knows no
+    /// leader, so a wait on the whole cluster waits for that.
+    ///
+    /// # Panics
+    ///
+    /// When no spare is left.
+    pub fn start_spare(&mut self) -> u64 {
+        let new = self
+            .nodes
+            .keys()
+            .copied()
+            .find(|id| {
+                !self.members.contains(id)
+                    && !self.initial.contains(id)
+                    && self.node(*id).state() == NodeState::Stopped
+                    && !self.node(*id).data_dir().exists()
+            })
+            .unwrap_or_else(|| panic!("no spare node left to start"));
+        self.spawn(new, &[]);
+        self.members.insert(new);
+        eprintln!("cluster-tests: started spare node {new} (it waits to be added)");
+        new
+    }
+
+    /// Stops counting the stopped node `id` as a member: the test removed it from the cluster
+    /// (waits and reads no longer expect it). Its directory and log stay.
+    ///
+    /// # Panics
+    ///
+    /// When `id` is running or paused.
+    pub fn retire(&mut self, id: u64) {
+        let state = self.node(id).state();
+        assert!(
+            matches!(state, NodeState::Stopped | NodeState::Exited(_)),
+            "node {id} must be stopped before it is retired; it is {state:?}"
+        );
+        self.members.remove(&id);
+        eprintln!("cluster-tests: node {id} is no longer a member");
+    }
+
     /// Sends a membership call through the live members in turn until one succeeds, retrying
     /// errors that may go away.
     async fn membership_call<T>(

@@ -38,6 +38,8 @@ pub struct WorkloadOptions {
     pub rpc_timeout: Duration,
     /// The pause after a failed append.
     pub backoff_after_error: Duration,
+    /// The nodes the appenders send to; empty: every member.
+    pub nodes: Vec<u64>,
 }
 
 impl Default for WorkloadOptions {
@@ -50,6 +52,7 @@ impl Default for WorkloadOptions {
             max_events_per_append: 3,
             rpc_timeout: Duration::from_secs(5),
             backoff_after_error: Duration::from_millis(50),
+            nodes: Vec::new(),
         }
     }
 }
@@ -80,7 +83,11 @@ impl Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let operations = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        let node_ids = cluster.node_ids();
+        let node_ids = if options.nodes.is_empty() {
+            cluster.node_ids()
+        } else {
+            options.nodes.clone()
+        };
         let appenders = node_ids.len() * options.appenders_per_node;
         for appender in 0..appenders {
             let node = node_ids[appender % node_ids.len()];

@@ -112,6 +112,10 @@ pub struct NodeConfig {
     /// How long a client request may wait for a leader, a commit or a read index, when the
     /// client sets no shorter deadline.
     pub request_timeout_ms: u64,
+    /// On SIGTERM, a leader hands leadership to its most caught-up voter and waits this long
+    /// for it to take over before it stops (as etcd does), so a planned stop costs no election
+    /// timeout; 0 stops at once (the others then elect a leader after an election timeout).
+    pub leader_handoff_timeout_ms: u64,
     pub limits: Limits,
     /// Peers to dial at another address than the one they advertise (advertised -> dialed):
     /// through a proxy or a NAT. The chaos tests put a fault-injecting proxy on every link
@@ -159,6 +163,7 @@ impl Default for NodeConfig {
             max_connections: 4096,
             max_concurrent_streams: 256,
             request_timeout_ms: 10_000,
+            leader_handoff_timeout_ms: 2_000,
             limits: Limits::default(),
             routes: BTreeMap::new(),
             read_policy: ReadPolicy::default(),

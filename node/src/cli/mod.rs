@@ -1,5 +1,5 @@
 //! The `evlog` command line: clap definitions, and one file per command. `serve` runs a node
-//! (`serve.rs`); `append`, `read`, `tail`, `streams` and `status` are clients of a cluster, through
+//! (`serve.rs`); `append`, `read`, `tail`, `streams`, `status` and `cluster` are clients of a cluster, through
 //! `evlog-client`; `bench` drives one (`crate::bench`).
 
 use std::time::Duration;
@@ -12,6 +12,7 @@ use evlog_client::DEFAULT_ENDPOINTS;
 use evlog_client::EvlogClient;
 
 mod append;
+mod cluster;
 mod consumer;
 mod output;
 mod read;
@@ -21,6 +22,7 @@ mod streams;
 mod tail;
 
 pub use append::AppendArgs;
+pub use cluster::ClusterArgs;
 pub use consumer::ConsumeArgs;
 pub use consumer::ConsumerArgs;
 pub use read::ReadArgs;
@@ -54,6 +56,8 @@ pub enum CliCommand {
     Status(StatusArgs),
     /// List streams (by name prefix), or show one stream's summary.
     Streams(StreamsArgs),
+    /// See and change the membership; move the leadership.
+    Cluster(ClusterArgs),
     /// Manage consumer groups and their dead letters.
     Consumer(ConsumerArgs),
     /// Join a consumer group: print each delivery and ack it (or retry it, --nack-type).
@@ -62,16 +66,18 @@ pub enum CliCommand {
     Bench(crate::bench::BenchArgs),
 }
 
+/// How to reach the cluster; global, so that a command with subcommands (`cluster`,
+/// `consumer`) takes them after its subcommand too (`evlog cluster members --json`).
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// The cluster's endpoints, comma-separated.
-    #[arg(long, env = "EVLOG_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINTS)]
+    #[arg(long, global = true, env = "EVLOG_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINTS)]
     pub endpoints: Vec<String>,
     /// Print JSON (one object per line) instead of text.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
     /// Total time for the command, retries included.
-    #[arg(long, default_value_t = 15_000)]
+    #[arg(long, global = true, default_value_t = 15_000)]
     pub timeout_ms: u64,
 }
 
@@ -98,6 +104,7 @@ pub async fn run_client(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Tail(args) => tail::tail(args).await,
         CliCommand::Status(args) => status::status(args).await,
         CliCommand::Streams(args) => streams::streams(args).await,
+        CliCommand::Cluster(args) => cluster::cluster(args).await,
         CliCommand::Consumer(args) => consumer::consumer(args).await,
         CliCommand::Consume(args) => consumer::consume(args).await,
         CliCommand::Serve(_) | CliCommand::Bench(_) => {

@@ -80,6 +80,11 @@ pub struct ServeArgs {
     /// How long a request may wait for a leader, a commit or a read index.
     #[arg(long, env = "EVLOG_REQUEST_TIMEOUT_MS", default_value_t = NodeConfig::default().request_timeout_ms)]
     pub request_timeout_ms: u64,
+    /// On SIGTERM, a leader hands leadership to its most caught-up voter and waits up to this
+    /// long for it to take over before stopping (no election timeout for a planned stop); 0
+    /// stops at once.
+    #[arg(long, env = "EVLOG_LEADER_HANDOFF_TIMEOUT_MS", default_value_t = NodeConfig::default().leader_handoff_timeout_ms)]
+    pub leader_handoff_timeout_ms: u64,
     /// Largest event (data + metadata + id + type + content type), in bytes.
     #[arg(long, env = "EVLOG_MAX_EVENT_BYTES", default_value_t = Limits::default().max_event_bytes)]
     pub max_event_bytes: usize,
@@ -187,6 +192,7 @@ impl ServeArgs {
             snapshot_threshold: self.snapshot_threshold,
             log_keep_after_snapshot: self.log_keep_after_snapshot,
             request_timeout_ms: self.request_timeout_ms,
+            leader_handoff_timeout_ms: self.leader_handoff_timeout_ms,
             peer_rpc_timeout_ms: self.peer_rpc_timeout_ms,
             snapshot_transfer_timeout_ms: self.snapshot_transfer_timeout_ms,
             max_snapshot_bytes: self.max_snapshot_bytes,

@@ -33,6 +33,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                             "applied_index": status.applied_index, "head_position": status.head_position,
                             "snapshot_index": status.snapshot_index, "purged_index": status.purged_index,
                             "millis_since_quorum_ack": status.millis_since_quorum_ack, "members": members,
+                            "serving": status.serving, "not_serving_reason": status.not_serving_reason,
+                            "voting": status.voting,
                         })
                     );
                 } else {

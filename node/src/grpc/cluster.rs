@@ -71,4 +71,16 @@ impl Cluster for ClusterGrpc {
             last_log_index,
         )))
     }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let transferred = self
+            .service
+            .transfer_leader(request.into_inner().to)
+            .await
+            .map_err(|error| to_status(error, false))?;
+        Ok(Response::new(convert::leader_transferred(transferred)))
+    }
 }

@@ -10,6 +10,7 @@ use evlog_raft_store::types::AppendOutcome;
 use evlog_raft_store::types::RecordedEvent;
 use evlog_raft_store::types::StreamInfo;
 
+use crate::raft::handle::LeaderTransferred;
 use crate::raft::handle::MemberStatus;
 use crate::raft::handle::NodeStatus;
 use crate::raft::receipt::Receipt;
@@ -319,6 +320,25 @@ pub fn membership_from_wire(response: pb::MembershipResponse) -> MembershipChang
                 last_contact: member.last_contact_ms.map(std::time::Duration::from_millis),
             })
             .collect(),
+    }
+}
+
+pub fn leader_transferred(transferred: LeaderTransferred) -> pb::TransferLeaderResponse {
+    pb::TransferLeaderResponse {
+        leader_id: transferred.leader_id,
+        term: transferred.term,
+        leader_address: transferred.leader_address.unwrap_or_default(),
+        previous_leader_id: transferred.previous_leader_id,
+    }
+}
+
+/// The leader's answer to a forwarded leadership transfer.
+pub fn leader_transferred_from_wire(response: pb::TransferLeaderResponse) -> LeaderTransferred {
+    LeaderTransferred {
+        leader_id: response.leader_id,
+        term: response.term,
+        leader_address: (!response.leader_address.is_empty()).then_some(response.leader_address),
+        previous_leader_id: response.previous_leader_id,
     }
 }
 

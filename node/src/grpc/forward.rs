@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 
 use crate::grpc::convert;
 use crate::grpc::status::from_leader_status;
+use crate::raft::handle::LeaderTransferred;
 use crate::raft::transport::channels::PeerChannels;
 use crate::service::ServiceError;
 use crate::service::append::AppendRequest;
@@ -230,6 +231,27 @@ impl Forward for GrpcForward {
             )
             .await?;
             Ok(convert::membership_from_wire(response))
+        }
+        .boxed()
+    }
+
+    fn transfer_leader(
+        &self,
+        leader: Leader,
+        to: Option<u64>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<LeaderTransferred, ServiceError>> {
+        async move {
+            let mut client = ClusterClient::new(self.channel(&leader)?);
+            let call_request = request(pb::TransferLeaderRequest { to }, timeout);
+            let response = call(
+                &leader,
+                timeout,
+                "a leadership transfer",
+                client.transfer_leader(call_request),
+            )
+            .await?;
+            Ok(convert::leader_transferred_from_wire(response))
         }
         .boxed()
     }

@@ -40,6 +40,8 @@ pub fn to_status(error: ServiceError, forwarded: bool) -> Status {
             Status::not_found(message)
         }
         ServiceError::ConsumerExists { .. } => Status::already_exists(message),
+        ServiceError::MemberNotFound(_) => Status::not_found(message),
+        ServiceError::FailedPrecondition(_) => Status::failed_precondition(message),
         ServiceError::NotLeader(hint) => with_leader(Status::unavailable(message), &hint),
         ServiceError::NoLeader { .. }
         | ServiceError::LeaderUnreachable { .. }
@@ -49,6 +51,7 @@ pub fn to_status(error: ServiceError, forwarded: bool) -> Status {
         | ServiceError::OutcomeUnknown(_)
         | ServiceError::RaftStopped(_)
         | ServiceError::MembershipBusy(_)
+        | ServiceError::TransferIncomplete(_)
         | ServiceError::LeaderLost { .. }
         | ServiceError::NotCaughtUp { .. }
         | ServiceError::ShuttingDown => Status::unavailable(message),

@@ -137,3 +137,41 @@ impl From<RaftError<TypeConfig, ClientWriteError<TypeConfig>>> for MembershipErr
         }
     }
 }
+
+/// Why leadership was not handed over.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// Leadership is handed over by the leader; this node is not it.
+    #[error("this node is not the leader; {0}")]
+    NotLeader(LeaderHint),
+    /// The target is not a member of the cluster.
+    #[error("node {node_id} is not a member of the cluster")]
+    UnknownMember { node_id: NodeId },
+    /// The target is a learner: only a voter can lead.
+    #[error("node {node_id} is a learner, not a voter: only a voter can lead (promote it first)")]
+    NotAVoter { node_id: NodeId },
+    /// The target does not vote yet (it started on an empty data directory and has not caught
+    /// up): it would refuse the leadership.
+    #[error(
+        "node {node_id} does not vote yet (it started on an empty data directory and is catching \
+         up with the leader); retry once it serves"
+    )]
+    TargetNotVoting { node_id: NodeId },
+    /// The target could not be asked whether it can lead: nothing was changed.
+    #[error("node {node_id} does not answer ({detail}); leadership stays where it is")]
+    TargetUnavailable { node_id: NodeId, detail: String },
+    /// The leader is the only voter: there is nobody to hand leadership to.
+    #[error("the leader is the only voter: there is no other voter to hand leadership to")]
+    NoOtherVoter,
+    /// The target did not take over in time; the cluster elects a leader on its own.
+    #[error(
+        "leadership was offered to node {to} but it did not take over within {} ms (it may be \
+         down, behind, or not voting yet); the cluster elects a leader on its own within an \
+         election timeout: retry, or name another voter",
+        .after.as_millis()
+    )]
+    Timeout { to: NodeId, after: Duration },
+    /// Raft stopped.
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+}

@@ -33,6 +33,7 @@ use crate::raft::errors::LinearizeError;
 use crate::raft::errors::MembershipError;
 use crate::raft::errors::ProposeError;
 use crate::raft::errors::ReadIndexError;
+use crate::raft::errors::TransferError;
 use crate::raft::errors::WaitError;
 use crate::raft::proposals::Proposals;
 use crate::raft::read_index::ReadIndexBatcher;
@@ -135,6 +136,16 @@ pub struct Leadership {
     pub leader_id: Option<NodeId>,
 }
 
+/// A completed leadership transfer: who leads now, in which term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderTransferred {
+    pub leader_id: NodeId,
+    pub term: u64,
+    pub leader_address: Option<String>,
+    /// The leader before the transfer (this node).
+    pub previous_leader_id: NodeId,
+}
+
 #[derive(Clone)]
 pub struct RaftHandle {
     raft: Raft,
@@ -152,6 +163,9 @@ pub struct RaftHandle {
     /// This node votes (and campaigns): not while a store created empty outside a founding
     /// has not caught up (see [`Self::set_voting`]).
     voting: Arc<AtomicBool>,
+    /// Pooled channels to the peers (a transfer asks its target whether it votes).
+    channels: PeerChannels,
+    peer_rpc_timeout: Duration,
 }
 
 impl RaftHandle {
@@ -181,9 +195,10 @@ impl RaftHandle {
             }
         });
         let remote_raft = raft.clone();
+        let remote_channels = channels.clone();
         let remote_reads = ReadIndexBatcher::start(move || {
             let raft = remote_raft.clone();
-            let channels = channels.clone();
+            let channels = remote_channels.clone();
             async move { ask_leader_for_read_index(&raft, &channels, peer_rpc_timeout).await }
         });
         let proposals = Proposals::start(raft.clone(), metrics.proposal_batch_events.clone());
@@ -197,6 +212,8 @@ impl RaftHandle {
             proposals,
             caught_up: Arc::new(AtomicBool::new(false)),
             voting: Arc::new(AtomicBool::new(true)),
+            channels,
+            peer_rpc_timeout,
         }
     }
 
@@ -474,17 +491,8 @@ impl RaftHandle {
                     .collect()
             })
             .unwrap_or_default();
-        let contact: BTreeMap<NodeId, Duration> = metrics
-            .heartbeat
-            .as_ref()
-            .map(|heartbeat| {
-                heartbeat
-                    .iter()
-                    .filter(|(id, _)| **id != self.node_id)
-                    .filter_map(|(id, acked)| Some((*id, acked.as_ref()?.into_inner().elapsed())))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut contact = last_ack_ages(&metrics);
+        contact.remove(&self.node_id);
         let members = membership
             .nodes()
             .map(|(id, node)| MemberStatus {
@@ -590,6 +598,134 @@ impl RaftHandle {
         }
     }
 
+    /// As leader: hands leadership to voter `to` (absent: the voter whose replicated log is
+    /// longest, the most caught-up) with openraft's leader transfer, which makes the target
+    /// campaign at once instead of after an election timeout, and waits (at most `timeout`)
+    /// until it leads. The leader takes no new writes meanwhile (they are refused as
+    /// not-leader, naming the target, and retried there).
+    pub async fn transfer_leader(
+        &self,
+        to: Option<NodeId>,
+        timeout: Duration,
+    ) -> Result<LeaderTransferred, TransferError> {
+        let (to, start_term, to_address) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            if metrics.current_leader != Some(self.node_id) || metrics.state != ServerState::Leader
+            {
+                return Err(TransferError::NotLeader(self.leader_hint()));
+            }
+            let membership = metrics.membership_config.membership();
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            let to = match to {
+                Some(to) if membership.get_node(&to).is_none() => {
+                    return Err(TransferError::UnknownMember { node_id: to });
+                }
+                Some(to) if !voters.contains(&to) => {
+                    return Err(TransferError::NotAVoter { node_id: to });
+                }
+                Some(to) => to,
+                None => most_caught_up_voter(
+                    &voters,
+                    self.node_id,
+                    metrics.replication.as_ref(),
+                    &last_ack_ages(&metrics),
+                )
+                .ok_or(TransferError::NoOtherVoter)?,
+            };
+            let address = membership.get_node(&to).map(|node| node.addr.clone());
+            (to, metrics.current_term, address)
+        };
+        let previous_leader_id = self.node_id;
+        if to == self.node_id {
+            let (leader_address, term) = {
+                let metrics = self.raft.metrics();
+                let metrics = metrics.borrow_watched();
+                (
+                    metrics
+                        .membership_config
+                        .membership()
+                        .get_node(&to)
+                        .map(|node| node.addr.clone()),
+                    metrics.current_term,
+                )
+            };
+            return Ok(LeaderTransferred {
+                leader_id: to,
+                term,
+                leader_address,
+                previous_leader_id,
+            });
+        }
+        // A leader that offers its leadership takes no writes and sends no heartbeats until the
+        // target leads, and openraft cannot take the offer back: a target that would refuse it
+        // (it does not vote yet) or cannot get it (it does not answer) would cost an election
+        // timeout. Ask it first.
+        if let Some(address) = to_address {
+            self.check_transfer_target(to, &address).await?;
+        }
+        let mut metrics = self.raft.metrics();
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|fatal| TransferError::Stopped(fatal.to_string()))?;
+        let taken_over = async {
+            loop {
+                {
+                    let now = metrics.borrow_watched();
+                    if now.current_leader == Some(to) && now.current_term > start_term {
+                        return Some(LeaderTransferred {
+                            leader_id: to,
+                            term: now.current_term,
+                            leader_address: now
+                                .membership_config
+                                .membership()
+                                .get_node(&to)
+                                .map(|node| node.addr.clone()),
+                            previous_leader_id,
+                        });
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, taken_over).await {
+            Ok(Some(transferred)) => Ok(transferred),
+            Ok(None) => Err(TransferError::Stopped(
+                "the Raft core stopped during the transfer".to_string(),
+            )),
+            Err(_) => Err(TransferError::Timeout { to, after: timeout }),
+        }
+    }
+
+    /// Whether voter `to` at `address` can take the leadership now: it answers its status and
+    /// votes (a node that started on an empty data directory does not until it caught up).
+    async fn check_transfer_target(&self, to: NodeId, address: &str) -> Result<(), TransferError> {
+        let unreachable = |detail: String| TransferError::TargetUnavailable {
+            node_id: to,
+            detail,
+        };
+        let channel = self
+            .channels
+            .get(address)
+            .map_err(|error| unreachable(error.to_string()))?;
+        let mut client = evlog_proto::v1::cluster_client::ClusterClient::new(channel);
+        let mut request = tonic::Request::new(evlog_proto::v1::StatusRequest {});
+        request.set_timeout(self.peer_rpc_timeout);
+        let status = tokio::time::timeout(self.peer_rpc_timeout, client.status(request))
+            .await
+            .map_err(|_| unreachable("no answer to its status".to_string()))?
+            .map_err(|status| unreachable(status.message().to_string()))?
+            .into_inner();
+        if !status.voting {
+            return Err(TransferError::TargetNotVoting { node_id: to });
+        }
+        Ok(())
+    }
+
     /// Stops the Raft core (graceful shutdown).
     pub async fn shutdown(&self) {
         if let Err(error) = self.raft.shutdown().await {
@@ -607,6 +743,40 @@ fn core_stop_reason(
         (Ok(()), ServerState::Shutdown) => Some("the Raft core shut down".to_string()),
         _ => None,
     }
+}
+
+/// A follower that acknowledged the leader within this long answers: it is preferred as the
+/// target of a leadership transfer over one that has gone quiet (stopped, or cut off), however
+/// long its log was when last heard of.
+const RESPONSIVE_WITHIN: Duration = Duration::from_secs(1);
+
+/// The voter other than `leader` that answers (acknowledged the leader within
+/// [`RESPONSIVE_WITHIN`], per `last_ack_age`) and has the longest replicated log; among equals
+/// the lowest id. A quiet voter is chosen only when none answers. `None` when the leader is the
+/// only voter.
+fn most_caught_up_voter(
+    voters: &BTreeSet<NodeId>,
+    leader: NodeId,
+    replication: Option<&BTreeMap<NodeId, Option<evlog_raft_store::type_config::LogId>>>,
+    last_ack_age: &BTreeMap<NodeId, Duration>,
+) -> Option<NodeId> {
+    let rank = |id: &NodeId| {
+        let responsive = last_ack_age
+            .get(id)
+            .is_some_and(|age| *age < RESPONSIVE_WITHIN);
+        let matched = replication
+            .and_then(|replication| replication.get(id))
+            .and_then(|log_id| log_id.as_ref().map(|log_id| log_id.index));
+        (responsive, matched)
+    };
+    let mut best: Option<(NodeId, (bool, Option<u64>))> = None;
+    for voter in voters.iter().filter(|id| **id != leader) {
+        let voter_rank = rank(voter);
+        if best.is_none_or(|(_, best_rank)| voter_rank > best_rank) {
+            best = Some((*voter, voter_rank));
+        }
+    }
+    best.map(|(id, _)| id)
 }
 
 /// The leader `raft` knows of, with its address (no copy of the whole metrics).
@@ -673,6 +843,18 @@ async fn ask_leader_for_read_index(
     Ok(response.into_inner().read_index)
 }
 
+/// On the leader: how long since each member last acknowledged it (empty elsewhere).
+fn last_ack_ages(
+    metrics: &openraft::RaftMetrics<evlog_raft_store::type_config::TypeConfig>,
+) -> BTreeMap<NodeId, Duration> {
+    metrics
+        .heartbeat
+        .iter()
+        .flatten()
+        .filter_map(|(id, acked)| Some((*id, acked.as_ref()?.into_inner().elapsed())))
+        .collect()
+}
+
 fn role_of(state: ServerState) -> Role {
     match state {
         ServerState::Leader => Role::Leader,
@@ -680,5 +862,52 @@ fn role_of(state: ServerState) -> Role {
         ServerState::Candidate => Role::Candidate,
         ServerState::Learner => Role::Learner,
         ServerState::Shutdown => Role::Shutdown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use evlog_raft_store::type_config::LeaderId;
+    use evlog_raft_store::type_config::LogId;
+
+    use super::*;
+
+    fn log_id(index: u64) -> Option<LogId> {
+        Some(LogId::new(
+            LeaderId {
+                term: 1,
+                node_id: 1,
+            },
+            index,
+        ))
+    }
+
+    #[test]
+    fn the_transfer_target_is_the_answering_voter_with_the_longest_log() {
+        let voters = BTreeSet::from([1, 2, 3, 4]);
+        let replication = BTreeMap::from([(2, log_id(7)), (3, log_id(9)), (4, log_id(9))]);
+        let fresh = Duration::from_millis(10);
+        let all_answer = BTreeMap::from([(2, fresh), (3, fresh), (4, fresh)]);
+        // The longest log; the lowest id among equals; never the leader itself.
+        assert_eq!(
+            most_caught_up_voter(&voters, 1, Some(&replication), &all_answer),
+            Some(3)
+        );
+        // A voter gone quiet is passed over, however long its log was.
+        let three_quiet = BTreeMap::from([(2, fresh), (3, Duration::from_secs(5)), (4, fresh)]);
+        assert_eq!(
+            most_caught_up_voter(&voters, 1, Some(&replication), &three_quiet),
+            Some(4)
+        );
+        // A learner is no candidate; a lone voter has nobody to hand over to.
+        assert_eq!(
+            most_caught_up_voter(&BTreeSet::from([1]), 1, Some(&replication), &all_answer),
+            None
+        );
+        // None answers: still the longest log.
+        assert_eq!(
+            most_caught_up_voter(&voters, 1, Some(&replication), &BTreeMap::new()),
+            Some(3)
+        );
     }
 }

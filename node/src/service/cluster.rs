@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use crate::raft::RaftHandle;
 use crate::raft::errors::MembershipError;
+use crate::raft::errors::TransferError;
+use crate::raft::handle::LeaderTransferred;
 use crate::raft::handle::NodeStatus;
 use crate::service::error::ServiceError;
 use crate::service::event_log::leader_to_forward_to;
@@ -19,6 +21,8 @@ pub struct ClusterService {
     /// How long a membership change may take, adding a learner included (it waits until the
     /// learner has caught up).
     membership_timeout: Duration,
+    /// How long the target of a leadership transfer may take to lead.
+    transfer_timeout: Duration,
 }
 
 impl ClusterService {
@@ -26,11 +30,13 @@ impl ClusterService {
         handle: RaftHandle,
         forward: Arc<dyn Forward>,
         membership_timeout: Duration,
+        transfer_timeout: Duration,
     ) -> Self {
         Self {
             handle,
             forward,
             membership_timeout,
+            transfer_timeout,
         }
     }
 
@@ -94,11 +100,63 @@ impl ClusterService {
         }
     }
 
+    /// Hands leadership to voter `to` (absent: the most caught-up voting follower) and waits
+    /// until it leads; on a follower, asks the leader to.
+    pub async fn transfer_leader(
+        &self,
+        to: Option<u64>,
+    ) -> Result<LeaderTransferred, ServiceError> {
+        if to == Some(0) {
+            return Err(ServiceError::InvalidArgument(
+                "transfer leader needs a node id ≥ 1 (or none: the most caught-up voter)"
+                    .to_string(),
+            ));
+        }
+        match self.handle.transfer_leader(to, self.transfer_timeout).await {
+            Ok(transferred) => {
+                tracing::info!(
+                    from = transferred.previous_leader_id,
+                    to = transferred.leader_id,
+                    term = transferred.term,
+                    "leadership transferred on request"
+                );
+                Ok(transferred)
+            }
+            Err(TransferError::NotLeader(_)) => {
+                let leader = leader_to_forward_to(&self.handle, self.transfer_timeout).await?;
+                // The leader waits up to the transfer timeout; the call gets a little more.
+                self.forward
+                    .transfer_leader(leader, to, self.transfer_timeout + FORWARD_MARGIN)
+                    .await
+            }
+            Err(error) => Err(transfer_error(error)),
+        }
+    }
+
     fn changed(&self, log_index: u64) -> MembershipChanged {
         MembershipChanged {
             log_index,
             members: self.handle.status().members,
         }
+    }
+}
+
+/// What a forwarded call gets on top of the time the leader may take, for the way there and
+/// back.
+const FORWARD_MARGIN: Duration = Duration::from_secs(1);
+
+fn transfer_error(error: TransferError) -> ServiceError {
+    let message = error.to_string();
+    match error {
+        TransferError::NotLeader(hint) => ServiceError::NotLeader(hint),
+        TransferError::UnknownMember { .. } => ServiceError::MemberNotFound(message),
+        TransferError::NotAVoter { .. }
+        | TransferError::NoOtherVoter
+        | TransferError::TargetNotVoting { .. } => ServiceError::FailedPrecondition(message),
+        TransferError::Timeout { .. } | TransferError::TargetUnavailable { .. } => {
+            ServiceError::TransferIncomplete(message)
+        }
+        TransferError::Stopped(detail) => ServiceError::RaftStopped(detail),
     }
 }
 

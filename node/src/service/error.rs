@@ -98,6 +98,16 @@ pub enum ServiceError {
     /// A membership change cannot be made now (another is under way): retry.
     #[error("a membership change cannot be made now: {0}; retry")]
     MembershipBusy(String),
+    /// A member id that is not in the cluster.
+    #[error("{0}")]
+    MemberNotFound(String),
+    /// The cluster is not in a state where the request makes sense (e.g. leadership offered
+    /// to a learner): nothing was done.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Leadership was offered but not taken in time: retry.
+    #[error("{0}")]
+    TransferIncomplete(String),
     /// The deadline passed. For a write, the outcome is unknown: a retry with the same
     /// idempotency key is safe.
     #[error("{0}")]
@@ -167,6 +177,9 @@ impl ServiceError {
             ServiceError::NotCaughtUp { .. } => "not_caught_up",
             ServiceError::LeaderLost { .. } => "leader_lost",
             ServiceError::MembershipBusy(_) => "membership_busy",
+            ServiceError::MemberNotFound(_) => "member_not_found",
+            ServiceError::FailedPrecondition(_) => "failed_precondition",
+            ServiceError::TransferIncomplete(_) => "transfer_incomplete",
             ServiceError::Timeout(_) => "timeout",
             ServiceError::FromLeader(_) => "from_leader",
             ServiceError::ShuttingDown => "shutting_down",

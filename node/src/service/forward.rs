@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use crate::raft::handle::LeaderTransferred;
 use crate::raft::handle::MemberStatus;
 use crate::service::append::AppendRequest;
 use crate::service::append::Appended;
@@ -61,4 +62,12 @@ pub trait Forward: Send + Sync {
         voters: Vec<u64>,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<MembershipChanged, ServiceError>>;
+
+    /// Asks the leader to hand leadership to `to` (absent: its most caught-up voter).
+    fn transfer_leader(
+        &self,
+        leader: Leader,
+        to: Option<u64>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<LeaderTransferred, ServiceError>>;
 }
