@@ -670,20 +670,22 @@ async fn an_extended_delivery_is_not_redelivered_past_its_ack_wait() {
 
 /// A step lost between its planning and its commit (a failpoint plays the leader dying there)
 /// sent nothing: every delivery a member sees was counted first, so no event is delivered
-/// twice under one attempt number.
+/// twice under one attempt number. The lost step is the second that delivers anything, so it
+/// comes while the member's stream is up (a step lost during the join is retried with a new
+/// stream, which would hide what the first one was sent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_lost_before_its_commit_delivered_nothing() {
     evlog_cluster_tests::require_failpoints();
     let mut cluster = Cluster::start(ClusterOptions::default()).await;
     cluster.wait_for_leader(timeouts::LEADER).await;
-    // Every node loses the first step it plans.
+    // Every node loses the second delivering step it plans.
     for id in cluster.node_ids() {
         cluster.kill(id).await;
         cluster.restart_with_env(
             id,
             &[(
                 "FAILPOINTS".to_string(),
-                "consumers::step-lost=1*return".to_string(),
+                "consumers::step-lost=1*off->1*return".to_string(),
             )],
         );
         cluster.wait_for_convergence(timeouts::LEADER).await;
@@ -696,21 +698,30 @@ async fn a_step_lost_before_its_commit_delivered_nothing() {
     )
     .await
     .expect("create");
-    for i in 0..10 {
-        cluster
-            .append(
-                leader,
-                &format!("s-{i}"),
-                vec![event(format!("e{i}"), "T", "x")],
-            )
-            .await
-            .expect("append");
-    }
+    let append = async |from: usize, to: usize| {
+        for i in from..to {
+            cluster
+                .append(
+                    leader,
+                    &format!("s-{i}"),
+                    vec![event(format!("e{i}"), "T", "x")],
+                )
+                .await
+                .expect("append");
+        }
+    };
+    append(0, 5).await;
     let member = client(&cluster, &cluster.node_ids());
     let mut consumer = member.consume("lost", ConsumeOptions::default());
     let mut seen: BTreeMap<(u64, u32), u32> = BTreeMap::new();
     let mut acked = 0;
+    let mut appended_more = false;
     while acked < 10 {
+        // The first 5 in (the first delivering step commits), the next 5 come in the lost one.
+        if acked == 5 && !appended_more {
+            append(5, 10).await;
+            appended_more = true;
+        }
         let delivery = tokio::time::timeout(SETTLE, consumer.next())
             .await
             .expect("a delivery in time")
@@ -723,6 +734,12 @@ async fn a_step_lost_before_its_commit_delivered_nothing() {
             acked += 1;
         }
     }
+    assert!(
+        cluster.node_ids().iter().any(|id| cluster
+            .log_tail(*id, 2_000)
+            .contains("lost before it committed")),
+        "no step was lost: the failpoint never fired"
+    );
     let twice: Vec<_> = seen.iter().filter(|(_, count)| **count > 1).collect();
     assert!(
         twice.is_empty(),
