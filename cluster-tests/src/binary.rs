@@ -49,9 +49,9 @@ pub fn evlog_binary() -> PathBuf {
 }
 
 /// A text only a failpoint-enabled `evlog` binary contains: a log line inside
-/// `#[cfg(feature = "failpoints")]` (`node/src/app.rs`). A failpoint's name is no marker: an
-/// unoptimized build without the feature keeps the names passed to the no-op `crash_point`,
-/// so a test of a failpoint passed there without its fault.
+/// `#[cfg(feature = "failpoints")]` (`node/src/app.rs`). A failpoint's name is a weaker
+/// marker: an unoptimized build without the feature can still hold the names it passes to the
+/// no-op `crash_point`.
 const FAILPOINT_MARKER: &[u8] = b"failpoints build: the store runs on the testing crash backend";
 
 /// Whether the `evlog` binary at `path` was built with its failpoints (the `failpoints` cargo
