@@ -193,6 +193,47 @@ async fn metrics_pass_the_openmetrics_lint_and_counters_only_grow() {
         .await
         .expect("creating a consumer group");
 
+    // A subscription to `all` from the first event, read to the head: counted, and not behind.
+    let mut subscription = cluster
+        .subscribe(
+            leader,
+            evlog_cluster_tests::subscriber::subscribe_all(Some(
+                evlog_cluster_tests::proto::subscribe_request::Start::From(1),
+            )),
+        )
+        .await
+        .expect("a subscription");
+    let mut read = 0;
+    while read < 20 {
+        let item = tokio::time::timeout(HTTP_TIMEOUT, futures::StreamExt::next(&mut subscription))
+            .await
+            .expect("a subscription item in time")
+            .expect("the subscription is open")
+            .expect("an item");
+        if let Some(evlog_cluster_tests::proto::subscribe_response::Item::Events(batch)) = item.item
+        {
+            read += batch.events.len();
+        }
+    }
+    let leader_http = cluster.http_address(leader).await;
+    wait_until(
+        timeouts::CATCH_UP,
+        "the subscription at the head in the metrics",
+        async || {
+            let Ok(answer) = http::get(&leader_http, "/metrics", HTTP_TIMEOUT).await else {
+                return false;
+            };
+            [
+                ("evlog_subscriptions_active", 1.0),
+                ("evlog_subscriptions_behind", 0.0),
+                ("evlog_subscriptions_max_lag_events", 0.0),
+            ]
+            .iter()
+            .all(|(sample, value)| http::sample_value(&answer.body, sample) == Some(*value))
+        },
+    )
+    .await;
+
     let mut before = BTreeMap::new();
     for id in cluster.node_ids() {
         // Groups are read at most every 2 s, and a follower applies the creation after the

@@ -59,6 +59,7 @@ pub struct NodeState {
     pub status: NodeStatus,
     pub database_bytes: u64,
     pub subscriptions: usize,
+    pub subscriptions_behind: crate::service::subscribe::SubscriptionsBehind,
     /// The first [`MAX_LABELLED_GROUPS`] groups by name.
     pub groups: Vec<GroupState>,
     /// Every group, those past the first [`MAX_LABELLED_GROUPS`] included.
@@ -102,6 +103,7 @@ impl StateSource {
     /// a node that has lost its leader too).
     pub async fn gather(&self) -> NodeState {
         let status = self.handle.status();
+        let head = status.head_position;
         let database_bytes = std::fs::metadata(&self.database)
             .map(|meta| meta.len())
             .unwrap_or(0);
@@ -110,6 +112,7 @@ impl StateSource {
             status,
             database_bytes,
             subscriptions: self.event_log.active_subscriptions(),
+            subscriptions_behind: self.event_log.subscriptions_behind(head),
             groups: groups.labelled,
             group_count: groups.count,
             dead_letters_total: groups.dead_letters,
@@ -371,6 +374,20 @@ impl Collector for StateCollector {
             "Subscriptions this node serves now",
             None,
             state.subscriptions as f64,
+        )?;
+        gauge(
+            e,
+            "evlog_subscriptions_behind",
+            "Subscriptions on this node not at the head (catching up, or fallen behind)",
+            None,
+            state.subscriptions_behind.behind as f64,
+        )?;
+        gauge(
+            e,
+            "evlog_subscriptions_max_lag_events",
+            "The most events a subscription to all on this node has to read to reach the head",
+            None,
+            state.subscriptions_behind.max_all_lag_events as f64,
         )?;
         gauge(
             e,

@@ -331,6 +331,14 @@ impl EventLogService {
         self.subscriptions.active()
     }
 
+    /// How far behind this node's subscriptions are, `head` being the last applied position.
+    pub fn subscriptions_behind(
+        &self,
+        head: u64,
+    ) -> crate::service::subscribe::SubscriptionsBehind {
+        self.subscriptions.behind(head)
+    }
+
     /// Ends every subscription with `UNAVAILABLE` and takes no more (the node is shutting
     /// down: a subscription never ends by itself).
     pub fn close_subscriptions(&self) {

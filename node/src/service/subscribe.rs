@@ -93,6 +93,26 @@ pub struct Subscriptions {
     permits: Arc<Semaphore>,
     max: usize,
     contact: LeaderContact,
+    /// Where each running subscription is (for metrics); entries of ended ones are pruned.
+    progress: Arc<std::sync::Mutex<Vec<std::sync::Weak<Progress>>>>,
+}
+
+/// Where one subscription is: its cursor and whether it is at the head.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The next position (an `all` subscription) or stream version it reads.
+    cursor: std::sync::atomic::AtomicU64,
+    all: bool,
+    live: std::sync::atomic::AtomicBool,
+}
+
+/// The node's subscriptions as metrics see them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubscriptionsBehind {
+    /// Subscriptions not at the head (catching up, or fallen behind).
+    pub behind: usize,
+    /// The most events an `all` subscription has to read to reach `head` (0 if none).
+    pub max_all_lag_events: u64,
 }
 
 impl Subscriptions {
@@ -106,6 +126,7 @@ impl Subscriptions {
         Self {
             permits: Arc::new(Semaphore::new(limits.max_subscriptions)),
             max: limits.max_subscriptions,
+            progress: Arc::default(),
             contact: LeaderContact::start(handle.clone(), contact_check_every, contact_lost_after),
         }
     }
@@ -113,6 +134,27 @@ impl Subscriptions {
     /// How many subscriptions this node serves now.
     pub fn active(&self) -> usize {
         self.max.saturating_sub(self.permits.available_permits())
+    }
+
+    /// How far behind the running subscriptions are, with `head` the last applied position.
+    pub fn behind(&self, head: u64) -> SubscriptionsBehind {
+        use std::sync::atomic::Ordering;
+        let mut progress = self
+            .progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        progress.retain(|entry| entry.strong_count() > 0);
+        let mut behind = SubscriptionsBehind::default();
+        for entry in progress.iter().filter_map(std::sync::Weak::upgrade) {
+            if !entry.live.load(Ordering::Relaxed) {
+                behind.behind += 1;
+            }
+            if entry.all {
+                let lag = (head + 1).saturating_sub(entry.cursor.load(Ordering::Relaxed));
+                behind.max_all_lag_events = behind.max_all_lag_events.max(lag);
+            }
+        }
+        behind
     }
 
     /// Ends every subscription (the node is shutting down).
@@ -142,6 +184,8 @@ pub struct Subscription {
     /// Items to send before reading on.
     pending: Vec<SubscriptionItem>,
     ended: bool,
+    /// Shared with [`Subscriptions`] for metrics.
+    progress: Arc<Progress>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -252,6 +296,20 @@ pub async fn subscribe(
     let start = reader
         .subscription_start(request.target.clone(), request.start)
         .await?;
+    let progress = Arc::new(Progress {
+        cursor: std::sync::atomic::AtomicU64::new(start.next_from),
+        all: matches!(request.target, ReadTarget::All),
+        live: std::sync::atomic::AtomicBool::new(false),
+    });
+    {
+        let mut registered = subscriptions
+            .progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Pruned here too, so the list stays within the subscriptions running.
+        registered.retain(|entry| entry.strong_count() > 0);
+        registered.push(Arc::downgrade(&progress));
+    }
     let subscribed = SubscriptionItem::Subscribed {
         served_by: handle.node_id(),
         head_position: start.head_position,
@@ -272,6 +330,7 @@ pub async fn subscribe(
         last_item_at: Instant::now(),
         pending: vec![subscribed],
         ended: false,
+        progress,
         _permit: permit,
     })
 }
@@ -290,6 +349,12 @@ impl Subscription {
             Ok(_) => self.last_item_at = Instant::now(),
             Err(_) => self.ended = true,
         }
+        self.progress
+            .cursor
+            .store(self.cursor, std::sync::atomic::Ordering::Relaxed);
+        self.progress
+            .live
+            .store(self.live, std::sync::atomic::Ordering::Relaxed);
         Some(item)
     }
 
