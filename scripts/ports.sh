@@ -5,13 +5,17 @@ port_in_use() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# Prints a base port whose three ports (base, base+1, base+2) nothing listens on; fails after
-# 50 tries.
+# Prints a base port whose three gRPC ports (base, base+1, base+2) and their HTTP ports (the
+# same + 1000) nothing listens on; fails after 50 tries.
 free_base_port() {
-  local base
+  local base offset busy
   for _ in $(seq 1 50); do
     base=$((20000 + RANDOM % 30000))
-    if ! port_in_use "$base" && ! port_in_use $((base + 1)) && ! port_in_use $((base + 2)); then
+    busy=0
+    for offset in 0 1 2 1000 1001 1002; do
+      if port_in_use $((base + offset)); then busy=1; break; fi
+    done
+    if ((busy == 0)); then
       echo "$base"
       return 0
     fi
