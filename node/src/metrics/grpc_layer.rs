@@ -4,6 +4,7 @@
 //! headers). The method label is one of the methods the node serves, or `unknown`, so a
 //! client cannot grow the label set.
 
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +19,7 @@ use prost::Message;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::MethodMetrics;
 use super::Metrics;
 
 /// The label of a path no service answers.
@@ -54,14 +56,25 @@ fn known_paths() -> HashSet<String> {
 #[derive(Clone)]
 pub struct GrpcMetricsLayer {
     metrics: Arc<Metrics>,
-    paths: Arc<HashSet<String>>,
+    /// Each method the node serves, by path, with its series.
+    methods: Arc<HashMap<String, Arc<MethodMetrics>>>,
+    unknown: Arc<MethodMetrics>,
 }
 
 impl GrpcMetricsLayer {
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        let methods = known_paths()
+            .into_iter()
+            .map(|path| {
+                let series = Arc::new(metrics.method(&path));
+                (path, series)
+            })
+            .collect();
+        let unknown = Arc::new(metrics.method(UNKNOWN_METHOD));
         Self {
             metrics,
-            paths: Arc::new(known_paths()),
+            methods: Arc::new(methods),
+            unknown,
         }
     }
 }
@@ -98,12 +111,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<Request>) -> Self::Future {
-        let path = request.uri().path();
-        let method = if self.layer.paths.contains(path) {
-            path.to_string()
-        } else {
-            UNKNOWN_METHOD.to_string()
-        };
+        let method = Arc::clone(
+            self.layer
+                .methods
+                .get(request.uri().path())
+                .unwrap_or(&self.layer.unknown),
+        );
         let metrics = Arc::clone(&self.layer.metrics);
         let started = Instant::now();
         let future = self.inner.call(request);
@@ -130,7 +143,7 @@ where
 
 struct Call {
     metrics: Arc<Metrics>,
-    method: String,
+    method: Arc<MethodMetrics>,
     started: Instant,
     code: Option<&'static str>,
 }

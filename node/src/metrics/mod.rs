@@ -242,24 +242,52 @@ impl Metrics {
         Arc::new(StoreMetrics(Arc::clone(self)))
     }
 
-    /// Records one gRPC call.
-    pub fn grpc_call(&self, method: &str, code: &str, took: Duration) {
+    /// The series of one method, looked up once (a call then records without a label lookup
+    /// or an allocation when it succeeds).
+    pub fn method(&self, method: &str) -> MethodMetrics {
+        MethodMetrics {
+            name: method.to_string(),
+            ok: self.grpc_requests.get_or_create_owned(&vec![
+                ("method", method.to_string()),
+                ("code", "OK".to_string()),
+            ]),
+            duration: self
+                .grpc_duration
+                .get_or_create_owned(&vec![("method", method.to_string())]),
+            appends: APPEND_METHODS.contains(&method),
+        }
+    }
+
+    /// Records one gRPC call of `method`.
+    pub fn grpc_call(&self, method: &MethodMetrics, code: &str, took: Duration) {
+        method.duration.observe_duration(took);
+        if code == "OK" {
+            method.ok.inc();
+            if method.appends {
+                self.append_duration.observe_duration(took);
+            }
+            return;
+        }
         self.grpc_requests
             .get_or_create(&vec![
-                ("method", method.to_string()),
+                ("method", method.name.clone()),
                 ("code", code.to_string()),
             ])
             .inc();
-        self.grpc_duration
-            .get_or_create(&vec![("method", method.to_string())])
-            .observe_duration(took);
-        if code == "OK" && APPEND_METHODS.contains(&method) {
-            self.append_duration.observe_duration(took);
-        }
-        if code != "OK" && code != "CANCELLED" {
-            self.refusals.note(method, code);
+        if code != "CANCELLED" {
+            self.refusals.note(&method.name, code);
         }
     }
+}
+
+/// One gRPC method's series (shared with the families: what this records, `/metrics` shows).
+#[derive(Clone, Debug)]
+pub struct MethodMetrics {
+    name: String,
+    ok: Counter,
+    duration: Histogram,
+    /// An `Append` or `AppendMany`: also timed in [`Metrics::append_duration`].
+    appends: bool,
 }
 
 #[derive(Debug)]
