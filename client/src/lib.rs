@@ -196,10 +196,26 @@ impl EvlogClient {
         Req: Clone,
         F: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
+        self.unary_call(|index| self.consumers(index), request, call)
+            .await
+    }
+
+    /// Calls a unary RPC of the client `client` makes for an endpoint, with retries: each
+    /// attempt carries the time left as its deadline.
+    async fn unary_call<C, Req, Resp, F>(
+        &self,
+        client: impl Fn(usize) -> C,
+        request: Req,
+        call: impl Fn(C, tonic::Request<Req>) -> F,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        F: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
         self.with_retries(|index, remaining| {
             let mut grpc = tonic::Request::new(request.clone());
             grpc.set_timeout(remaining);
-            let future = call(self.consumers(index), grpc);
+            let future = call(client(index), grpc);
             async move { future.await.map(tonic::Response::into_inner) }
         })
         .await
@@ -221,13 +237,8 @@ impl EvlogClient {
         Req: Clone,
         F: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        self.with_retries(|index, remaining| {
-            let mut grpc = tonic::Request::new(request.clone());
-            grpc.set_timeout(remaining);
-            let future = call(self.cluster(index), grpc);
-            async move { future.await.map(tonic::Response::into_inner) }
-        })
-        .await
+        self.unary_call(|index| self.cluster(index), request, call)
+            .await
     }
 
     /// Adds node `node_id` at `address` as a learner (a non-voting member that receives the
