@@ -153,7 +153,7 @@ binary() { echo "${EVLOG_BIN:-$REPO_ROOT/target/release/evlog}"; }
 # Prints the first source file newer than the binary, if any.
 newer_source() {
   local bin="$1"
-  find "$REPO_ROOT/node" "$REPO_ROOT/raft-store" "$REPO_ROOT/proto" \
+  find "$REPO_ROOT/node" "$REPO_ROOT/raft-store" "$REPO_ROOT/proto" "$REPO_ROOT/client" \
     "$REPO_ROOT/Cargo.toml" "$REPO_ROOT/Cargo.lock" \
     -type f -newer "$bin" \
     \( -name '*.rs' -o -name '*.proto' -o -name 'Cargo.toml' -o -name 'Cargo.lock' \) \
