@@ -483,11 +483,7 @@ impl Cluster {
     ///
     /// When the node is running or paused, or the directory cannot be emptied.
     pub fn wipe_data(&mut self, id: u64) {
-        let state = self.node(id).state();
-        assert!(
-            matches!(state, NodeState::Stopped | NodeState::Exited(_)),
-            "node {id} must be stopped before its data is wiped; it is {state:?}"
-        );
+        self.assert_stopped(id, "its data is wiped");
         let data_dir = self.data_dir(id);
         let entries = std::fs::read_dir(&data_dir)
             .unwrap_or_else(|error| panic!("reading {} failed: {error}", data_dir.display()));
@@ -621,13 +617,18 @@ impl Cluster {
     ///
     /// When `id` is running or paused.
     pub fn retire(&mut self, id: u64) {
+        self.assert_stopped(id, "it is retired");
+        self.members.remove(&id);
+        eprintln!("cluster-tests: node {id} is no longer a member");
+    }
+
+    /// Panics unless node `id` is stopped (or exited), naming what needed it stopped.
+    fn assert_stopped(&self, id: u64, before: &str) {
         let state = self.node(id).state();
         assert!(
             matches!(state, NodeState::Stopped | NodeState::Exited(_)),
-            "node {id} must be stopped before it is retired; it is {state:?}"
+            "node {id} must be stopped before {before}; it is {state:?}"
         );
-        self.members.remove(&id);
-        eprintln!("cluster-tests: node {id} is no longer a member");
     }
 
     /// Sends a membership call through the live members in turn until one succeeds, retrying

@@ -277,6 +277,20 @@ async fn metrics_pass_the_openmetrics_lint_and_counters_only_grow() {
         "the leader counted {appends_ok} appends, not 20"
     );
     assert!(leader_scrape.count("evlog_append_duration_seconds") >= 20.0);
+    // One append at a time: each one a proposal batch of its own, each replicated to both peers.
+    assert!(leader_scrape.count("evlog_raft_proposal_batch_events") >= 20.0);
+    for peer in cluster.node_ids().into_iter().filter(|id| *id != leader) {
+        let round_trips = leader_scrape
+            .value(
+                "evlog_raft_peer_round_trip_seconds",
+                &format!("evlog_raft_peer_round_trip_seconds_count{{peer={peer}}}"),
+            )
+            .unwrap_or(0.0);
+        assert!(
+            round_trips >= 1.0,
+            "the leader timed no round trip to node {peer}"
+        );
+    }
     for (id, scrape) in &before {
         assert_eq!(
             scrape.value(

@@ -54,7 +54,7 @@ pub async fn json(state: &HttpState) -> Value {
     // Last contact and replication lag are the leader's to know: from its answer, or ours.
     let leader_view: Vec<pb::Member> = match status.leader_id {
         Some(leader) if leader == status.node_id => {
-            crate::grpc::convert::status_response(status, &state.http_address).members
+            crate::grpc::convert::members(&status.members, status.last_log_index)
         }
         Some(leader) => answers
             .get(&leader)
