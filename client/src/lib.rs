@@ -34,6 +34,7 @@ use evlog_proto::v1 as pb;
 use evlog_proto::v1::cluster_client::ClusterClient;
 use evlog_proto::v1::consumers_client::ConsumersClient;
 use evlog_proto::v1::event_log_client::EventLogClient;
+use evlog_proto::v1::maintenance_client::MaintenanceClient;
 use tonic::Code;
 use tonic::Status;
 use tonic::transport::Channel;
@@ -219,6 +220,11 @@ impl EvlogClient {
             async move { future.await.map(tonic::Response::into_inner) }
         })
         .await
+    }
+
+    /// The maintenance (backup) client of endpoint `index`.
+    pub fn maintenance(&self, index: usize) -> MaintenanceClient<Channel> {
+        MaintenanceClient::new(self.channel(index)).max_decoding_message_size(usize::MAX)
     }
 
     /// The cluster client of endpoint `index`.

@@ -1,6 +1,8 @@
 //! A subscription that survives the loss of the node serving it: on a failure it resumes on
 //! the next node from the last `next_from` the server sent (every item carries one), so the
-//! events it yields have no gap and no repeat across resumes.
+//! events it yields have no gap and no repeat across resumes. It never resumes into another
+//! log epoch (a cluster restored from a backup meanwhile): positions of two epochs are not
+//! comparable, so it ends with `FAILED_PRECONDITION` instead.
 
 use std::pin::Pin;
 use std::task::Context;
@@ -58,6 +60,8 @@ struct Resuming {
     failing_since: Option<Instant>,
     backoff: Duration,
     done: bool,
+    /// The log epoch the first node to serve the subscription reported.
+    epoch: Option<u64>,
 }
 
 impl Resuming {
@@ -74,6 +78,10 @@ impl Resuming {
                 },
                 Some(stream) => match stream.message().await {
                     Ok(Some(pb::SubscribeResponse { item: Some(item) })) => {
+                        if let Err(status) = self.same_epoch(&item) {
+                            self.done = true;
+                            return Some(Err(status));
+                        }
                         self.advance(&item);
                         return Some(Ok(item));
                     }
@@ -99,6 +107,26 @@ impl Resuming {
             .subscribe(self.request.clone())
             .await?;
         Ok(response.into_inner())
+    }
+
+    /// Refuses a resume in another log epoch than the subscription started in.
+    fn same_epoch(&mut self, item: &pb::subscribe_response::Item) -> Result<(), Status> {
+        let pb::subscribe_response::Item::Subscribed(subscribed) = item else {
+            return Ok(());
+        };
+        match self.epoch {
+            None => {
+                self.epoch = Some(subscribed.epoch);
+                Ok(())
+            }
+            Some(epoch) if epoch == subscribed.epoch => Ok(()),
+            Some(epoch) => Err(Status::failed_precondition(format!(
+                "the log's epoch changed from {epoch} to {} (the cluster was restored from a \
+                 backup): positions of the two epochs are not comparable, so the subscription \
+                 does not resume; start it again from a position of the new epoch",
+                subscribed.epoch
+            ))),
+        }
     }
 
     /// Moves the resume point to where `item` says the subscription got.
@@ -160,6 +188,7 @@ impl EvlogClient {
             failing_since: None,
             backoff: self.options.initial_backoff,
             done: false,
+            epoch: None,
         };
         let items = futures::stream::unfold(resuming, |mut resuming| async move {
             let item = resuming.next().await?;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use evlog_proto::v1::cluster_server::ClusterServer;
 use evlog_proto::v1::consumers_server::ConsumersServer;
 use evlog_proto::v1::event_log_server::EventLogServer;
+use evlog_proto::v1::maintenance_server::MaintenanceServer;
 use evlog_proto::v1::raft_peer_server::RaftPeerServer;
 use evlog_raft_store::StoreConfig;
 use tokio::net::TcpListener;
@@ -26,6 +27,7 @@ use crate::grpc::connections;
 use crate::grpc::consumers::ConsumersGrpc;
 use crate::grpc::event_log::EventLogGrpc;
 use crate::grpc::forward::GrpcForward;
+use crate::grpc::maintenance::MaintenanceGrpc;
 use crate::http::HttpState;
 use crate::http::history::History;
 use crate::metrics::Metrics;
@@ -39,6 +41,7 @@ use crate::raft::transport::server::PeerService;
 use crate::service::cluster::ClusterService;
 use crate::service::consumers::ConsumerService;
 use crate::service::event_log::EventLogService;
+use crate::service::maintenance::MaintenanceService;
 use crate::service::subscribe::Subscriptions;
 
 /// How long in-flight requests get to finish after shutdown begins.
@@ -149,11 +152,17 @@ pub async fn run(
             Duration::from_millis(config.heartbeat_interval_ms),
             contact_lost_after(&config),
         ),
+        config.read_only,
     ));
     let consumers = Arc::new(ConsumerService::new(
         handle.clone(),
         request_timeout,
         config.limits.max_batch_bytes,
+    ));
+    let maintenance = Arc::new(MaintenanceService::new(
+        handle.clone(),
+        Arc::clone(&event_log),
+        engine.data_dir(),
     ));
     let cluster = Arc::new(ClusterService::new(
         handle.clone(),
@@ -189,6 +198,8 @@ pub async fn run(
     ))
     .max_decoding_message_size(max_client_message)
     .max_encoding_message_size(max_response_message);
+    let maintenance_server = MaintenanceServer::new(MaintenanceGrpc::new(maintenance))
+        .max_encoding_message_size(max_response_message);
     let peer_server = RaftPeerServer::new(PeerService::new(
         raft,
         handle.clone(),
@@ -276,6 +287,7 @@ pub async fn run(
         .add_service(event_log_server)
         .add_service(cluster_server)
         .add_service(consumers_server)
+        .add_service(maintenance_server)
         .add_service(peer_server)
         .serve_with_incoming_shutdown(incoming, async {
             stop_rx.await.ok();

@@ -123,6 +123,10 @@ pub struct NodeConfig {
     pub routes: BTreeMap<String, String>,
     /// How the leader confirms it is still the leader for a linearizable read.
     pub read_policy: ReadPolicy,
+    /// Refuse every append (`FAILED_PRECONDITION`): a node serving a restored backup to read
+    /// from (`evlog restore --sandbox`). Consumer groups still work (their state is the
+    /// node's own).
+    pub read_only: bool,
 }
 
 /// How the leader confirms its leadership for a linearizable read.
@@ -167,6 +171,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             routes: BTreeMap::new(),
             read_policy: ReadPolicy::default(),
+            read_only: false,
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod type_config;
 pub mod types;
 
 pub use engine::Engine;
+pub use engine::RestoreError;
 pub use engine::StoreBackend;
 pub use engine::StoreConfig;
 pub use engine::StoreObserver;

@@ -24,6 +24,11 @@ pub const FORMAT_4: u32 = 4;
 /// (name -> version, first and last position) that repeated what the stream index holds.
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 2;
 
+/// The snapshot (and backup) file format, apart from the store's: format 6 adds the log epoch
+/// to the header. Snapshots of formats 3 to 5 (the store format they were written with) are
+/// read too, as epoch 0.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 6;
+
 /// Store-wide facts: format version, cluster id, node id, vote, committed, last purged, and
 /// whether the store must catch up before its node votes.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -72,4 +77,8 @@ pub mod sm_key {
     pub const LAST_APPLIED: &str = "last_applied";
     pub const MEMBERSHIP: &str = "membership";
     pub const HEAD_POSITION: &str = "head_position";
+    /// The log's epoch (`u64`; absent: 0): raised by each restore from a backup, so clients
+    /// can tell a restored log (whose positions may repeat ones they saw) from the one they
+    /// followed.
+    pub const EPOCH: &str = "epoch";
 }

@@ -233,4 +233,6 @@ pub struct AppliedState {
     pub log_index: u64,
     /// Global position of the last applied event (0: none).
     pub head_position: u64,
+    /// The log's epoch (see `schema::sm_key::EPOCH`).
+    pub epoch: u64,
 }

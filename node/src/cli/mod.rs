@@ -12,6 +12,7 @@ use evlog_client::DEFAULT_ENDPOINTS;
 use evlog_client::EvlogClient;
 
 mod append;
+mod backup;
 mod cluster;
 mod consumer;
 mod output;
@@ -22,6 +23,8 @@ mod streams;
 mod tail;
 
 pub use append::AppendArgs;
+pub use backup::BackupArgs;
+pub use backup::RestoreArgs;
 pub use cluster::ClusterArgs;
 pub use consumer::ConsumeArgs;
 pub use consumer::ConsumerArgs;
@@ -62,6 +65,11 @@ pub enum CliCommand {
     Consumer(ConsumerArgs),
     /// Join a consumer group: print each delivery and ack it (or retry it, --nack-type).
     Consume(ConsumeArgs),
+    /// Copy the whole state of a running cluster to a file (`backup verify FILE` checks one).
+    Backup(BackupArgs),
+    /// Create a node's data directory from a backup (each member of the new cluster from the
+    /// same file), or serve a backup read-only in a local sandbox (--sandbox).
+    Restore(RestoreArgs),
     /// Drive a running cluster and report throughput and latency.
     Bench(crate::bench::BenchArgs),
 }
@@ -107,6 +115,8 @@ pub async fn run_client(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Cluster(args) => cluster::cluster(args).await,
         CliCommand::Consumer(args) => consumer::consumer(args).await,
         CliCommand::Consume(args) => consumer::consume(args).await,
+        CliCommand::Backup(args) => backup::backup(args).await,
+        CliCommand::Restore(args) => backup::restore(args).await,
         CliCommand::Serve(_) | CliCommand::Bench(_) => {
             anyhow::bail!("not a client command")
         }

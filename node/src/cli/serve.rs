@@ -146,6 +146,9 @@ pub struct ServeArgs {
     /// Most idempotency keys remembered; the oldest expire first.
     #[arg(long, env = "EVLOG_IDEMPOTENCY_MAX_KEYS", default_value_t = Limits::default().idempotency.max_keys)]
     pub idempotency_max_keys: u64,
+    /// Refuse every append (FAILED_PRECONDITION): serve a restored copy for reading only.
+    #[arg(long, env = "EVLOG_READ_ONLY")]
+    pub read_only: bool,
 }
 
 /// The HTTP port's offset from the gRPC port when `--http-listen` is not given.
@@ -203,6 +206,7 @@ impl ServeArgs {
             store_quick_repair: self.store_quick_repair,
             routes: parse_routes(&self.routes).map_err(|error| format!("--routes: {error}"))?,
             read_policy: self.read_policy,
+            read_only: self.read_only,
             limits: Limits {
                 max_event_bytes: self.max_event_bytes,
                 max_events_per_append: self.max_events_per_append,

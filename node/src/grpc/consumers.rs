@@ -203,6 +203,7 @@ pub fn info_to_wire(info: ConsumerInfo) -> pb::ConsumerInfo {
         redriven_total: stats.redriven_total,
         tracked: stats.tracked,
         frontier: record.frontier,
+        epoch: info.epoch,
         members: info
             .members
             .into_iter()

@@ -187,10 +187,12 @@ pub fn subscription_item(item: SubscriptionItem) -> pb::SubscribeResponse {
             served_by,
             head_position,
             next_from,
+            epoch,
         } => Item::Subscribed(pb::Subscribed {
             served_by,
             head_position,
             next_from,
+            epoch,
         }),
         SubscriptionItem::Events { events, next_from } => Item::Events(pb::EventBatch {
             events: events.into_iter().map(recorded_event).collect(),
@@ -292,6 +294,7 @@ pub fn status_response(status: &NodeStatus, http_address: &str) -> pb::StatusRes
         not_serving_reason: status.not_serving_reason().unwrap_or_default(),
         voting: status.voting,
         http_address: http_address.to_string(),
+        epoch: status.epoch,
     }
 }
 

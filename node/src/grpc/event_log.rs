@@ -121,6 +121,7 @@ impl EventLog for EventLogGrpc {
             head_position: page.applied.head_position,
             served_by: self.service.node_id(),
             next_from: page.next_from,
+            epoch: page.applied.epoch,
         }))
     }
 

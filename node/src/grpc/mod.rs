@@ -11,4 +11,5 @@ pub mod consumers;
 pub mod convert;
 pub mod event_log;
 pub mod forward;
+pub mod maintenance;
 pub mod status;

@@ -80,6 +80,8 @@ pub struct NodeStatus {
     pub snapshot_index: u64,
     pub purged_index: u64,
     pub head_position: u64,
+    /// The log's epoch (raised by a restore from a backup).
+    pub epoch: u64,
     pub members: Vec<MemberStatus>,
     /// On the leader: how long since a quorum last acknowledged it (none before the first).
     pub since_quorum_ack: Option<Duration>,
@@ -519,6 +521,7 @@ impl RaftHandle {
             snapshot_index: metrics.snapshot.map(|id| id.index).unwrap_or(0),
             purged_index: metrics.purged.map(|id| id.index).unwrap_or(0),
             head_position: applied.head_position,
+            epoch: applied.epoch,
             members,
             since_quorum_ack: metrics
                 .last_quorum_acked

@@ -89,6 +89,8 @@ pub struct EventLogService {
     /// How long an append refused for want of a settled leader is retried before it fails.
     settle_timeout: Duration,
     subscriptions: Subscriptions,
+    /// Refuse every append (a sandbox restored from a backup, `--read-only`).
+    read_only: bool,
 }
 
 fn now_ms() -> u64 {
@@ -106,6 +108,7 @@ impl EventLogService {
         request_timeout: Duration,
         settle_timeout: Duration,
         subscriptions: Subscriptions,
+        read_only: bool,
     ) -> Self {
         Self {
             handle,
@@ -114,7 +117,20 @@ impl EventLogService {
             request_timeout,
             settle_timeout,
             subscriptions,
+            read_only,
         }
+    }
+
+    /// Refuses a write on a read-only node.
+    fn writable(&self) -> Result<(), ServiceError> {
+        if self.read_only {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "node {} is read-only (--read-only, or a sandbox restored from a backup): it \
+                 takes no appends",
+                self.handle.node_id()
+            )));
+        }
+        Ok(())
     }
 
     pub fn node_id(&self) -> u64 {
@@ -138,6 +154,7 @@ impl EventLogService {
         request: AppendRequest,
         forwarded: bool,
     ) -> Result<Appended, ServiceError> {
+        self.writable()?;
         append::validate(&request, &self.limits)?;
         let started = Instant::now();
         let deadline = started + self.request_timeout;
@@ -198,6 +215,7 @@ impl EventLogService {
         requests: Vec<AppendRequest>,
         forwarded: bool,
     ) -> Result<Vec<Result<Appended, ServiceError>>, ServiceError> {
+        self.writable()?;
         if requests.is_empty() {
             return Err(ServiceError::InvalidArgument(
                 "an AppendMany needs at least one append".to_string(),
@@ -355,6 +373,11 @@ impl EventLogService {
             ))),
             n => Ok(n),
         }
+    }
+
+    /// Waits until this node may serve a read at `consistency` (for other services' reads).
+    pub async fn wait_for(&self, consistency: Consistency) -> Result<(), ServiceError> {
+        self.reach_consistency(consistency).await
     }
 
     /// Waits until this node may serve a read at `consistency`.

@@ -6,6 +6,7 @@
 //! - `subscribe.rs`: subscriptions, a cursor over the applied log.
 //! - `consumers/`: consumer groups (the service, and each group's dispatcher on the leader).
 //! - `cluster.rs`: status and membership.
+//! - `maintenance.rs`: backups.
 //! - `append.rs`: an append's request, validation, fingerprint and command (pure).
 //! - `forward.rs`: the trait a transport implements to hand requests to the leader.
 //! - `error.rs`: [`ServiceError`], one variant per kind; `grpc/status.rs` maps it to the wire.
@@ -16,6 +17,7 @@ pub mod consumers;
 pub mod error;
 pub mod event_log;
 pub mod forward;
+pub mod maintenance;
 pub mod subscribe;
 
 pub use error::ServiceError;

@@ -68,6 +68,8 @@ pub enum SubscriptionItem {
         served_by: u64,
         head_position: u64,
         next_from: u64,
+        /// The log's epoch (raised by a restore from a backup).
+        epoch: u64,
     },
     Events {
         events: Vec<RecordedEvent>,
@@ -314,6 +316,7 @@ pub async fn subscribe(
         served_by: handle.node_id(),
         head_position: start.head_position,
         next_from: start.next_from,
+        epoch: handle.applied().epoch,
     };
     Ok(Subscription {
         reader,

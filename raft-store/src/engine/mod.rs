@@ -18,6 +18,7 @@
 //! data), and a broken invariant means the code or the disk is wrong. [`Engine::failure`] says
 //! why; the node then exits.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ use crate::types::AppliedState;
 mod open;
 mod stats;
 mod writer;
+
+pub use open::RestoreError;
 
 /// Most ops carried out in one transaction.
 pub const MAX_BATCH_OPS: usize = 1024;
@@ -444,6 +447,20 @@ impl Engine {
             .store(false, std::sync::atomic::Ordering::Release);
         Ok(())
     }
+}
+
+/// Creates a new store in `config.data_dir` (absent or empty; anything in it is refused)
+/// holding the backup file `file` as the state of a new cluster of `members` (node id ->
+/// address; `config.node_id` among them), at log epoch `epoch` (default: the backup's plus
+/// one). The file is checked whole (checksum) before anything commits; nothing is left behind
+/// on failure. Blocking.
+pub fn restore(
+    config: &StoreConfig,
+    file: &Path,
+    members: &BTreeMap<u64, String>,
+    epoch: Option<u64>,
+) -> Result<crate::snapshot::BackupSummary, RestoreError> {
+    open::restore(config, file, members, epoch)
 }
 
 /// Runs `work` on a blocking thread (every redb transaction off the tokio workers).

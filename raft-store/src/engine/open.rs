@@ -69,6 +69,7 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
     let applied = AppliedState {
         log_index: machine.last_applied.map(|id| id.index).unwrap_or(0),
         head_position: machine.head_position,
+        epoch: machine.epoch,
     };
     let tail = Tail {
         pending: BTreeMap::new(),
@@ -358,6 +359,10 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         None => 0,
         Some(value) => codec::decode_u64("head position", value.value()).map_err(corrupt)?,
     };
+    let epoch = match sm.get(sm_key::EPOCH)? {
+        None => 0,
+        Some(value) => codec::decode_u64("epoch", value.value()).map_err(corrupt)?,
+    };
     let events = txn.open_table(EVENTS)?;
     let (last_event, last_timestamp_ms) = match events.last()? {
         None => (0, 0),
@@ -376,5 +381,80 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         membership,
         head_position,
         last_timestamp_ms,
+        epoch,
     })
+}
+
+/// Creates a new store in `config.data_dir` (absent or empty) holding the backup at `file` as
+/// the state of a new cluster of `members` (node id -> address), at `epoch` (default: the
+/// backup's plus one). Nothing is left behind on failure; on success the store is durable and
+/// its node starts from it with `evlog serve` like any restarted node.
+pub(super) fn restore(
+    config: &StoreConfig,
+    file: &Path,
+    members: &BTreeMap<u64, String>,
+    epoch: Option<u64>,
+) -> Result<crate::snapshot::BackupSummary, RestoreError> {
+    let data_dir = &config.data_dir;
+    if let Ok(mut entries) = std::fs::read_dir(data_dir)
+        && entries.next().is_some()
+    {
+        return Err(RestoreError::NotEmpty(data_dir.clone()));
+    }
+    if !members.contains_key(&config.node_id) {
+        return Err(RestoreError::NotAMember(config.node_id));
+    }
+    let created_dir = !data_dir.exists();
+    let restored = restore_into(config, file, members, epoch);
+    if restored.is_err() {
+        // Leave the directory as it was: absent, or empty.
+        let db_path = data_dir.join(crate::schema::DATABASE_FILE);
+        std::fs::remove_file(&db_path).ok();
+        std::fs::remove_dir(data_dir.join("snapshots")).ok();
+        if created_dir {
+            std::fs::remove_dir(data_dir).ok();
+        }
+    }
+    restored
+}
+
+fn restore_into(
+    config: &StoreConfig,
+    file: &Path,
+    members: &BTreeMap<u64, String>,
+    epoch: Option<u64>,
+) -> Result<crate::snapshot::BackupSummary, RestoreError> {
+    let data_dir = config.data_dir.clone();
+    let dir_error = |source| OpenError::Directory {
+        path: data_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
+    std::fs::create_dir_all(data_dir.join("snapshots")).map_err(dir_error)?;
+    let config = StoreConfig {
+        founding: false,
+        ..config.clone()
+    };
+    let db = open_database(&config)?;
+    check_identity(&db, &config).map_err(|e| e.with_path(&data_dir))?;
+    let txn = db.begin_write().map_err(crate::error::io_error)?;
+    let summary = crate::snapshot::restore(&txn, file, members, epoch)?;
+    txn.commit().map_err(crate::error::io_error)?;
+    Ok(summary)
+}
+
+/// Why a restore was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(
+        "data directory {0} is not empty; a restore creates a new store (give an empty or new \
+         directory)"
+    )]
+    NotEmpty(PathBuf),
+    #[error("node {0} is not one of the restored cluster's members (--peers)")]
+    NotAMember(u64),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("cannot restore the backup: {0}")]
+    Backup(#[from] std::io::Error),
 }

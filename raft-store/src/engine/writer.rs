@@ -208,6 +208,7 @@ fn publish_machine(shared: &Shared, machine: &MachineMeta) {
     let applied = AppliedState {
         log_index: machine.last_applied.map(|id| id.index).unwrap_or(0),
         head_position: machine.head_position,
+        epoch: machine.epoch,
     };
     *shared.machine() = machine.clone();
     shared.applied.send_if_modified(|current| {

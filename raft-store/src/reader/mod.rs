@@ -172,6 +172,16 @@ impl EventReader {
         result
     }
 
+    /// The state machine as it is now, for a backup: what it holds (read from the same read
+    /// transaction) and the transaction as snapshot data (`snapshot::chunks` streams it). The
+    /// transaction keeps the pages it sees from being reused until it is dropped.
+    pub async fn backup(
+        &self,
+    ) -> Result<(crate::snapshot::BackupHeader, crate::SnapshotData), StoreError> {
+        let shared = Arc::clone(&self.shared);
+        blocking(move || crate::snapshot::backup_view(&shared.db).map_err(StoreError::from)).await
+    }
+
     /// What has been applied and shown to readers.
     pub fn applied(&self) -> AppliedState {
         *self.shared.applied.borrow()

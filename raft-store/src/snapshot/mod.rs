@@ -14,9 +14,10 @@
 //!
 //! Wire and file layout (all integers little-endian):
 //! ```text
-//! magic "EVLSNAP1" | u32 format version
+//! magic "EVLSNAP1" | u32 format version (`SNAPSHOT_FORMAT_VERSION`, 6; 3 to 5 are read too)
 //! record*          | u8 tag | u32 length | length bytes
-//!   tag 1 header   : codec record: optional last-applied log id, membership, head position
+//!   tag 1 header   : codec record: optional last-applied log id, membership, head position,
+//!                    log epoch (format 6 on; earlier formats: epoch 0)
 //!   tag 2 event    : u64 position | codec event record
 //!   tag 4 key      : u32 key length | idempotency key | codec idempotency record
 //!   tag 5 consumer : u32 name length | group name | consumer record
@@ -27,6 +28,9 @@
 //! The stream index (which is also every stream's summary) and the idempotency expiry order are
 //! not shipped: install rebuilds them. (Tag 3 held format 2's stream summaries; format 3 has
 //! none.)
+//!
+//! A backup (`backup.rs`) is a snapshot file: the same bytes, written by a client from a live
+//! snapshot it was streamed; a restore installs it with a new membership and epoch.
 
 use std::fs::File;
 use std::io;
@@ -52,17 +56,21 @@ use crate::schema::CONSUMERS;
 use crate::schema::DEAD_LETTERS;
 use crate::schema::EVENTS;
 use crate::schema::FORMAT_3;
-use crate::schema::FORMAT_4;
-use crate::schema::FORMAT_VERSION;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
 use crate::schema::SM_META;
+use crate::schema::SNAPSHOT_FORMAT_VERSION;
 use crate::schema::STREAM_INDEX;
 use crate::schema::sm_key;
 use crate::type_config::SnapshotMeta;
 
+mod backup;
 mod data;
 
+pub use backup::BackupHeader;
+pub use backup::BackupSummary;
+pub(crate) use backup::restore;
+pub use backup::verify_file;
 pub use data::SnapshotData;
 
 const MAGIC: &[u8; 8] = b"EVLSNAP1";
@@ -91,7 +99,7 @@ impl<W: Write> SnapshotWriter<W> {
             records: 0,
         };
         writer.raw(MAGIC)?;
-        writer.raw(&FORMAT_VERSION.to_le_bytes())?;
+        writer.raw(&SNAPSHOT_FORMAT_VERSION.to_le_bytes())?;
         Ok(writer)
     }
 
@@ -126,6 +134,12 @@ struct SnapshotReader {
     input: BufReader<File>,
     hasher: crc32fast::Hasher,
     records: u64,
+    /// The file's format version.
+    version: u32,
+    /// Bytes read so far.
+    bytes: u64,
+    /// The CRC-32 stored in the trailer, once it has been read and checked.
+    checksum: Option<u32>,
 }
 
 enum Record {
@@ -151,6 +165,9 @@ impl SnapshotReader {
             input: BufReader::with_capacity(1 << 20, File::open(path)?),
             hasher: crc32fast::Hasher::new(),
             records: 0,
+            version: 0,
+            bytes: 0,
+            checksum: None,
         };
         let mut magic = [0u8; 8];
         reader.raw(&mut magic)?;
@@ -160,20 +177,30 @@ impl SnapshotReader {
         let mut version = [0u8; 4];
         reader.raw(&mut version)?;
         let version = u32::from_le_bytes(version);
-        // A format 3 or 4 snapshot (from a leader not yet upgraded) holds what format 5
-        // reads.
-        if version != FORMAT_VERSION && version != FORMAT_3 && version != FORMAT_4 {
+        // A snapshot of formats 3 to 5 (from a leader not yet upgraded) holds what format 6
+        // reads, at epoch 0.
+        if !(FORMAT_3..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(invalid(format!(
-                "format version {version}, this evlog reads {FORMAT_3} to {FORMAT_VERSION}"
+                "format version {version}, this evlog reads {FORMAT_3} to {SNAPSHOT_FORMAT_VERSION}"
             )));
         }
+        reader.version = version;
         Ok(reader)
     }
 
     fn raw(&mut self, buffer: &mut [u8]) -> io::Result<()> {
         self.input.read_exact(buffer)?;
         self.hasher.update(buffer);
+        self.bytes += buffer.len() as u64;
         Ok(())
+    }
+
+    /// The first record, which must be the header.
+    fn header(&mut self) -> io::Result<Header> {
+        match self.next()? {
+            Record::Header(header) => decode_header(&header, self.version),
+            _ => Err(invalid("first record is not the header")),
+        }
     }
 
     fn next(&mut self) -> io::Result<Record> {
@@ -185,9 +212,11 @@ impl SnapshotReader {
             let expected = self.hasher.clone().finalize();
             let mut stored = [0u8; 4];
             self.input.read_exact(&mut stored)?;
+            self.bytes += 4;
             if u32::from_le_bytes(stored) != expected {
                 return Err(invalid("checksum mismatch"));
             }
+            self.checksum = Some(expected);
             if u64::from_le_bytes(count) != self.records {
                 return Err(invalid("record count mismatch"));
             }
@@ -255,21 +284,33 @@ fn named(body: &[u8]) -> io::Result<(String, Vec<u8>)> {
     Ok((name, body[4 + name_len..].to_vec()))
 }
 
-fn encode_header(meta: &SnapshotMeta, head_position: u64) -> Vec<u8> {
+/// A snapshot's header record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Header {
+    meta: SnapshotMeta,
+    head_position: u64,
+    epoch: u64,
+}
+
+fn encode_header(header: &Header) -> Vec<u8> {
     let mut writer = codec::Writer::new();
-    match meta.last_log_id {
+    match header.meta.last_log_id {
         None => writer.u8(0),
         Some(log_id) => {
             writer.u8(1);
             writer.bytes(&codec::encode_log_id(&log_id));
         }
     }
-    writer.bytes(&codec::encode_stored_membership(&meta.last_membership));
-    writer.u64(head_position);
+    writer.bytes(&codec::encode_stored_membership(
+        &header.meta.last_membership,
+    ));
+    writer.u64(header.head_position);
+    writer.u64(header.epoch);
     writer.finish()
 }
 
-fn decode_header(record: &[u8]) -> io::Result<(SnapshotMeta, u64)> {
+/// A header of a file of format `version` (before 6: no epoch, so 0).
+fn decode_header(record: &[u8], version: u32) -> io::Result<Header> {
     let mut reader = codec::Reader::new("snapshot header", record)?;
     let last_log_id = match reader.u8()? {
         0 => None,
@@ -278,26 +319,39 @@ fn decode_header(record: &[u8]) -> io::Result<(SnapshotMeta, u64)> {
     };
     let last_membership = codec::decode_stored_membership(reader.bytes()?)?;
     let head_position = reader.u64()?;
+    let epoch = if version >= SNAPSHOT_FORMAT_VERSION {
+        reader.u64()?
+    } else {
+        0
+    };
     reader.end()?;
-    Ok((
-        SnapshotMeta {
+    Ok(Header {
+        meta: SnapshotMeta {
             last_log_id,
             last_membership,
         },
         head_position,
-    ))
+        epoch,
+    })
 }
 
 /// The state machine as it is now, as a snapshot (its meta has no log id before anything was
 /// applied).
 pub(crate) fn live(db: &redb::Database) -> io::Result<(SnapshotMeta, SnapshotData)> {
     let txn = db.begin_read().map_err(io_error)?;
-    let (meta, _) = read_meta_of(&txn)?;
-    Ok((meta, SnapshotData::Live(Arc::new(txn))))
+    let header = read_header_of(&txn)?;
+    Ok((header.meta, SnapshotData::Live(Arc::new(txn))))
 }
 
-/// The snapshot meta and head position a read transaction sees.
-fn read_meta_of(txn: &ReadTransaction) -> io::Result<(SnapshotMeta, u64)> {
+/// The state machine as it is now, for a backup: its header and the read transaction.
+pub(crate) fn backup_view(db: &redb::Database) -> io::Result<(BackupHeader, SnapshotData)> {
+    let txn = db.begin_read().map_err(io_error)?;
+    let header = read_header_of(&txn)?;
+    Ok((BackupHeader::of(&header), SnapshotData::Live(Arc::new(txn))))
+}
+
+/// The header of the snapshot a read transaction sees.
+fn read_header_of(txn: &ReadTransaction) -> io::Result<Header> {
     let sm = txn.open_table(SM_META).map_err(io_error)?;
     let last_log_id = match sm.get(sm_key::LAST_APPLIED).map_err(io_error)? {
         None => None,
@@ -311,13 +365,18 @@ fn read_meta_of(txn: &ReadTransaction) -> io::Result<(SnapshotMeta, u64)> {
         None => 0,
         Some(value) => codec::decode_u64("head position", value.value())?,
     };
-    Ok((
-        SnapshotMeta {
+    let epoch = match sm.get(sm_key::EPOCH).map_err(io_error)? {
+        None => 0,
+        Some(value) => codec::decode_u64("epoch", value.value())?,
+    };
+    Ok(Header {
+        meta: SnapshotMeta {
             last_log_id,
             last_membership,
         },
         head_position,
-    ))
+        epoch,
+    })
 }
 
 /// Writes the snapshot's bytes (the layout above) to `out`: a live snapshot's records as its
@@ -331,9 +390,9 @@ pub fn write_to(data: &SnapshotData, out: impl Write) -> io::Result<()> {
         }
         SnapshotData::Live(txn) => txn,
     };
-    let (meta, head_position) = read_meta_of(txn)?;
+    let header = read_header_of(txn)?;
     let mut writer = SnapshotWriter::new(out)?;
-    writer.record(TAG_HEADER, &[&encode_header(&meta, head_position)])?;
+    writer.record(TAG_HEADER, &[&encode_header(&header)])?;
     let events = txn.open_table(EVENTS).map_err(io_error)?;
     for item in events.iter().map_err(io_error)? {
         let (position, value) = item.map_err(io_error)?;
@@ -395,14 +454,22 @@ pub fn write_file(data: &SnapshotData, path: &Path) -> io::Result<()> {
         .sync_all()
 }
 
+/// How long the serializing of [`chunks`] waits for the receiver to take a chunk before it
+/// gives up: a receiver that stopped taking them (a stalled client) must not hold the read
+/// transaction and the blocking thread for good.
+pub const CHUNK_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The snapshot's bytes in chunks of about `chunk_bytes`, serialized on a blocking thread at the
 /// pace the receiver takes them (two chunks ahead at most). A failure ends the chunks with the
-/// error; dropping the receiver stops the serializing.
+/// error; dropping the receiver, or not taking a chunk for [`CHUNK_STALL_TIMEOUT`], stops the
+/// serializing (and drops the snapshot's read transaction).
 pub fn chunks(data: SnapshotData, chunk_bytes: usize) -> mpsc::Receiver<io::Result<Bytes>> {
     let (sender, receiver) = mpsc::channel(2);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let mut sink = ChunkSink {
             sender: sender.clone(),
+            runtime,
             buffer: Vec::with_capacity(chunk_bytes),
             chunk_bytes,
         };
@@ -417,6 +484,7 @@ pub fn chunks(data: SnapshotData, chunk_bytes: usize) -> mpsc::Receiver<io::Resu
 /// Collects written bytes into chunks and hands each full one to the channel.
 struct ChunkSink {
     sender: mpsc::Sender<io::Result<Bytes>>,
+    runtime: tokio::runtime::Handle,
     buffer: Vec<u8>,
     chunk_bytes: usize,
 }
@@ -427,9 +495,24 @@ impl ChunkSink {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.chunk_bytes));
-        self.sender
-            .blocking_send(Ok(Bytes::from(chunk)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "snapshot transfer ended"))
+        let sent = self.runtime.block_on(tokio::time::timeout(
+            CHUNK_STALL_TIMEOUT,
+            self.sender.send(Ok(Bytes::from(chunk))),
+        ));
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "snapshot transfer ended",
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the receiver took no snapshot chunk for {} s",
+                    CHUNK_STALL_TIMEOUT.as_secs()
+                ),
+            )),
+        }
     }
 }
 
@@ -450,6 +533,7 @@ impl Write for ChunkSink {
 /// What an install wrote.
 pub(crate) struct Installed {
     pub head_position: u64,
+    pub epoch: u64,
 }
 
 /// Replaces the state machine with the snapshot in the file at `path`, inside `txn`. The
@@ -461,21 +545,44 @@ pub(crate) fn install(
     path: &Path,
 ) -> io::Result<Installed> {
     let mut reader = SnapshotReader::open(path)?;
-    let head_position = match reader.next()? {
-        Record::Header(header) => {
-            let (file_meta, head_position) = decode_header(&header)?;
-            if &file_meta != meta {
-                return Err(invalid(format!("file holds {file_meta}, expected {meta}")));
-            }
-            head_position
-        }
-        _ => return Err(invalid("first record is not the header")),
-    };
+    let header = reader.header()?;
+    if &header.meta != meta {
+        return Err(invalid(format!(
+            "file holds {}, expected {meta}",
+            header.meta
+        )));
+    }
+    replace_state(txn, &mut reader, &header)?;
+    Ok(Installed {
+        head_position: header.head_position,
+        epoch: header.epoch,
+    })
+}
+
+/// What a snapshot file's records hold, counted while they are read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    events: u64,
+    idempotency_keys: u64,
+    consumer_groups: u64,
+    pending: u64,
+    dead_letters: u64,
+}
+
+/// Replaces every state-machine table inside `txn` with the records `reader` has left, and
+/// the state-machine facts with `header`'s. Fails (so `txn` must not commit) on any record
+/// that does not decode, on events out of order or not ending at the header's head, and on a
+/// bad checksum.
+fn replace_state(
+    txn: &WriteTransaction,
+    reader: &mut SnapshotReader,
+    header: &Header,
+) -> io::Result<Counts> {
     txn.delete_table(EVENTS).map_err(io_error)?;
-    txn.delete_table(STREAM_INDEX).map_err(io_error)?;
     txn.delete_table(IDEMPOTENCY).map_err(io_error)?;
-    txn.delete_table(IDEMPOTENCY_ORDER).map_err(io_error)?;
     txn.delete_table(CONSUMERS).map_err(io_error)?;
+    txn.delete_table(STREAM_INDEX).map_err(io_error)?;
+    txn.delete_table(IDEMPOTENCY_ORDER).map_err(io_error)?;
     txn.delete_table(CONSUMER_PENDING).map_err(io_error)?;
     txn.delete_table(DEAD_LETTERS).map_err(io_error)?;
     let mut consumers = txn.open_table(CONSUMERS).map_err(io_error)?;
@@ -485,6 +592,100 @@ pub(crate) fn install(
     let mut index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
     let mut keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
     let mut key_order = txn.open_table(IDEMPOTENCY_ORDER).map_err(io_error)?;
+    let counts = read_records(reader, header, |record| {
+        match record {
+            Checked::Event {
+                position,
+                stream,
+                version,
+                record,
+            } => {
+                events.insert(position, record).map_err(io_error)?;
+                index
+                    .insert((stream, version), position)
+                    .map_err(io_error)?;
+            }
+            Checked::Key { key, order, record } => {
+                keys.insert(key, record).map_err(io_error)?;
+                key_order.insert(order, key).map_err(io_error)?;
+            }
+            Checked::Consumer { name, record } => {
+                consumers.insert(name, record).map_err(io_error)?;
+            }
+            Checked::GroupRow {
+                tag,
+                name,
+                key,
+                record,
+            } => {
+                let table = if tag == TAG_PENDING {
+                    &mut pending
+                } else {
+                    &mut dead_letters
+                };
+                table.insert((name, key), record).map_err(io_error)?;
+            }
+        }
+        Ok(())
+    })?;
+    let mut sm = txn.open_table(SM_META).map_err(io_error)?;
+    match header.meta.last_log_id {
+        Some(log_id) => sm.insert(
+            sm_key::LAST_APPLIED,
+            codec::encode_log_id(&log_id).as_slice(),
+        ),
+        None => sm.remove(sm_key::LAST_APPLIED),
+    }
+    .map_err(io_error)?;
+    sm.insert(
+        sm_key::MEMBERSHIP,
+        codec::encode_stored_membership(&header.meta.last_membership).as_slice(),
+    )
+    .map_err(io_error)?;
+    sm.insert(
+        sm_key::HEAD_POSITION,
+        codec::encode_u64(header.head_position).as_slice(),
+    )
+    .map_err(io_error)?;
+    sm.insert(sm_key::EPOCH, codec::encode_u64(header.epoch).as_slice())
+        .map_err(io_error)?;
+    Ok(counts)
+}
+
+/// A record after the header, decoded and checked.
+enum Checked<'a> {
+    Event {
+        position: u64,
+        stream: &'a str,
+        version: u64,
+        record: &'a [u8],
+    },
+    Key {
+        key: &'a str,
+        order: u64,
+        record: &'a [u8],
+    },
+    Consumer {
+        name: &'a str,
+        record: &'a [u8],
+    },
+    GroupRow {
+        tag: u8,
+        name: &'a str,
+        key: u64,
+        record: &'a [u8],
+    },
+}
+
+/// Reads every record after the header to the trailer, decoding and checking each (events in
+/// position order up to the header's head position), hands each to `visit`, and counts them.
+/// The checksum is checked at the trailer, so an error may come after `visit` saw records.
+fn read_records(
+    reader: &mut SnapshotReader,
+    header: &Header,
+    mut visit: impl FnMut(Checked<'_>) -> io::Result<()>,
+) -> io::Result<Counts> {
+    let mut counts = Counts::default();
     let mut last_position = 0;
     loop {
         match reader.next()? {
@@ -495,68 +696,65 @@ pub(crate) fn install(
                     return Err(invalid("event positions out of order"));
                 }
                 last_position = position;
-                events
-                    .insert(position, record.as_slice())
-                    .map_err(io_error)?;
-                index
-                    .insert((event.stream.as_str(), event.stream_version), position)
-                    .map_err(io_error)?;
+                counts.events += 1;
+                visit(Checked::Event {
+                    position,
+                    stream: &event.stream,
+                    version: event.stream_version,
+                    record: &record,
+                })?;
             }
             Record::Key(key, record) => {
                 let decoded = codec::decode_idempotent_record(&record)?;
-                keys.insert(key.as_str(), record.as_slice())
-                    .map_err(io_error)?;
-                key_order
-                    .insert(decoded.order, key.as_str())
-                    .map_err(io_error)?;
+                counts.idempotency_keys += 1;
+                visit(Checked::Key {
+                    key: &key,
+                    order: decoded.order,
+                    record: &record,
+                })?;
             }
             Record::Consumer(name, record) => {
                 crate::consumer::decode::<crate::consumer::ConsumerRecord>(
                     "consumer group",
                     &record,
                 )?;
-                consumers
-                    .insert(name.as_str(), record.as_slice())
-                    .map_err(io_error)?;
+                counts.consumer_groups += 1;
+                visit(Checked::Consumer {
+                    name: &name,
+                    record: &record,
+                })?;
             }
             Record::GroupRow(tag, name, key, record) => {
-                let table = if tag == TAG_PENDING {
-                    &mut pending
+                if tag == TAG_PENDING {
+                    crate::consumer::decode::<crate::consumer::PendingRecord>(
+                        "pending event",
+                        &record,
+                    )?;
+                    counts.pending += 1;
                 } else {
-                    &mut dead_letters
-                };
-                table
-                    .insert((name.as_str(), key), record.as_slice())
-                    .map_err(io_error)?;
+                    crate::consumer::decode::<crate::consumer::DeadLetterRecord>(
+                        "dead letter",
+                        &record,
+                    )?;
+                    counts.dead_letters += 1;
+                }
+                visit(Checked::GroupRow {
+                    tag,
+                    name: &name,
+                    key,
+                    record: &record,
+                })?;
             }
             Record::End => break,
         }
     }
-    if last_position != head_position {
+    if last_position != header.head_position {
         return Err(invalid(format!(
-            "last event {last_position} but head position {head_position}"
+            "last event {last_position} but head position {}",
+            header.head_position
         )));
     }
-    let mut sm = txn.open_table(SM_META).map_err(io_error)?;
-    match meta.last_log_id {
-        Some(log_id) => sm.insert(
-            sm_key::LAST_APPLIED,
-            codec::encode_log_id(&log_id).as_slice(),
-        ),
-        None => sm.remove(sm_key::LAST_APPLIED),
-    }
-    .map_err(io_error)?;
-    sm.insert(
-        sm_key::MEMBERSHIP,
-        codec::encode_stored_membership(&meta.last_membership).as_slice(),
-    )
-    .map_err(io_error)?;
-    sm.insert(
-        sm_key::HEAD_POSITION,
-        codec::encode_u64(head_position).as_slice(),
-    )
-    .map_err(io_error)?;
-    Ok(Installed { head_position })
+    Ok(counts)
 }
 
 /// Removes what an earlier run left in the snapshot directory: received files not installed,

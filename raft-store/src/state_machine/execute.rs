@@ -344,6 +344,7 @@ pub(crate) fn install(
     machine.last_applied = meta.last_log_id;
     machine.membership = meta.last_membership.clone();
     machine.head_position = installed.head_position;
+    machine.epoch = installed.epoch;
     let events = txn.open_table(EVENTS).map_err(StoreError::db)?;
     machine.last_timestamp_ms = match events.last().map_err(StoreError::db)? {
         None => 0,

@@ -34,4 +34,6 @@ pub struct MachineMeta {
     pub head_position: u64,
     /// The timestamp of the last event (0 with none): apply never records an earlier one.
     pub last_timestamp_ms: u64,
+    /// The log's epoch: changed only by a snapshot install or a restore.
+    pub epoch: u64,
 }

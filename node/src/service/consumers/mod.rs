@@ -85,6 +85,8 @@ pub struct ConsumerInfo {
     pub members: Vec<MemberInfo>,
     /// When the lag was measured (ms since the Unix epoch).
     pub now_ms: u64,
+    /// The log's epoch the group's positions belong to.
+    pub epoch: u64,
 }
 
 /// A dead letter with its event.
@@ -432,6 +434,7 @@ impl ConsumerService {
             ack_floor,
             members,
             now_ms: now_ms(),
+            epoch: self.handle.applied().epoch,
         })
     }
 

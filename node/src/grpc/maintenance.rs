@@ -1,0 +1,96 @@
+//! `evlog.v1.Maintenance` over gRPC: converts, calls the service, maps its errors.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use evlog_proto::v1 as pb;
+use evlog_proto::v1::maintenance_server::Maintenance;
+use futures::Stream;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use crate::grpc::status::to_status;
+use crate::service::maintenance::Backup;
+use crate::service::maintenance::MaintenanceService;
+
+pub struct MaintenanceGrpc {
+    service: Arc<MaintenanceService>,
+}
+
+impl MaintenanceGrpc {
+    pub fn new(service: Arc<MaintenanceService>) -> Self {
+        Self { service }
+    }
+}
+
+pub type BackupStream = Pin<Box<dyn Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
+/// Where a backup stream is.
+enum Step {
+    Started(Backup, u64),
+    Data(Backup, u64),
+    Done,
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceGrpc {
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let request = request.into_inner();
+        let backup = self
+            .service
+            .backup(request.at_least_position)
+            .await
+            .map_err(|error| to_status(error, false))?;
+        let served_by = self.service.node_id();
+        // Pulled one chunk at a time as HTTP/2 flow control lets the response go on; the
+        // serializing waits for it (and gives up when the client stalls, see
+        // `snapshot::CHUNK_STALL_TIMEOUT`).
+        let chunks = futures::stream::unfold(Step::Started(backup, served_by), |step| async move {
+            use pb::backup_chunk::Item;
+            match step {
+                Step::Started(backup, served_by) => {
+                    let header = &backup.header;
+                    let started = pb::BackupStarted {
+                        served_by,
+                        applied_term: header.last_log_id.map_or(0, |id| id.leader_id.term),
+                        applied_index: header.last_log_id.map_or(0, |id| id.index),
+                        head_position: header.head_position,
+                        epoch: header.epoch,
+                        estimated_bytes: backup.estimated_bytes,
+                    };
+                    let item = pb::BackupChunk {
+                        item: Some(Item::Started(started)),
+                    };
+                    Some((Ok(item), Step::Data(backup, 0)))
+                }
+                Step::Data(mut backup, sent) => match backup.chunks.recv().await {
+                    Some(Ok(data)) => {
+                        let sent = sent + data.len() as u64;
+                        let item = pb::BackupChunk {
+                            item: Some(Item::Data(data)),
+                        };
+                        Some((Ok(item), Step::Data(backup, sent)))
+                    }
+                    Some(Err(error)) => Some((
+                        Err(Status::internal(format!("backup failed: {error}"))),
+                        Step::Done,
+                    )),
+                    None => {
+                        let item = pb::BackupChunk {
+                            item: Some(Item::Finished(pb::BackupFinished { bytes: sent })),
+                        };
+                        Some((Ok(item), Step::Done))
+                    }
+                },
+                Step::Done => None,
+            }
+        });
+        Ok(Response::new(Box::pin(chunks)))
+    }
+}
