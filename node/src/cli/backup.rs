@@ -103,19 +103,10 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
             out.display()
         );
     }
-    let mut endpoints = args.client.endpoints.clone();
-    if let Some(endpoint) = &args.endpoint {
-        endpoints = vec![endpoint.clone()];
-    }
-    let client = ClientArgs {
-        endpoints,
-        json: args.client.json,
-        timeout_ms: args.client.timeout_ms,
-    }
-    .client()?;
-    // Everything acknowledged before the backup began is at or below the linearizable head:
-    // the serving node waits until it has applied it.
-    let head = client
+    let cluster = args.client.client()?;
+    // Everything acknowledged before the backup began is at or below the linearizable head
+    // (asked of any node): the serving node waits until it has applied it.
+    let head = cluster
         .read(pb::ReadRequest {
             target: Some(pb::read_request::Target::All(pb::AllStreams {})),
             max_count: 1,
@@ -126,6 +117,15 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .head_position;
+    let client = match &args.endpoint {
+        Some(endpoint) => ClientArgs {
+            endpoints: vec![endpoint.clone()],
+            json: args.client.json,
+            timeout_ms: args.client.timeout_ms,
+        }
+        .client()?,
+        None => cluster,
+    };
     let started = std::time::Instant::now();
     let partial = partial_path(&out);
     let mut last_error = None;
