@@ -15,6 +15,7 @@
 //! | `store::apply` | a batch applying entries, before its commit |
 //! | `store::snapshot-install` | a batch installing a snapshot, before its commit |
 //! | `store::snapshot-build` | building a snapshot (its view taken, not yet returned) |
+//! | `store::apply-divergent-event` | applying an event: with `return`, this replica stores the event with other data (a divergent replica, for `evlog verify`'s test; not a crash) |
 //! | `store::sync` | in the testing crash backend, at every `sync_data` (the commit's writes issued, not synced): `return(power-loss)` loses them with everything since the last sync |
 
 /// Aborts the process here when the point is armed with `return`; with `return(power-loss)`,
@@ -33,6 +34,19 @@ pub fn crash_point(name: &'static str) {
     }
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
+}
+
+/// Whether the point is armed with `return`: for faults that are not crashes (a divergent
+/// replica). Without the feature, never.
+#[inline]
+pub fn armed(name: &'static str) -> bool {
+    #[cfg(feature = "failpoints")]
+    return fail::eval(name, |_| ()).is_some();
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+        false
+    }
 }
 
 /// The argument of a failpoint's `return` that makes it a power cut: `return(power-loss)`.

@@ -145,7 +145,7 @@ async fn statuses(client: &EvlogClient) -> Vec<pb::StatusResponse> {
 
 /// The leader's status when an endpoint is the leader (it knows each member's replication),
 /// else the view of the node with the highest term.
-async fn leader_view(client: &EvlogClient) -> anyhow::Result<pb::StatusResponse> {
+pub(super) async fn leader_view(client: &EvlogClient) -> anyhow::Result<pb::StatusResponse> {
     best_view(statuses(client).await)
 }
 

@@ -21,6 +21,7 @@ pub mod serve;
 mod status;
 mod streams;
 mod tail;
+mod verify;
 
 pub use append::AppendArgs;
 pub use backup::BackupArgs;
@@ -33,6 +34,7 @@ pub use serve::ServeArgs;
 pub use status::StatusArgs;
 pub use streams::StreamsArgs;
 pub use tail::TailArgs;
+pub use verify::VerifyArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -70,6 +72,9 @@ pub enum CliCommand {
     /// Create a node's data directory from a backup (each member of the new cluster from the
     /// same file), or serve a backup read-only in a local sandbox (--sandbox).
     Restore(RestoreArgs),
+    /// Check that every member holds the same events (up to the lowest head among them), and
+    /// name the first position where one differs.
+    Verify(VerifyArgs),
     /// Drive a running cluster and report throughput and latency.
     Bench(crate::bench::BenchArgs),
 }
@@ -117,6 +122,7 @@ pub async fn run_client(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Consume(args) => consumer::consume(args).await,
         CliCommand::Backup(args) => backup::backup(args).await,
         CliCommand::Restore(args) => backup::restore(args).await,
+        CliCommand::Verify(args) => verify::verify(args).await,
         CliCommand::Serve(_) | CliCommand::Bench(_) => {
             anyhow::bail!("not a client command")
         }

@@ -93,4 +93,22 @@ impl Maintenance for MaintenanceGrpc {
         });
         Ok(Response::new(Box::pin(chunks)))
     }
+
+    async fn checksum(
+        &self,
+        request: Request<pb::ChecksumRequest>,
+    ) -> Result<Response<pb::ChecksumResponse>, Status> {
+        let request = request.into_inner();
+        let checksum = self
+            .service
+            .checksum(request.from_position, request.to_position, request.step)
+            .await
+            .map_err(|error| to_status(error, false))?;
+        Ok(Response::new(pb::ChecksumResponse {
+            served_by: self.service.node_id(),
+            events: checksum.events,
+            hash: checksum.hash,
+            checkpoints: checksum.checkpoints,
+        }))
+    }
 }

@@ -5,9 +5,10 @@
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
+use evlog_raft_store::reader::checksum::Checksum;
+use evlog_raft_store::reader::checksum::MAX_CHECKPOINTS;
 use evlog_raft_store::snapshot::BackupHeader;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
@@ -21,6 +22,9 @@ use crate::service::event_log::EventLogService;
 /// Most backups one node serves at once: each holds a read transaction (pages it sees are not
 /// reused until it ends) and a blocking thread.
 pub const MAX_CONCURRENT_BACKUPS: usize = 2;
+
+/// Most checksums one node computes at once (each reads a range of the log).
+pub const MAX_CONCURRENT_CHECKSUMS: usize = 2;
 
 /// Bytes per chunk of a backup stream (well under the response message limit).
 pub const BACKUP_CHUNK_BYTES: usize = 1 << 20;
@@ -40,6 +44,7 @@ pub struct MaintenanceService {
     handle: RaftHandle,
     event_log: Arc<EventLogService>,
     backups: Arc<Semaphore>,
+    checksums: Arc<Semaphore>,
     /// The node's database file (its size estimates a backup's).
     database_file: PathBuf,
 }
@@ -50,6 +55,7 @@ impl MaintenanceService {
             handle,
             event_log,
             backups: Arc::new(Semaphore::new(MAX_CONCURRENT_BACKUPS)),
+            checksums: Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKSUMS)),
             database_file: data_dir.join(evlog_raft_store::schema::DATABASE_FILE),
         }
     }
@@ -83,8 +89,36 @@ impl MaintenanceService {
             _permit: permit,
         })
     }
-}
 
-/// How long a backup stream may wait for the client to take its next chunk before it ends:
-/// a stalled client must not hold a read transaction forever.
-pub const BACKUP_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+    /// The running hash of this node's events at `from..=to` with a checkpoint every `step`
+    /// positions (0: none), once it has applied `to`.
+    pub async fn checksum(&self, from: u64, to: u64, step: u64) -> Result<Checksum, ServiceError> {
+        if from == 0 || to < from {
+            return Err(ServiceError::InvalidArgument(format!(
+                "positions {from}..={to}: give 1 <= from_position <= to_position"
+            )));
+        }
+        let span = to - from + 1;
+        let step = if step == 0 { span } else { step };
+        if span / step > MAX_CHECKPOINTS {
+            return Err(ServiceError::InvalidArgument(format!(
+                "{} checkpoints asked for; at most {MAX_CHECKPOINTS} (use a step of at least {})",
+                span / step,
+                span.div_ceil(MAX_CHECKPOINTS)
+            )));
+        }
+        let _permit = self.checksums.try_acquire().map_err(|_| {
+            ServiceError::Busy(format!(
+                "node {} computes {MAX_CONCURRENT_CHECKSUMS} checksums already; retry when one \
+                 ends",
+                self.handle.node_id()
+            ))
+        })?;
+        self.event_log.wait_for(Consistency::AtLeast(to)).await?;
+        let mut checksum = self.handle.reader().checksum(from, to, step).await?;
+        if step == span {
+            checksum.checkpoints.clear();
+        }
+        Ok(checksum)
+    }
+}

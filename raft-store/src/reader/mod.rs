@@ -19,6 +19,7 @@ use crate::types::AppliedState;
 use crate::types::RecordedEvent;
 use crate::types::StreamInfo;
 
+pub mod checksum;
 pub mod consumers;
 pub mod scan;
 mod seek;
@@ -180,6 +181,23 @@ impl EventReader {
     ) -> Result<(crate::snapshot::BackupHeader, crate::SnapshotData), StoreError> {
         let shared = Arc::clone(&self.shared);
         blocking(move || crate::snapshot::backup_view(&shared.db).map_err(StoreError::from)).await
+    }
+
+    /// The running hash of the events at positions `from..=to`, with a checkpoint after every
+    /// `step` positions (see `checksum.rs`). `from` ≥ 1, `to` ≥ `from`, `step` ≥ 1.
+    pub async fn checksum(
+        &self,
+        from: u64,
+        to: u64,
+        step: u64,
+    ) -> Result<checksum::Checksum, StoreError> {
+        if from == 0 || to < from || step == 0 {
+            return Err(StoreError::Invariant(format!(
+                "a checksum of positions {from}..={to} in steps of {step}"
+            )));
+        }
+        self.run(move |txn| checksum::checksum(txn, from, to, step))
+            .await
     }
 
     /// What has been applied and shown to readers.

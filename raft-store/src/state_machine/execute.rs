@@ -128,7 +128,10 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
         match mutation {
             Mutation::SetLastApplied(log_id) => machine.last_applied = Some(log_id),
             Mutation::SetMembership(membership) => machine.membership = membership,
-            Mutation::PutEvent(event) => {
+            Mutation::PutEvent(mut event) => {
+                if crate::failpoint::armed("store::apply-divergent-event") {
+                    event.data = bytes::Bytes::from_static(b"divergent replica");
+                }
                 self.events
                     .insert(event.position, codec::encode_event(&event).as_slice())
                     .map_err(StoreError::db)?;
