@@ -38,7 +38,27 @@ pub struct Limits {
     /// How long idempotency keys are remembered. The leader's setting travels in each append,
     /// so replicas expire keys identically even if their flags differ.
     pub idempotency: IdempotencyPolicy,
+    /// Whether the leader compresses events' data before proposing them.
+    pub compression: Compression,
 }
+
+/// Whether the leader compresses events' data (zstd) before it proposes them: the log, the
+/// replication and the stored events then carry the compressed bytes; reads decompress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    /// Never (the default: a node of an evlog before compression cannot read compressed
+    /// entries, so turn it on once every node runs this version).
+    #[default]
+    Off,
+    /// Every event whose data shrinks by at least an eighth.
+    On,
+    /// Events of at least 256 bytes of data whose data shrinks by at least an eighth.
+    Auto,
+}
+
+/// The least data `Compression::Auto` compresses: below it, the zstd frame's overhead and the
+/// CPU are not worth it.
+pub const AUTO_COMPRESSION_MIN_BYTES: usize = 256;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -54,6 +74,7 @@ impl Default for Limits {
             subscription_window_events: 10_000,
             max_pending_appends: 20_000,
             idempotency: IdempotencyPolicy::default(),
+            compression: Compression::default(),
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::type_config::Vote;
 use crate::types::AppendCommand;
 use crate::types::AppendOutcome;
 use crate::types::Command;
+use crate::types::DataEncoding;
 use crate::types::IdempotencyPolicy;
 use crate::types::IdempotentRecord;
 use crate::types::NewEvent;
@@ -34,6 +35,13 @@ use crate::types::RecordedEvent;
 
 /// The codec version written in the first byte of every record.
 pub const CODEC_VERSION: u8 = 1;
+/// The version of records that may hold compressed event data: in a log entry, every event
+/// of an append, and an event record, have an encoding byte before the data
+/// ([`DataEncoding`]: 0 raw, 1 zstd). Written only for records that hold compressed data, so
+/// a store that never compressed is byte-for-byte what version 1 wrote.
+pub const CODEC_VERSION_ENCODED_DATA: u8 = 2;
+/// Largest event data a compressed event may decompress to (events are limited far below).
+const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
 
 const PAYLOAD_BLANK: u8 = 0;
 const PAYLOAD_NORMAL: u8 = 1;
@@ -53,9 +61,18 @@ impl Writer {
     }
 
     pub fn with_capacity(capacity: usize) -> Self {
+        Self::with_version(capacity, CODEC_VERSION)
+    }
+
+    fn with_version(capacity: usize, version: u8) -> Self {
         let mut buffer = Vec::with_capacity(capacity + 5);
-        buffer.push(CODEC_VERSION);
+        buffer.push(version);
         Self { buffer }
+    }
+
+    /// Whether this record has encoding bytes before event data (version 2).
+    fn encodes_data(&self) -> bool {
+        self.buffer.first() == Some(&CODEC_VERSION_ENCODED_DATA)
     }
 
     pub fn u8(&mut self, value: u8) {
@@ -98,6 +115,7 @@ impl Default for Writer {
 pub struct Reader<'a> {
     what: &'static str,
     body: &'a [u8],
+    version: u8,
 }
 
 impl<'a> Reader<'a> {
@@ -118,16 +136,32 @@ impl<'a> Reader<'a> {
                 "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
             )));
         }
-        if content[0] != CODEC_VERSION {
+        if content[0] != CODEC_VERSION && content[0] != CODEC_VERSION_ENCODED_DATA {
             return Err(corrupt(format!(
-                "unknown codec version {} (this evlog reads {CODEC_VERSION})",
+                "unknown codec version {} (this evlog reads {CODEC_VERSION} and \
+                 {CODEC_VERSION_ENCODED_DATA})",
                 content[0]
             )));
         }
         Ok(Self {
             what,
             body: &content[1..],
+            version: content[0],
         })
+    }
+
+    /// Event data, with its encoding byte in a version 2 record.
+    fn event_data(&mut self) -> Result<(&'a [u8], DataEncoding), CorruptRecord> {
+        let encoding = if self.version == CODEC_VERSION_ENCODED_DATA {
+            match self.u8()? {
+                0 => DataEncoding::Raw,
+                1 => DataEncoding::Zstd,
+                other => return Err(self.invalid(format!("unknown data encoding {other}"))),
+            }
+        } else {
+            DataEncoding::Raw
+        };
+        Ok((self.bytes()?, encoding))
     }
 
     fn take(&mut self, len: usize) -> Result<&'a [u8], CorruptRecord> {
@@ -347,7 +381,39 @@ fn put_new_event(writer: &mut Writer, event: &NewEvent) {
     writer.str(&event.event_type);
     writer.str(&event.content_type);
     put_metadata(writer, &event.metadata);
-    writer.bytes(&event.data);
+    put_event_data(writer, &event.data, event.encoding);
+}
+
+/// Event data, after its encoding byte in a version 2 record.
+fn put_event_data(writer: &mut Writer, data: &[u8], encoding: DataEncoding) {
+    if writer.encodes_data() {
+        writer.u8(match encoding {
+            DataEncoding::Raw => 0,
+            DataEncoding::Zstd => 1,
+        });
+    }
+    writer.bytes(data);
+}
+
+/// Compresses event data (zstd, level 3) when that is worth it: `None` when the frame would
+/// not save at least an eighth (random or already compressed data).
+pub fn compress(data: &[u8]) -> Option<Vec<u8>> {
+    let frame = zstd::bulk::compress(data, 3).ok()?;
+    (frame.len() <= data.len() - data.len() / 8).then_some(frame)
+}
+
+/// The data of an event stored with `encoding`.
+fn decoded_data(
+    reader: &Reader<'_>,
+    data: &[u8],
+    encoding: DataEncoding,
+) -> Result<Bytes, CorruptRecord> {
+    match encoding {
+        DataEncoding::Raw => Ok(Bytes::copy_from_slice(data)),
+        DataEncoding::Zstd => zstd::bulk::decompress(data, MAX_DECOMPRESSED_BYTES)
+            .map(Bytes::from)
+            .map_err(|error| reader.invalid(format!("compressed data does not decode: {error}"))),
+    }
 }
 
 fn get_new_event(reader: &mut Reader<'_>) -> Result<NewEvent, CorruptRecord> {
@@ -355,13 +421,14 @@ fn get_new_event(reader: &mut Reader<'_>) -> Result<NewEvent, CorruptRecord> {
     let event_type = reader.string()?;
     let content_type = reader.string()?;
     let metadata = get_metadata(reader)?;
-    let data = Bytes::copy_from_slice(reader.bytes()?);
+    let (data, encoding) = reader.event_data()?;
     Ok(NewEvent {
         id,
         event_type,
         content_type,
-        data,
+        data: Bytes::copy_from_slice(data),
         metadata,
+        encoding,
     })
 }
 
@@ -496,7 +563,22 @@ fn get_append(reader: &mut Reader<'_>) -> Result<AppendCommand, CorruptRecord> {
 }
 
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
-    let mut writer = Writer::with_capacity(64);
+    let compressed = |append: &AppendCommand| {
+        append
+            .events
+            .iter()
+            .any(|event| event.encoding != DataEncoding::Raw)
+    };
+    let version = match &entry.payload {
+        EntryPayload::Normal(Command::Append(append)) if compressed(append) => {
+            CODEC_VERSION_ENCODED_DATA
+        }
+        EntryPayload::Normal(Command::Appends(appends)) if appends.iter().any(compressed) => {
+            CODEC_VERSION_ENCODED_DATA
+        }
+        _ => CODEC_VERSION,
+    };
+    let mut writer = Writer::with_version(64, version);
     put_log_id(&mut writer, &entry.log_id);
     match &entry.payload {
         EntryPayload::Blank => writer.u8(PAYLOAD_BLANK),
@@ -527,9 +609,14 @@ pub fn decode_entry(record: &[u8]) -> Result<Entry, CorruptRecord> {
 
 // ------------------------------------------------------------------ state machine records
 
-/// An event record; its position is the table key, so it is not repeated here.
-pub fn encode_event(event: &RecordedEvent) -> Vec<u8> {
-    let mut writer = Writer::with_capacity(64 + event.data.len());
+/// An event record; its position is the table key, so it is not repeated here. `encoding` says
+/// how `event.data` is encoded (as it came in the log entry).
+pub fn encode_event(event: &RecordedEvent, encoding: DataEncoding) -> Vec<u8> {
+    let version = match encoding {
+        DataEncoding::Raw => CODEC_VERSION,
+        DataEncoding::Zstd => CODEC_VERSION_ENCODED_DATA,
+    };
+    let mut writer = Writer::with_version(64 + event.data.len(), version);
     writer.str(&event.stream);
     writer.u64(event.stream_version);
     writer.u64(event.timestamp_ms);
@@ -537,7 +624,7 @@ pub fn encode_event(event: &RecordedEvent) -> Vec<u8> {
     writer.str(&event.event_type);
     writer.str(&event.content_type);
     put_metadata(&mut writer, &event.metadata);
-    writer.bytes(&event.data);
+    put_event_data(&mut writer, &event.data, encoding);
     writer.finish()
 }
 
@@ -550,7 +637,8 @@ pub fn decode_event(position: u64, record: &[u8]) -> Result<RecordedEvent, Corru
     let event_type = reader.string()?;
     let content_type = reader.string()?;
     let metadata = get_metadata(&mut reader)?;
-    let data = Bytes::copy_from_slice(reader.bytes()?);
+    let (data, encoding) = reader.event_data()?;
+    let data = decoded_data(&reader, data, encoding)?;
     reader.end()?;
     Ok(RecordedEvent {
         position,
@@ -659,6 +747,7 @@ mod tests {
                 content_type: "application/json".to_string(),
                 data: Bytes::from_static(b"{\"total\":3}"),
                 metadata: vec![("trace".to_string(), "abc".to_string())],
+                encoding: Default::default(),
             }],
             expected_version: Some(0),
             idempotency_key: Some("k1".to_string()),
@@ -795,7 +884,7 @@ mod tests {
         });
         assert!(decode_vote(&record[..record.len() - 1]).is_err());
         let mut future = record.clone();
-        future[0] = CODEC_VERSION + 1;
+        future[0] = CODEC_VERSION_ENCODED_DATA + 1;
         let checksum = crc32fast::hash(&future[..future.len() - 4]);
         let len = future.len();
         future[len - 4..].copy_from_slice(&checksum.to_le_bytes());
@@ -828,15 +917,85 @@ mod tests {
         };
         assert_eq!(
             event,
-            decode_event(9, &encode_event(&event)).expect("decodes")
+            decode_event(9, &encode_event(&event, DataEncoding::Raw)).expect("decodes")
         );
         assert_eq!(
-            peek_event(&encode_event(&event)).expect("peeks"),
+            peek_event(&encode_event(&event, DataEncoding::Raw)).expect("peeks"),
             EventHead {
                 stream: "s",
                 timestamp_ms: 7,
                 event_type: "T"
             }
         );
+    }
+
+    #[test]
+    fn compressed_data_round_trips_and_raw_records_stay_version_1() {
+        let json =
+            br#"{"order":1,"items":[{"sku":"a","qty":1},{"sku":"a","qty":1},{"sku":"a","qty":1}]}"#
+                .repeat(8);
+        let frame = compress(&json).expect("repeated JSON compresses");
+        assert!(
+            frame.len() < json.len() / 2,
+            "{} of {}",
+            frame.len(),
+            json.len()
+        );
+        // Random-looking data does not pay: not compressed.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..128)
+            .flat_map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()
+            })
+            .collect();
+        assert_eq!(compress(&noise), None);
+
+        // A log entry with a compressed event: version 2, and it decodes as it was.
+        let Command::Append(mut append) = sample_command() else {
+            unreachable!("sample_command is an append")
+        };
+        append.events[0].data = Bytes::from(frame.clone());
+        append.events[0].encoding = DataEncoding::Zstd;
+        let entry = Entry {
+            log_id: LogId {
+                leader_id: LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index: 5,
+            },
+            payload: EntryPayload::Normal(Command::Append(append)),
+        };
+        let record = encode_entry(&entry);
+        assert_eq!(record[0], CODEC_VERSION_ENCODED_DATA);
+        assert_eq!(decode_entry(&record).expect("decodes"), entry);
+        // Without compressed events, an entry is what version 1 wrote.
+        let raw = Entry {
+            payload: EntryPayload::Normal(sample_command()),
+            ..entry.clone()
+        };
+        assert_eq!(encode_entry(&raw)[0], CODEC_VERSION);
+
+        // An event record stored compressed reads back as the data the client gave.
+        let event = RecordedEvent {
+            position: 3,
+            stream: "s".to_string(),
+            stream_version: 1,
+            id: "id".to_string(),
+            event_type: "T".to_string(),
+            content_type: "application/json".to_string(),
+            data: Bytes::from(frame),
+            metadata: vec![],
+            timestamp_ms: 7,
+        };
+        let record = encode_event(&event, DataEncoding::Zstd);
+        assert_eq!(record[0], CODEC_VERSION_ENCODED_DATA);
+        let decoded = decode_event(3, &record).expect("decodes");
+        assert_eq!(decoded.data, Bytes::from(json));
+        assert_eq!(peek_event(&record).expect("peeks").event_type, "T");
+        assert_eq!(encode_event(&event, DataEncoding::Raw)[0], CODEC_VERSION);
     }
 }

@@ -13,13 +13,15 @@ pub const DATABASE_FILE: &str = "evlog.redb";
 /// hold entries of several appends (`Command::Appends`), and idempotency keys take places
 /// `log index << 12 | part` in the expiry order; an older evlog must not open such a store.
 /// Format 5: the log may hold consumer-group commands, and the state machine keeps consumer
-/// groups (the three `consumer*` tables).
-pub const FORMAT_VERSION: u32 = 5;
-/// Formats 3 and 4 are upgraded at open by stamping them 5: format 3's entries and keys read
-/// as they are (a key's bare log index sorts before every newer place), and neither has
-/// consumer groups.
+/// groups (the three `consumer*` tables). Format 6: log entries and event records may be of
+/// codec version 2 (compressed event data), and the state machine may hold an epoch.
+pub const FORMAT_VERSION: u32 = 6;
+/// Formats 3 to 5 are upgraded at open by stamping them 6: format 3's entries and keys read
+/// as they are (a key's bare log index sorts before every newer place), formats before 5 have
+/// no consumer groups, and none has compressed data or an epoch.
 pub const FORMAT_3: u32 = 3;
 pub const FORMAT_4: u32 = 4;
+pub const FORMAT_5: u32 = 5;
 /// The oldest format a store is upgraded from at open: format 2 kept a `streams` table
 /// (name -> version, first and last position) that repeated what the stream index holds.
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 2;

@@ -104,6 +104,19 @@ pub struct NewEvent {
     pub data: Bytes,
     /// Sorted by key, so the encoding is deterministic.
     pub metadata: Vec<(String, String)>,
+    /// How `data` is encoded: as given, or compressed by the leader that proposed it (stored
+    /// so; reads give the data as given).
+    pub encoding: DataEncoding,
+}
+
+/// How an event's data is stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DataEncoding {
+    /// As the client gave it.
+    #[default]
+    Raw,
+    /// A zstd frame of it.
+    Zstd,
 }
 
 /// What an event weighs against the event, append and batch limits: its data, id, type,

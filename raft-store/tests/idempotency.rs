@@ -30,6 +30,7 @@ fn keyed(key: &str, id: &str) -> AppendCommand {
             content_type: String::new(),
             data: bytes::Bytes::new(),
             metadata: Default::default(),
+            encoding: Default::default(),
         }],
         expected_version: None,
         idempotency_key: Some(key.to_string()),

@@ -82,6 +82,7 @@ impl Store {
                     content_type: String::new(),
                     data: bytes::Bytes::from(vec![b'x'; data_bytes]),
                     metadata: vec![],
+                    encoding: Default::default(),
                 })
                 .collect(),
             expected_version: None,
@@ -317,7 +318,7 @@ fn rewrite_as_format(dir: &std::path::Path, version: u64) {
 }
 
 #[tokio::test]
-async fn format_2_3_and_4_stores_are_upgraded_at_open_and_an_unknown_format_refused() {
+async fn format_2_to_5_stores_are_upgraded_at_open_and_an_unknown_format_refused() {
     let mut store = Store::open();
     store.append("a", 2, 1).await;
     let dir = store.close();
@@ -372,7 +373,7 @@ async fn format_2_3_and_4_stores_are_upgraded_at_open_and_an_unknown_format_refu
     // they are and are stamped 5, so an older evlog refuses them from then on; the consumer
     // tables are there.
     let mut dir = dir;
-    for format in [3, 4] {
+    for format in [3, 4, 5] {
         rewrite_as_format(dir.path(), format);
         let store = Store::open_in(dir).expect("an older store opens");
         assert_eq!(

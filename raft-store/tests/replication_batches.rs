@@ -26,6 +26,7 @@ fn big(index: u64) -> Entry {
             content_type: String::new(),
             data: bytes::Bytes::from(vec![7u8; ENTRY_BYTES]),
             metadata: vec![],
+            encoding: Default::default(),
         }];
     }
     entry

@@ -23,6 +23,7 @@ fn append(index: u64) -> Entry {
             content_type: String::new(),
             data: bytes::Bytes::from(vec![index as u8; 16]),
             metadata: Default::default(),
+            encoding: Default::default(),
         }],
         expected_version: None,
         idempotency_key: None,

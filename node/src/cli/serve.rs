@@ -146,6 +146,12 @@ pub struct ServeArgs {
     /// Most idempotency keys remembered; the oldest expire first.
     #[arg(long, env = "EVLOG_IDEMPOTENCY_MAX_KEYS", default_value_t = Limits::default().idempotency.max_keys)]
     pub idempotency_max_keys: u64,
+    /// Compress events' data (zstd) on the leader before proposing them: off, on (every event
+    /// whose data shrinks by an eighth), or auto (only events of 256 bytes of data or more).
+    /// Nodes of an evlog before compression cannot read compressed entries: turn it on once
+    /// every node runs this version.
+    #[arg(long, env = "EVLOG_COMPRESSION", value_enum, default_value = "off")]
+    pub compression: crate::config::Compression,
     /// Refuse every append (FAILED_PRECONDITION): serve a restored copy for reading only.
     #[arg(long, env = "EVLOG_READ_ONLY")]
     pub read_only: bool,
@@ -222,6 +228,7 @@ impl ServeArgs {
                     window_ms: self.idempotency_window_secs.saturating_mul(1000),
                     max_keys: self.idempotency_max_keys,
                 },
+                compression: self.compression,
             },
         })
     }

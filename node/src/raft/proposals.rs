@@ -276,6 +276,7 @@ mod tests {
                 content_type: String::new(),
                 data: Bytes::from(vec![0; data_bytes]),
                 metadata: Vec::new(),
+                encoding: Default::default(),
             }],
             expected_version: None,
             idempotency_key: None,

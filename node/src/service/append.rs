@@ -5,8 +5,11 @@
 use bytes::Bytes;
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::AppendOutcome;
+use evlog_raft_store::types::DataEncoding;
 use evlog_raft_store::types::NewEvent;
 
+use crate::config::AUTO_COMPRESSION_MIN_BYTES;
+use crate::config::Compression;
 use crate::config::Limits;
 use crate::raft::receipt::Receipt;
 use crate::service::error::ServiceError;
@@ -187,16 +190,20 @@ pub fn command(request: &AppendRequest, limits: &Limits, timestamp_ms: u64) -> A
         events: request
             .events
             .iter()
-            .map(|event| NewEvent {
-                id: if event.id.is_empty() {
-                    uuid::Uuid::now_v7().to_string()
-                } else {
-                    event.id.clone()
-                },
-                event_type: event.event_type.clone(),
-                content_type: event.content_type.clone(),
-                data: event.data.clone(),
-                metadata: event.metadata.clone(),
+            .map(|event| {
+                let (data, encoding) = encoded_data(&event.data, limits.compression);
+                NewEvent {
+                    id: if event.id.is_empty() {
+                        uuid::Uuid::now_v7().to_string()
+                    } else {
+                        event.id.clone()
+                    },
+                    event_type: event.event_type.clone(),
+                    content_type: event.content_type.clone(),
+                    data,
+                    metadata: event.metadata.clone(),
+                    encoding,
+                }
             })
             .collect(),
         expected_version: request.expected_version,
@@ -204,6 +211,22 @@ pub fn command(request: &AppendRequest, limits: &Limits, timestamp_ms: u64) -> A
         timestamp_ms,
         request_fingerprint: request_fingerprint(request),
         idempotency: limits.idempotency,
+    }
+}
+
+/// An event's data as it is proposed: compressed when `compression` says so and it pays.
+fn encoded_data(data: &Bytes, compression: Compression) -> (Bytes, DataEncoding) {
+    let worth_trying = match compression {
+        Compression::Off => false,
+        Compression::On => !data.is_empty(),
+        Compression::Auto => data.len() >= AUTO_COMPRESSION_MIN_BYTES,
+    };
+    match worth_trying
+        .then(|| evlog_raft_store::codec::compress(data))
+        .flatten()
+    {
+        Some(frame) => (Bytes::from(frame), DataEncoding::Zstd),
+        None => (data.clone(), DataEncoding::Raw),
     }
 }
 

@@ -206,6 +206,19 @@ impl EventReader {
     }
 }
 
+/// What an event weighs against a page's byte limit: its stored record, or what it holds
+/// decompressed when that is more (a page is a response message, which carries the data as
+/// the client gave it).
+pub(crate) fn weight(record: &[u8], event: &RecordedEvent) -> usize {
+    record.len().max(crate::types::event_size(
+        &event.data,
+        &event.id,
+        &event.event_type,
+        &event.content_type,
+        &event.metadata,
+    ))
+}
+
 fn read_page(
     txn: &redb::ReadTransaction,
     applied: AppliedState,
@@ -254,11 +267,13 @@ fn read_page(
             for item in items {
                 let (position, value) = item.map_err(StoreError::db)?;
                 let record = value.value();
-                if !page.fits(record.len()) {
+                let event = codec::decode_event(position.value(), record)?;
+                let weight = weight(record, &event);
+                if !page.fits(weight) {
                     next_from = Some(position.value());
                     break;
                 }
-                page.push(codec::decode_event(position.value(), record)?, record.len());
+                page.push(event, weight);
             }
         }
         ReadTarget::Stream(stream) => {
@@ -285,11 +300,12 @@ fn read_page(
                 let position = position.value();
                 let value = indexed_event(&events_table, position)?;
                 let record = value.value();
-                if !page.fits(record.len()) {
+                let event = codec::decode_event(position, record)?;
+                let weight = weight(record, &event);
+                if !page.fits(weight) {
                     next_from = Some(version);
                     break;
                 }
-                let event = codec::decode_event(position, record)?;
                 // Pair assertion with apply: the index and the event agree.
                 if event.stream != *stream || event.stream_version != version {
                     return Err(StoreError::Invariant(format!(
@@ -297,7 +313,7 @@ fn read_page(
                         event.stream, event.stream_version
                     )));
                 }
-                page.push(event, record.len());
+                page.push(event, weight);
             }
         }
     }

@@ -191,10 +191,11 @@ fn scan(
             next_from = key + 1;
             return Ok(true);
         }
-        if !page.fits(record.len()) {
+        let event = codec::decode_event(position, record)?;
+        let weight = super::weight(record, &event);
+        if !page.fits(weight) {
             return Ok(false);
         }
-        let event = codec::decode_event(position, record)?;
         // Pair assertion with apply: the stream index and the event agree.
         if let Some(stream) = stream
             && (event.stream != stream || event.stream_version != key)
@@ -204,7 +205,7 @@ fn scan(
                 event.stream, event.stream_version
             )));
         }
-        page.push(event, record.len());
+        page.push(event, weight);
         next_from = key + 1;
         Ok(true)
     };

@@ -5,6 +5,7 @@
 use crate::types::AppendCommand;
 use crate::types::AppendOutcome;
 use crate::types::CommandResponse;
+use crate::types::DataEncoding;
 use crate::types::RecordedEvent;
 use crate::types::StreamInfo;
 
@@ -22,7 +23,8 @@ pub struct AppendWrites {
     pub stream: String,
     /// The stream's summary after the append.
     pub info: StreamInfo,
-    pub events: Vec<RecordedEvent>,
+    /// The events, each with how its data is encoded (as the log entry carries it).
+    pub events: Vec<(RecordedEvent, DataEncoding)>,
 }
 
 /// Decides an append against the stream's current summary (`None`: the stream has no events)
@@ -59,20 +61,23 @@ pub fn decide_append(
         };
     }
     let first_position = head_position + 1;
-    let events: Vec<RecordedEvent> = command
+    let events: Vec<(RecordedEvent, DataEncoding)> = command
         .events
         .iter()
         .enumerate()
-        .map(|(offset, event)| RecordedEvent {
-            position: first_position + offset as u64,
-            stream: command.stream.clone(),
-            stream_version: current.version + 1 + offset as u64,
-            id: event.id.clone(),
-            event_type: event.event_type.clone(),
-            content_type: event.content_type.clone(),
-            data: event.data.clone(),
-            metadata: event.metadata.clone(),
-            timestamp_ms,
+        .map(|(offset, event)| {
+            let recorded = RecordedEvent {
+                position: first_position + offset as u64,
+                stream: command.stream.clone(),
+                stream_version: current.version + 1 + offset as u64,
+                id: event.id.clone(),
+                event_type: event.event_type.clone(),
+                content_type: event.content_type.clone(),
+                data: event.data.clone(),
+                metadata: event.metadata.clone(),
+                timestamp_ms,
+            };
+            (recorded, event.encoding)
         })
         .collect();
     let last_position = first_position + count - 1;
@@ -121,11 +126,11 @@ mod tests {
             writes
                 .events
                 .iter()
-                .map(|e| (e.position, e.stream_version))
+                .map(|(e, _)| (e.position, e.stream_version))
                 .collect::<Vec<_>>(),
             vec![(11, 1), (12, 2)]
         );
-        assert!(writes.events.iter().all(|e| e.timestamp_ms == 99));
+        assert!(writes.events.iter().all(|(e, _)| e.timestamp_ms == 99));
         assert_eq!(
             decision.response,
             CommandResponse::Appended(AppendOutcome {
@@ -155,7 +160,7 @@ mod tests {
                 last_position: 21
             }
         );
-        assert_eq!(writes.events[0].stream_version, 4);
+        assert_eq!(writes.events[0].0.stream_version, 4);
     }
 
     #[test]
@@ -203,7 +208,7 @@ mod tests {
         let writes = decide_append(0, None, &command(2, None), 500)
             .writes
             .expect("accepted");
-        assert!(writes.events.iter().all(|e| e.timestamp_ms == 500));
+        assert!(writes.events.iter().all(|(e, _)| e.timestamp_ms == 500));
     }
 
     #[test]

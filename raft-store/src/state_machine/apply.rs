@@ -149,7 +149,12 @@ fn decide_append_entry(
     let Some(writes) = decision.writes else {
         return Ok(decision.response);
     };
-    mutations.extend(writes.events.into_iter().map(Mutation::PutEvent));
+    mutations.extend(
+        writes
+            .events
+            .into_iter()
+            .map(|(event, encoding)| Mutation::PutEvent(event, encoding)),
+    );
     mutations.push(Mutation::AdvanceHead {
         head_position: writes.info.last_position,
         last_timestamp_ms: timestamp_ms,

@@ -118,7 +118,7 @@ impl MemoryView {
             match mutation {
                 Mutation::SetLastApplied(log_id) => self.machine.last_applied = Some(log_id),
                 Mutation::SetMembership(membership) => self.machine.membership = membership,
-                Mutation::PutEvent(event) => {
+                Mutation::PutEvent(event, _) => {
                     self.index
                         .insert((event.stream, event.stream_version), event.position);
                 }
@@ -265,7 +265,7 @@ fn timestamps_never_go_backwards_along_the_log() {
     let decision = view.apply(&append_entry(2, early));
     for mutation in &decision.mutations {
         match mutation {
-            Mutation::PutEvent(event) => assert_eq!(event.timestamp_ms, 500),
+            Mutation::PutEvent(event, _) => assert_eq!(event.timestamp_ms, 500),
             Mutation::AdvanceHead {
                 last_timestamp_ms, ..
             } => assert_eq!(*last_timestamp_ms, 500),

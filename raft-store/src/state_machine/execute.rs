@@ -128,12 +128,16 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
         match mutation {
             Mutation::SetLastApplied(log_id) => machine.last_applied = Some(log_id),
             Mutation::SetMembership(membership) => machine.membership = membership,
-            Mutation::PutEvent(mut event) => {
+            Mutation::PutEvent(mut event, mut encoding) => {
                 if crate::failpoint::armed("store::apply-divergent-event") {
                     event.data = bytes::Bytes::from_static(b"divergent replica");
+                    encoding = crate::types::DataEncoding::Raw;
                 }
                 self.events
-                    .insert(event.position, codec::encode_event(&event).as_slice())
+                    .insert(
+                        event.position,
+                        codec::encode_event(&event, encoding).as_slice(),
+                    )
                     .map_err(StoreError::db)?;
                 self.index
                     .insert(

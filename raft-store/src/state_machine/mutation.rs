@@ -5,6 +5,7 @@ use crate::consumer::ConsumerMutation;
 use crate::type_config::LogId;
 use crate::type_config::StoredMembership;
 use crate::types::CommandResponse;
+use crate::types::DataEncoding;
 use crate::types::IdempotentRecord;
 use crate::types::RecordedEvent;
 
@@ -15,8 +16,9 @@ pub enum Mutation {
     SetLastApplied(LogId),
     /// A membership entry: the cluster's members from now on.
     SetMembership(StoredMembership),
-    /// An event, stored at its position and indexed under its stream and version.
-    PutEvent(RecordedEvent),
+    /// An event, stored at its position and indexed under its stream and version; its data
+    /// encoded as the log entry carries it.
+    PutEvent(RecordedEvent, DataEncoding),
     /// The log's head moved to `head_position`; the last event was recorded at
     /// `last_timestamp_ms` (no later event may be recorded earlier).
     AdvanceHead {

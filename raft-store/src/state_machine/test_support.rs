@@ -16,6 +16,7 @@ pub(crate) fn command(events: usize, expected_version: Option<u64>) -> AppendCom
                 content_type: String::new(),
                 data: Bytes::from(vec![i as u8]),
                 metadata: vec![],
+                encoding: Default::default(),
             })
             .collect(),
         expected_version,

@@ -46,6 +46,7 @@ pub fn entry_in(term: u64, index: u64) -> Entry {
                 content_type: String::new(),
                 data: bytes::Bytes::from(format!("payload-{term}-{index}")),
                 metadata: vec![],
+                encoding: Default::default(),
             }],
             expected_version: None,
             idempotency_key: None,
