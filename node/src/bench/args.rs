@@ -5,6 +5,18 @@ use std::time::Duration;
 use clap::Args;
 use clap::ValueEnum;
 
+/// What the events' data looks like.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Payload {
+    /// "evlog-bench " repeated (compresses to almost nothing).
+    #[default]
+    Text,
+    /// A JSON object (an order with line items: the same keys in every event, varying values).
+    Json,
+    /// Random bytes (do not compress).
+    Random,
+}
+
 /// What each request of the benchmark does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BenchMode {
@@ -138,6 +150,10 @@ pub struct BenchArgs {
     /// Bytes of data in each event.
     #[arg(long, default_value_t = 100)]
     pub size: usize,
+    /// What the events' data looks like (for compression: `json` compresses, `random` does
+    /// not); each event of an append has its own.
+    #[arg(long, value_enum, default_value = "text")]
+    pub payload: Payload,
     /// Events per append [default: 1; 100 with --mode batch].
     #[arg(long)]
     pub batch: Option<usize>,
@@ -224,6 +240,7 @@ pub struct BenchConfig {
     pub concurrency: usize,
     /// Bytes of data per event.
     pub size: usize,
+    pub payload: Payload,
     /// Events per append.
     pub batch: usize,
     pub streams: u64,
@@ -273,6 +290,7 @@ impl BenchArgs {
             mode: self.mode,
             concurrency: self.concurrency,
             size: self.size,
+            payload: self.payload,
             batch: self.batch.unwrap_or(match self.mode {
                 BenchMode::Batch => 100,
                 _ => 1,

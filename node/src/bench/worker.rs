@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 
 use super::args::BenchConfig;
 use super::args::BenchMode;
+use super::args::Payload;
 use super::args::ReadConsistency;
 use super::recorder::Recorder;
 use super::subscribe::Clock;
@@ -76,13 +77,12 @@ impl Workload {
         appender: Option<EvlogClient>,
         clock: Arc<Clock>,
     ) -> Self {
-        let data = bytes::Bytes::from(payload(config.size));
         let events = (0..config.batch)
-            .map(|_| pb::EventData {
+            .map(|index| pb::EventData {
                 id: String::new(),
                 r#type: "BenchEvent".to_string(),
                 content_type: "application/octet-stream".to_string(),
-                data: data.clone(),
+                data: bytes::Bytes::from(payload(config.size, config.payload, index as u64)),
                 metadata: Default::default(),
             })
             .collect();
@@ -179,9 +179,50 @@ impl Workload {
     }
 }
 
-/// Event data of `size` bytes: printable, so a human reading the log back sees what it is.
-fn payload(size: usize) -> Vec<u8> {
-    b"evlog-bench ".iter().copied().cycle().take(size).collect()
+/// Event data of `size` bytes, the `n`th of its kind: text is printable, so a human reading
+/// the log back sees what it is.
+fn payload(size: usize, kind: Payload, n: u64) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (n + 1).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    match kind {
+        Payload::Text => b"evlog-bench ".iter().copied().cycle().take(size).collect(),
+        Payload::Random => (0..size.div_ceil(8))
+            .flat_map(|_| next().to_le_bytes())
+            .take(size)
+            .collect(),
+        Payload::Json => {
+            let mut text = format!(
+                "{{\"order_id\":\"ord-{:010}\",\"customer\":{{\"id\":{},\"tier\":\"{}\"}},\
+                 \"status\":\"placed\",\"currency\":\"EUR\",\"items\":[",
+                next() % 10_000_000_000,
+                next() % 1_000_000,
+                ["gold", "silver", "bronze"][(next() % 3) as usize]
+            );
+            let mut first = true;
+            while text.len() < size {
+                if !first {
+                    text.push(',');
+                }
+                first = false;
+                text.push_str(&format!(
+                    "{{\"sku\":\"SKU-{:06}\",\"quantity\":{},\"unit_price\":{}.{:02},\
+                     \"warehouse\":\"wh-{}\"}}",
+                    next() % 1_000_000,
+                    next() % 10 + 1,
+                    next() % 500,
+                    next() % 100,
+                    next() % 20
+                ));
+            }
+            text.push_str("]}");
+            text.into_bytes()
+        }
+    }
 }
 
 fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
@@ -292,9 +333,14 @@ mod tests {
 
     #[test]
     fn payload_has_the_asked_size() {
-        assert_eq!(payload(0).len(), 0);
-        assert_eq!(payload(5), b"evlog");
-        assert_eq!(payload(1_024).len(), 1_024);
+        assert_eq!(payload(0, Payload::Text, 0).len(), 0);
+        assert_eq!(payload(5, Payload::Text, 0), b"evlog");
+        assert_eq!(payload(1_024, Payload::Text, 0).len(), 1_024);
+        assert_eq!(payload(1_000, Payload::Random, 3).len(), 1_000);
+        let json = payload(1_024, Payload::Json, 1);
+        assert!(json.len() >= 1_024 && json.len() < 1_200, "{}", json.len());
+        assert!(serde_json::from_slice::<serde_json::Value>(&json).is_ok());
+        assert_ne!(json, payload(1_024, Payload::Json, 2));
     }
 
     #[test]
