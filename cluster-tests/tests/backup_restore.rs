@@ -149,6 +149,37 @@ async fn restore_in_place(cluster: &mut Cluster, file: &Path) -> Vec<Value> {
     summaries
 }
 
+/// The backup file [`backed_up_cluster`] writes in its directory.
+const BACKUP_FILE: &str = "backup.evlbak";
+
+/// A cluster with `events` events in stream `orders` (ids `e0`, `e1`, ...), backed up with the
+/// CLI to [`BACKUP_FILE`] in the directory returned.
+async fn backed_up_cluster(events: u64) -> (Cluster, tempfile::TempDir) {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    for n in 0..events {
+        cluster
+            .append(
+                leader,
+                "orders",
+                vec![event(format!("e{n}"), "Placed", "{}")],
+            )
+            .await
+            .expect("append");
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join(BACKUP_FILE).display().to_string();
+    evlog_json(&[
+        "backup",
+        "--out",
+        &file,
+        "--endpoints",
+        &cluster.endpoints(),
+    ])
+    .await;
+    (cluster, dir)
+}
+
 fn read_all_request(from: u64) -> ReadRequest {
     ReadRequest {
         target: Some(read_request::Target::All(Default::default())),
@@ -335,29 +366,9 @@ async fn a_backup_under_load_restores_into_a_fresh_cluster_with_every_acknowledg
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_does_not_resume_into_a_restored_log() {
-    let mut cluster = Cluster::start(ClusterOptions::default()).await;
+    let (mut cluster, dir) = backed_up_cluster(20).await;
+    let file = dir.path().join(BACKUP_FILE);
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
-    for n in 0..20 {
-        cluster
-            .append(
-                leader,
-                "orders",
-                vec![event(format!("e{n}"), "Placed", "{}")],
-            )
-            .await
-            .expect("append");
-    }
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let file = dir.path().join("b.evlbak");
-    let file_arg = file.display().to_string();
-    evlog_json(&[
-        "backup",
-        "--out",
-        &file_arg,
-        "--endpoints",
-        &cluster.endpoints(),
-    ])
-    .await;
     // More events after the backup: the restored log lacks them, and its positions 21.. will
     // be other events than these.
     for n in 20..30 {
@@ -433,29 +444,8 @@ async fn a_subscription_does_not_resume_into_a_restored_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_serves_a_backup_read_only() {
-    let cluster = Cluster::start(ClusterOptions::default()).await;
-    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
-    for n in 0..10 {
-        cluster
-            .append(
-                leader,
-                "orders",
-                vec![event(format!("e{n}"), "Placed", "{}")],
-            )
-            .await
-            .expect("append");
-    }
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let file = dir.path().join("s.evlbak");
-    let file_arg = file.display().to_string();
-    evlog_json(&[
-        "backup",
-        "--out",
-        &file_arg,
-        "--endpoints",
-        &cluster.endpoints(),
-    ])
-    .await;
+    let (_cluster, dir) = backed_up_cluster(10).await;
+    let file_arg = dir.path().join(BACKUP_FILE).display().to_string();
     let mut sandbox = tokio::process::Command::new(evlog_binary())
         .args(["restore", &file_arg, "--sandbox"])
         .stdin(Stdio::null())

@@ -506,3 +506,19 @@ fn store_backend(data_dir: &std::path::Path) -> anyhow::Result<evlog_raft_store:
         Ok(evlog_raft_store::StoreBackend::File)
     }
 }
+
+/// Resolves on SIGTERM or Ctrl-C. The handlers are registered before this returns, so a
+/// signal that arrives while the node is still opening its store is not lost (the default
+/// action would end the process at once).
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::SignalKind;
+    use tokio::signal::unix::signal;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
+}

@@ -26,7 +26,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             CliCommand::Serve(args) => {
-                let shutdown = shutdown_signal()?;
+                let shutdown = evlog::app::shutdown_signal()?;
                 // Chaos-test builds only: arm the crash points named in `FAILPOINTS`, and cut
                 // the store's power on SIGUSR1 (every write since its last sync is lost).
                 #[cfg(feature = "failpoints")]
@@ -66,20 +66,4 @@ fn power_loss_on_sigusr1() -> anyhow::Result<()> {
         }
     });
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C. The handlers are registered before this returns, so a
-/// signal that arrives while the node is still opening its store is not lost (the default
-/// action would end the process at once).
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::SignalKind;
-    use tokio::signal::unix::signal;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    })
 }

@@ -289,7 +289,9 @@ async fn restore_store(
 /// Restores into a fresh directory as the only member of a new cluster and serves it,
 /// read-only, until interrupted.
 async fn sandbox(args: RestoreArgs) -> anyhow::Result<()> {
-    let stop = stop_signal()?;
+    // Registered before anything else, so the temporary directory is removed however early
+    // the sandbox is stopped.
+    let stop = crate::app::shutdown_signal()?;
     crate::telemetry::init(crate::telemetry::LogFormat::Text);
     let temporary = args.data_dir.is_none();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| {
@@ -329,19 +331,4 @@ async fn sandbox(args: RestoreArgs) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&data_dir).ok();
     }
     served
-}
-
-/// Resolves on SIGTERM or Ctrl-C; the handlers are registered before it returns (so the
-/// temporary directory is removed however early the sandbox is stopped).
-fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::SignalKind;
-    use tokio::signal::unix::signal;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    })
 }
