@@ -149,24 +149,34 @@ async fn restore_in_place(cluster: &mut Cluster, file: &Path) -> Vec<Value> {
     summaries
 }
 
-/// The backup file [`backed_up_cluster`] writes in its directory.
-const BACKUP_FILE: &str = "backup.evlbak";
-
-/// A cluster with `events` events in stream `orders` (ids `e0`, `e1`, ...), backed up with the
-/// CLI to [`BACKUP_FILE`] in the directory returned.
-async fn backed_up_cluster(events: u64) -> (Cluster, tempfile::TempDir) {
-    let cluster = Cluster::start(ClusterOptions::default()).await;
-    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
-    for n in 0..events {
+/// Appends one event per number to `stream` through `leader`, ids `<stream>-<n>`.
+async fn append_numbered(
+    cluster: &Cluster,
+    leader: u64,
+    stream: &str,
+    numbers: std::ops::Range<u64>,
+) {
+    for n in numbers {
         cluster
             .append(
                 leader,
-                "orders",
-                vec![event(format!("e{n}"), "Placed", "{}")],
+                stream,
+                vec![event(format!("{stream}-{n}"), "Placed", "{}")],
             )
             .await
             .expect("append");
     }
+}
+
+/// The backup file [`backed_up_cluster`] writes in its directory.
+const BACKUP_FILE: &str = "backup.evlbak";
+
+/// A cluster with `events` events in stream `orders`, backed up with the
+/// CLI to [`BACKUP_FILE`] in the directory returned.
+async fn backed_up_cluster(events: u64) -> (Cluster, tempfile::TempDir) {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    append_numbered(&cluster, leader, "orders", 0..events).await;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let file = dir.path().join(BACKUP_FILE).display().to_string();
     evlog_json(&[
@@ -371,16 +381,7 @@ async fn a_subscription_does_not_resume_into_a_restored_log() {
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
     // More events after the backup: the restored log lacks them, and its positions 21.. will
     // be other events than these.
-    for n in 20..30 {
-        cluster
-            .append(
-                leader,
-                "orders",
-                vec![event(format!("e{n}"), "Placed", "{}")],
-            )
-            .await
-            .expect("append");
-    }
+    append_numbered(&cluster, leader, "orders", 20..30).await;
     let endpoints: Vec<String> = cluster
         .node_ids()
         .into_iter()
@@ -413,16 +414,7 @@ async fn a_subscription_does_not_resume_into_a_restored_log() {
     // The restored log (20 events) grows past where the subscription got (30): a client that
     // resumed anyway would get these as if they followed what it saw.
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
-    for n in 0..15 {
-        cluster
-            .append(
-                leader,
-                "other",
-                vec![event(format!("r{n}"), "Restored", "{}")],
-            )
-            .await
-            .expect("append to the restored log");
-    }
+    append_numbered(&cluster, leader, "other", 0..15).await;
     // The subscription loses its node, resumes on a restored one, and refuses to go on.
     let ended = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
