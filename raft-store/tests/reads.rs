@@ -262,6 +262,7 @@ async fn a_streams_summary_comes_from_its_index_entries() {
 
     let summary = |version, first_position, last_position| StreamInfo {
         version,
+        first_version: 1,
         first_position,
         last_position,
     };
@@ -317,7 +318,7 @@ fn rewrite_as_format(dir: &std::path::Path, version: u64) {
 }
 
 #[tokio::test]
-async fn format_2_3_and_4_stores_are_upgraded_at_open_and_an_unknown_format_refused() {
+async fn format_2_to_5_stores_are_upgraded_at_open_and_an_unknown_format_refused() {
     let mut store = Store::open();
     store.append("a", 2, 1).await;
     let dir = store.close();
@@ -342,6 +343,7 @@ async fn format_2_3_and_4_stores_are_upgraded_at_open_and_an_unknown_format_refu
         store.reader.stream("a".to_string()).await.expect("read"),
         Some(StreamInfo {
             version: 2,
+            first_version: 1,
             first_position: 1,
             last_position: 2
         })
@@ -372,13 +374,14 @@ async fn format_2_3_and_4_stores_are_upgraded_at_open_and_an_unknown_format_refu
     // they are and are stamped 5, so an older evlog refuses them from then on; the consumer
     // tables are there.
     let mut dir = dir;
-    for format in [3, 4] {
+    for format in [3, 4, 5] {
         rewrite_as_format(dir.path(), format);
         let store = Store::open_in(dir).expect("an older store opens");
         assert_eq!(
             store.reader.stream("a".to_string()).await.expect("read"),
             Some(StreamInfo {
                 version: 2,
+                first_version: 1,
                 first_position: 1,
                 last_position: 2
             })

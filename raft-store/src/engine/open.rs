@@ -30,6 +30,7 @@ use crate::schema::EVENTS;
 use crate::schema::FORMAT_2_STREAMS;
 use crate::schema::FORMAT_3;
 use crate::schema::FORMAT_4;
+use crate::schema::FORMAT_5;
 use crate::schema::FORMAT_VERSION;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
@@ -200,10 +201,11 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
                 if found == u64::from(UPGRADABLE_FORMAT_VERSION)
                     || found == u64::from(FORMAT_3)
                     || found == u64::from(FORMAT_4)
+                    || found == u64::from(FORMAT_5)
                 {
                     // Format 2 differs from 3 only by a table that repeated the stream index:
-                    // drop it. Formats 3 and 4 read as 5 does; the new stamp keeps an older
-                    // evlog from opening the store once it holds what only 5 has. The upgrade
+                    // drop it. Formats 3 to 5 read as 6 does; the new stamp keeps an older
+                    // evlog from opening the store once it holds what only 6 has. The upgrade
                     // commits with the open's other checks, or not at all.
                     if found == u64::from(UPGRADABLE_FORMAT_VERSION) {
                         txn.delete_table(FORMAT_2_STREAMS)?;
@@ -358,6 +360,10 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         None => 0,
         Some(value) => codec::decode_u64("head position", value.value()).map_err(corrupt)?,
     };
+    let first_position = match sm.get(sm_key::FIRST_POSITION)? {
+        None => 1,
+        Some(value) => codec::decode_u64("first position", value.value()).map_err(corrupt)?,
+    };
     let events = txn.open_table(EVENTS)?;
     let (last_event, last_timestamp_ms) = match events.last()? {
         None => (0, 0),
@@ -376,5 +382,6 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         membership,
         head_position,
         last_timestamp_ms,
+        first_position,
     })
 }

@@ -1,0 +1,391 @@
+//! Retention and deletion on a real cluster: stream metadata set through any node takes effect
+//! when it commits (reads return only the retained events at once, on every node), a read or
+//! subscription below the retained events is refused with where they begin, every replica
+//! removes exactly the same events under load, and a tombstoned stream takes no appends while
+//! the whole log never shows its events again.
+
+use std::collections::BTreeMap;
+
+use evlog_cluster_tests::proto::{
+    AllStreams, Consistency, DeleteStreamRequest, Direction, GetStreamMetadataRequest,
+    GetStreamRequest, ReadRequest, RecordedEvent, SetStreamMetadataRequest, StreamRetention,
+    SubscribeRequest, read_request, subscribe_request,
+};
+use evlog_cluster_tests::{Cluster, ClusterOptions, Workload, WorkloadOptions, event, timeouts};
+use tonic::Code;
+
+fn read_stream_from(stream: &str, from: Option<u64>) -> ReadRequest {
+    ReadRequest {
+        target: Some(read_request::Target::Stream(stream.to_string())),
+        from,
+        max_count: 1_000,
+        direction: Direction::Forward as i32,
+        consistency: Consistency::Linearizable as i32,
+        at_least_position: 0,
+        from_timestamp_ms: None,
+    }
+}
+
+fn max_count(stream: &str, count: u64, expected: Option<u64>) -> SetStreamMetadataRequest {
+    SetStreamMetadataRequest {
+        stream: stream.to_string(),
+        expected_metadata_version: expected,
+        retention: Some(StreamRetention {
+            max_count: Some(count),
+            ..Default::default()
+        }),
+    }
+}
+
+fn versions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|event| event.stream_version).collect()
+}
+
+/// The whole log as node `id` serves it: what identifies each event.
+async fn log_of(cluster: &Cluster, id: u64) -> Vec<(u64, String, u64, String)> {
+    cluster
+        .read_all(id, Consistency::Linearizable)
+        .await
+        .into_iter()
+        .map(|event| (event.position, event.stream, event.stream_version, event.id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_count_keeps_the_latest_events_on_every_replica() {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let nodes = cluster.node_ids();
+    let follower = *nodes.iter().find(|id| **id != leader).expect("a follower");
+
+    for batch in 0..10 {
+        let events = (0..100)
+            .map(|i| event(format!("o-{}", batch * 100 + i), "Ordered", "x"))
+            .collect();
+        cluster
+            .append(nodes[batch % nodes.len()], "orders", events)
+            .await
+            .expect("append");
+    }
+
+    // Set through a follower, which hands it to the leader.
+    let meta = cluster
+        .client(follower)
+        .set_stream_metadata(max_count("orders", 10, Some(0)))
+        .await
+        .expect("metadata set")
+        .into_inner();
+    assert_eq!(
+        (meta.metadata_version, meta.first_version),
+        (1, 991),
+        "{meta:?}"
+    );
+
+    // At once, on every node: versions 991-1000, and GetStream says the first is 991.
+    for id in &nodes {
+        let page = cluster
+            .read(*id, read_stream_from("orders", None))
+            .await
+            .expect("read");
+        assert_eq!(
+            versions(&page.events),
+            (991..=1000).collect::<Vec<_>>(),
+            "node {id}"
+        );
+        let summary = cluster
+            .client(*id)
+            .get_stream(GetStreamRequest {
+                stream: "orders".to_string(),
+                consistency: Consistency::Linearizable as i32,
+                at_least_position: 0,
+            })
+            .await
+            .expect("get stream")
+            .into_inner()
+            .stream
+            .expect("a summary");
+        assert_eq!(
+            (
+                summary.version,
+                summary.first_version,
+                summary.first_position
+            ),
+            (1000, 991, page.events[0].position),
+            "node {id}"
+        );
+    }
+
+    // Below the retained events: OUT_OF_RANGE with where they begin, never a silent jump.
+    let refused = cluster
+        .read(follower, read_stream_from("orders", Some(1)))
+        .await
+        .expect_err("a read below the retained events is refused");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("991"), "{}", refused.message());
+    assert_eq!(
+        refused
+            .metadata()
+            .get("evlog-first-retained")
+            .and_then(|value| value.to_str().ok()),
+        Some("991")
+    );
+    let subscribe = SubscribeRequest {
+        target: Some(subscribe_request::Target::Stream("orders".to_string())),
+        start: Some(subscribe_request::Start::From(500)),
+        filter: None,
+        max_batch_events: 0,
+        at_least_position: 0,
+    };
+    let refused = cluster
+        .subscribe(leader, subscribe)
+        .await
+        .expect_err("a subscription below the retained events is refused");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+
+    // Compare-and-set: the old metadata version is refused, naming the current one.
+    let refused = cluster
+        .client(leader)
+        .set_stream_metadata(max_count("orders", 5, Some(0)))
+        .await
+        .expect_err("a stale metadata version is refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("metadata version 1"),
+        "{}",
+        refused.message()
+    );
+    let invalid = cluster
+        .client(leader)
+        .set_stream_metadata(max_count("orders", 0, None))
+        .await
+        .expect_err("max_count 0 is refused");
+    assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
+
+    // Under load: limits set on streams being appended to; every replica removes the same.
+    let workload = Workload::start(
+        &cluster,
+        WorkloadOptions {
+            appenders_per_node: 2,
+            streams: 3,
+            ..Default::default()
+        },
+    );
+    workload
+        .wait_for_acknowledged_since(std::time::Instant::now(), 50, timeouts::ACKS)
+        .await;
+    for (stream, count) in [("load-0", 5), ("load-1", 7)] {
+        cluster
+            .client(nodes[0])
+            .set_stream_metadata(max_count(stream, count, None))
+            .await
+            .expect("metadata set under load");
+    }
+    for batch in 0..5 {
+        let events = (0..10)
+            .map(|i| event(format!("o-late-{}", batch * 10 + i), "Ordered", "x"))
+            .collect();
+        cluster
+            .append(nodes[batch % nodes.len()], "orders", events)
+            .await
+            .expect("append under load");
+    }
+    workload
+        .wait_for_acknowledged_since(std::time::Instant::now(), 50, timeouts::ACKS)
+        .await;
+    let _history = workload.stop().await;
+    cluster.wait_for_convergence(timeouts::CATCH_UP).await;
+
+    let mut logs = BTreeMap::new();
+    for id in &nodes {
+        logs.insert(*id, log_of(&cluster, *id).await);
+    }
+    let first = &logs[&nodes[0]];
+    for (id, log) in &logs {
+        assert_eq!(
+            log, first,
+            "node {id} holds another log than node {}",
+            nodes[0]
+        );
+    }
+    for (stream, count) in [("orders", 10u64), ("load-0", 5), ("load-1", 7)] {
+        let kept: Vec<u64> = first
+            .iter()
+            .filter(|(_, name, _, _)| name == stream)
+            .map(|(_, _, version, _)| *version)
+            .collect();
+        let last = *kept.last().expect("events kept");
+        assert_eq!(
+            kept,
+            ((last + 1 - count)..=last).collect::<Vec<_>>(),
+            "{stream} keeps exactly its latest {count}"
+        );
+    }
+    let unlimited = first
+        .iter()
+        .filter(|(_, name, _, _)| name == "load-2")
+        .count();
+    assert!(unlimited > 0, "load-2 has no limit and keeps its events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstoned_stream_refuses_appends_and_all_never_returns_its_events() {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let nodes = cluster.node_ids();
+    let follower = *nodes.iter().find(|id| **id != leader).expect("a follower");
+
+    let doomed: Vec<_> = (0..5).map(|i| event(format!("d-{i}"), "T", "x")).collect();
+    cluster
+        .append(leader, "doomed", doomed)
+        .await
+        .expect("append");
+    cluster
+        .append(leader, "kept", vec![event("k-0", "T", "x")])
+        .await
+        .expect("append");
+    cluster
+        .append(
+            leader,
+            "soft",
+            vec![event("s-0", "T", "x"), event("s-1", "T", "x")],
+        )
+        .await
+        .expect("append");
+
+    let delete = |stream: &str, expected_version, tombstone| DeleteStreamRequest {
+        stream: stream.to_string(),
+        expected_version,
+        tombstone,
+    };
+    let refused = cluster
+        .client(follower)
+        .delete_stream(delete("doomed", Some(4), true))
+        .await
+        .expect_err("a wrong expected version is refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let deleted = cluster
+        .client(follower)
+        .delete_stream(delete("doomed", Some(5), true))
+        .await
+        .expect("tombstoned")
+        .into_inner();
+    assert_eq!(deleted.version, 5);
+
+    // Appends and metadata changes are refused from now on, through any node.
+    for id in &nodes {
+        let refused = cluster
+            .append(*id, "doomed", vec![event(format!("again-{id}"), "T", "x")])
+            .await
+            .expect_err("a tombstoned stream takes no appends");
+        assert_eq!(
+            refused.code(),
+            Code::FailedPrecondition,
+            "node {id}: {refused:?}"
+        );
+    }
+    let refused = cluster
+        .client(leader)
+        .set_stream_metadata(max_count("doomed", 3, None))
+        .await
+        .expect_err("a tombstoned stream takes no metadata");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let metadata = cluster
+        .client(follower)
+        .get_stream_metadata(GetStreamMetadataRequest {
+            stream: "doomed".to_string(),
+            consistency: Consistency::Linearizable as i32,
+            at_least_position: 0,
+        })
+        .await
+        .expect("metadata")
+        .into_inner();
+    assert!(
+        metadata.tombstoned && metadata.first_version == 6,
+        "{metadata:?}"
+    );
+
+    // A soft delete: the stream goes on from its version.
+    cluster
+        .client(leader)
+        .delete_stream(delete("soft", None, false))
+        .await
+        .expect("soft deleted");
+    let again = cluster
+        .append_request(
+            follower,
+            evlog_cluster_tests::proto::AppendRequest {
+                stream: "soft".to_string(),
+                events: vec![event("s-2", "T", "x")],
+                expected_version: Some(2),
+                idempotency_key: None,
+            },
+        )
+        .await
+        .expect("a soft-deleted stream goes on");
+    assert_eq!(again.stream_version, 3);
+
+    // The whole log, on every node, read and subscribed: never an event of `doomed`, and the
+    // deletions announced.
+    for id in &nodes {
+        let log = cluster.read_all(*id, Consistency::Linearizable).await;
+        assert!(
+            log.iter().all(|event| event.stream != "doomed"),
+            "node {id} returned a deleted event"
+        );
+        assert!(
+            !log.iter()
+                .any(|event| event.stream == "soft" && event.stream_version < 3),
+            "node {id} returned a soft-deleted event"
+        );
+        let announced: Vec<String> = log
+            .iter()
+            .filter(|event| event.stream == "$deleted-streams")
+            .map(|event| String::from_utf8_lossy(&event.data).to_string())
+            .collect();
+        assert_eq!(
+            announced,
+            vec![
+                r#"{"stream":"doomed","version":5,"tombstone":true}"#.to_string(),
+                r#"{"stream":"soft","version":2,"tombstone":false}"#.to_string(),
+            ],
+            "node {id}"
+        );
+        let mut subscription = cluster
+            .subscribe(
+                *id,
+                SubscribeRequest {
+                    target: Some(subscribe_request::Target::All(AllStreams {})),
+                    start: None,
+                    filter: None,
+                    max_batch_events: 0,
+                    at_least_position: 0,
+                },
+            )
+            .await
+            .expect("subscribed");
+        let mut delivered = Vec::new();
+        while let Some(item) = subscription.message().await.expect("an item") {
+            use evlog_cluster_tests::proto::subscribe_response::Item;
+            match item.item {
+                Some(Item::Events(batch)) => delivered.extend(batch.events),
+                Some(Item::CaughtUp(_)) => break,
+                _ => {}
+            }
+        }
+        assert_eq!(
+            delivered.iter().map(|e| e.position).collect::<Vec<_>>(),
+            log.iter().map(|e| e.position).collect::<Vec<_>>(),
+            "node {id}: the subscription delivers what the read returns"
+        );
+    }
+    let refused = cluster
+        .read(leader, read_stream_from("doomed", Some(1)))
+        .await
+        .expect_err("reading a deleted stream's events is refused");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    let deletions = cluster
+        .read(leader, read_stream_from("$deleted-streams", None))
+        .await
+        .expect("the system stream reads");
+    assert_eq!(deletions.events.len(), 2);
+}
