@@ -389,3 +389,181 @@ async fn a_tombstoned_stream_refuses_appends_and_all_never_returns_its_events() 
         .expect("the system stream reads");
     assert_eq!(deletions.events.len(), 2);
 }
+
+/// The events' ages as the leader sees them, by their recorded timestamps: a stream's
+/// `max_age_s` removes its old events on every node (the leader proposes it), and the stream
+/// keeps its version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_expires_a_streams_old_events_on_every_replica() {
+    let cluster = Cluster::start(ClusterOptions {
+        extra_args: vec!["--retention-check-interval-ms".into(), "100".into()],
+        ..ClusterOptions::default()
+    })
+    .await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let nodes = cluster.node_ids();
+    let events = (0..20).map(|i| event(format!("a-{i}"), "T", "x")).collect();
+    cluster
+        .append(leader, "aged", events)
+        .await
+        .expect("append");
+    cluster
+        .append(leader, "ageless", vec![event("b-0", "T", "x")])
+        .await
+        .expect("append");
+    cluster
+        .client(leader)
+        .set_stream_metadata(SetStreamMetadataRequest {
+            stream: "aged".to_string(),
+            expected_metadata_version: Some(0),
+            retention: Some(StreamRetention {
+                max_age_s: Some(1),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("metadata set");
+    for id in &nodes {
+        evlog_cluster_tests::wait_until(
+            timeouts::ACKS,
+            &format!("node {id} no longer returns the aged events"),
+            async || {
+                cluster
+                    .read(*id, read_stream_from("aged", None))
+                    .await
+                    .is_ok_and(|page| page.events.is_empty())
+            },
+        )
+        .await;
+        let summary = cluster
+            .client(*id)
+            .get_stream(GetStreamRequest {
+                stream: "aged".to_string(),
+                consistency: Consistency::Linearizable as i32,
+                at_least_position: 0,
+            })
+            .await
+            .expect("get stream")
+            .into_inner()
+            .stream
+            .expect("a summary");
+        assert_eq!(
+            (summary.version, summary.first_version),
+            (20, 21),
+            "node {id}"
+        );
+        let log = cluster.read_all(*id, Consistency::Linearizable).await;
+        assert_eq!(
+            log.iter().map(|e| e.stream.as_str()).collect::<Vec<_>>(),
+            vec!["ageless"],
+            "node {id}: a stream without a max age keeps its events"
+        );
+    }
+}
+
+/// `--retention-max-bytes` keeps the database file bounded under a steady append load: the
+/// leader cuts the oldest events, every node removes them and deletes their rows, and redb
+/// reuses the pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_bytes_keeps_the_database_file_bounded_under_load() {
+    const MAX_BYTES: u64 = 8 << 20;
+    let cluster = Cluster::start(ClusterOptions {
+        // A short Raft log: the file holds it too.
+        snapshot_threshold: Some(100),
+        log_keep_after_snapshot: Some(20),
+        extra_args: vec![
+            "--retention-max-bytes".into(),
+            "8MiB".into(),
+            "--retention-check-interval-ms".into(),
+            "100".into(),
+        ],
+        ..ClusterOptions::default()
+    })
+    .await;
+    cluster.wait_for_leader(timeouts::LEADER).await;
+    let nodes = cluster.node_ids();
+    // 24 MiB in appends of 6 events of 1 KiB: three times the limit.
+    let payload = vec![b'p'; 1 << 10];
+    let appenders: Vec<_> = (0..4)
+        .map(|task| {
+            let client = cluster.client(nodes[task % nodes.len()]);
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                let mut client = client;
+                for round in 0..1_024 {
+                    let events = (0..6)
+                        .map(|i| event(format!("t{task}-{round}-{i}"), "Load", payload.clone()))
+                        .collect();
+                    client
+                        .append(evlog_cluster_tests::proto::AppendRequest {
+                            stream: format!("bulk-{task}"),
+                            events,
+                            expected_version: None,
+                            idempotency_key: None,
+                        })
+                        .await
+                        .expect("append under retention");
+                }
+            })
+        })
+        .collect();
+    // The largest each node's file gets while the load runs, sampled every 50 ms.
+    let files: Vec<_> = nodes
+        .iter()
+        .map(|id| cluster.data_dir(*id).join("evlog.redb"))
+        .collect();
+    let sampler = tokio::spawn(async move {
+        let mut largest = vec![0u64; files.len()];
+        let mut ticks = tokio::time::interval(std::time::Duration::from_millis(50));
+        loop {
+            ticks.tick().await;
+            for (file, largest) in files.iter().zip(largest.iter_mut()) {
+                if let Ok(metadata) = std::fs::metadata(file) {
+                    *largest = (*largest).max(metadata.len());
+                }
+            }
+            if largest.iter().any(|size| *size >= MAX_BYTES * 3 / 2) {
+                return largest;
+            }
+        }
+    });
+    for appender in appenders {
+        appender.await.expect("the appender finishes");
+    }
+    assert!(
+        !sampler.is_finished(),
+        "a database file reached 1.5 x {MAX_BYTES} under load: {:?}",
+        sampler.await
+    );
+    sampler.abort();
+    cluster.wait_for_convergence(timeouts::CATCH_UP).await;
+    // The leader cuts at its next check; then every node deletes the rows.
+    for id in &nodes {
+        evlog_cluster_tests::wait_until(
+            timeouts::ACKS,
+            &format!("node {id} keeps at most about 4 MiB of events"),
+            async || {
+                let page = cluster
+                    .read(
+                        *id,
+                        ReadRequest {
+                            target: Some(read_request::Target::All(AllStreams {})),
+                            ..read_stream_from("unused", None)
+                        },
+                    )
+                    .await;
+                page.is_ok_and(|page| page.events.first().is_some_and(|e| e.position > 16_000))
+            },
+        )
+        .await;
+    }
+    cluster.wait_for_convergence(timeouts::CATCH_UP).await;
+    for id in &nodes {
+        let path = cluster.data_dir(*id).join("evlog.redb");
+        let size = std::fs::metadata(&path).expect("the database file").len();
+        assert!(
+            size < MAX_BYTES * 3 / 2,
+            "node {id}'s database file is {size} bytes, past 1.5 x {MAX_BYTES}"
+        );
+    }
+}

@@ -123,6 +123,9 @@ pub struct NodeConfig {
     pub routes: BTreeMap<String, String>,
     /// How the leader confirms it is still the leader for a linearizable read.
     pub read_policy: ReadPolicy,
+    /// Log-wide retention (off by default: an event store keeps everything unless told
+    /// otherwise) and how often the leader checks it and the streams' `max_age_s`.
+    pub retention: crate::service::retention::RetentionConfig,
 }
 
 /// How the leader confirms its leadership for a linearizable read.
@@ -167,6 +170,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             routes: BTreeMap::new(),
             read_policy: ReadPolicy::default(),
+            retention: Default::default(),
         }
     }
 }
@@ -270,6 +274,9 @@ impl NodeConfig {
         }
         if limits.default_read_count == 0 || limits.default_read_count > limits.max_read_count {
             return fail("default read count must be between 1 and the max read count".to_string());
+        }
+        if self.retention.check_interval_ms == 0 {
+            return fail("the retention check interval must be positive".to_string());
         }
         Ok(())
     }

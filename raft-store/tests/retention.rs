@@ -301,3 +301,30 @@ async fn a_snapshot_carries_what_was_removed() {
     );
     assert_eq!(follower.reader.first_position().await.expect("read"), 21);
 }
+
+/// Disk space comes back: with the log cut behind the appends, the writer deletes the rows and
+/// redb reuses their pages, so the file stops growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_stops_growing_when_the_log_is_cut_behind_the_appends() {
+    let mut store = Store::open(1);
+    let path = store._dir.path().join("evlog.redb");
+    let mut sizes = Vec::new();
+    for round in 0..400u64 {
+        // 10 appends of 10 events of 100 bytes (about 15 KiB with their index entries).
+        for _ in 0..10 {
+            store.append("s", 10).await;
+        }
+        // Keep about the last 2,000 events.
+        store
+            .apply(Command::Retention(RetentionCommand::ExpireLog {
+                before_position: (round * 100 + 100).saturating_sub(2_000),
+            }))
+            .await;
+        if round % 50 == 49 {
+            sizes.push(std::fs::metadata(&path).expect("the file").len());
+        }
+    }
+    eprintln!("file sizes: {sizes:?}");
+    let last = *sizes.last().expect("sizes");
+    assert!(last <= sizes[1] * 3 / 2, "the file kept growing: {sizes:?}");
+}

@@ -16,6 +16,7 @@ pub mod consumers;
 pub mod error;
 pub mod event_log;
 pub mod forward;
+pub mod retention;
 pub mod subscribe;
 
 pub use error::ServiceError;

@@ -141,7 +141,12 @@ fn reclaim_alone(shared: &Shared, cache: &mut WriterCache) -> Result<(), StoreEr
     let machine = shared.machine().clone();
     let mut txn = shared.db.begin_write().map_err(StoreError::db)?;
     txn.set_quick_repair(shared.quick_repair);
-    let deleted = reclaim::step(&txn, &machine, &mut cache.reclaim)?;
+    let deleted = reclaim::step(
+        &txn,
+        &machine,
+        &mut cache.reclaim,
+        reclaim::MIN_ROWS_PER_STEP,
+    )?;
     txn.set_durability(Durability::None)
         .map_err(StoreError::db)?;
     let started = Instant::now();
@@ -319,7 +324,15 @@ fn write_batch(
             log.committed_unwritten = false;
         }
         txn::delete_purged(&txn, &mut log)?;
-        reclaim::step(&txn, &machine, &mut cache.reclaim)?;
+        let events_applied = machine
+            .head_position
+            .saturating_sub(shared.machine().head_position);
+        reclaim::step(
+            &txn,
+            &machine,
+            &mut cache.reclaim,
+            reclaim::budget(events_applied),
+        )?;
         points.before_commit();
         if one_durable_commit {
             txn.set_durability(Durability::Immediate)

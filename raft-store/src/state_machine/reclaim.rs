@@ -21,11 +21,21 @@ use crate::schema::RECLAIM_STREAMS;
 use crate::schema::STREAM_INDEX;
 use crate::schema::STREAM_META;
 
-/// Most rows (events, each with its index entry) one step deletes: deleting 100,000 rows in
-/// one transaction stalls the writer for hundreds of milliseconds (see the log purge).
-pub const MAX_ROWS_PER_STEP: usize = 1_024;
-/// Most events one step looks at below the log-wide boundary (kept last events included).
-const MAX_LOOKED_AT_PER_STEP: usize = 4 * MAX_ROWS_PER_STEP;
+/// Rows (events, each with its index entry) one step deletes at least, when there are: deleting
+/// 100,000 rows in one transaction stalls the writer for hundreds of milliseconds (see the log
+/// purge).
+pub const MIN_ROWS_PER_STEP: usize = 1_024;
+/// Most rows one step deletes. A batch's step may delete as many rows as the batch appended
+/// events (up to this), so deletion keeps pace with appends that retention removes as they
+/// come (max_count, the log-wide limits) instead of trailing behind them under load.
+pub const MAX_ROWS_PER_STEP: usize = 8_192;
+
+/// The rows a step may delete after a batch that appended `appended` events.
+pub fn budget(appended: u64) -> usize {
+    usize::try_from(appended.saturating_mul(2))
+        .unwrap_or(MAX_ROWS_PER_STEP)
+        .clamp(MIN_ROWS_PER_STEP, MAX_ROWS_PER_STEP)
+}
 
 /// What the writer knows of the work left.
 #[derive(Debug)]
@@ -45,13 +55,16 @@ impl Default for ReclaimState {
     }
 }
 
-/// Deletes at most [`MAX_ROWS_PER_STEP`] removed rows inside `txn`; returns how many, and
-/// leaves `state.pending` false once nothing is left.
+/// Deletes at most `max_rows` removed rows inside `txn` (see [`budget`]); returns how many,
+/// and leaves `state.pending` false once nothing is left.
 pub(crate) fn step(
     txn: &WriteTransaction,
     machine: &MachineMeta,
     state: &mut ReclaimState,
+    max_rows: usize,
 ) -> Result<usize, StoreError> {
+    let max_rows = max_rows.clamp(1, MAX_ROWS_PER_STEP);
+    let max_looked_at = 4 * max_rows;
     if !state.pending {
         return Ok(0);
     }
@@ -61,7 +74,7 @@ pub(crate) fn step(
     let metas = txn.open_table(STREAM_META).map_err(StoreError::db)?;
     let mut deleted = 0;
     let mut streams_done = queue.is_empty().map_err(StoreError::db)?;
-    while deleted < MAX_ROWS_PER_STEP && !streams_done {
+    while deleted < max_rows && !streams_done {
         let Some(item) = queue.first().map_err(StoreError::db)? else {
             streams_done = true;
             break;
@@ -76,11 +89,11 @@ pub(crate) fn step(
         let doomed: Vec<(u64, u64)> = index
             .range((stream.as_str(), 0)..(stream.as_str(), first_version))
             .map_err(StoreError::db)?
-            .take(MAX_ROWS_PER_STEP - deleted)
+            .take(max_rows - deleted)
             .map(|item| item.map(|(key, position)| (key.value().1, position.value())))
             .collect::<Result<_, _>>()
             .map_err(StoreError::db)?;
-        let mut finished = doomed.len() < MAX_ROWS_PER_STEP - deleted;
+        let mut finished = doomed.len() < max_rows - deleted;
         for (version, position) in doomed {
             if Some(version) == last_version {
                 finished = true;
@@ -97,12 +110,12 @@ pub(crate) fn step(
         }
     }
     let mut log_done = state.log_done_below >= machine.first_position;
-    if deleted < MAX_ROWS_PER_STEP && !log_done {
+    if deleted < max_rows && !log_done {
         let from = state.log_done_below;
         let below: Vec<(u64, String, u64)> = events
             .range(from..machine.first_position)
             .map_err(StoreError::db)?
-            .take(MAX_LOOKED_AT_PER_STEP)
+            .take(max_looked_at)
             .map(|item| {
                 let (position, value) = item.map_err(StoreError::db)?;
                 let head = codec::peek_event(value.value())?;
@@ -113,13 +126,13 @@ pub(crate) fn step(
                 ))
             })
             .collect::<Result<_, StoreError>>()?;
-        let looked_at_all = below.len() < MAX_LOOKED_AT_PER_STEP;
+        let looked_at_all = below.len() < max_looked_at;
         let mut resume = match below.last() {
             Some((position, _, _)) if !looked_at_all => position + 1,
             _ => machine.first_position,
         };
         for (position, stream, version) in below {
-            if deleted == MAX_ROWS_PER_STEP {
+            if deleted == max_rows {
                 resume = position;
                 break;
             }
