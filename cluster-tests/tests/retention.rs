@@ -566,4 +566,41 @@ async fn max_bytes_keeps_the_database_file_bounded_under_load() {
             "node {id}'s database file is {size} bytes, past 1.5 x {MAX_BYTES}"
         );
     }
+
+    // `evlog compact` refuses a running node's database, and shrinks a stopped one's; the node
+    // then serves the same log.
+    let data_dir = cluster.data_dir(nodes[2]);
+    let compact = || {
+        std::process::Command::new(evlog_cluster_tests::evlog_binary())
+            .args(["compact", "--json", "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .expect("evlog compact runs")
+    };
+    let refused = compact();
+    assert!(
+        !refused.status.success(),
+        "a running node's database is refused"
+    );
+    let reference = log_of(&cluster, nodes[0]).await;
+    let mut cluster = cluster;
+    cluster.terminate(nodes[2]).await;
+    let compacted = compact();
+    assert!(
+        compacted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compacted.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&compacted.stdout).expect("a JSON report");
+    let before = report["bytes_before"].as_u64().expect("bytes_before");
+    let after = report["bytes_after"].as_u64().expect("bytes_after");
+    assert!(
+        after < before,
+        "compacting did not shrink the file: {report}"
+    );
+    eprintln!("evlog compact: {report}");
+    cluster.restart(nodes[2]);
+    cluster.wait_for_convergence(timeouts::CATCH_UP).await;
+    assert_eq!(log_of(&cluster, nodes[2]).await, reference);
 }

@@ -13,6 +13,7 @@ use evlog_client::EvlogClient;
 
 mod append;
 mod cluster;
+mod compact;
 mod consumer;
 mod output;
 mod read;
@@ -23,6 +24,7 @@ mod tail;
 
 pub use append::AppendArgs;
 pub use cluster::ClusterArgs;
+pub use compact::CompactArgs;
 pub use consumer::ConsumeArgs;
 pub use consumer::ConsumerArgs;
 pub use read::ReadArgs;
@@ -54,6 +56,8 @@ pub enum CliCommand {
     Tail(TailArgs),
     /// Show every endpoint's view of the cluster.
     Status(StatusArgs),
+    /// Shrink a stopped node's database file after retention or deletions removed events.
+    Compact(CompactArgs),
     /// List streams (by name prefix), or show one stream's summary.
     Streams(StreamsArgs),
     /// See and change the membership; move the leadership.
@@ -103,6 +107,7 @@ pub async fn run_client(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Read(args) => read::read(args).await,
         CliCommand::Tail(args) => tail::tail(args).await,
         CliCommand::Status(args) => status::status(args).await,
+        CliCommand::Compact(args) => compact::compact(args),
         CliCommand::Streams(args) => streams::streams(args).await,
         CliCommand::Cluster(args) => cluster::cluster(args).await,
         CliCommand::Consumer(args) => consumer::consumer(args).await,

@@ -44,6 +44,7 @@ use crate::type_config::TypeConfig;
 use crate::type_config::Vote;
 use crate::types::AppliedState;
 
+pub mod compact;
 mod open;
 mod stats;
 mod writer;
