@@ -604,3 +604,61 @@ async fn max_bytes_keeps_the_database_file_bounded_under_load() {
     cluster.wait_for_convergence(timeouts::CATCH_UP).await;
     assert_eq!(log_of(&cluster, nodes[2]).await, reference);
 }
+
+/// A consumer group whose frontier lies below what retention removed moves past the removed
+/// events (never stuck, never a crash) and delivers the retained ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_behind_retention_goes_on_from_the_retained_events() {
+    use evlog_cluster_tests::proto::{
+        ConsumerSettings, CreateConsumerRequest, DispatchMode, create_consumer_request,
+    };
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let endpoints: Vec<String> = cluster
+        .node_ids()
+        .iter()
+        .map(|id| cluster.address(*id))
+        .collect();
+    let client = evlog_client::EvlogClient::new(&endpoints, Default::default()).expect("client");
+    let events = (0..50)
+        .map(|i| event(format!("j-{i}"), "Job", "x"))
+        .collect();
+    cluster
+        .append(leader, "jobs", events)
+        .await
+        .expect("append");
+    // The group is created at the start of the stream, then retention keeps the last 5.
+    client
+        .consumers_call(
+            CreateConsumerRequest {
+                name: "workers".to_string(),
+                target: Some(create_consumer_request::Target::Stream("jobs".to_string())),
+                filter: None,
+                start: None,
+                settings: Some(ConsumerSettings {
+                    mode: DispatchMode::Shared as i32,
+                    ..ConsumerSettings::default()
+                }),
+            },
+            |mut grpc, request| async move { grpc.create(request).await },
+        )
+        .await
+        .expect("group created");
+    cluster
+        .client(leader)
+        .set_stream_metadata(max_count("jobs", 5, None))
+        .await
+        .expect("metadata set");
+    let mut consumer = client.consume("workers", evlog_client::ConsumeOptions::default());
+    let mut delivered = Vec::new();
+    while delivered.len() < 5 {
+        let delivery = tokio::time::timeout(timeouts::ACKS, consumer.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the member goes on")
+            .expect("a delivery");
+        delivered.push(delivery.event.stream_version);
+        delivery.ack().await.expect("acked");
+    }
+    assert_eq!(delivered, (46..=50).collect::<Vec<_>>());
+}
