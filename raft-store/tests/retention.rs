@@ -4,6 +4,9 @@
 //! event was removed keeps its version, and a snapshot carries what was removed, so a follower
 //! that installs one never shows a removed event.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use evlog_raft_store::EventReader;
@@ -31,20 +34,31 @@ struct Store {
     machine: StateMachine,
     reader: EventReader,
     next_index: u64,
+    /// While set, the writer deletes no removed rows: what reads return then is the boundary's
+    /// doing alone.
+    hold_reclaim: Arc<AtomicBool>,
 }
 
 impl Store {
     fn open(node_id: u64) -> Store {
         let dir = tempfile::tempdir().expect("temp dir");
+        let config = StoreConfig::new(dir.path(), node_id, "retention");
+        let hold_reclaim = Arc::clone(&config.hold_reclaim);
+        hold_reclaim.store(true, Ordering::Relaxed);
         let (_engine, _log, machine, reader) =
-            evlog_raft_store::open(&StoreConfig::new(dir.path(), node_id, "retention"))
-                .expect("a fresh store opens");
+            evlog_raft_store::open(&config).expect("a fresh store opens");
         Store {
             _dir: dir,
             machine,
             reader,
             next_index: 1,
+            hold_reclaim,
         }
+    }
+
+    /// Lets the writer delete removed rows from now on.
+    fn release_reclaim(&self) {
+        self.hold_reclaim.store(false, Ordering::Relaxed);
     }
 
     async fn apply(&mut self, command: Command) {
@@ -113,8 +127,11 @@ impl Store {
             .collect())
     }
 
-    /// Waits until the writer deleted every removed row but `kept`.
+    /// Lets the writer delete removed rows and waits until it deleted every one but `kept`.
     async fn wait_for_stored(&self, kept: u64) {
+        self.release_reclaim();
+        // An op wakes the writer for its first step (then it goes on while idle).
+        let _ = self.reader.stored_events().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let stored = self.reader.stored_events().await.expect("count");
@@ -175,6 +192,8 @@ async fn max_count_removes_at_apply_and_the_rows_go_later() {
         store.read(ReadTarget::All, ReadStart::Edge).await,
         Ok((991..=1005).collect())
     );
+    // All of it with every row still stored: the boundary alone hides them.
+    assert_eq!(store.reader.stored_events().await.expect("count"), 1005);
     // Appends go on removing the oldest.
     store.append("s", 3).await;
     assert_eq!(
@@ -217,6 +236,7 @@ async fn a_deleted_stream_keeps_its_version_and_a_tombstone_refuses_appends() {
         store.read(stream(DELETIONS_STREAM), ReadStart::Edge).await,
         Ok(vec![1])
     );
+    assert_eq!(store.reader.stored_events().await.expect("count"), 6);
     // s's last event stays stored (it carries the stream's version), the others go.
     store.wait_for_stored(4).await;
     let info = store.reader.stream("s".to_string()).await.expect("read");
@@ -239,8 +259,9 @@ async fn a_snapshot_carries_what_was_removed() {
             before_position: 21,
         }))
         .await;
-    // Built before the writer deleted anything it might: the snapshot holds only what is
-    // retained, plus each stream's last event.
+    // Built with every removed row still stored: the snapshot holds only what is retained,
+    // plus each stream's last event.
+    assert_eq!(source.reader.stored_events().await.expect("count"), 100);
     let built = source
         .machine
         .get_snapshot_builder()
@@ -307,6 +328,7 @@ async fn a_snapshot_carries_what_was_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_file_stops_growing_when_the_log_is_cut_behind_the_appends() {
     let mut store = Store::open(1);
+    store.release_reclaim();
     let path = store._dir.path().join("evlog.redb");
     let mut sizes = Vec::new();
     for round in 0..400u64 {

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
@@ -79,6 +80,7 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
         db,
         data_dir,
         quick_repair: config.quick_repair,
+        hold_reclaim: Arc::clone(&config.hold_reclaim),
         tail: Mutex::new(tail),
         log: Mutex::new(log),
         machine: Mutex::new(machine),

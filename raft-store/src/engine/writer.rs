@@ -66,7 +66,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
     let mut cache = WriterCache::default();
     loop {
         // Between batches, while no op waits: a bounded step of deleting removed rows.
-        if cache.reclaim.pending && queue.is_empty() {
+        if cache.reclaim.pending && queue.is_empty() && !reclaim_held(shared) {
             match reclaim_alone(shared, &mut cache) {
                 Ok(()) => unsynced = true,
                 Err(error) => {
@@ -132,6 +132,13 @@ fn refuse_queued(shared: &Shared, queue: &mut mpsc::Receiver<WriteOp>) {
     while let Ok(op) = queue.try_recv() {
         split(op).1.fail(&shared.stopped());
     }
+}
+
+/// Whether a test holds the deletion of removed rows ([`crate::StoreConfig::hold_reclaim`]).
+fn reclaim_held(shared: &Shared) -> bool {
+    shared
+        .hold_reclaim
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// One bounded step of deleting removed rows (`state_machine::reclaim`), in a transaction of
@@ -324,15 +331,17 @@ fn write_batch(
             log.committed_unwritten = false;
         }
         txn::delete_purged(&txn, &mut log)?;
-        let events_applied = machine
-            .head_position
-            .saturating_sub(shared.machine().head_position);
-        reclaim::step(
-            &txn,
-            &machine,
-            &mut cache.reclaim,
-            reclaim::budget(events_applied),
-        )?;
+        if !reclaim_held(shared) {
+            let events_applied = machine
+                .head_position
+                .saturating_sub(shared.machine().head_position);
+            reclaim::step(
+                &txn,
+                &machine,
+                &mut cache.reclaim,
+                reclaim::budget(events_applied),
+            )?;
+        }
         points.before_commit();
         if one_durable_commit {
             txn.set_durability(Durability::Immediate)
