@@ -37,8 +37,10 @@ use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
 use crate::schema::LOG;
 use crate::schema::META;
+use crate::schema::RECLAIM_STREAMS;
 use crate::schema::SM_META;
 use crate::schema::STREAM_INDEX;
+use crate::schema::STREAM_META;
 use crate::schema::UPGRADABLE_FORMAT_VERSION;
 use crate::schema::meta_key;
 use crate::schema::sm_key;
@@ -278,6 +280,8 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
         txn.open_table(CONSUMERS)?;
         txn.open_table(CONSUMER_PENDING)?;
         txn.open_table(DEAD_LETTERS)?;
+        txn.open_table(STREAM_META)?;
+        txn.open_table(RECLAIM_STREAMS)?;
     }
     txn.commit()?;
     Ok(identity)
