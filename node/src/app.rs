@@ -239,6 +239,11 @@ pub async fn run(
         request_timeout,
     ));
 
+    let retention = tokio::spawn(crate::service::retention::run(
+        handle.clone(),
+        config.retention,
+        request_timeout,
+    ));
     let leadership = tokio::spawn(crate::metrics::leader::watch(
         handle.clone(),
         Arc::clone(&metrics),
@@ -342,6 +347,7 @@ pub async fn run(
         server.abort();
     }
     readiness.abort();
+    retention.abort();
     leadership.abort();
     sampler.abort();
     if let Some(http_server) = http_server {

@@ -148,6 +148,9 @@ pub struct NodeConfig {
     /// from (`evlog restore --sandbox`). Consumer groups still work (their state is the
     /// node's own).
     pub read_only: bool,
+    /// Log-wide retention (off by default: an event store keeps everything unless told
+    /// otherwise) and how often the leader checks it and the streams' `max_age_s`.
+    pub retention: crate::service::retention::RetentionConfig,
 }
 
 /// How the leader confirms its leadership for a linearizable read.
@@ -193,6 +196,7 @@ impl Default for NodeConfig {
             routes: BTreeMap::new(),
             read_policy: ReadPolicy::default(),
             read_only: false,
+            retention: Default::default(),
         }
     }
 }
@@ -296,6 +300,9 @@ impl NodeConfig {
         }
         if limits.default_read_count == 0 || limits.default_read_count > limits.max_read_count {
             return fail("default read count must be between 1 and the max read count".to_string());
+        }
+        if self.retention.check_interval_ms == 0 {
+            return fail("the retention check interval must be positive".to_string());
         }
         Ok(())
     }

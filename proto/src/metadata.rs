@@ -15,3 +15,6 @@ pub const FORWARDED: &str = "evlog-forwarded";
 /// subscription slots taken), not because the request is too large: nothing was done, and
 /// the same request may succeed later or on another node.
 pub const BUSY: &str = "evlog-busy";
+/// On `OUT_OF_RANGE` for a read or subscription that starts below what retention or a deletion
+/// left: the first retained version (stream) or position (all) to start from instead.
+pub const FIRST_RETAINED: &str = "evlog-first-retained";

@@ -32,6 +32,9 @@ use crate::types::IdempotencyPolicy;
 use crate::types::IdempotentRecord;
 use crate::types::NewEvent;
 use crate::types::RecordedEvent;
+use crate::types::RetentionCommand;
+use crate::types::StreamMeta;
+use crate::types::StreamRetention;
 
 /// The codec version written in the first byte of every record.
 pub const CODEC_VERSION: u8 = 1;
@@ -49,6 +52,11 @@ const PAYLOAD_MEMBERSHIP: u8 = 2;
 const COMMAND_APPEND: u8 = 1;
 const COMMAND_APPENDS: u8 = 2;
 const COMMAND_CONSUMER: u8 = 3;
+const COMMAND_RETENTION: u8 = 4;
+const RETENTION_SET_METADATA: u8 = 1;
+const RETENTION_DELETE: u8 = 2;
+const RETENTION_EXPIRE_STREAM: u8 = 3;
+const RETENTION_EXPIRE_LOG: u8 = 4;
 
 /// Builds one record: version byte, fields, checksum.
 pub struct Writer {
@@ -486,7 +494,124 @@ fn put_command(writer: &mut Writer, command: &Command) {
             writer.u8(COMMAND_CONSUMER);
             writer.bytes(&crate::consumer::encode(command));
         }
+        Command::Retention(command) => {
+            writer.u8(COMMAND_RETENTION);
+            put_retention_command(writer, command);
+        }
     }
+}
+
+fn put_retention_command(writer: &mut Writer, command: &RetentionCommand) {
+    match command {
+        RetentionCommand::SetMetadata {
+            stream,
+            expected_metadata_version,
+            retention,
+        } => {
+            writer.u8(RETENTION_SET_METADATA);
+            writer.str(stream);
+            put_optional_u64(writer, *expected_metadata_version);
+            put_stream_retention(writer, retention);
+        }
+        RetentionCommand::Delete {
+            stream,
+            expected_version,
+            tombstone,
+            timestamp_ms,
+        } => {
+            writer.u8(RETENTION_DELETE);
+            writer.str(stream);
+            put_optional_u64(writer, *expected_version);
+            writer.u8(u8::from(*tombstone));
+            writer.u64(*timestamp_ms);
+        }
+        RetentionCommand::ExpireStream {
+            stream,
+            before_version,
+        } => {
+            writer.u8(RETENTION_EXPIRE_STREAM);
+            writer.str(stream);
+            writer.u64(*before_version);
+        }
+        RetentionCommand::ExpireLog { before_position } => {
+            writer.u8(RETENTION_EXPIRE_LOG);
+            writer.u64(*before_position);
+        }
+    }
+}
+
+fn get_retention_command(reader: &mut Reader<'_>) -> Result<RetentionCommand, CorruptRecord> {
+    Ok(match reader.u8()? {
+        RETENTION_SET_METADATA => RetentionCommand::SetMetadata {
+            stream: reader.string()?,
+            expected_metadata_version: get_optional_u64(reader)?,
+            retention: get_stream_retention(reader)?,
+        },
+        RETENTION_DELETE => RetentionCommand::Delete {
+            stream: reader.string()?,
+            expected_version: get_optional_u64(reader)?,
+            tombstone: get_flag(reader)?,
+            timestamp_ms: reader.u64()?,
+        },
+        RETENTION_EXPIRE_STREAM => RetentionCommand::ExpireStream {
+            stream: reader.string()?,
+            before_version: reader.u64()?,
+        },
+        RETENTION_EXPIRE_LOG => RetentionCommand::ExpireLog {
+            before_position: reader.u64()?,
+        },
+        tag => return Err(reader.invalid(format!("unknown retention command tag {tag}"))),
+    })
+}
+
+fn get_flag(reader: &mut Reader<'_>) -> Result<bool, CorruptRecord> {
+    match reader.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(reader.invalid(format!("bad flag {other}"))),
+    }
+}
+
+fn put_stream_retention(writer: &mut Writer, retention: &StreamRetention) {
+    put_optional_u64(writer, retention.max_age_s);
+    put_optional_u64(writer, retention.max_count);
+    put_optional_u64(writer, retention.truncate_before);
+}
+
+fn get_stream_retention(reader: &mut Reader<'_>) -> Result<StreamRetention, CorruptRecord> {
+    Ok(StreamRetention {
+        max_age_s: get_optional_u64(reader)?,
+        max_count: get_optional_u64(reader)?,
+        truncate_before: get_optional_u64(reader)?,
+    })
+}
+
+/// A stream's metadata record (the `stream_meta` table, snapshot tag 8).
+pub fn encode_stream_meta(meta: &StreamMeta) -> Vec<u8> {
+    let mut writer = Writer::with_capacity(48);
+    writer.u64(meta.metadata_version);
+    put_stream_retention(&mut writer, &meta.retention);
+    writer.u64(meta.first_version);
+    writer.u8(u8::from(meta.tombstoned));
+    writer.finish()
+}
+
+pub fn decode_stream_meta(record: &[u8]) -> Result<StreamMeta, CorruptRecord> {
+    let mut reader = Reader::new("stream metadata", record)?;
+    let meta = StreamMeta {
+        metadata_version: reader.u64()?,
+        retention: get_stream_retention(&mut reader)?,
+        first_version: reader.u64()?,
+        tombstoned: get_flag(&mut reader)?,
+    };
+    reader.end()?;
+    if meta.first_version == 0 {
+        return Err(CorruptRecord {
+            what: "stream metadata",
+            detail: "first version 0".to_string(),
+        });
+    }
+    Ok(meta)
 }
 
 fn put_append(writer: &mut Writer, append: &AppendCommand) {
@@ -528,6 +653,7 @@ fn get_command(reader: &mut Reader<'_>) -> Result<Command, CorruptRecord> {
             "consumer command",
             reader.bytes()?,
         )?)),
+        COMMAND_RETENTION => Ok(Command::Retention(get_retention_command(reader)?)),
         tag => Err(reader.invalid(format!("unknown command tag {tag}"))),
     }
 }
@@ -658,6 +784,7 @@ pub fn decode_event(position: u64, record: &[u8]) -> Result<RecordedEvent, Corru
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventHead<'a> {
     pub stream: &'a str,
+    pub stream_version: u64,
     pub timestamp_ms: u64,
     pub event_type: &'a str,
 }
@@ -665,12 +792,13 @@ pub struct EventHead<'a> {
 pub fn peek_event(record: &[u8]) -> Result<EventHead<'_>, CorruptRecord> {
     let mut reader = Reader::new("event", record)?;
     let stream = reader.str()?;
-    let _stream_version = reader.u64()?;
+    let stream_version = reader.u64()?;
     let timestamp_ms = reader.u64()?;
     let _id = reader.bytes()?;
     let event_type = reader.str()?;
     Ok(EventHead {
         stream,
+        stream_version,
         timestamp_ms,
         event_type,
     })
@@ -923,6 +1051,7 @@ mod tests {
             peek_event(&encode_event(&event, DataEncoding::Raw)).expect("peeks"),
             EventHead {
                 stream: "s",
+                stream_version: 2,
                 timestamp_ms: 7,
                 event_type: "T"
             }

@@ -14,11 +14,14 @@ pub const DATABASE_FILE: &str = "evlog.redb";
 /// `log index << 12 | part` in the expiry order; an older evlog must not open such a store.
 /// Format 5: the log may hold consumer-group commands, and the state machine keeps consumer
 /// groups (the three `consumer*` tables). Format 6: log entries and event records may be of
-/// codec version 2 (compressed event data), and the state machine may hold an epoch.
+/// codec version 2 (compressed event data); the log may hold retention commands; the state
+/// machine may hold an epoch, stream metadata (`stream_meta`) and the log's first retained
+/// position (`sm_meta` `first_position`): events below either are removed, whatever rows are
+/// still stored.
 pub const FORMAT_VERSION: u32 = 6;
 /// Formats 3 to 5 are upgraded at open by stamping them 6: format 3's entries and keys read
-/// as they are (a key's bare log index sorts before every newer place), formats before 5 have
-/// no consumer groups, and none has compressed data or an epoch.
+/// as they are (a key's bare log index sorts before every newer place), formats 3 and 4 have
+/// no consumer groups, and none has compressed data, an epoch, or removed anything.
 pub const FORMAT_3: u32 = 3;
 pub const FORMAT_4: u32 = 4;
 pub const FORMAT_5: u32 = 5;
@@ -58,6 +61,15 @@ pub const CONSUMER_PENDING: TableDefinition<(&str, u64), &[u8]> =
 /// A group's dead letters: (group, key) -> encoded [`crate::consumer::DeadLetterRecord`].
 pub const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
 
+/// Streams with metadata, or deleted: name -> encoded [`crate::types::StreamMeta`] (its
+/// retention limits and first retained version). Streams without a row have removed nothing
+/// by themselves.
+pub const STREAM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("stream_meta");
+/// Streams whose removed rows the writer has still to delete: name -> the first retained
+/// version when queued. Physical work only (not state: never in a snapshot, emptied by an
+/// install).
+pub const RECLAIM_STREAMS: TableDefinition<&str, u64> = TableDefinition::new("reclaim_streams");
+
 pub mod meta_key {
     pub const FORMAT_VERSION: &str = "format_version";
     pub const CLUSTER_ID: &str = "cluster_id";
@@ -83,4 +95,6 @@ pub mod sm_key {
     /// can tell a restored log (whose positions may repeat ones they saw) from the one they
     /// followed.
     pub const EPOCH: &str = "epoch";
+    /// The log's first retained position (`u64`; absent: 1, nothing removed log-wide).
+    pub const FIRST_POSITION: &str = "first_position";
 }

@@ -26,6 +26,111 @@ pub enum Command {
     Appends(Vec<AppendCommand>),
     /// A change to consumer groups (see [`crate::consumer`]).
     Consumer(ConsumerCommand),
+    /// Stream metadata, deletion and retention (see [`RetentionCommand`]).
+    Retention(RetentionCommand),
+}
+
+/// Changes to what the log retains: a stream's metadata, a stream's deletion, and expiry the
+/// leader decided. Every replica removes exactly what the entry says, when it applies: reads
+/// stop returning removed events then, and the rows are deleted later, in the background.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetentionCommand {
+    /// Sets a stream's metadata if its metadata version is `expected_metadata_version`
+    /// (`None`: any). `max_count` and `truncate_before` take effect as the entry applies.
+    SetMetadata {
+        stream: String,
+        expected_metadata_version: Option<u64>,
+        retention: StreamRetention,
+    },
+    /// Deletes a stream's events (all of them, if its version is `expected_version`), and
+    /// appends a `$stream-deleted` event to [`DELETIONS_STREAM`]. A soft delete lets the
+    /// stream go on from its version; a tombstone refuses every later append.
+    Delete {
+        stream: String,
+        expected_version: Option<u64>,
+        tombstone: bool,
+        /// The leader's clock when it proposed the delete (the system event's time).
+        timestamp_ms: u64,
+    },
+    /// The leader found `stream`'s events before `before_version` older than its `max_age_s`.
+    ExpireStream { stream: String, before_version: u64 },
+    /// The leader found the log's events before `before_position` past the log-wide limits
+    /// (`--retention-max-age`, `--retention-max-bytes`).
+    ExpireLog { before_position: u64 },
+}
+
+/// The system stream every deletion is announced in, with events of type
+/// [`STREAM_DELETED_TYPE`] whose data is `{"stream":NAME,"version":N,"tombstone":BOOL}`.
+pub const DELETIONS_STREAM: &str = "$deleted-streams";
+/// The type of the event a deletion appends to [`DELETIONS_STREAM`].
+pub const STREAM_DELETED_TYPE: &str = "$stream-deleted";
+
+/// How much of a stream is kept, as its metadata says (each limit `None`: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRetention {
+    /// Events older than this (by their leader-assigned timestamps) are removed, as the leader
+    /// finds them (it proposes [`RetentionCommand::ExpireStream`]).
+    pub max_age_s: Option<u64>,
+    /// At most this many of the stream's latest events are kept.
+    pub max_count: Option<u64>,
+    /// Events below this stream version are removed.
+    pub truncate_before: Option<u64>,
+}
+
+/// What the state machine keeps of a stream with metadata, or deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    /// 0 before any metadata was set; +1 with each `SetMetadata` applied.
+    pub metadata_version: u64,
+    pub retention: StreamRetention,
+    /// The first version not removed (1: none removed). Only ever rises; at most the stream's
+    /// version + 1 (everything removed).
+    pub first_version: u64,
+    /// Deleted for good: appends and metadata changes are refused.
+    pub tombstoned: bool,
+}
+
+impl Default for StreamMeta {
+    fn default() -> Self {
+        Self {
+            metadata_version: 0,
+            retention: StreamRetention::default(),
+            first_version: 1,
+            tombstoned: false,
+        }
+    }
+}
+
+impl StreamMeta {
+    /// The first version kept once the stream is at `version`: what was removed stays
+    /// removed, and `max_count` and `truncate_before` remove more as the stream grows.
+    pub fn first_version_at(&self, version: u64) -> u64 {
+        let mut first = self.first_version;
+        if let Some(max_count) = self.retention.max_count {
+            first = first.max((version + 1).saturating_sub(max_count));
+        }
+        if let Some(truncate_before) = self.retention.truncate_before {
+            first = first.max(truncate_before.min(version + 1));
+        }
+        first.max(1)
+    }
+}
+
+/// What applying a [`RetentionCommand`] decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetentionResponse {
+    /// The stream's metadata as it is now (after a `SetMetadata` or an expiry).
+    Metadata(StreamMeta),
+    /// `expected_metadata_version` did not match; nothing changed.
+    WrongMetadataVersion { expected: u64, actual: u64 },
+    /// The stream is tombstoned; nothing changed.
+    Tombstoned,
+    /// A delete's `expected_version` did not match; nothing changed.
+    WrongExpectedVersion { expected: u64, actual: u64 },
+    /// The stream was deleted at `version`; the `$stream-deleted` event is at `position`.
+    Deleted { version: u64, position: u64 },
+    /// The log's first retained position is now this.
+    LogExpired { first_position: u64 },
 }
 
 /// Most appends one entry carries (an idempotency key's place in the expiry order keeps 12
@@ -44,6 +149,7 @@ impl fmt::Display for Command {
             ),
             Command::Appends(appends) => write!(f, "{} appends", appends.len()),
             Command::Consumer(command) => write!(f, "consumer {command:?}"),
+            Command::Retention(command) => write!(f, "retention {command:?}"),
         }
     }
 }
@@ -193,6 +299,10 @@ pub enum CommandResponse {
     Many(Vec<CommandResponse>),
     /// What a consumer command decided.
     Consumer(ConsumerResponse),
+    /// An append to a tombstoned stream; nothing was appended.
+    StreamTombstoned,
+    /// What a retention command decided.
+    Retention(RetentionResponse),
 }
 
 impl fmt::Display for CommandResponse {
@@ -235,6 +345,10 @@ pub fn expiry_order(log_index: u64, part: usize) -> u64 {
 pub struct StreamInfo {
     /// The stream's event count; 0 for a stream with no events.
     pub version: u64,
+    /// Its first version kept (1 unless retention or a deletion removed events; `version + 1`
+    /// when none is kept).
+    pub first_version: u64,
+    /// The position of its first event kept (0 when none is).
     pub first_position: u64,
     pub last_position: u64,
 }

@@ -263,6 +263,7 @@ async fn a_streams_summary_comes_from_its_index_entries() {
 
     let summary = |version, first_position, last_position| StreamInfo {
         version,
+        first_version: 1,
         first_position,
         last_position,
     };
@@ -343,6 +344,7 @@ async fn format_2_to_5_stores_are_upgraded_at_open_and_an_unknown_format_refused
         store.reader.stream("a".to_string()).await.expect("read"),
         Some(StreamInfo {
             version: 2,
+            first_version: 1,
             first_position: 1,
             last_position: 2
         })
@@ -380,6 +382,7 @@ async fn format_2_to_5_stores_are_upgraded_at_open_and_an_unknown_format_refused
             store.reader.stream("a".to_string()).await.expect("read"),
             Some(StreamInfo {
                 version: 2,
+                first_version: 1,
                 first_position: 1,
                 last_position: 2
             })

@@ -14,6 +14,7 @@ use evlog_client::EvlogClient;
 mod append;
 mod backup;
 mod cluster;
+mod compact;
 mod consumer;
 mod output;
 mod read;
@@ -27,6 +28,7 @@ pub use append::AppendArgs;
 pub use backup::BackupArgs;
 pub use backup::RestoreArgs;
 pub use cluster::ClusterArgs;
+pub use compact::CompactArgs;
 pub use consumer::ConsumeArgs;
 pub use consumer::ConsumerArgs;
 pub use read::ReadArgs;
@@ -59,6 +61,8 @@ pub enum CliCommand {
     Tail(TailArgs),
     /// Show every endpoint's view of the cluster.
     Status(StatusArgs),
+    /// Shrink a stopped node's database file after retention or deletions removed events.
+    Compact(CompactArgs),
     /// List streams (by name prefix), or show one stream's summary.
     Streams(StreamsArgs),
     /// See and change the membership; move the leadership.
@@ -116,6 +120,7 @@ pub async fn run_client(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Read(args) => read::read(args).await,
         CliCommand::Tail(args) => tail::tail(args).await,
         CliCommand::Status(args) => status::status(args).await,
+        CliCommand::Compact(args) => compact::compact(args),
         CliCommand::Streams(args) => streams::streams(args).await,
         CliCommand::Cluster(args) => cluster::cluster(args).await,
         CliCommand::Consumer(args) => consumer::consumer(args).await,

@@ -155,6 +155,87 @@ pub struct ServeArgs {
     /// Refuse every append (FAILED_PRECONDITION): serve a restored copy for reading only.
     #[arg(long, env = "EVLOG_READ_ONLY")]
     pub read_only: bool,
+    /// Retention (boxed: clap's parsed arguments are large enough as they are).
+    #[command(flatten)]
+    pub retention: Box<RetentionArgs>,
+}
+
+/// Log-wide retention: off by default (an event store keeps everything unless told
+/// otherwise).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetentionArgs {
+    /// Log-wide: remove events recorded longer ago than this (e.g. 7d, 12h, 90m, 3600s; off
+    /// by default: everything is kept). Decided by the leader, applied by every replica.
+    #[arg(long, env = "EVLOG_RETENTION_MAX_AGE", default_value = "off", value_parser = parse_age_secs)]
+    pub retention_max_age: Limit,
+    /// Log-wide: remove the oldest events past this many stored bytes (e.g. 256MiB, 10GiB;
+    /// off by default). Counts the events' stored records, not the index or the Raft log.
+    #[arg(long, env = "EVLOG_RETENTION_MAX_BYTES", default_value = "off", value_parser = parse_size_bytes)]
+    pub retention_max_bytes: Limit,
+    /// How often the leader checks the log-wide limits and the streams' max_age_s.
+    #[arg(long, env = "EVLOG_RETENTION_CHECK_INTERVAL_MS", default_value_t = crate::service::retention::RetentionConfig::default().check_interval_ms)]
+    pub retention_check_interval_ms: u64,
+}
+
+/// A limit that may be off (clap takes `Option` fields for optional arguments, so it is wrapped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit(pub Option<u64>);
+
+/// A duration in seconds: digits and a unit (s, m, h, d), or `off`.
+fn parse_age_secs(value: &str) -> Result<Limit, String> {
+    if value == "off" {
+        return Ok(Limit(None));
+    }
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
+    let amount: u64 = digits
+        .parse()
+        .map_err(|_| format!("expected digits and a unit (s, m, h, d), or off; got {value:?}"))?;
+    let unit_secs = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
+    };
+    match amount.checked_mul(unit_secs) {
+        Some(0) => Err("a max age must be at least 1s (or off)".to_string()),
+        Some(secs) => Ok(Limit(Some(secs))),
+        None => Err(format!("{value:?} is too long")),
+    }
+}
+
+/// A size in bytes: digits and a unit (B, KiB, MiB, GiB, TiB), or `off`.
+fn parse_size_bytes(value: &str) -> Result<Limit, String> {
+    if value == "off" {
+        return Ok(Limit(None));
+    }
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
+    let amount: u64 = digits.parse().map_err(|_| {
+        format!("expected digits and a unit (B, KiB, MiB, GiB, TiB), or off; got {value:?}")
+    })?;
+    let unit_bytes: u64 = match unit {
+        "B" | "" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}: use B, KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    match amount.checked_mul(unit_bytes) {
+        Some(0) => Err("a max size must be at least 1B (or off)".to_string()),
+        Some(bytes) => Ok(Limit(Some(bytes))),
+        None => Err(format!("{value:?} is too large")),
+    }
 }
 
 /// The HTTP port's offset from the gRPC port when `--http-listen` is not given.
@@ -213,6 +294,11 @@ impl ServeArgs {
             routes: parse_routes(&self.routes).map_err(|error| format!("--routes: {error}"))?,
             read_policy: self.read_policy,
             read_only: self.read_only,
+            retention: crate::service::retention::RetentionConfig {
+                max_age_s: self.retention.retention_max_age.0,
+                max_bytes: self.retention.retention_max_bytes.0,
+                check_interval_ms: self.retention.retention_check_interval_ms,
+            },
             limits: Limits {
                 max_event_bytes: self.max_event_bytes,
                 max_events_per_append: self.max_events_per_append,
@@ -231,5 +317,25 @@ impl ServeArgs {
                 compression: self.compression,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_limits_parse_with_units_or_off() {
+        assert_eq!(parse_age_secs("off"), Ok(Limit(None)));
+        assert_eq!(parse_age_secs("90"), Ok(Limit(Some(90))));
+        assert_eq!(parse_age_secs("7d"), Ok(Limit(Some(7 * 86_400))));
+        assert_eq!(parse_age_secs("12h"), Ok(Limit(Some(12 * 3_600))));
+        assert!(parse_age_secs("0s").is_err());
+        assert!(parse_age_secs("5w").is_err());
+        assert_eq!(parse_size_bytes("8MiB"), Ok(Limit(Some(8 << 20))));
+        assert_eq!(parse_size_bytes("off"), Ok(Limit(None)));
+        assert_eq!(parse_size_bytes("1024"), Ok(Limit(Some(1024))));
+        assert!(parse_size_bytes("8MB").is_err());
+        assert!(parse_size_bytes("99999999999TiB").is_err());
     }
 }

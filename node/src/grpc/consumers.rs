@@ -221,7 +221,7 @@ pub fn info_to_wire(info: ConsumerInfo) -> pb::ConsumerInfo {
 
 fn dead_letter_to_wire(dead: DeadLetter) -> pb::DeadLetter {
     pb::DeadLetter {
-        event: Some(recorded_event(dead.event)),
+        event: dead.event.map(recorded_event),
         reason: dead.record.reason,
         dead_lettered_at_ms: dead.record.dead_lettered_ms,
         attempts: dead

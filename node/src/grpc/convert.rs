@@ -9,6 +9,8 @@ use evlog_raft_store::reader::SubscribeStart;
 use evlog_raft_store::types::AppendOutcome;
 use evlog_raft_store::types::RecordedEvent;
 use evlog_raft_store::types::StreamInfo;
+use evlog_raft_store::types::StreamMeta;
+use evlog_raft_store::types::StreamRetention;
 
 use crate::raft::handle::LeaderTransferred;
 use crate::raft::handle::MemberStatus;
@@ -20,6 +22,8 @@ use crate::service::append::Appended;
 use crate::service::append::EventData;
 use crate::service::event_log::Consistency;
 use crate::service::event_log::ReadRequest;
+use crate::service::event_log::StreamChange;
+use crate::service::event_log::StreamChanged;
 use crate::service::forward::MembershipChanged;
 use crate::service::subscribe::SubscribeRequest;
 use crate::service::subscribe::SubscriptionItem;
@@ -231,6 +235,113 @@ pub fn stream_summary(stream: String, info: StreamInfo) -> pb::StreamSummary {
         version: info.version,
         first_position: info.first_position,
         last_position: info.last_position,
+        first_version: info.first_version,
+    }
+}
+
+pub fn receipt(receipt: Receipt) -> pb::DurabilityReceipt {
+    pb::DurabilityReceipt {
+        term: receipt.term,
+        log_index: receipt.log_index,
+        leader_id: receipt.leader_id,
+    }
+}
+
+fn receipt_from_wire(receipt: Option<pb::DurabilityReceipt>) -> Receipt {
+    let receipt = receipt.unwrap_or_default();
+    Receipt {
+        term: receipt.term,
+        log_index: receipt.log_index,
+        leader_id: receipt.leader_id,
+    }
+}
+
+fn retention_from_wire(retention: Option<pb::StreamRetention>) -> StreamRetention {
+    let retention = retention.unwrap_or_default();
+    StreamRetention {
+        max_age_s: retention.max_age_s,
+        max_count: retention.max_count,
+        truncate_before: retention.truncate_before,
+    }
+}
+
+fn retention_to_wire(retention: StreamRetention) -> pb::StreamRetention {
+    pb::StreamRetention {
+        max_age_s: retention.max_age_s,
+        max_count: retention.max_count,
+        truncate_before: retention.truncate_before,
+    }
+}
+
+pub fn set_stream_metadata_request(request: pb::SetStreamMetadataRequest) -> StreamChange {
+    StreamChange::SetMetadata {
+        stream: request.stream,
+        expected_metadata_version: request.expected_metadata_version,
+        retention: retention_from_wire(request.retention),
+    }
+}
+
+pub fn delete_stream_request(request: pb::DeleteStreamRequest) -> StreamChange {
+    StreamChange::Delete {
+        stream: request.stream,
+        expected_version: request.expected_version,
+        tombstone: request.tombstone,
+    }
+}
+
+/// A stream change as a forwarded request.
+pub enum StreamChangeRequest {
+    SetMetadata(pb::SetStreamMetadataRequest),
+    Delete(pb::DeleteStreamRequest),
+}
+
+pub fn stream_change_to_wire(change: StreamChange) -> StreamChangeRequest {
+    match change {
+        StreamChange::SetMetadata {
+            stream,
+            expected_metadata_version,
+            retention,
+        } => StreamChangeRequest::SetMetadata(pb::SetStreamMetadataRequest {
+            stream,
+            expected_metadata_version,
+            retention: Some(retention_to_wire(retention)),
+        }),
+        StreamChange::Delete {
+            stream,
+            expected_version,
+            tombstone,
+        } => StreamChangeRequest::Delete(pb::DeleteStreamRequest {
+            stream,
+            expected_version,
+            tombstone,
+        }),
+    }
+}
+
+pub fn stream_metadata(stream: String, meta: StreamMeta) -> pb::StreamMetadata {
+    pb::StreamMetadata {
+        stream,
+        metadata_version: meta.metadata_version,
+        retention: Some(retention_to_wire(meta.retention)),
+        first_version: meta.first_version,
+        tombstoned: meta.tombstoned,
+    }
+}
+
+pub fn stream_metadata_from_wire(meta: pb::StreamMetadata) -> StreamMeta {
+    StreamMeta {
+        metadata_version: meta.metadata_version,
+        retention: retention_from_wire(meta.retention),
+        first_version: meta.first_version.max(1),
+        tombstoned: meta.tombstoned,
+    }
+}
+
+pub fn deleted_from_wire(response: pb::DeleteStreamResponse) -> StreamChanged {
+    StreamChanged::Deleted {
+        version: response.version,
+        position: response.position,
+        receipt: receipt_from_wire(response.receipt),
     }
 }
 

@@ -14,7 +14,9 @@ use tonic::Status;
 
 use crate::grpc::convert;
 use crate::grpc::status::to_status;
+use crate::service::ServiceError;
 use crate::service::event_log::EventLogService;
+use crate::service::event_log::StreamChanged;
 
 pub struct EventLogGrpc {
     service: Arc<EventLogService>,
@@ -173,5 +175,66 @@ impl EventLog for EventLogGrpc {
             head_position: found.head_position,
             served_by: self.service.node_id(),
         }))
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        request: Request<pb::SetStreamMetadataRequest>,
+    ) -> Result<Response<pb::StreamMetadata>, Status> {
+        let forwarded = request.metadata().contains_key(metadata::FORWARDED);
+        let change = convert::set_stream_metadata_request(request.into_inner());
+        let stream = change.stream().to_string();
+        match self.service.change_stream(change, forwarded).await {
+            Ok(StreamChanged::Metadata(meta)) => {
+                Ok(Response::new(convert::stream_metadata(stream, meta)))
+            }
+            Ok(other) => Err(to_status(
+                ServiceError::Internal(format!("metadata set was answered {other:?}")),
+                forwarded,
+            )),
+            Err(error) => Err(to_status(error, forwarded)),
+        }
+    }
+
+    async fn get_stream_metadata(
+        &self,
+        request: Request<pb::GetStreamMetadataRequest>,
+    ) -> Result<Response<pb::StreamMetadata>, Status> {
+        let request = request.into_inner();
+        let consistency = convert::consistency(request.consistency, request.at_least_position)
+            .map_err(|error| to_status(error, false))?;
+        let meta = self
+            .service
+            .get_stream_metadata(request.stream.clone(), consistency)
+            .await
+            .map_err(|error| to_status(error, false))?;
+        Ok(Response::new(convert::stream_metadata(
+            request.stream,
+            meta,
+        )))
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<pb::DeleteStreamRequest>,
+    ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
+        let forwarded = request.metadata().contains_key(metadata::FORWARDED);
+        let change = convert::delete_stream_request(request.into_inner());
+        match self.service.change_stream(change, forwarded).await {
+            Ok(StreamChanged::Deleted {
+                version,
+                position,
+                receipt,
+            }) => Ok(Response::new(pb::DeleteStreamResponse {
+                version,
+                position,
+                receipt: Some(convert::receipt(receipt)),
+            })),
+            Ok(other) => Err(to_status(
+                ServiceError::Internal(format!("a delete was answered {other:?}")),
+                forwarded,
+            )),
+            Err(error) => Err(to_status(error, forwarded)),
+        }
     }
 }

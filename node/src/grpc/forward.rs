@@ -20,6 +20,8 @@ use crate::raft::transport::channels::PeerChannels;
 use crate::service::ServiceError;
 use crate::service::append::AppendRequest;
 use crate::service::append::Appended;
+use crate::service::event_log::StreamChange;
+use crate::service::event_log::StreamChanged;
 use crate::service::forward::Forward;
 use crate::service::forward::Leader;
 use crate::service::forward::MembershipChanged;
@@ -93,6 +95,14 @@ fn append_result_from_wire(
 fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
+    request
+}
+
+/// `request` marked as forwarded, so the leader never hands it on again.
+fn marked<T>(mut request: tonic::Request<T>) -> tonic::Request<T> {
+    request
+        .metadata_mut()
+        .insert(metadata::FORWARDED, MetadataValue::from_static("1"));
     request
 }
 
@@ -188,6 +198,44 @@ impl Forward for GrpcForward {
                 .into_iter()
                 .map(|result| append_result_from_wire(result, leader.id))
                 .collect())
+        }
+        .boxed()
+    }
+
+    fn change_stream(
+        &self,
+        leader: Leader,
+        change: StreamChange,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<StreamChanged, ServiceError>> {
+        async move {
+            let mut client = EventLogClient::new(self.channel(&leader)?);
+            match convert::stream_change_to_wire(change) {
+                convert::StreamChangeRequest::SetMetadata(set) => {
+                    let forwarded = marked(request(set, timeout));
+                    let response = call(
+                        &leader,
+                        timeout,
+                        "a stream metadata change",
+                        client.set_stream_metadata(forwarded),
+                    )
+                    .await?;
+                    Ok(StreamChanged::Metadata(convert::stream_metadata_from_wire(
+                        response,
+                    )))
+                }
+                convert::StreamChangeRequest::Delete(delete) => {
+                    let forwarded = marked(request(delete, timeout));
+                    let response = call(
+                        &leader,
+                        timeout,
+                        "a stream deletion",
+                        client.delete_stream(forwarded),
+                    )
+                    .await?;
+                    Ok(convert::deleted_from_wire(response))
+                }
+            }
         }
         .boxed()
     }

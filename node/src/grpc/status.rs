@@ -35,6 +35,21 @@ pub fn to_status(error: ServiceError, forwarded: bool) -> Status {
                 .insert(metadata::ACTUAL_VERSION, MetadataValue::from(actual));
             status
         }
+        ServiceError::WrongMetadataVersion { actual, .. } => {
+            let mut status = Status::failed_precondition(message);
+            status
+                .metadata_mut()
+                .insert(metadata::ACTUAL_VERSION, MetadataValue::from(actual));
+            status
+        }
+        ServiceError::StreamTombstoned { .. } => Status::failed_precondition(message),
+        ServiceError::OutOfRange { first, .. } => {
+            let mut status = Status::out_of_range(message);
+            status
+                .metadata_mut()
+                .insert(metadata::FIRST_RETAINED, MetadataValue::from(first));
+            status
+        }
         ServiceError::IdempotencyKeyReused { .. } => Status::already_exists(message),
         ServiceError::StreamNotFound { .. } | ServiceError::ConsumerNotFound { .. } => {
             Status::not_found(message)
@@ -237,6 +252,30 @@ mod tests {
                 ServiceError::IdempotencyKeyReused { key: "k".into() },
                 Code::AlreadyExists,
                 vec![],
+            ),
+            (
+                ServiceError::WrongMetadataVersion {
+                    stream: "s".into(),
+                    expected: 1,
+                    actual: 3,
+                },
+                Code::FailedPrecondition,
+                vec![(metadata::ACTUAL_VERSION, "3")],
+            ),
+            (
+                ServiceError::StreamTombstoned { stream: "s".into() },
+                Code::FailedPrecondition,
+                vec![],
+            ),
+            (
+                ServiceError::OutOfRange {
+                    target: "the log".into(),
+                    unit: "position",
+                    requested: 1,
+                    first: 9,
+                },
+                Code::OutOfRange,
+                vec![(metadata::FIRST_RETAINED, "9")],
             ),
             (
                 ServiceError::StreamNotFound { stream: "s".into() },

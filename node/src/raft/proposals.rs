@@ -296,7 +296,9 @@ mod tests {
                     assert!(appends.len() > 1, "a lone append is a plain Append");
                     appends.len()
                 }
-                Command::Consumer(_) => panic!("appends make no consumer commands"),
+                Command::Consumer(_) | Command::Retention(_) => {
+                    panic!("appends make no other commands")
+                }
             })
             .collect()
     }
@@ -331,7 +333,9 @@ mod tests {
                 Command::Appends(appends) => {
                     appends.iter().map(|a| a.request_fingerprint).collect()
                 }
-                Command::Consumer(_) => panic!("appends make no consumer commands"),
+                Command::Consumer(_) | Command::Retention(_) => {
+                    panic!("appends make no other commands")
+                }
             })
             .collect();
         assert_eq!(

@@ -96,6 +96,15 @@ pub fn validate_stream_name(stream: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// Checks the name of a stream to read: a client stream's, or a system stream's (`$` and a
+/// name, e.g. `$deleted-streams`).
+pub fn validate_stream_name_to_read(stream: &str) -> Result<(), ServiceError> {
+    match stream.strip_prefix('$') {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('$') => validate_stream_name(rest),
+        _ => validate_stream_name(stream),
+    }
+}
+
 /// Checks an append against the limits (stream name, event count and sizes, types, key),
 /// before anything else is done with it: a follower refuses a bad request without a round
 /// trip to the leader.

@@ -32,6 +32,29 @@ pub enum ServiceError {
          stream, events or expected version)"
     )]
     IdempotencyKeyReused { key: String },
+    /// A read or subscription that starts below the first event retention or a deletion left.
+    #[error(
+        "{target}: {unit} {requested} was removed by retention or a deletion; the first retained \
+         {unit} is {first} (start there, or from the start)"
+    )]
+    OutOfRange {
+        /// What was read: `stream "name"` or `the log`.
+        target: String,
+        /// `version` or `position`.
+        unit: &'static str,
+        requested: u64,
+        first: u64,
+    },
+    /// `expected_metadata_version` did not match; the metadata was not changed.
+    #[error("stream {stream:?} has metadata version {actual}, not the expected version {expected}")]
+    WrongMetadataVersion {
+        stream: String,
+        expected: u64,
+        actual: u64,
+    },
+    /// The stream was deleted with a tombstone: it takes no appends or metadata changes.
+    #[error("stream {stream:?} is deleted (tombstoned); it takes no appends or changes")]
+    StreamTombstoned { stream: String },
     /// `GetStream` of a stream with no events.
     #[error("stream {stream:?} has no events")]
     StreamNotFound { stream: String },
@@ -163,6 +186,9 @@ impl ServiceError {
             ServiceError::WrongExpectedVersion { .. } => "wrong_expected_version",
             ServiceError::IdempotencyKeyReused { .. } => "idempotency_key_reused",
             ServiceError::StreamNotFound { .. } => "stream_not_found",
+            ServiceError::OutOfRange { .. } => "out_of_range",
+            ServiceError::WrongMetadataVersion { .. } => "wrong_metadata_version",
+            ServiceError::StreamTombstoned { .. } => "stream_tombstoned",
             ServiceError::ConsumerNotFound { .. } => "consumer_not_found",
             ServiceError::ConsumerExists { .. } => "consumer_exists",
             ServiceError::NotLeader(_) => "not_leader",

@@ -11,8 +11,13 @@ use evlog_raft_store::ReadPage;
 use evlog_raft_store::ReadStart;
 use evlog_raft_store::ReadTarget;
 use evlog_raft_store::reader::StreamPage;
+use evlog_raft_store::types::Command;
 use evlog_raft_store::types::CommandResponse;
+use evlog_raft_store::types::RetentionCommand;
+use evlog_raft_store::types::RetentionResponse;
 use evlog_raft_store::types::StreamInfo;
+use evlog_raft_store::types::StreamMeta;
+use evlog_raft_store::types::StreamRetention;
 use tokio::time::Instant;
 
 use crate::config::Limits;
@@ -78,6 +83,65 @@ pub struct StreamsFound {
     pub page: StreamPage,
     /// The last position applied here when served.
     pub head_position: u64,
+}
+
+/// A change to a stream's retention, as the client asked it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamChange {
+    /// Sets the stream's metadata, if its metadata version is `expected_metadata_version`.
+    SetMetadata {
+        stream: String,
+        expected_metadata_version: Option<u64>,
+        retention: StreamRetention,
+    },
+    /// Deletes the stream's events (soft, or for good with `tombstone`).
+    Delete {
+        stream: String,
+        expected_version: Option<u64>,
+        tombstone: bool,
+    },
+}
+
+impl StreamChange {
+    pub fn stream(&self) -> &str {
+        match self {
+            StreamChange::SetMetadata { stream, .. } | StreamChange::Delete { stream, .. } => {
+                stream
+            }
+        }
+    }
+}
+
+/// What a stream change did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamChanged {
+    /// The stream's metadata now.
+    Metadata(StreamMeta),
+    /// Deleted at `version`; the `$stream-deleted` event is at `position`.
+    Deleted {
+        version: u64,
+        position: u64,
+        receipt: Receipt,
+    },
+}
+
+/// Checks a stream change: the stream name, and limits that keep something.
+pub fn validate_stream_change(change: &StreamChange) -> Result<(), ServiceError> {
+    append::validate_stream_name(change.stream())?;
+    if let StreamChange::SetMetadata { retention, .. } = change {
+        for (name, value) in [
+            ("max_age_s", retention.max_age_s),
+            ("max_count", retention.max_count),
+            ("truncate_before", retention.truncate_before),
+        ] {
+            if value == Some(0) {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "{name} must be at least 1 (leave it absent for no limit)"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The event log as the service layer offers it.
@@ -269,21 +333,152 @@ impl EventLogService {
         leader_to_forward_to(&self.handle, wait).await
     }
 
-    /// Reads a page of events at the consistency asked for.
+    /// Changes a stream's metadata, or deletes it: a follower that knows the leader hands
+    /// the change on (unless it was handed on already: `forwarded`), the leader proposes it.
+    /// Proposed once: a refusal for want of a leader is the client's to retry.
+    pub async fn change_stream(
+        &self,
+        change: StreamChange,
+        forwarded: bool,
+    ) -> Result<StreamChanged, ServiceError> {
+        self.writable()?;
+        validate_stream_change(&change)?;
+        let deadline = Instant::now() + self.request_timeout;
+        if !forwarded && self.other_leader().is_some() {
+            return self.forward_change(change, deadline).await;
+        }
+        let command = match &change {
+            StreamChange::SetMetadata {
+                stream,
+                expected_metadata_version,
+                retention,
+            } => RetentionCommand::SetMetadata {
+                stream: stream.clone(),
+                expected_metadata_version: *expected_metadata_version,
+                retention: *retention,
+            },
+            StreamChange::Delete {
+                stream,
+                expected_version,
+                tombstone,
+            } => RetentionCommand::Delete {
+                stream: stream.clone(),
+                expected_version: *expected_version,
+                tombstone: *tombstone,
+                timestamp_ms: now_ms(),
+            },
+        };
+        let attempt =
+            tokio::time::timeout_at(deadline, self.handle.propose(Command::Retention(command)));
+        let (response, receipt) = match attempt.await {
+            Err(_) => {
+                return Err(ServiceError::Timeout(format!(
+                    "the change to stream {:?} did not commit within {} ms; its outcome is \
+                     unknown",
+                    change.stream(),
+                    self.request_timeout.as_millis()
+                )));
+            }
+            Ok(Ok(answer)) => answer,
+            Ok(Err(ProposeError::NotLeader(hint))) if forwarded => {
+                return Err(ServiceError::NotLeader(hint));
+            }
+            Ok(Err(ProposeError::NotLeader(_))) => {
+                return self.forward_change(change, deadline).await;
+            }
+            Ok(Err(error)) => return Err(propose_error(error)),
+        };
+        let stream = change.stream().to_string();
+        match response {
+            CommandResponse::Retention(RetentionResponse::Metadata(meta)) => {
+                Ok(StreamChanged::Metadata(meta))
+            }
+            CommandResponse::Retention(RetentionResponse::Deleted { version, position }) => {
+                Ok(StreamChanged::Deleted {
+                    version,
+                    position,
+                    receipt,
+                })
+            }
+            CommandResponse::Retention(RetentionResponse::WrongMetadataVersion {
+                expected,
+                actual,
+            }) => Err(ServiceError::WrongMetadataVersion {
+                stream,
+                expected,
+                actual,
+            }),
+            CommandResponse::Retention(RetentionResponse::WrongExpectedVersion {
+                expected,
+                actual,
+            }) => Err(ServiceError::WrongExpectedVersion {
+                stream,
+                expected,
+                actual,
+            }),
+            CommandResponse::Retention(RetentionResponse::Tombstoned) => {
+                Err(ServiceError::StreamTombstoned { stream })
+            }
+            other => Err(ServiceError::Internal(format!(
+                "a change to stream {stream:?} was answered {other:?}"
+            ))),
+        }
+    }
+
+    /// Hands a stream change to the leader (waiting, until `deadline`, for one to be known).
+    async fn forward_change(
+        &self,
+        change: StreamChange,
+        deadline: Instant,
+    ) -> Result<StreamChanged, ServiceError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let leader = self.leader_to_forward_to(remaining).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.forward.change_stream(leader, change, remaining).await
+    }
+
+    /// A stream's metadata (metadata version 0 when none was set), its first version the first
+    /// retained.
+    pub async fn get_stream_metadata(
+        &self,
+        stream: String,
+        consistency: Consistency,
+    ) -> Result<StreamMeta, ServiceError> {
+        append::validate_stream_name_to_read(&stream)?;
+        self.reach_consistency(consistency).await?;
+        Ok(self.handle.reader().stream_metadata(stream).await?)
+    }
+
+    /// Reads a page of events at the consistency asked for. A read that starts below the
+    /// first retained event of its target is refused (`OutOfRange`, naming it): never a
+    /// silent jump.
     pub async fn read(&self, request: ReadRequest) -> Result<ReadPage, ServiceError> {
         if let ReadTarget::Stream(stream) = &request.target {
-            append::validate_stream_name(stream)?;
+            append::validate_stream_name_to_read(stream)?;
         }
         let limit = PageLimit {
             max_count: self.page_size(request.max_count, "events")?,
             max_bytes: self.limits.max_read_bytes,
         };
         self.reach_consistency(request.consistency).await?;
-        Ok(self
+        let page = self
             .handle
             .reader()
-            .read(request.target, request.start, limit, request.backward)
-            .await?)
+            .read(
+                request.target.clone(),
+                request.start,
+                limit,
+                request.backward,
+            )
+            .await?;
+        if let Some(first) = page.out_of_range {
+            let requested = match request.start {
+                ReadStart::From(from) => from,
+                _ => 0,
+            };
+            return Err(out_of_range(&request.target, requested, first));
+        }
+        Ok(page)
     }
 
     /// One stream's summary.
@@ -292,7 +487,7 @@ impl EventLogService {
         stream: String,
         consistency: Consistency,
     ) -> Result<StreamFound, ServiceError> {
-        append::validate_stream_name(&stream)?;
+        append::validate_stream_name_to_read(&stream)?;
         self.reach_consistency(consistency).await?;
         let reader = self.handle.reader();
         // The head is taken before the read, so the read reflects at least it.
@@ -453,9 +648,30 @@ fn answer(
         CommandResponse::IdempotencyKeyReused => Err(ServiceError::IdempotencyKeyReused {
             key: request.idempotency_key.unwrap_or_default(),
         }),
-        CommandResponse::Empty | CommandResponse::Many(_) | CommandResponse::Consumer(_) => Err(
-            ServiceError::Internal(format!("an append was answered {response:?}")),
-        ),
+        CommandResponse::StreamTombstoned => Err(ServiceError::StreamTombstoned {
+            stream: request.stream,
+        }),
+        CommandResponse::Empty
+        | CommandResponse::Many(_)
+        | CommandResponse::Consumer(_)
+        | CommandResponse::Retention(_) => Err(ServiceError::Internal(format!(
+            "an append was answered {response:?}"
+        ))),
+    }
+}
+
+/// A read or subscription of `target` from `requested`, below its first retained event
+/// `first`.
+pub(crate) fn out_of_range(target: &ReadTarget, requested: u64, first: u64) -> ServiceError {
+    let (target, unit) = match target {
+        ReadTarget::Stream(stream) => (format!("stream {stream:?}"), "version"),
+        ReadTarget::All => ("the log".to_string(), "position"),
+    };
+    ServiceError::OutOfRange {
+        target,
+        unit,
+        requested,
+        first,
     }
 }
 

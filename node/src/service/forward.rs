@@ -11,6 +11,8 @@ use crate::raft::handle::MemberStatus;
 use crate::service::append::AppendRequest;
 use crate::service::append::Appended;
 use crate::service::error::ServiceError;
+use crate::service::event_log::StreamChange;
+use crate::service::event_log::StreamChanged;
 
 /// The leader a request goes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +49,14 @@ pub trait Forward: Send + Sync {
         requests: Vec<AppendRequest>,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Vec<Result<Appended, ServiceError>>, ServiceError>>;
+
+    /// Hands a stream change (metadata, deletion) on.
+    fn change_stream(
+        &self,
+        leader: Leader,
+        change: StreamChange,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<StreamChanged, ServiceError>>;
 
     fn add_learner(
         &self,

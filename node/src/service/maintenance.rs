@@ -90,8 +90,9 @@ impl MaintenanceService {
         })
     }
 
-    /// The running hash of this node's events at `from..=to` with a checkpoint every `step`
-    /// positions (0: none), once it has applied `to`.
+    /// The running hash of this node's events at `from..=to` (but for those removed by
+    /// retention) with a checkpoint every `step` positions (0: none), once it has applied
+    /// everything committed when the call began (and `to` with it).
     pub async fn checksum(&self, from: u64, to: u64, step: u64) -> Result<Checksum, ServiceError> {
         if from == 0 || to < from {
             return Err(ServiceError::InvalidArgument(format!(
@@ -114,7 +115,15 @@ impl MaintenanceService {
                 self.handle.node_id()
             ))
         })?;
-        self.event_log.wait_for(Consistency::AtLeast(to)).await?;
+        // Linearizable, not just "applied `to`": removals by retention committed before the
+        // call are applied here too, so replicas skip the same removed events.
+        self.event_log.wait_for(Consistency::Linearizable).await?;
+        if self.handle.applied().head_position < to {
+            return Err(ServiceError::InvalidArgument(format!(
+                "position {to} is past the log's head {}",
+                self.handle.applied().head_position
+            )));
+        }
         let mut checksum = self.handle.reader().checksum(from, to, step).await?;
         if step == span {
             checksum.checkpoints.clear();

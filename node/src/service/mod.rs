@@ -18,6 +18,7 @@ pub mod error;
 pub mod event_log;
 pub mod forward;
 pub mod maintenance;
+pub mod retention;
 pub mod subscribe;
 
 pub use error::ServiceError;

@@ -199,7 +199,7 @@ fn validate(
     let filtered = !request.stream_prefixes.is_empty() || !request.event_types.is_empty();
     match &request.target {
         ReadTarget::Stream(stream) => {
-            append::validate_stream_name(stream)?;
+            append::validate_stream_name_to_read(stream)?;
             if filtered {
                 return Err(ServiceError::InvalidArgument(
                     "a filter applies to the `all` target only; a stream subscription delivers \
@@ -298,6 +298,13 @@ pub async fn subscribe(
     let start = reader
         .subscription_start(request.target.clone(), request.start)
         .await?;
+    if let Some(first) = start.out_of_range {
+        return Err(crate::service::event_log::out_of_range(
+            &request.target,
+            start.next_from,
+            first,
+        ));
+    }
     let progress = Arc::new(Progress {
         cursor: std::sync::atomic::AtomicU64::new(start.next_from),
         all: matches!(request.target, ReadTarget::All),
@@ -377,6 +384,14 @@ impl Subscription {
                     MAX_LOOKED_AT,
                 )
                 .await?;
+            if let Some(first) = scan.out_of_range {
+                // Retention removed what comes next: the client decides (never a silent jump).
+                return Err(crate::service::event_log::out_of_range(
+                    &self.target,
+                    self.cursor,
+                    first,
+                ));
+            }
             let moved = scan.next_from > self.cursor;
             self.cursor = scan.next_from;
             if !scan.events.is_empty() {

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
+use std::sync::atomic::AtomicBool;
 
 use openraft::storage::ApplyResponder;
 use openraft::storage::IOFlushed;
@@ -45,6 +46,7 @@ use crate::type_config::TypeConfig;
 use crate::type_config::Vote;
 use crate::types::AppliedState;
 
+pub mod compact;
 mod open;
 mod stats;
 mod writer;
@@ -80,6 +82,9 @@ pub struct StoreConfig {
     pub founding: bool,
     /// Told how long each commit and fsync took and how full each batch was (metrics).
     pub observer: Option<Arc<dyn StoreObserver>>,
+    /// While set, the writer deletes no rows of removed events (a test seam: tests hold it to
+    /// show that reads never depend on the rows being gone). Never set by the node.
+    pub hold_reclaim: Arc<AtomicBool>,
 }
 
 /// What the store's writer reports as it works, for metrics. Called on the writer thread:
@@ -110,6 +115,7 @@ impl StoreConfig {
             backend: StoreBackend::File,
             founding: true,
             observer: None,
+            hold_reclaim: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -214,6 +220,8 @@ pub(crate) struct Shared {
     pub db: Database,
     pub data_dir: PathBuf,
     pub quick_repair: bool,
+    /// See [`StoreConfig::hold_reclaim`].
+    pub hold_reclaim: Arc<AtomicBool>,
     pub log: Mutex<LogMeta>,
     pub machine: Mutex<MachineMeta>,
     /// The log's tail as openraft sees it: appended entries the writer has not committed yet

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
@@ -36,8 +37,10 @@ use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
 use crate::schema::LOG;
 use crate::schema::META;
+use crate::schema::RECLAIM_STREAMS;
 use crate::schema::SM_META;
 use crate::schema::STREAM_INDEX;
+use crate::schema::STREAM_META;
 use crate::schema::UPGRADABLE_FORMAT_VERSION;
 use crate::schema::meta_key;
 use crate::schema::sm_key;
@@ -80,6 +83,7 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
         db,
         data_dir,
         quick_repair: config.quick_repair,
+        hold_reclaim: Arc::clone(&config.hold_reclaim),
         tail: Mutex::new(tail),
         log: Mutex::new(log),
         machine: Mutex::new(machine),
@@ -277,6 +281,8 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
         txn.open_table(CONSUMERS)?;
         txn.open_table(CONSUMER_PENDING)?;
         txn.open_table(DEAD_LETTERS)?;
+        txn.open_table(STREAM_META)?;
+        txn.open_table(RECLAIM_STREAMS)?;
     }
     txn.commit()?;
     Ok(identity)
@@ -365,6 +371,10 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         None => 0,
         Some(value) => codec::decode_u64("epoch", value.value()).map_err(corrupt)?,
     };
+    let first_position = match sm.get(sm_key::FIRST_POSITION)? {
+        None => 1,
+        Some(value) => codec::decode_u64("first position", value.value()).map_err(corrupt)?,
+    };
     let events = txn.open_table(EVENTS)?;
     let (last_event, last_timestamp_ms) = match events.last()? {
         None => (0, 0),
@@ -384,6 +394,7 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         head_position,
         last_timestamp_ms,
         epoch,
+        first_position,
     })
 }
 

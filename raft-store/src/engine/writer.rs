@@ -31,6 +31,7 @@ use crate::log_store::txn;
 use crate::state_machine::MachineMeta;
 use crate::state_machine::cache::WriterCache;
 use crate::state_machine::execute as machine_store;
+use crate::state_machine::reclaim;
 use crate::type_config::Entry;
 use crate::type_config::LogId;
 use crate::type_config::SnapshotMeta;
@@ -64,6 +65,17 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
     let mut unsynced = false;
     let mut cache = WriterCache::default();
     loop {
+        // Between batches, while no op waits: a bounded step of deleting removed rows.
+        if cache.reclaim.pending && queue.is_empty() && !reclaim_held(shared) {
+            match reclaim_alone(shared, &mut cache) {
+                Ok(()) => unsynced = true,
+                Err(error) => {
+                    shared.fail(error);
+                    break;
+                }
+            }
+            continue;
+        }
         let first = if unsynced {
             let next = waiter
                 .block_on(async { tokio::time::timeout(IDLE_SYNC_DELAY, queue.recv()).await });
@@ -120,6 +132,35 @@ fn refuse_queued(shared: &Shared, queue: &mut mpsc::Receiver<WriteOp>) {
     while let Ok(op) = queue.try_recv() {
         split(op).1.fail(&shared.stopped());
     }
+}
+
+/// Whether a test holds the deletion of removed rows ([`crate::StoreConfig::hold_reclaim`]).
+fn reclaim_held(shared: &Shared) -> bool {
+    shared
+        .hold_reclaim
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One bounded step of deleting removed rows (`state_machine::reclaim`), in a transaction of
+/// its own, committed without fsync: like applied state, it needs none (a crash only leaves
+/// rows that are deleted again later).
+fn reclaim_alone(shared: &Shared, cache: &mut WriterCache) -> Result<(), StoreError> {
+    let machine = shared.machine().clone();
+    let mut txn = shared.db.begin_write().map_err(StoreError::db)?;
+    txn.set_quick_repair(shared.quick_repair);
+    let deleted = reclaim::step(
+        &txn,
+        &machine,
+        &mut cache.reclaim,
+        reclaim::MIN_ROWS_PER_STEP,
+    )?;
+    txn.set_durability(Durability::None)
+        .map_err(StoreError::db)?;
+    let started = Instant::now();
+    txn.commit().map_err(StoreError::db)?;
+    shared.observe(|observer| observer.commit(started.elapsed()));
+    tracing::trace!(deleted, "deleted removed rows");
+    Ok(())
 }
 
 /// Makes every commit so far durable with an empty durable commit.
@@ -291,6 +332,17 @@ fn write_batch(
             log.committed_unwritten = false;
         }
         txn::delete_purged(&txn, &mut log)?;
+        if !reclaim_held(shared) {
+            let events_applied = machine
+                .head_position
+                .saturating_sub(shared.machine().head_position);
+            reclaim::step(
+                &txn,
+                &machine,
+                &mut cache.reclaim,
+                reclaim::budget(events_applied),
+            )?;
+        }
         points.before_commit();
         if one_durable_commit {
             txn.set_durability(Durability::Immediate)

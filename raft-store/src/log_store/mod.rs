@@ -79,6 +79,7 @@ fn entry_bytes(entry: &Entry) -> usize {
             ENTRY_OVERHEAD + commands.iter().map(append_bytes).sum::<usize>()
         }
         EntryPayload::Normal(Command::Consumer(command)) => command.weight(),
+        EntryPayload::Normal(Command::Retention(_)) => 2 * ENTRY_OVERHEAD,
         EntryPayload::Blank | EntryPayload::Membership(_) => ENTRY_OVERHEAD,
     }
 }

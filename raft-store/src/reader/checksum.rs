@@ -4,8 +4,10 @@
 //! never reused), so replicas that have all applied a position hash the same prefix without any
 //! coordination.
 
+use super::retention::Retained;
 use crate::error::StoreError;
 use crate::schema::EVENTS;
+use crate::schema::STREAM_META;
 
 /// Most checkpoints one checksum returns.
 pub const MAX_CHECKPOINTS: u64 = 100_000;
@@ -41,9 +43,9 @@ impl Fnv {
     }
 }
 
-/// Hashes the events at `from..=to` as `txn` sees them: each event's position and its stored
-/// record (every byte of the event as stored: stream, version, id, type, data, metadata,
-/// timestamp).
+/// Hashes the events at `from..=to` as `txn` sees them, but for those removed by retention:
+/// each event's position and its stored record (every byte of the event as stored: stream,
+/// version, id, type, data, metadata, timestamp).
 pub(crate) fn checksum(
     txn: &redb::ReadTransaction,
     from: u64,
@@ -51,6 +53,9 @@ pub(crate) fn checksum(
     step: u64,
 ) -> Result<Checksum, StoreError> {
     let events = txn.open_table(EVENTS).map_err(StoreError::db)?;
+    // Events removed by retention are skipped: their rows go at each replica's own pace.
+    let metas = txn.open_table(STREAM_META).map_err(StoreError::db)?;
+    let mut retained = Retained::new(super::retention::first_position(txn)?, &metas);
     let mut hash = Fnv(Fnv::OFFSET);
     let mut count = 0;
     let mut checkpoints = Vec::new();
@@ -64,6 +69,9 @@ pub(crate) fn checksum(
     for item in events.range(from..=to).map_err(StoreError::db)? {
         let (position, record) = item.map_err(StoreError::db)?;
         let position = position.value();
+        if !retained.keeps_record(position, record.value())? {
+            continue;
+        }
         checkpoint_until(position, hash, &mut checkpoints);
         hash.update(&position.to_le_bytes());
         hash.update(record.value());

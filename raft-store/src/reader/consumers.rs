@@ -4,6 +4,8 @@
 use super::EventReader;
 use super::ReadTarget;
 use super::indexed_event;
+use super::retention;
+use super::retention::Retained;
 use super::scan::EventFilter;
 use super::scan::last_position;
 use super::streams::stream_info;
@@ -19,6 +21,7 @@ use crate::schema::CONSUMERS;
 use crate::schema::DEAD_LETTERS;
 use crate::schema::EVENTS;
 use crate::schema::STREAM_INDEX;
+use crate::schema::STREAM_META;
 use crate::types::RecordedEvent;
 
 /// Most events a lag count of a filtered group looks at; past it the count is a lower bound.
@@ -125,15 +128,26 @@ impl EventReader {
         .await
     }
 
-    /// The events at `positions`, in that order (each must exist).
-    pub async fn events_at(&self, positions: Vec<u64>) -> Result<Vec<RecordedEvent>, StoreError> {
+    /// The events at `positions`, in that order; `None` for one retention or a deletion
+    /// removed (a group may track an event its stream's limits removed since).
+    pub async fn events_at(
+        &self,
+        positions: Vec<u64>,
+    ) -> Result<Vec<Option<RecordedEvent>>, StoreError> {
         self.run(move |txn| {
             let events = txn.open_table(EVENTS).map_err(StoreError::db)?;
+            let metas = txn.open_table(STREAM_META).map_err(StoreError::db)?;
+            let mut retained = Retained::new(retention::first_position(txn)?, &metas);
             positions
                 .into_iter()
                 .map(|position| {
-                    let value = indexed_event(&events, position)?;
-                    Ok(codec::decode_event(position, value.value())?)
+                    let Some(value) = events.get(position).map_err(StoreError::db)? else {
+                        return Ok(None);
+                    };
+                    if !retained.keeps_record(position, value.value())? {
+                        return Ok(None);
+                    }
+                    Ok(Some(codec::decode_event(position, value.value())?))
                 })
                 .collect()
         })

@@ -15,12 +15,15 @@ use crate::engine::blocking;
 use crate::error::StoreError;
 use crate::schema::EVENTS;
 use crate::schema::STREAM_INDEX;
+use crate::schema::STREAM_META;
 use crate::types::AppliedState;
 use crate::types::RecordedEvent;
 use crate::types::StreamInfo;
+use crate::types::StreamMeta;
 
 pub mod checksum;
 pub mod consumers;
+pub(crate) mod retention;
 pub mod scan;
 mod seek;
 pub(crate) mod streams;
@@ -61,6 +64,10 @@ pub struct ReadPage {
     pub next_from: Option<u64>,
     /// What had been applied in the transaction that served the read.
     pub applied: AppliedState,
+    /// The read started below the first retained event of its target (retention or a
+    /// deletion removed what it asked for): the first retained version (stream) or position
+    /// (all). The page is empty then.
+    pub out_of_range: Option<u64>,
 }
 
 /// How much one page may hold: events, and bytes of them (their stored records). A page
@@ -149,6 +156,103 @@ impl EventReader {
             .await
     }
 
+    /// A stream's metadata (the default when none was set), its first version the first
+    /// retained (past the log-wide limits too).
+    pub async fn stream_metadata(&self, stream: String) -> Result<StreamMeta, StoreError> {
+        self.run(move |txn| {
+            let mut meta = retention::stream_meta(txn, &stream)?.unwrap_or_default();
+            if let Some(info) = stream_info(txn, &stream)? {
+                meta.first_version = info.first_version;
+            }
+            Ok(meta)
+        })
+        .await
+    }
+
+    /// Streams with metadata that sets a `max_age_s`, in name order after `after`, at most
+    /// `max_count`: the leader's retention task looks at these.
+    pub async fn streams_with_max_age(
+        &self,
+        after: Option<String>,
+        max_count: usize,
+    ) -> Result<Vec<(String, StreamMeta)>, StoreError> {
+        self.run(move |txn| {
+            let metas = txn.open_table(STREAM_META).map_err(StoreError::db)?;
+            let range = match &after {
+                Some(after) => metas.range::<&str>((
+                    std::ops::Bound::Excluded(after.as_str()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => metas.range::<&str>(..),
+            }
+            .map_err(StoreError::db)?;
+            let mut found = Vec::new();
+            // Bounded by rows looked at, not only rows found.
+            for item in range.take(16 * max_count.max(1)) {
+                let (name, value) = item.map_err(StoreError::db)?;
+                let meta = codec::decode_stream_meta(value.value())?;
+                if meta.retention.max_age_s.is_some() && !meta.tombstoned {
+                    found.push((name.value().to_string(), meta));
+                    if found.len() == max_count {
+                        break;
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// How many event rows are stored, removed ones not yet deleted included: what the disk
+    /// holds, for metrics and tests.
+    pub async fn stored_events(&self) -> Result<u64, StoreError> {
+        self.run(|txn| {
+            use redb::ReadableTableMetadata;
+            txn.open_table(EVENTS)
+                .map_err(StoreError::db)?
+                .len()
+                .map_err(StoreError::db)
+        })
+        .await
+    }
+
+    /// The log's first retained position.
+    pub async fn first_position(&self) -> Result<u64, StoreError> {
+        self.run(retention::first_position).await
+    }
+
+    /// Where a forward read at `time_ms` of `target` starts: the first retained event recorded
+    /// at or after it (a version or a position; one past the last when none is).
+    pub async fn seek_time(&self, target: ReadTarget, time_ms: u64) -> Result<u64, StoreError> {
+        self.run(move |txn| {
+            let events_table = txn.open_table(EVENTS).map_err(StoreError::db)?;
+            seek::seek_time(txn, &events_table, &target, time_ms, false)
+        })
+        .await
+    }
+
+    /// The stored sizes of the events from `from` on (at most `max_count`), in position order:
+    /// the leader's log-wide byte limit counts these.
+    pub async fn event_sizes(
+        &self,
+        from: u64,
+        max_count: usize,
+    ) -> Result<Vec<(u64, usize)>, StoreError> {
+        self.run(move |txn| {
+            let events_table = txn.open_table(EVENTS).map_err(StoreError::db)?;
+            events_table
+                .range(from..)
+                .map_err(StoreError::db)?
+                .take(max_count)
+                .map(|item| {
+                    let (position, value) = item.map_err(StoreError::db)?;
+                    Ok((position.value(), value.value().len()))
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// A stream's summary, `None` if it has no events.
     pub async fn stream(&self, stream: String) -> Result<Option<StreamInfo>, StoreError> {
         self.run(move |txn| stream_info(txn, &stream)).await
@@ -219,6 +323,10 @@ pub(crate) fn weight(record: &[u8], event: &RecordedEvent) -> usize {
     ))
 }
 
+/// Most removed events one page steps over before it ends (saying where to go on), so a
+/// read of the whole log over rows not yet deleted stays bounded.
+const MAX_SKIPPED_PER_PAGE: usize = 16_384;
+
 fn read_page(
     txn: &redb::ReadTransaction,
     applied: AppliedState,
@@ -232,59 +340,93 @@ fn read_page(
             "a read page of 0 events cannot go on".to_string(),
         ));
     }
+    let empty = |out_of_range| ReadPage {
+        events: Vec::new(),
+        next_from: None,
+        applied,
+        out_of_range,
+    };
     let events_table = txn.open_table(EVENTS).map_err(StoreError::db)?;
+    let index = txn.open_table(STREAM_INDEX).map_err(StoreError::db)?;
+    // The first retained version (stream) or position (all), and the last there is.
+    let (first, last) = match target {
+        ReadTarget::All => (
+            retention::first_position(txn)?,
+            scan::last_position(&events_table)?,
+        ),
+        ReadTarget::Stream(stream) => match streams::stream_summary(&index, stream)? {
+            None => (1, 0),
+            Some(info) => (
+                retention::first_version(txn, &index, stream, &info)?,
+                info.version,
+            ),
+        },
+    };
     let from = match start {
         ReadStart::Edge => None,
+        ReadStart::From(from) if from < first && first > 1 => return Ok(empty(Some(first))),
         ReadStart::From(from) => Some(from),
         ReadStart::Time(time_ms) => {
             let from = seek::seek_time(txn, &events_table, target, time_ms, backward)?;
-            if backward && from == 0 {
-                // Nothing was recorded at or before the time.
-                return Ok(ReadPage {
-                    events: Vec::new(),
-                    next_from: None,
-                    applied,
-                });
+            if backward && from < first {
+                // Nothing retained was recorded at or before the time.
+                return Ok(empty(None));
             }
-            Some(from)
+            // A time names no event: going forward, it starts at the first retained one.
+            Some(from.max(first))
         }
     };
+    let (low, high) = if backward {
+        (first, from.unwrap_or(last))
+    } else {
+        (from.unwrap_or(first), u64::MAX)
+    };
+    if low > high {
+        return Ok(empty(None));
+    }
     let mut page = PageBuilder::new(limit);
     let mut next_from = None;
     match target {
         ReadTarget::All => {
-            let range = if backward {
-                events_table.range(..=from.unwrap_or(u64::MAX))
-            } else {
-                events_table.range(from.unwrap_or(0)..)
-            }
-            .map_err(StoreError::db)?;
+            let metas = txn.open_table(STREAM_META).map_err(StoreError::db)?;
+            let mut retained = retention::Retained::new(first, &metas);
+            let range = events_table.range(low..=high).map_err(StoreError::db)?;
             let items: Box<dyn Iterator<Item = _>> = if backward {
                 Box::new(range.rev())
             } else {
                 Box::new(range)
             };
+            let mut skipped = 0;
             for item in items {
                 let (position, value) = item.map_err(StoreError::db)?;
+                let position = position.value();
                 let record = value.value();
-                let event = codec::decode_event(position.value(), record)?;
+                if !retained.keeps_record(position, record)? {
+                    skipped += 1;
+                    if skipped == MAX_SKIPPED_PER_PAGE {
+                        next_from = if backward {
+                            position.checked_sub(1).filter(|next| *next >= first)
+                        } else {
+                            Some(position + 1)
+                        };
+                        break;
+                    }
+                    continue;
+                }
+                let event = codec::decode_event(position, record)?;
                 let weight = weight(record, &event);
                 if !page.fits(weight) {
-                    next_from = Some(position.value());
+                    next_from = Some(position);
                     break;
                 }
                 page.push(event, weight);
             }
         }
         ReadTarget::Stream(stream) => {
-            let index = txn.open_table(STREAM_INDEX).map_err(StoreError::db)?;
             let name = stream.as_str();
-            let range = if backward {
-                index.range((name, 0u64)..=(name, from.unwrap_or(u64::MAX)))
-            } else {
-                index.range((name, from.unwrap_or(0))..=(name, u64::MAX))
-            }
-            .map_err(StoreError::db)?;
+            let range = index
+                .range((name, low)..=(name, high))
+                .map_err(StoreError::db)?;
             let items: Box<dyn Iterator<Item = _>> = if backward {
                 Box::new(range.rev())
             } else {
@@ -321,6 +463,7 @@ fn read_page(
         events: page.events,
         next_from,
         applied,
+        out_of_range: None,
     })
 }
 

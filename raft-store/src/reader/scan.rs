@@ -12,12 +12,14 @@ use super::PageBuilder;
 use super::PageLimit;
 use super::ReadTarget;
 use super::indexed_event;
+use super::retention;
 use super::seek;
 use super::streams::stream_info;
 use crate::codec;
 use crate::error::StoreError;
 use crate::schema::EVENTS;
 use crate::schema::STREAM_INDEX;
+use crate::schema::STREAM_META;
 use crate::types::RecordedEvent;
 
 /// Which events a subscription delivers: all three conditions hold. Empty lists match
@@ -80,6 +82,10 @@ pub struct Scan {
     /// The target's last version (stream) or position (all) in the transaction: the cursor
     /// has reached the head when `next_from` is past it.
     pub target_head: u64,
+    /// The cursor lies below the first retained event of the target (retention or a deletion
+    /// removed what comes next): the first retained version (stream) or position (all). No
+    /// events then.
+    pub out_of_range: Option<u64>,
 }
 
 impl Scan {
@@ -105,12 +111,12 @@ impl EventReader {
         self.run(move |txn| {
             let events_table = txn.open_table(EVENTS).map_err(StoreError::db)?;
             let head_position = last_position(&events_table)?;
-            let target_head = target_head(txn, &target, head_position)?;
+            let (first, target_head) = bounds(txn, &target, head_position)?;
             let next_from = match start {
-                SubscribeStart::Beginning => 1,
+                SubscribeStart::Beginning => first,
                 SubscribeStart::From(from) => from.max(1),
                 SubscribeStart::Time(time_ms) => {
-                    seek::seek_time(txn, &events_table, &target, time_ms, false)?
+                    seek::seek_time(txn, &events_table, &target, time_ms, false)?.max(first)
                 }
                 SubscribeStart::Head => target_head + 1,
             };
@@ -119,6 +125,7 @@ impl EventReader {
                 next_from,
                 head_position,
                 target_head,
+                out_of_range: (next_from < first && first > 1).then_some(first),
             })
         })
         .await
@@ -155,14 +162,17 @@ pub(crate) fn last_position(
         .unwrap_or(0))
 }
 
-fn target_head(
+/// The target's first retained version (stream) or position (all), and its last.
+fn bounds(
     txn: &redb::ReadTransaction,
     target: &ReadTarget,
     head_position: u64,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, u64), StoreError> {
     Ok(match target {
-        ReadTarget::All => head_position,
-        ReadTarget::Stream(stream) => stream_info(txn, stream)?.map_or(0, |info| info.version),
+        ReadTarget::All => (retention::first_position(txn)?, head_position),
+        ReadTarget::Stream(stream) => {
+            stream_info(txn, stream)?.map_or((1, 0), |info| (info.first_version, info.version))
+        }
     })
 }
 
@@ -176,7 +186,18 @@ fn scan(
 ) -> Result<Scan, StoreError> {
     let events_table = txn.open_table(EVENTS).map_err(StoreError::db)?;
     let head_position = last_position(&events_table)?;
-    let target_head = target_head(txn, target, head_position)?;
+    let (first, target_head) = bounds(txn, target, head_position)?;
+    if from < first && first > 1 {
+        return Ok(Scan {
+            events: Vec::new(),
+            next_from: from,
+            head_position,
+            target_head,
+            out_of_range: Some(first),
+        });
+    }
+    let metas = txn.open_table(STREAM_META).map_err(StoreError::db)?;
+    let mut retained = retention::Retained::new(first, &metas);
     let mut page = PageBuilder::new(limit);
     let mut next_from = from;
     let mut looked_at = 0;
@@ -187,7 +208,11 @@ fn scan(
     // Takes the event at `position` (its version or position `key` in the target) if it
     // passes the filter and fits; `false` when the batch is full.
     let mut offer = |key: u64, position: u64, record: &[u8]| -> Result<bool, StoreError> {
-        if !filter.matches_everything() && !filter.matches_head(&codec::peek_event(record)?) {
+        // The whole log skips removed events (a stream's read starts past its own).
+        let removed = stream.is_none() && !retained.keeps_record(position, record)?;
+        if removed
+            || (!filter.matches_everything() && !filter.matches_head(&codec::peek_event(record)?))
+        {
             next_from = key + 1;
             return Ok(true);
         }
@@ -250,5 +275,6 @@ fn scan(
         next_from,
         head_position,
         target_head,
+        out_of_range: None,
     })
 }

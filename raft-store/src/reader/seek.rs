@@ -38,12 +38,21 @@ pub(super) fn seek_time(
     time_ms: u64,
     backward: bool,
 ) -> Result<u64, StoreError> {
+    // The timestamp of the first event stored at or after `position` (rows of removed events
+    // may be deleted: the next one stands in, timestamps never decrease); `u64::MAX` past the
+    // last.
     let timestamp_at = |position: u64| -> Result<u64, StoreError> {
-        let value = events_table
-            .get(position)
+        match events_table
+            .range(position..)
             .map_err(StoreError::db)?
-            .ok_or_else(|| StoreError::Invariant(format!("position {position} has no event")))?;
-        Ok(codec::decode_event(position, value.value())?.timestamp_ms)
+            .next()
+        {
+            None => Ok(u64::MAX),
+            Some(item) => {
+                let (_, value) = item.map_err(StoreError::db)?;
+                Ok(codec::peek_event(value.value())?.timestamp_ms)
+            }
+        }
     };
     // Going forward: the first index recorded at or after the time. Going backward: the last
     // one at or before it, i.e. one before the first recorded after it.
@@ -61,14 +70,18 @@ pub(super) fn seek_time(
                 .map_err(StoreError::db)?
                 .map(|(position, _)| position.value())
                 .unwrap_or(0);
-            partition_point(1, head + 1, |position| Ok(past(timestamp_at(position)?)))?
+            let first = super::retention::first_position(txn)?.min(head + 1);
+            partition_point(first, head + 1, |position| {
+                Ok(past(timestamp_at(position)?))
+            })?
         }
         ReadTarget::Stream(stream) => {
             let Some(info) = stream_info(txn, stream)? else {
                 return Ok(if backward { 0 } else { 1 });
             };
             let index = txn.open_table(STREAM_INDEX).map_err(StoreError::db)?;
-            partition_point(1, info.version + 1, |version| {
+            // Only retained versions: the rows of removed ones may be deleted.
+            partition_point(info.first_version, info.version + 1, |version| {
                 let position = index
                     .get((stream.as_str(), version))
                     .map_err(StoreError::db)?

@@ -1,7 +1,8 @@
 //! Stream summaries from the stream index: one stream's (two seeks), and pages of streams by
-//! name prefix. The index is also every stream's summary: a stream's entries run from
-//! version 1 to its version without a gap (no event is ever removed), so its version and last
-//! position are its last entry, and its first position its first.
+//! name prefix. The index is also every stream's summary: a stream's entries run without a gap
+//! to its version (retention deletes rows from the front, never its last), so its version and
+//! last position are its last entry; its first retained event comes from its metadata and the
+//! log's first retained position (`retention.rs`).
 
 use std::ops::Bound;
 
@@ -11,16 +12,18 @@ use crate::error::StoreError;
 use crate::schema::STREAM_INDEX;
 use crate::types::StreamInfo;
 
-/// Reads a stream's summary in a read transaction.
+/// Reads a stream's summary in a read transaction, as reads see it (its first retained event;
+/// see [`super::retention`]).
 pub(crate) fn stream_info(
     txn: &redb::ReadTransaction,
     stream: &str,
 ) -> Result<Option<StreamInfo>, StoreError> {
-    let index = txn.open_table(STREAM_INDEX).map_err(StoreError::db)?;
-    stream_summary(&index, stream)
+    super::retention::stream_summary(txn, stream)
 }
 
-/// A stream's summary from the stream index, `None` if it has no events.
+/// A stream's summary from the stream index, `None` if it has no events. Its first entry is
+/// the first row stored, which may be a removed event's not yet deleted (readers take
+/// [`stream_info`]); its last is the stream's last event, never deleted.
 pub(crate) fn stream_summary(
     index: &impl ReadableTable<(&'static str, u64), u64>,
     stream: &str,
@@ -33,6 +36,7 @@ pub(crate) fn stream_summary(
     };
     let (first_key, first_position) = first.map_err(StoreError::db)?;
     let first_position = first_position.value();
+    let first_version = first_key.value().1;
     let (version, last_position) = match entries.next_back() {
         Some(last) => {
             let (key, position) = last.map_err(StoreError::db)?;
@@ -42,6 +46,7 @@ pub(crate) fn stream_summary(
     };
     Ok(Some(StreamInfo {
         version,
+        first_version,
         first_position,
         last_position,
     }))
@@ -104,6 +109,7 @@ pub(crate) fn list(
         let info = stream_summary(&index, &name)?.ok_or_else(|| {
             StoreError::Invariant(format!("stream {name:?} vanished from the index"))
         })?;
+        let info = super::retention::retained_summary(txn, &index, &name, info)?;
         from = Bound::Excluded((name.clone(), u64::MAX));
         page.push((name, info));
     }

@@ -69,7 +69,8 @@ pub struct BackupSummary {
     /// Term and index of the last log entry applied in the copied state.
     pub applied_term: u64,
     pub applied_index: u64,
-    /// The last event's position (events are 1..=head_position, but for any removed).
+    /// The last event's position (events are first_position..=head_position, but for those
+    /// removed by retention).
     pub head_position: u64,
     /// The copied log's epoch (a restore gives the restored log a higher one).
     pub epoch: u64,
@@ -78,6 +79,10 @@ pub struct BackupSummary {
     pub consumer_groups: u64,
     pub pending_events: u64,
     pub dead_letters: u64,
+    /// Streams with metadata (retention settings, deletion).
+    pub stream_metadata: u64,
+    /// The first position retained log-wide (1: nothing removed log-wide).
+    pub first_position: u64,
     /// The copied cluster's members: node id -> address.
     pub members: BTreeMap<u64, String>,
     pub bytes: u64,
@@ -100,6 +105,8 @@ impl BackupSummary {
             consumer_groups: counts.consumer_groups,
             pending_events: counts.pending,
             dead_letters: counts.dead_letters,
+            stream_metadata: counts.stream_metadata,
+            first_position: counts.first_position,
             members: backup.members,
             bytes: reader.bytes,
             checksum: format!("{:08x}", reader.checksum.unwrap_or(0)),

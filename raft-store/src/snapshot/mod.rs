@@ -23,6 +23,8 @@
 //!   tag 5 consumer : u32 name length | group name | consumer record
 //!   tag 6 pending  : u64 key | u32 name length | group name | pending-event record
 //!   tag 7 dead     : u64 key | u32 name length | group name | dead-letter record
+//!   tag 8 stream   : u32 name length | stream name | stream metadata record
+//!   tag 9 first    : u64 the log's first retained position (absent: 1)
 //! trailer          | u8 255 | u64 record count | u32 CRC-32 of every byte before the trailer's CRC
 //! ```
 //! The stream index (which is also every stream's summary) and the idempotency expiry order are
@@ -31,6 +33,10 @@
 //!
 //! A backup (`backup.rs`) is a snapshot file: the same bytes, written by a client from a live
 //! snapshot it was streamed; a restore installs it with a new membership and epoch.
+//!
+//! Removed events are not shipped either, but for each stream's last event, which
+//! carries the stream's version into the rebuilt index (reads never return it: the stream's
+//! metadata or the log's first position, shipped too, say it is removed).
 
 use std::fs::File;
 use std::io;
@@ -58,9 +64,11 @@ use crate::schema::EVENTS;
 use crate::schema::FORMAT_3;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
+use crate::schema::RECLAIM_STREAMS;
 use crate::schema::SM_META;
 use crate::schema::SNAPSHOT_FORMAT_VERSION;
 use crate::schema::STREAM_INDEX;
+use crate::schema::STREAM_META;
 use crate::schema::sm_key;
 use crate::type_config::SnapshotMeta;
 
@@ -80,6 +88,8 @@ const TAG_KEY: u8 = 4;
 const TAG_CONSUMER: u8 = 5;
 const TAG_PENDING: u8 = 6;
 const TAG_DEAD_LETTER: u8 = 7;
+const TAG_STREAM_META: u8 = 8;
+const TAG_FIRST_POSITION: u8 = 9;
 const TAG_END: u8 = 255;
 /// Largest record a snapshot may hold (an event is limited far below this).
 const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -149,6 +159,8 @@ enum Record {
     Consumer(String, Vec<u8>),
     /// A pending event (tag 6) or a dead letter (tag 7): tag, group, key, record.
     GroupRow(u8, String, u64, Vec<u8>),
+    StreamMeta(String, Vec<u8>),
+    FirstPosition(u64),
     End,
 }
 
@@ -264,6 +276,17 @@ impl SnapshotReader {
                     u64::from_le_bytes(array),
                     value,
                 ))
+            }
+            TAG_STREAM_META => {
+                let (name, value) = named(&body)?;
+                Ok(Record::StreamMeta(name, value))
+            }
+            TAG_FIRST_POSITION => {
+                let array: [u8; 8] = body
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| invalid("first position record is not 8 bytes"))?;
+                Ok(Record::FirstPosition(u64::from_le_bytes(array)))
             }
             other => Err(invalid(format!("unknown record tag {other}"))),
         }
@@ -393,10 +416,39 @@ pub fn write_to(data: &SnapshotData, out: impl Write) -> io::Result<()> {
     let header = read_header_of(txn)?;
     let mut writer = SnapshotWriter::new(out)?;
     writer.record(TAG_HEADER, &[&encode_header(&header)])?;
+    let sm = txn.open_table(SM_META).map_err(io_error)?;
+    let first_position = match sm.get(sm_key::FIRST_POSITION).map_err(io_error)? {
+        None => 1,
+        Some(value) => codec::decode_u64("first position", value.value())?,
+    };
+    if first_position > 1 {
+        writer.record(TAG_FIRST_POSITION, &[&first_position.to_le_bytes()])?;
+    }
+    let metas = txn.open_table(STREAM_META).map_err(io_error)?;
+    let index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
+    let mut retained = crate::reader::retention::Retained::new(first_position, &metas);
     let events = txn.open_table(EVENTS).map_err(io_error)?;
     for item in events.iter().map_err(io_error)? {
         let (position, value) = item.map_err(io_error)?;
-        writer.record(TAG_EVENT, &[&position.value().to_le_bytes(), value.value()])?;
+        let position = position.value();
+        let head = codec::peek_event(value.value())?;
+        if !retained
+            .keeps(position, head.stream, head.stream_version)
+            .map_err(io::Error::other)?
+            && !is_last_of_stream(&index, head.stream, head.stream_version)?
+        {
+            continue;
+        }
+        writer.record(TAG_EVENT, &[&position.to_le_bytes(), value.value()])?;
+    }
+    for item in metas.iter().map_err(io_error)? {
+        let (name, value) = item.map_err(io_error)?;
+        let name = name.value();
+        let name_len = u32::try_from(name.len()).map_err(|_| invalid("stream name too long"))?;
+        writer.record(
+            TAG_STREAM_META,
+            &[&name_len.to_le_bytes(), name.as_bytes(), value.value()],
+        )?;
     }
     let keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
     for item in keys.iter().map_err(io_error)? {
@@ -443,6 +495,19 @@ pub fn write_to(data: &SnapshotData, out: impl Write) -> io::Result<()> {
         }
     }
     writer.finish()
+}
+
+/// Whether `version` is `stream`'s last (a removed stream's last event is kept: see the module).
+fn is_last_of_stream(
+    index: &redb::ReadOnlyTable<(&'static str, u64), u64>,
+    stream: &str,
+    version: u64,
+) -> io::Result<bool> {
+    Ok(index
+        .range((stream, version + 1)..=(stream, u64::MAX))
+        .map_err(io_error)?
+        .next()
+        .is_none())
 }
 
 /// Writes the snapshot to a new file at `path`, fsynced.
@@ -534,6 +599,7 @@ impl Write for ChunkSink {
 pub(crate) struct Installed {
     pub head_position: u64,
     pub epoch: u64,
+    pub first_position: u64,
 }
 
 /// Replaces the state machine with the snapshot in the file at `path`, inside `txn`. The
@@ -552,21 +618,39 @@ pub(crate) fn install(
             header.meta
         )));
     }
-    replace_state(txn, &mut reader, &header)?;
+    let counts = replace_state(txn, &mut reader, &header)?;
     Ok(Installed {
         head_position: header.head_position,
         epoch: header.epoch,
+        first_position: counts.first_position,
     })
 }
 
 /// What a snapshot file's records hold, counted while they are read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Counts {
     events: u64,
     idempotency_keys: u64,
     consumer_groups: u64,
     pending: u64,
     dead_letters: u64,
+    stream_metadata: u64,
+    /// The log's first retained position (1: nothing removed log-wide).
+    first_position: u64,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Self {
+            events: 0,
+            idempotency_keys: 0,
+            consumer_groups: 0,
+            pending: 0,
+            dead_letters: 0,
+            stream_metadata: 0,
+            first_position: 1,
+        }
+    }
 }
 
 /// Replaces every state-machine table inside `txn` with the records `reader` has left, and
@@ -585,6 +669,10 @@ fn replace_state(
     txn.delete_table(IDEMPOTENCY_ORDER).map_err(io_error)?;
     txn.delete_table(CONSUMER_PENDING).map_err(io_error)?;
     txn.delete_table(DEAD_LETTERS).map_err(io_error)?;
+    txn.delete_table(STREAM_META).map_err(io_error)?;
+    // Rows the old state machine had still to delete are gone with it.
+    txn.delete_table(RECLAIM_STREAMS).map_err(io_error)?;
+    let mut metas = txn.open_table(STREAM_META).map_err(io_error)?;
     let mut consumers = txn.open_table(CONSUMERS).map_err(io_error)?;
     let mut pending = txn.open_table(CONSUMER_PENDING).map_err(io_error)?;
     let mut dead_letters = txn.open_table(DEAD_LETTERS).map_err(io_error)?;
@@ -625,6 +713,9 @@ fn replace_state(
                 };
                 table.insert((name, key), record).map_err(io_error)?;
             }
+            Checked::StreamMeta { name, record } => {
+                metas.insert(name, record).map_err(io_error)?;
+            }
         }
         Ok(())
     })?;
@@ -649,6 +740,15 @@ fn replace_state(
     .map_err(io_error)?;
     sm.insert(sm_key::EPOCH, codec::encode_u64(header.epoch).as_slice())
         .map_err(io_error)?;
+    if counts.first_position > 1 {
+        sm.insert(
+            sm_key::FIRST_POSITION,
+            codec::encode_u64(counts.first_position).as_slice(),
+        )
+    } else {
+        sm.remove(sm_key::FIRST_POSITION)
+    }
+    .map_err(io_error)?;
     Ok(counts)
 }
 
@@ -673,6 +773,10 @@ enum Checked<'a> {
         tag: u8,
         name: &'a str,
         key: u64,
+        record: &'a [u8],
+    },
+    StreamMeta {
+        name: &'a str,
         record: &'a [u8],
     },
 }
@@ -745,6 +849,15 @@ fn read_records(
                     record: &record,
                 })?;
             }
+            Record::StreamMeta(name, record) => {
+                codec::decode_stream_meta(&record)?;
+                counts.stream_metadata += 1;
+                visit(Checked::StreamMeta {
+                    name: &name,
+                    record: &record,
+                })?;
+            }
+            Record::FirstPosition(position) => counts.first_position = position,
             Record::End => break,
         }
     }

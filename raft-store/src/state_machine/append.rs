@@ -83,6 +83,7 @@ pub fn decide_append(
     let last_position = first_position + count - 1;
     let info = StreamInfo {
         version: current.version + count,
+        first_version: current.first_version.max(1),
         first_position: if current.version == 0 {
             first_position
         } else {
@@ -118,6 +119,7 @@ mod tests {
             writes.info,
             StreamInfo {
                 version: 2,
+                first_version: 1,
                 first_position: 11,
                 last_position: 12
             }
@@ -146,6 +148,7 @@ mod tests {
     fn append_to_an_existing_stream_keeps_its_first_position() {
         let current = StreamInfo {
             version: 3,
+            first_version: 1,
             first_position: 2,
             last_position: 7,
         };
@@ -156,6 +159,7 @@ mod tests {
             writes.info,
             StreamInfo {
                 version: 4,
+                first_version: 1,
                 first_position: 2,
                 last_position: 21
             }
@@ -167,6 +171,7 @@ mod tests {
     fn wrong_expected_version_writes_nothing_and_reports_the_actual_version() {
         let current = StreamInfo {
             version: 3,
+            first_version: 1,
             first_position: 1,
             last_position: 3,
         };
@@ -193,6 +198,7 @@ mod tests {
     fn matching_expected_version_is_accepted() {
         let current = StreamInfo {
             version: 3,
+            first_version: 1,
             first_position: 1,
             last_position: 3,
         };

@@ -7,7 +7,10 @@
 //! - positions and versions follow the head and the stream's version ([`decide_append`]);
 //! - idempotency keys answer retries, refuse reuse, and expire by recorded time and count
 //!   ([`super::idempotency`]);
-//! - the head and the last timestamp advance only with events appended.
+//! - the head and the last timestamp advance only with events appended;
+//! - retention moves boundaries (a stream's first retained version, the log's first retained
+//!   position) only up, and only as entries apply ([`super::retention`]); a tombstoned stream
+//!   takes no append.
 //!
 //! An entry of several appends applies in parts, one per append, each decided against the
 //! state the parts before it left ([`parts`]).
@@ -21,6 +24,7 @@ use super::idempotency;
 use super::idempotency::decide_idempotent;
 use super::mutation::Decision;
 use super::mutation::Mutation;
+use super::retention;
 use super::view::StateView;
 use crate::consumer;
 use crate::consumer::ConsumerTarget;
@@ -116,6 +120,9 @@ pub fn decide(
             mutations.extend(changes.into_iter().map(Mutation::Consumer));
             CommandResponse::Consumer(response)
         }
+        EntryPayload::Normal(Command::Retention(command)) => {
+            retention::decide_retention(view, machine, command, &mut mutations)?
+        }
     };
     Ok(Decision {
         mutations,
@@ -144,11 +151,16 @@ fn decide_append_entry(
     {
         return Ok(response);
     }
+    let meta = view.stream_meta(&command.stream)?;
+    if meta.is_some_and(|meta| meta.tombstoned) {
+        return Ok(CommandResponse::StreamTombstoned);
+    }
     let current = view.stream(&command.stream)?;
     let decision = decide_append(machine.head_position, current, command, timestamp_ms);
     let Some(writes) = decision.writes else {
         return Ok(decision.response);
     };
+    retention::after_append(&command.stream, meta, writes.info.version, mutations);
     mutations.extend(
         writes
             .events

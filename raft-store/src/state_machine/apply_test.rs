@@ -10,7 +10,11 @@ use crate::type_config::LogId;
 use crate::type_config::Membership;
 use crate::types::AppendOutcome;
 use crate::types::IdempotencyPolicy;
+use crate::types::RetentionCommand;
+use crate::types::RetentionResponse;
 use crate::types::StreamInfo;
+use crate::types::StreamMeta;
+use crate::types::StreamRetention;
 
 /// The state machine's tables as maps, with the same meaning as the redb ones.
 #[derive(Default)]
@@ -20,6 +24,7 @@ struct MemoryView {
     keys: BTreeMap<String, IdempotentRecord>,
     /// Expiry order: log index of first use -> key.
     order: BTreeMap<u64, String>,
+    metas: BTreeMap<String, StreamMeta>,
     machine: MachineMeta,
 }
 
@@ -69,9 +74,14 @@ impl StateView for MemoryView {
         };
         Ok(Some(StreamInfo {
             version,
+            first_version: *first_version,
             first_position: *first,
             last_position: last,
         }))
+    }
+
+    fn stream_meta(&self, stream: &str) -> Result<Option<StreamMeta>, StoreError> {
+        Ok(self.metas.get(stream).copied())
     }
 
     fn idempotency_key(&self, key: &str) -> Result<Option<IdempotentRecord>, StoreError> {
@@ -146,6 +156,10 @@ impl MemoryView {
                     assert_eq!(self.order.remove(&order), Some(key));
                 }
                 Mutation::Consumer(_) => panic!("no consumer groups here"),
+                Mutation::PutStreamMeta { stream, meta, .. } => {
+                    self.metas.insert(stream, meta);
+                }
+                Mutation::SetFirstPosition(position) => self.machine.first_position = position,
             }
         }
         decision
@@ -506,4 +520,148 @@ fn places_taken_by_older_versions_sort_before_new_ones() {
         assert!(old_index < expiry_order(old_index, 0));
         assert!(expiry_order(old_index, 4_095) < expiry_order(old_index + 1, 0));
     }
+}
+
+fn retention_entry(index: u64, command: RetentionCommand) -> Entry {
+    Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(Command::Retention(command)),
+    }
+}
+
+fn set_max_count(max_count: u64, expected: Option<u64>) -> RetentionCommand {
+    RetentionCommand::SetMetadata {
+        stream: "s".to_string(),
+        expected_metadata_version: expected,
+        retention: StreamRetention {
+            max_count: Some(max_count),
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn max_count_removes_old_versions_when_set_and_as_appends_apply() {
+    let mut view = MemoryView::default();
+    view.apply(&append_entry(1, command(20, None)));
+    let decision = view.apply(&retention_entry(2, set_max_count(10, Some(0))));
+    let CommandResponse::Retention(RetentionResponse::Metadata(meta)) = decision.response else {
+        panic!("metadata set: {:?}", decision.response);
+    };
+    assert_eq!((meta.metadata_version, meta.first_version), (1, 11));
+    assert!(decision.mutations.contains(&Mutation::PutStreamMeta {
+        stream: "s".to_string(),
+        meta,
+        reclaim: true
+    }));
+    view.apply(&append_entry(3, command(5, None)));
+    assert_eq!(
+        view.metas["s"].first_version, 16,
+        "25 events, the last 10 kept"
+    );
+    // Compare-and-set: a stale metadata version changes nothing.
+    let decision = view.apply(&retention_entry(4, set_max_count(1, Some(0))));
+    assert_eq!(
+        decision.response,
+        CommandResponse::Retention(RetentionResponse::WrongMetadataVersion {
+            expected: 0,
+            actual: 1
+        })
+    );
+    assert_eq!(view.metas["s"].first_version, 16);
+}
+
+#[test]
+fn a_tombstone_removes_everything_announces_itself_and_refuses_appends() {
+    let mut view = MemoryView::default();
+    view.apply(&append_entry(1, command(3, None)));
+    let delete = |expected_version| RetentionCommand::Delete {
+        stream: "s".to_string(),
+        expected_version,
+        tombstone: true,
+        timestamp_ms: 5,
+    };
+    let decision = view.apply(&retention_entry(2, delete(Some(2))));
+    assert_eq!(
+        decision.response,
+        CommandResponse::Retention(RetentionResponse::WrongExpectedVersion {
+            expected: 2,
+            actual: 3
+        })
+    );
+    let decision = view.apply(&retention_entry(3, delete(Some(3))));
+    assert_eq!(
+        decision.response,
+        CommandResponse::Retention(RetentionResponse::Deleted {
+            version: 3,
+            position: 4
+        })
+    );
+    assert!(view.metas["s"].tombstoned);
+    assert_eq!(view.metas["s"].first_version, 4);
+    assert_eq!(
+        view.index
+            .get(&(crate::types::DELETIONS_STREAM.to_string(), 1)),
+        Some(&4)
+    );
+    let decision = view.apply(&append_entry(4, command(1, None)));
+    assert_eq!(decision.response, CommandResponse::StreamTombstoned);
+    assert!(
+        decision
+            .mutations
+            .iter()
+            .all(|m| !matches!(m, Mutation::PutEvent(..)))
+    );
+}
+
+#[test]
+fn a_soft_deleted_stream_goes_on_from_its_version() {
+    let mut view = MemoryView::default();
+    view.apply(&append_entry(1, command(3, None)));
+    view.apply(&retention_entry(
+        2,
+        RetentionCommand::Delete {
+            stream: "s".to_string(),
+            expected_version: None,
+            tombstone: false,
+            timestamp_ms: 5,
+        },
+    ));
+    let decision = view.apply(&append_entry(3, command(1, Some(3))));
+    let CommandResponse::Appended(outcome) = decision.response else {
+        panic!("appended: {:?}", decision.response);
+    };
+    assert_eq!(outcome.stream_version, 4);
+    assert_eq!(view.metas["s"].first_version, 4, "the new event is kept");
+}
+
+#[test]
+fn expiry_never_moves_a_boundary_back_nor_past_the_head() {
+    let mut view = MemoryView::default();
+    view.apply(&append_entry(1, command(10, None)));
+    view.apply(&retention_entry(
+        2,
+        RetentionCommand::ExpireLog { before_position: 6 },
+    ));
+    assert_eq!(view.machine.first_position, 6);
+    view.apply(&retention_entry(
+        3,
+        RetentionCommand::ExpireLog { before_position: 3 },
+    ));
+    assert_eq!(view.machine.first_position, 6);
+    view.apply(&retention_entry(
+        4,
+        RetentionCommand::ExpireLog {
+            before_position: 1000,
+        },
+    ));
+    assert_eq!(view.machine.first_position, 11);
+    view.apply(&retention_entry(
+        5,
+        RetentionCommand::ExpireStream {
+            stream: "s".to_string(),
+            before_version: 500,
+        },
+    ));
+    assert_eq!(view.metas["s"].first_version, 11);
 }

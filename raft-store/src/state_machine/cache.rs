@@ -19,6 +19,7 @@ use crate::types::StreamInfo;
 pub struct WriterCache {
     pub streams: StreamHeads,
     pub oldest_key: OldestKey,
+    pub reclaim: super::reclaim::ReclaimState,
 }
 
 impl WriterCache {
@@ -26,6 +27,7 @@ impl WriterCache {
     pub fn clear(&mut self) {
         self.streams.clear();
         self.oldest_key.forget();
+        self.reclaim = Default::default();
     }
 }
 
@@ -106,6 +108,7 @@ impl StreamHeads {
                 &event.stream,
                 StreamInfo {
                     version: 1,
+                    first_version: 1,
                     first_position: event.position,
                     last_position: event.position,
                 },
@@ -160,6 +163,7 @@ mod tests {
             heads.get("a"),
             Some(StreamInfo {
                 version: 2,
+                first_version: 1,
                 first_position: 10,
                 last_position: 12
             })

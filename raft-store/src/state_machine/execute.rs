@@ -31,8 +31,10 @@ use crate::reader::streams::stream_summary;
 use crate::schema::EVENTS;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
+use crate::schema::RECLAIM_STREAMS;
 use crate::schema::SM_META;
 use crate::schema::STREAM_INDEX;
+use crate::schema::STREAM_META;
 use crate::schema::sm_key;
 use crate::snapshot;
 use crate::type_config::Entry;
@@ -41,6 +43,7 @@ use crate::type_config::TypeConfig;
 use crate::types::CommandResponse;
 use crate::types::IdempotentRecord;
 use crate::types::StreamInfo;
+use crate::types::StreamMeta;
 
 /// The state machine's tables, opened once for a batch of applies in the writer's
 /// transaction: read as a [`StateView`] by the decisions, written by [`Self::execute`]. The
@@ -53,6 +56,8 @@ pub(crate) struct ApplyTables<'txn, 'h> {
     key_tables: OnceCell<KeyTables<'txn>>,
     /// Opened when an entry concerns consumer groups.
     consumer_tables: OnceCell<ConsumerTables<'txn>>,
+    /// Stream metadata, opened at the first append or retention command of the batch.
+    meta_tables: OnceCell<MetaTables<'txn>>,
     /// The writer's memory of the state machine (view methods fill it on a miss, so it sits
     /// in a cell).
     cache: RefCell<&'h mut WriterCache>,
@@ -62,6 +67,26 @@ pub(crate) struct ApplyTables<'txn, 'h> {
 struct KeyTables<'txn> {
     keys: Table<'txn, &'static str, &'static [u8]>,
     order: Table<'txn, u64, &'static str>,
+}
+
+/// Stream metadata and the streams whose removed rows are to be deleted.
+struct MetaTables<'txn> {
+    meta: Table<'txn, &'static str, &'static [u8]>,
+    reclaim: Table<'txn, &'static str, u64>,
+    /// Whether any stream has a metadata row (when none has, no append looks one up).
+    any: bool,
+}
+
+impl<'txn> MetaTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let meta = txn.open_table(STREAM_META).map_err(StoreError::db)?;
+        let any = !meta.is_empty().map_err(StoreError::db)?;
+        Ok(Self {
+            meta,
+            reclaim: txn.open_table(RECLAIM_STREAMS).map_err(StoreError::db)?,
+            any,
+        })
+    }
 }
 
 impl<'txn> KeyTables<'txn> {
@@ -81,6 +106,7 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
             index: txn.open_table(STREAM_INDEX).map_err(StoreError::db)?,
             key_tables: OnceCell::new(),
             consumer_tables: OnceCell::new(),
+            meta_tables: OnceCell::new(),
             cache: RefCell::new(cache),
         })
     }
@@ -102,6 +128,25 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
         self.key_tables
             .get_mut()
             .ok_or_else(|| StoreError::Invariant("the idempotency tables did not open".into()))
+    }
+
+    fn metas(&self) -> Result<&MetaTables<'txn>, StoreError> {
+        if let Some(tables) = self.meta_tables.get() {
+            return Ok(tables);
+        }
+        let tables = MetaTables::open(self.txn)?;
+        Ok(self.meta_tables.get_or_init(|| tables))
+    }
+
+    fn metas_mut(&mut self) -> Result<&mut MetaTables<'txn>, StoreError> {
+        if self.meta_tables.get().is_none() {
+            let tables = MetaTables::open(self.txn)?;
+            // Empty, checked just above: the cell takes it.
+            let _ = self.meta_tables.set(tables);
+        }
+        self.meta_tables
+            .get_mut()
+            .ok_or_else(|| StoreError::Invariant("the stream metadata tables did not open".into()))
     }
 
     fn consumers(&self) -> Result<&ConsumerTables<'txn>, StoreError> {
@@ -196,6 +241,29 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
                 self.cache.get_mut().oldest_key.expire(order);
             }
             Mutation::Consumer(mutation) => self.consumers_mut()?.execute(mutation)?,
+            Mutation::PutStreamMeta {
+                stream,
+                meta,
+                reclaim,
+            } => {
+                let tables = self.metas_mut()?;
+                tables
+                    .meta
+                    .insert(stream.as_str(), codec::encode_stream_meta(&meta).as_slice())
+                    .map_err(StoreError::db)?;
+                tables.any = true;
+                if reclaim {
+                    tables
+                        .reclaim
+                        .insert(stream.as_str(), meta.first_version)
+                        .map_err(StoreError::db)?;
+                    self.cache.get_mut().reclaim.pending = true;
+                }
+            }
+            Mutation::SetFirstPosition(first_position) => {
+                machine.first_position = first_position;
+                self.cache.get_mut().reclaim.pending = true;
+            }
         }
         Ok(())
     }
@@ -211,6 +279,17 @@ impl StateView for ApplyTables<'_, '_> {
             self.cache.borrow_mut().streams.remember(stream, info);
         }
         Ok(info)
+    }
+
+    fn stream_meta(&self, stream: &str) -> Result<Option<StreamMeta>, StoreError> {
+        let tables = self.metas()?;
+        if !tables.any {
+            return Ok(None);
+        }
+        match tables.meta.get(stream).map_err(StoreError::db)? {
+            None => Ok(None),
+            Some(value) => Ok(Some(codec::decode_stream_meta(value.value())?)),
+        }
     }
 
     fn idempotency_key(&self, key: &str) -> Result<Option<IdempotentRecord>, StoreError> {
@@ -333,6 +412,13 @@ pub(crate) fn apply(
         codec::encode_u64(machine.head_position).as_slice(),
     )
     .map_err(StoreError::db)?;
+    if machine.first_position > 1 {
+        sm.insert(
+            sm_key::FIRST_POSITION,
+            codec::encode_u64(machine.first_position).as_slice(),
+        )
+        .map_err(StoreError::db)?;
+    }
     Ok(responses)
 }
 
@@ -352,6 +438,7 @@ pub(crate) fn install(
     machine.membership = meta.last_membership.clone();
     machine.head_position = installed.head_position;
     machine.epoch = installed.epoch;
+    machine.first_position = installed.first_position;
     let events = txn.open_table(EVENTS).map_err(StoreError::db)?;
     machine.last_timestamp_ms = match events.last().map_err(StoreError::db)? {
         None => 0,

@@ -13,6 +13,8 @@ pub(crate) mod cache;
 pub(crate) mod execute;
 pub mod idempotency;
 pub mod mutation;
+pub(crate) mod reclaim;
+pub mod retention;
 pub mod store;
 #[cfg(test)]
 mod test_support;
@@ -27,7 +29,7 @@ use crate::type_config::StoredMembership;
 
 /// What the state machine looks like now: kept in memory, changed only after a commit (the
 /// writer stages a copy while it applies).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MachineMeta {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
@@ -36,4 +38,20 @@ pub struct MachineMeta {
     pub last_timestamp_ms: u64,
     /// The log's epoch: changed only by a snapshot install or a restore.
     pub epoch: u64,
+    /// The log's first retained position: every event before it is removed (log-wide
+    /// retention). 1 until the log-wide limits removed anything; at most `head_position + 1`.
+    pub first_position: u64,
+}
+
+impl Default for MachineMeta {
+    fn default() -> Self {
+        Self {
+            last_applied: None,
+            membership: StoredMembership::default(),
+            head_position: 0,
+            last_timestamp_ms: 0,
+            first_position: 1,
+            epoch: 0,
+        }
+    }
 }

@@ -8,6 +8,7 @@ use crate::types::CommandResponse;
 use crate::types::DataEncoding;
 use crate::types::IdempotentRecord;
 use crate::types::RecordedEvent;
+use crate::types::StreamMeta;
 
 /// One change to the state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +37,15 @@ pub enum Mutation {
     ExpireIdempotencyKey { key: String, order: u64 },
     /// A change to consumer groups.
     Consumer(ConsumerMutation),
+    /// A stream's metadata (retention limits, first retained version, tombstone). `reclaim`:
+    /// its first retained version rose, so rows below it are to be deleted.
+    PutStreamMeta {
+        stream: String,
+        meta: StreamMeta,
+        reclaim: bool,
+    },
+    /// The log's first retained position rose to this (log-wide retention).
+    SetFirstPosition(u64),
 }
 
 /// What applying one entry decided: what to write, and what to answer the proposer.

@@ -5,6 +5,7 @@ use crate::consumer::ConsumerView;
 use crate::error::StoreError;
 use crate::types::IdempotentRecord;
 use crate::types::StreamInfo;
+use crate::types::StreamMeta;
 
 /// Reads of the state machine as the writer's transaction sees it, before the entry's own
 /// mutations.
@@ -14,6 +15,9 @@ pub trait StateView: ConsumerView {
 
     /// What an idempotency key holds (expired or not); `None` for an unknown key.
     fn idempotency_key(&self, key: &str) -> Result<Option<IdempotentRecord>, StoreError>;
+
+    /// A stream's metadata; `None` when it has neither metadata nor a deletion.
+    fn stream_meta(&self, stream: &str) -> Result<Option<StreamMeta>, StoreError>;
 
     /// How many idempotency keys are kept.
     fn idempotency_key_count(&self) -> Result<u64, StoreError>;

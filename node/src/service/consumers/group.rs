@@ -714,7 +714,17 @@ impl Dispatcher {
             };
             let events = self.handle.reader().events_at(positions).await?;
             for ((index, key, attempt), event) in to_read.into_iter().zip(events) {
-                sends.push((index, key, attempt, event));
+                match event {
+                    Some(event) => sends.push((index, key, attempt, event)),
+                    // Retention removed it since the group took it in: nothing to send; the
+                    // delivery runs out its ack_wait like a lost one, and after its
+                    // max_deliveries becomes a dead letter without an event.
+                    None => tracing::warn!(
+                        group = %self.name,
+                        key,
+                        "a tracked event was removed by retention; it cannot be delivered"
+                    ),
+                }
             }
         }
         for (index, key, attempt, event) in sends {
@@ -853,6 +863,23 @@ impl Dispatcher {
                 MAX_LOOKED_AT,
             )
             .await?;
+        if let Some(first) = scan.out_of_range {
+            // Retention removed events the group had not taken in: its frontier moves past
+            // them (the log has nothing else to give), and the gap is reported.
+            tracing::warn!(
+                group = %self.name,
+                from,
+                to = first,
+                "retention removed events below the group's frontier before it took them in; \
+                 the frontier moves past them"
+            );
+            let advance = Advance {
+                from,
+                to: first,
+                taken: Vec::new(),
+            };
+            return Ok((redeliveries, Some(advance), delivered_to, new_events));
+        }
         let by_version = matches!(target, ConsumerTarget::Stream(_));
         let keyed = settings.mode == DispatchMode::Keyed;
         let mut to = scan.next_from;

@@ -94,7 +94,8 @@ pub struct ConsumerInfo {
 pub struct DeadLetter {
     pub key: u64,
     pub record: DeadLetterRecord,
-    pub event: RecordedEvent,
+    /// `None` when retention removed the event.
+    pub event: Option<RecordedEvent>,
 }
 
 /// A connected member: what it sends goes to its group's dispatcher (what it receives comes
