@@ -388,6 +388,41 @@ async fn a_tombstoned_stream_refuses_appends_and_all_never_returns_its_events() 
         .await
         .expect("the system stream reads");
     assert_eq!(deletions.events.len(), 2);
+
+    // The same from the command line.
+    let evlog = |args: &[&str]| {
+        let output = std::process::Command::new(evlog_cluster_tests::evlog_binary())
+            .args(args)
+            .args(["--json", "--endpoints", &cluster.endpoints()])
+            .output()
+            .expect("evlog runs");
+        assert!(
+            output.status.success(),
+            "evlog {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON")
+    };
+    let set = evlog(&[
+        "stream-meta",
+        "kept",
+        "--max-count",
+        "1",
+        "--expected-metadata-version",
+        "0",
+    ]);
+    assert_eq!(
+        (set["metadata_version"].as_u64(), set["max_count"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let shown = evlog(&["stream-meta", "kept"]);
+    assert_eq!(shown, set);
+    let deleted = evlog(&["delete-stream", "kept", "--tombstone"]);
+    assert_eq!(deleted["version"].as_u64(), Some(1));
+    assert_eq!(
+        evlog(&["stream-meta", "kept"])["tombstoned"].as_bool(),
+        Some(true)
+    );
 }
 
 /// The events' ages as the leader sees them, by their recorded timestamps: a stream's
