@@ -696,4 +696,23 @@ async fn a_consumer_group_behind_retention_goes_on_from_the_retained_events() {
         delivery.ack().await.expect("acked");
     }
     assert_eq!(delivered, (46..=50).collect::<Vec<_>>());
+    // The group records what it lost (replicated: in its state, not the leader's memory).
+    let info = client
+        .consumers_call(
+            evlog_cluster_tests::proto::GetConsumerRequest {
+                name: "workers".to_string(),
+            },
+            |mut grpc, request| async move { grpc.get(request).await },
+        )
+        .await
+        .expect("the group");
+    assert_eq!(
+        (
+            info.skipped_by_retention,
+            info.last_skipped_from,
+            info.last_skipped_to
+        ),
+        (45, 1, 46),
+        "{info:?}"
+    );
 }

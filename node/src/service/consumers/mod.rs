@@ -85,6 +85,8 @@ pub struct ConsumerInfo {
     pub members: Vec<MemberInfo>,
     /// When the lag was measured (ms since the Unix epoch).
     pub now_ms: u64,
+    /// What retention took from the group before it took the events in.
+    pub skips: evlog_raft_store::types::ConsumerSkips,
 }
 
 /// A dead letter with its event.
@@ -427,12 +429,18 @@ impl ConsumerService {
             .first_tracked
             .map_or(record.frontier, |first| first.min(record.frontier));
         let members = self.members(&record.name).await;
+        let skips = self
+            .handle
+            .reader()
+            .consumer_skips(record.name.clone())
+            .await?;
         Ok(ConsumerInfo {
             record,
             lag,
             ack_floor,
             members,
             now_ms: now_ms(),
+            skips,
         })
     }
 
