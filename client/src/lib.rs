@@ -201,6 +201,21 @@ impl EvlogClient {
             .await
     }
 
+    /// Calls an event-log RPC with retries (stream metadata and deletion: a follower hands
+    /// them to the leader).
+    pub async fn event_log_call<Req, Resp, F>(
+        &self,
+        request: Req,
+        call: impl Fn(EventLogClient<Channel>, tonic::Request<Req>) -> F,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        F: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.unary_call(|index| self.event_log(index), request, call)
+            .await
+    }
+
     /// Calls a unary RPC of the client `client` makes for an endpoint, with retries: each
     /// attempt carries the time left as its deadline.
     async fn unary_call<C, Req, Resp, F>(

@@ -388,6 +388,41 @@ async fn a_tombstoned_stream_refuses_appends_and_all_never_returns_its_events() 
         .await
         .expect("the system stream reads");
     assert_eq!(deletions.events.len(), 2);
+
+    // The same from the command line.
+    let evlog = |args: &[&str]| {
+        let output = std::process::Command::new(evlog_cluster_tests::evlog_binary())
+            .args(args)
+            .args(["--json", "--endpoints", &cluster.endpoints()])
+            .output()
+            .expect("evlog runs");
+        assert!(
+            output.status.success(),
+            "evlog {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON")
+    };
+    let set = evlog(&[
+        "stream-meta",
+        "kept",
+        "--max-count",
+        "1",
+        "--expected-metadata-version",
+        "0",
+    ]);
+    assert_eq!(
+        (set["metadata_version"].as_u64(), set["max_count"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let shown = evlog(&["stream-meta", "kept"]);
+    assert_eq!(shown, set);
+    let deleted = evlog(&["delete-stream", "kept", "--tombstone"]);
+    assert_eq!(deleted["version"].as_u64(), Some(1));
+    assert_eq!(
+        evlog(&["stream-meta", "kept"])["tombstoned"].as_bool(),
+        Some(true)
+    );
 }
 
 /// The events' ages as the leader sees them, by their recorded timestamps: a stream's
@@ -661,4 +696,23 @@ async fn a_consumer_group_behind_retention_goes_on_from_the_retained_events() {
         delivery.ack().await.expect("acked");
     }
     assert_eq!(delivered, (46..=50).collect::<Vec<_>>());
+    // The group records what it lost (replicated: in its state, not the leader's memory).
+    let info = client
+        .consumers_call(
+            evlog_cluster_tests::proto::GetConsumerRequest {
+                name: "workers".to_string(),
+            },
+            |mut grpc, request| async move { grpc.get(request).await },
+        )
+        .await
+        .expect("the group");
+    assert_eq!(
+        (
+            info.skipped_by_retention,
+            info.last_skipped_from,
+            info.last_skipped_to
+        ),
+        (45, 1, 46),
+        "{info:?}"
+    );
 }

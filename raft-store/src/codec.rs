@@ -27,6 +27,7 @@ use crate::type_config::Vote;
 use crate::types::AppendCommand;
 use crate::types::AppendOutcome;
 use crate::types::Command;
+use crate::types::ConsumerSkips;
 use crate::types::DataEncoding;
 use crate::types::IdempotencyPolicy;
 use crate::types::IdempotentRecord;
@@ -584,6 +585,26 @@ fn get_stream_retention(reader: &mut Reader<'_>) -> Result<StreamRetention, Corr
         max_count: get_optional_u64(reader)?,
         truncate_before: get_optional_u64(reader)?,
     })
+}
+
+/// What retention took from a consumer group (the `consumer_skips` table, snapshot tag 10).
+pub fn encode_consumer_skips(skips: &ConsumerSkips) -> Vec<u8> {
+    let mut writer = Writer::with_capacity(32);
+    writer.u64(skips.skipped_total);
+    writer.u64(skips.last_from);
+    writer.u64(skips.last_to);
+    writer.finish()
+}
+
+pub fn decode_consumer_skips(record: &[u8]) -> Result<ConsumerSkips, CorruptRecord> {
+    let mut reader = Reader::new("consumer skips", record)?;
+    let skips = ConsumerSkips {
+        skipped_total: reader.u64()?,
+        last_from: reader.u64()?,
+        last_to: reader.u64()?,
+    };
+    reader.end()?;
+    Ok(skips)
 }
 
 /// A stream's metadata record (the `stream_meta` table, snapshot tag 8).

@@ -70,6 +70,10 @@ pub const STREAM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("stre
 /// install).
 pub const RECLAIM_STREAMS: TableDefinition<&str, u64> = TableDefinition::new("reclaim_streams");
 
+/// What retention took from each consumer group: name -> encoded
+/// [`crate::types::ConsumerSkips`]. Only groups that lost events have a row.
+pub const CONSUMER_SKIPS: TableDefinition<&str, &[u8]> = TableDefinition::new("consumer_skips");
+
 pub mod meta_key {
     pub const FORMAT_VERSION: &str = "format_version";
     pub const CLUSTER_ID: &str = "cluster_id";

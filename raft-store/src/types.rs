@@ -116,6 +116,16 @@ impl StreamMeta {
     }
 }
 
+/// What retention took from a consumer group before it took the events in: how many keys
+/// (versions of a stream target, positions of `all`) its frontier moved past, in all, and the
+/// last such range `[last_from, last_to)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerSkips {
+    pub skipped_total: u64,
+    pub last_from: u64,
+    pub last_to: u64,
+}
+
 /// What applying a [`RetentionCommand`] decided.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RetentionResponse {

@@ -18,6 +18,7 @@ mod compact;
 mod consumer;
 mod output;
 mod read;
+mod retention;
 pub mod serve;
 mod status;
 mod streams;
@@ -32,6 +33,8 @@ pub use compact::CompactArgs;
 pub use consumer::ConsumeArgs;
 pub use consumer::ConsumerArgs;
 pub use read::ReadArgs;
+pub use retention::DeleteStreamArgs;
+pub use retention::StreamMetaArgs;
 pub use serve::ServeArgs;
 pub use status::StatusArgs;
 pub use streams::StreamsArgs;
@@ -65,6 +68,11 @@ pub enum CliCommand {
     Compact(CompactArgs),
     /// List streams (by name prefix), or show one stream's summary.
     Streams(StreamsArgs),
+    /// Show a stream's retention metadata, or set it (--max-count, --max-age-s,
+    /// --truncate-before).
+    StreamMeta(StreamMetaArgs),
+    /// Delete a stream's events (soft: it goes on from its version; --tombstone: for good).
+    DeleteStream(DeleteStreamArgs),
     /// See and change the membership; move the leadership.
     Cluster(ClusterArgs),
     /// Manage consumer groups and their dead letters.
@@ -122,6 +130,8 @@ pub async fn run_client(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Status(args) => status::status(args).await,
         CliCommand::Compact(args) => compact::compact(args),
         CliCommand::Streams(args) => streams::streams(args).await,
+        CliCommand::StreamMeta(args) => retention::stream_meta(args).await,
+        CliCommand::DeleteStream(args) => retention::delete_stream(args).await,
         CliCommand::Cluster(args) => cluster::cluster(args).await,
         CliCommand::Consumer(args) => consumer::consumer(args).await,
         CliCommand::Consume(args) => consumer::consume(args).await,

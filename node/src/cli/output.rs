@@ -47,6 +47,7 @@ pub(super) fn summary_json(stream: &pb::StreamSummary) -> serde_json::Value {
     serde_json::json!({
         "stream": stream.stream,
         "version": stream.version,
+        "first_version": stream.first_version,
         "first_position": stream.first_position,
         "last_position": stream.last_position,
     })

@@ -42,8 +42,12 @@ pub async fn streams(args: StreamsArgs) -> anyhow::Result<()> {
         } else {
             writeln!(
                 out,
-                "{}: version {}, positions {}..{}",
-                summary.stream, summary.version, summary.first_position, summary.last_position
+                "{}: version {} (first retained {}), positions {}..{}",
+                summary.stream,
+                summary.version,
+                summary.first_version,
+                summary.first_position,
+                summary.last_position
             )?;
         }
         return Ok(());

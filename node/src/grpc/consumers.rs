@@ -216,6 +216,9 @@ pub fn info_to_wire(info: ConsumerInfo) -> pb::ConsumerInfo {
             })
             .collect(),
         created_at_ms: record.created_ms,
+        skipped_by_retention: info.skips.skipped_total,
+        last_skipped_from: info.skips.last_from,
+        last_skipped_to: info.skips.last_to,
     }
 }
 

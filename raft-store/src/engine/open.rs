@@ -25,6 +25,7 @@ use crate::error::OpenError;
 use crate::log_store::LogMeta;
 use crate::log_store::Tail;
 use crate::schema::CONSUMER_PENDING;
+use crate::schema::CONSUMER_SKIPS;
 use crate::schema::CONSUMERS;
 use crate::schema::DEAD_LETTERS;
 use crate::schema::EVENTS;
@@ -283,6 +284,7 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
         txn.open_table(DEAD_LETTERS)?;
         txn.open_table(STREAM_META)?;
         txn.open_table(RECLAIM_STREAMS)?;
+        txn.open_table(CONSUMER_SKIPS)?;
     }
     txn.commit()?;
     Ok(identity)

@@ -65,8 +65,10 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
     let mut unsynced = false;
     let mut cache = WriterCache::default();
     loop {
-        // Between batches, while no op waits: a bounded step of deleting removed rows.
-        if cache.reclaim.pending && queue.is_empty() && !reclaim_held(shared) {
+        // Between batches, while no op waits: a bounded step of deleting removed rows (not
+        // once every handle is gone: closing does not wait for it, the next open goes on).
+        if cache.reclaim.pending && queue.is_empty() && !queue.is_closed() && !reclaim_held(shared)
+        {
             match reclaim_alone(shared, &mut cache) {
                 Ok(()) => unsynced = true,
                 Err(error) => {

@@ -17,11 +17,13 @@ use crate::consumer::PendingRecord;
 use crate::consumer::tables;
 use crate::error::StoreError;
 use crate::schema::CONSUMER_PENDING;
+use crate::schema::CONSUMER_SKIPS;
 use crate::schema::CONSUMERS;
 use crate::schema::DEAD_LETTERS;
 use crate::schema::EVENTS;
 use crate::schema::STREAM_INDEX;
 use crate::schema::STREAM_META;
+use crate::types::ConsumerSkips;
 use crate::types::RecordedEvent;
 
 /// Most events a lag count of a filtered group looks at; past it the count is a lower bound.
@@ -66,6 +68,18 @@ impl EventReader {
         self.run(move |txn| {
             let consumers = txn.open_table(CONSUMERS).map_err(StoreError::db)?;
             tables::consumer(&consumers, &name)
+        })
+        .await
+    }
+
+    /// What retention took from group `name` (nothing: the default).
+    pub async fn consumer_skips(&self, name: String) -> Result<ConsumerSkips, StoreError> {
+        self.run(move |txn| {
+            let table = txn.open_table(CONSUMER_SKIPS).map_err(StoreError::db)?;
+            Ok(match table.get(name.as_str()).map_err(StoreError::db)? {
+                None => ConsumerSkips::default(),
+                Some(value) => codec::decode_consumer_skips(value.value())?,
+            })
         })
         .await
     }

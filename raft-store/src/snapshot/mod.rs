@@ -25,6 +25,7 @@
 //!   tag 7 dead     : u64 key | u32 name length | group name | dead-letter record
 //!   tag 8 stream   : u32 name length | stream name | stream metadata record
 //!   tag 9 first    : u64 the log's first retained position (absent: 1)
+//!   tag 10 skips   : u32 name length | group name | consumer skips record
 //! trailer          | u8 255 | u64 record count | u32 CRC-32 of every byte before the trailer's CRC
 //! ```
 //! The stream index (which is also every stream's summary) and the idempotency expiry order are
@@ -58,6 +59,7 @@ use tokio::sync::mpsc;
 use crate::codec;
 use crate::error::io_error;
 use crate::schema::CONSUMER_PENDING;
+use crate::schema::CONSUMER_SKIPS;
 use crate::schema::CONSUMERS;
 use crate::schema::DEAD_LETTERS;
 use crate::schema::EVENTS;
@@ -90,6 +92,7 @@ const TAG_PENDING: u8 = 6;
 const TAG_DEAD_LETTER: u8 = 7;
 const TAG_STREAM_META: u8 = 8;
 const TAG_FIRST_POSITION: u8 = 9;
+const TAG_CONSUMER_SKIPS: u8 = 10;
 const TAG_END: u8 = 255;
 /// Largest record a snapshot may hold (an event is limited far below this).
 const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -161,6 +164,7 @@ enum Record {
     GroupRow(u8, String, u64, Vec<u8>),
     StreamMeta(String, Vec<u8>),
     FirstPosition(u64),
+    ConsumerSkips(String, Vec<u8>),
     End,
 }
 
@@ -280,6 +284,10 @@ impl SnapshotReader {
             TAG_STREAM_META => {
                 let (name, value) = named(&body)?;
                 Ok(Record::StreamMeta(name, value))
+            }
+            TAG_CONSUMER_SKIPS => {
+                let (name, value) = named(&body)?;
+                Ok(Record::ConsumerSkips(name, value))
             }
             TAG_FIRST_POSITION => {
                 let array: [u8; 8] = body
@@ -447,6 +455,16 @@ pub fn write_to(data: &SnapshotData, out: impl Write) -> io::Result<()> {
         let name_len = u32::try_from(name.len()).map_err(|_| invalid("stream name too long"))?;
         writer.record(
             TAG_STREAM_META,
+            &[&name_len.to_le_bytes(), name.as_bytes(), value.value()],
+        )?;
+    }
+    let skips = txn.open_table(CONSUMER_SKIPS).map_err(io_error)?;
+    for item in skips.iter().map_err(io_error)? {
+        let (name, value) = item.map_err(io_error)?;
+        let name = name.value();
+        let name_len = u32::try_from(name.len()).map_err(|_| invalid("group name too long"))?;
+        writer.record(
+            TAG_CONSUMER_SKIPS,
             &[&name_len.to_le_bytes(), name.as_bytes(), value.value()],
         )?;
     }
@@ -635,6 +653,7 @@ struct Counts {
     pending: u64,
     dead_letters: u64,
     stream_metadata: u64,
+    consumer_skips: u64,
     /// The log's first retained position (1: nothing removed log-wide).
     first_position: u64,
 }
@@ -648,6 +667,7 @@ impl Default for Counts {
             pending: 0,
             dead_letters: 0,
             stream_metadata: 0,
+            consumer_skips: 0,
             first_position: 1,
         }
     }
@@ -670,6 +690,8 @@ fn replace_state(
     txn.delete_table(CONSUMER_PENDING).map_err(io_error)?;
     txn.delete_table(DEAD_LETTERS).map_err(io_error)?;
     txn.delete_table(STREAM_META).map_err(io_error)?;
+    txn.delete_table(CONSUMER_SKIPS).map_err(io_error)?;
+    let mut skips = txn.open_table(CONSUMER_SKIPS).map_err(io_error)?;
     // Rows the old state machine had still to delete are gone with it.
     txn.delete_table(RECLAIM_STREAMS).map_err(io_error)?;
     let mut metas = txn.open_table(STREAM_META).map_err(io_error)?;
@@ -715,6 +737,9 @@ fn replace_state(
             }
             Checked::StreamMeta { name, record } => {
                 metas.insert(name, record).map_err(io_error)?;
+            }
+            Checked::ConsumerSkips { name, record } => {
+                skips.insert(name, record).map_err(io_error)?;
             }
         }
         Ok(())
@@ -776,6 +801,10 @@ enum Checked<'a> {
         record: &'a [u8],
     },
     StreamMeta {
+        name: &'a str,
+        record: &'a [u8],
+    },
+    ConsumerSkips {
         name: &'a str,
         record: &'a [u8],
     },
@@ -858,6 +887,14 @@ fn read_records(
                 })?;
             }
             Record::FirstPosition(position) => counts.first_position = position,
+            Record::ConsumerSkips(name, record) => {
+                codec::decode_consumer_skips(&record)?;
+                counts.consumer_skips += 1;
+                visit(Checked::ConsumerSkips {
+                    name: &name,
+                    record: &record,
+                })?;
+            }
             Record::End => break,
         }
     }

@@ -27,6 +27,8 @@ use super::mutation::Mutation;
 use super::retention;
 use super::view::StateView;
 use crate::consumer;
+use crate::consumer::ConsumerCommand;
+use crate::consumer::ConsumerResponse;
 use crate::consumer::ConsumerTarget;
 use crate::error::StoreError;
 use crate::type_config::Entry;
@@ -108,6 +110,8 @@ pub fn decide(
             }
         }
         EntryPayload::Normal(Command::Consumer(command)) => {
+            // Read before the command's changes: the group as the step was planned against.
+            let skip = retention_skip(view, machine, command)?;
             let (changes, response) =
                 consumer::decide::decide(view, command, entry.log_id.index, |target| {
                     Ok(match target {
@@ -118,6 +122,19 @@ pub fn decide(
                     })
                 })?;
             mutations.extend(changes.into_iter().map(Mutation::Consumer));
+            match (&response, skip) {
+                (ConsumerResponse::Stepped { advanced: true, .. }, Some(mutation)) => {
+                    mutations.push(mutation);
+                }
+                (ConsumerResponse::Deleted, _) => {
+                    if let ConsumerCommand::Delete { name } = command
+                        && view.consumer_skips(name)?.is_some()
+                    {
+                        mutations.push(Mutation::ForgetConsumerSkips { name: name.clone() });
+                    }
+                }
+                _ => {}
+            }
             CommandResponse::Consumer(response)
         }
         EntryPayload::Normal(Command::Retention(command)) => {
@@ -128,6 +145,46 @@ pub fn decide(
         mutations,
         response,
     })
+}
+
+/// What a consumer step's advance passes over that retention removed: the keys below its
+/// target's first retained one (a stream's first version; the log's first position), recorded
+/// if the step's advance takes effect. Removed events in the middle of `all` (other streams'
+/// limits) are not counted: the group never had them to take.
+fn retention_skip(
+    view: &impl StateView,
+    machine: &MachineMeta,
+    command: &ConsumerCommand,
+) -> Result<Option<Mutation>, StoreError> {
+    let ConsumerCommand::Step {
+        name,
+        advance: Some(advance),
+        ..
+    } = command
+    else {
+        return Ok(None);
+    };
+    let Some(group) = view.consumer(name)? else {
+        return Ok(None);
+    };
+    let first_retained = match &group.target {
+        ConsumerTarget::All => machine.first_position,
+        ConsumerTarget::Stream(stream) => view
+            .stream_meta(stream)?
+            .map_or(1, |meta| meta.first_version),
+    };
+    let to = advance.to.min(first_retained);
+    if to <= advance.from {
+        return Ok(None);
+    }
+    let mut skips = view.consumer_skips(name)?.unwrap_or_default();
+    skips.skipped_total += to - advance.from;
+    skips.last_from = advance.from;
+    skips.last_to = to;
+    Ok(Some(Mutation::PutConsumerSkips {
+        name: name.clone(),
+        skips,
+    }))
 }
 
 /// An append whose key (if any) takes place `order` in the expiry order: a retry or a reused

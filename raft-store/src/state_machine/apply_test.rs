@@ -25,6 +25,7 @@ struct MemoryView {
     /// Expiry order: log index of first use -> key.
     order: BTreeMap<u64, String>,
     metas: BTreeMap<String, StreamMeta>,
+    skips: BTreeMap<String, crate::types::ConsumerSkips>,
     machine: MachineMeta,
 }
 
@@ -78,6 +79,13 @@ impl StateView for MemoryView {
             first_position: *first,
             last_position: last,
         }))
+    }
+
+    fn consumer_skips(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::types::ConsumerSkips>, StoreError> {
+        Ok(self.skips.get(name).copied())
     }
 
     fn stream_meta(&self, stream: &str) -> Result<Option<StreamMeta>, StoreError> {
@@ -160,6 +168,12 @@ impl MemoryView {
                     self.metas.insert(stream, meta);
                 }
                 Mutation::SetFirstPosition(position) => self.machine.first_position = position,
+                Mutation::PutConsumerSkips { name, skips } => {
+                    self.skips.insert(name, skips);
+                }
+                Mutation::ForgetConsumerSkips { name } => {
+                    self.skips.remove(&name);
+                }
             }
         }
         decision

@@ -28,6 +28,7 @@ use crate::consumer::PendingRecord;
 use crate::consumer::tables::ConsumerTables;
 use crate::error::StoreError;
 use crate::reader::streams::stream_summary;
+use crate::schema::CONSUMER_SKIPS;
 use crate::schema::EVENTS;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
@@ -41,6 +42,7 @@ use crate::type_config::Entry;
 use crate::type_config::SnapshotMeta;
 use crate::type_config::TypeConfig;
 use crate::types::CommandResponse;
+use crate::types::ConsumerSkips;
 use crate::types::IdempotentRecord;
 use crate::types::StreamInfo;
 use crate::types::StreamMeta;
@@ -260,6 +262,23 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
                     self.cache.get_mut().reclaim.pending = true;
                 }
             }
+            Mutation::PutConsumerSkips { name, skips } => {
+                self.txn
+                    .open_table(CONSUMER_SKIPS)
+                    .map_err(StoreError::db)?
+                    .insert(
+                        name.as_str(),
+                        codec::encode_consumer_skips(&skips).as_slice(),
+                    )
+                    .map_err(StoreError::db)?;
+            }
+            Mutation::ForgetConsumerSkips { name } => {
+                self.txn
+                    .open_table(CONSUMER_SKIPS)
+                    .map_err(StoreError::db)?
+                    .remove(name.as_str())
+                    .map_err(StoreError::db)?;
+            }
             Mutation::SetFirstPosition(first_position) => {
                 machine.first_position = first_position;
                 self.cache.get_mut().reclaim.pending = true;
@@ -290,6 +309,18 @@ impl StateView for ApplyTables<'_, '_> {
             None => Ok(None),
             Some(value) => Ok(Some(codec::decode_stream_meta(value.value())?)),
         }
+    }
+
+    fn consumer_skips(&self, name: &str) -> Result<Option<ConsumerSkips>, StoreError> {
+        let table = self
+            .txn
+            .open_table(CONSUMER_SKIPS)
+            .map_err(StoreError::db)?;
+        let skips = match table.get(name).map_err(StoreError::db)? {
+            None => None,
+            Some(value) => Some(codec::decode_consumer_skips(value.value())?),
+        };
+        Ok(skips)
     }
 
     fn idempotency_key(&self, key: &str) -> Result<Option<IdempotentRecord>, StoreError> {

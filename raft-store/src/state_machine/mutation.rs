@@ -5,6 +5,7 @@ use crate::consumer::ConsumerMutation;
 use crate::type_config::LogId;
 use crate::type_config::StoredMembership;
 use crate::types::CommandResponse;
+use crate::types::ConsumerSkips;
 use crate::types::DataEncoding;
 use crate::types::IdempotentRecord;
 use crate::types::RecordedEvent;
@@ -46,6 +47,11 @@ pub enum Mutation {
     },
     /// The log's first retained position rose to this (log-wide retention).
     SetFirstPosition(u64),
+    /// What retention took from consumer group `name` so far (its frontier moved past removed
+    /// events).
+    PutConsumerSkips { name: String, skips: ConsumerSkips },
+    /// Consumer group `name` was deleted: so is what retention took from it.
+    ForgetConsumerSkips { name: String },
 }
 
 /// What applying one entry decided: what to write, and what to answer the proposer.

@@ -3,6 +3,7 @@
 
 use crate::consumer::ConsumerView;
 use crate::error::StoreError;
+use crate::types::ConsumerSkips;
 use crate::types::IdempotentRecord;
 use crate::types::StreamInfo;
 use crate::types::StreamMeta;
@@ -18,6 +19,9 @@ pub trait StateView: ConsumerView {
 
     /// A stream's metadata; `None` when it has neither metadata nor a deletion.
     fn stream_meta(&self, stream: &str) -> Result<Option<StreamMeta>, StoreError>;
+
+    /// What retention took from consumer group `name` (`None`: nothing).
+    fn consumer_skips(&self, name: &str) -> Result<Option<ConsumerSkips>, StoreError>;
 
     /// How many idempotency keys are kept.
     fn idempotency_key_count(&self) -> Result<u64, StoreError>;

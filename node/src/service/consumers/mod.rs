@@ -87,6 +87,8 @@ pub struct ConsumerInfo {
     pub now_ms: u64,
     /// The log's epoch the group's positions belong to.
     pub epoch: u64,
+    /// What retention took from the group before it took the events in.
+    pub skips: evlog_raft_store::types::ConsumerSkips,
 }
 
 /// A dead letter with its event.
@@ -429,6 +431,11 @@ impl ConsumerService {
             .first_tracked
             .map_or(record.frontier, |first| first.min(record.frontier));
         let members = self.members(&record.name).await;
+        let skips = self
+            .handle
+            .reader()
+            .consumer_skips(record.name.clone())
+            .await?;
         Ok(ConsumerInfo {
             record,
             lag,
@@ -436,6 +443,7 @@ impl ConsumerService {
             members,
             now_ms: now_ms(),
             epoch: self.handle.applied().epoch,
+            skips,
         })
     }
 
