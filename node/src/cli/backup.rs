@@ -130,14 +130,8 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let partial = partial_path(&out);
     let mut last_error = None;
     for index in 0..client.endpoints().len() {
-        match take_backup(&client, index, head, &partial).await {
-            Ok(served_by) => {
-                let checked = partial.clone();
-                let summary = tokio::task::spawn_blocking(move || {
-                    evlog_raft_store::snapshot::verify_file(&checked)
-                })
-                .await?
-                .map_err(|error| anyhow::anyhow!("the backup written does not check: {error}"))?;
+        match take_checked_backup(&client, index, head, &partial).await {
+            Ok((served_by, summary)) => {
                 std::fs::rename(&partial, &out)?;
                 sync_parent(&out)?;
                 let done = BackupDone {
@@ -160,6 +154,23 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         }
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no endpoint")))
+}
+
+/// Streams a backup from endpoint `index` into `partial` (fsynced) and checks the file whole;
+/// returns the serving node and what the file holds.
+async fn take_checked_backup(
+    client: &evlog_client::EvlogClient,
+    index: usize,
+    at_least_position: u64,
+    partial: &Path,
+) -> anyhow::Result<(u64, BackupSummary)> {
+    let served_by = take_backup(client, index, at_least_position, partial).await?;
+    let checked = partial.to_path_buf();
+    let summary =
+        tokio::task::spawn_blocking(move || evlog_raft_store::snapshot::verify_file(&checked))
+            .await?
+            .map_err(|error| anyhow::anyhow!("the backup written does not check: {error}"))?;
+    Ok((served_by, summary))
 }
 
 /// Streams a backup from endpoint `index` into `partial` (fsynced); returns the serving node.
