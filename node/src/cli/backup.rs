@@ -118,12 +118,7 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         .map_err(status_error)?
         .head_position;
     let client = match &args.endpoint {
-        Some(endpoint) => ClientArgs {
-            endpoints: vec![endpoint.clone()],
-            json: args.client.json,
-            timeout_ms: args.client.timeout_ms,
-        }
-        .client()?,
+        Some(endpoint) => args.client.client_of(std::slice::from_ref(endpoint))?,
         None => cluster,
     };
     let started = std::time::Instant::now();

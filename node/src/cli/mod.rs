@@ -108,11 +108,17 @@ pub struct ClientArgs {
 
 impl ClientArgs {
     pub(crate) fn client(&self) -> anyhow::Result<EvlogClient> {
+        self.client_of(&self.endpoints)
+    }
+
+    /// A client of other endpoints (a node the command was pointed at, the members a node
+    /// listed), with the same options.
+    pub(crate) fn client_of(&self, endpoints: &[String]) -> anyhow::Result<EvlogClient> {
         let options = ClientOptions {
             deadline: Duration::from_millis(self.timeout_ms),
             ..ClientOptions::default()
         };
-        EvlogClient::new(&self.endpoints, options).map_err(anyhow::Error::msg)
+        EvlogClient::new(endpoints, options).map_err(anyhow::Error::msg)
     }
 }
 

@@ -62,14 +62,12 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         anyhow::bail!("node {} knows no members", view.node_id);
     }
     let members = Members {
-        client: EvlogClient::new(
+        client: args.client.client_of(
             &addresses
                 .iter()
                 .map(|(_, address)| address.clone())
                 .collect::<Vec<_>>(),
-            client_options(&args.client),
-        )
-        .map_err(anyhow::Error::msg)?,
+        )?,
         timeout,
     };
     let up_to = match args.up_to {
@@ -148,13 +146,6 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         anyhow::bail!("the members' logs do not agree up to position {up_to}");
     }
     Ok(())
-}
-
-fn client_options(args: &ClientArgs) -> evlog_client::ClientOptions {
-    evlog_client::ClientOptions {
-        deadline: Duration::from_millis(args.timeout_ms),
-        ..evlog_client::ClientOptions::default()
-    }
 }
 
 /// The members to compare, and how long each call may take.
