@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use evlog_proto::v1::cluster_client::ClusterClient;
 use evlog_proto::v1::event_log_client::EventLogClient;
+use evlog_proto::v1::maintenance_client::MaintenanceClient;
 use evlog_proto::v1::{
     AddLearnerRequest, AllStreams, AppendRequest, AppendResponse, ChangeMembershipRequest,
     Consistency, Direction, EventData, ReadRequest, ReadResponse, RecordedEvent, StatusRequest,
@@ -709,6 +710,13 @@ impl Cluster {
     /// A client of node `id`'s cluster service.
     pub fn cluster_client(&self, id: u64) -> ClusterClient<Channel> {
         ClusterClient::new(self.channel(id))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// A client of node `id`'s maintenance service.
+    pub fn maintenance_client(&self, id: u64) -> MaintenanceClient<Channel> {
+        MaintenanceClient::new(self.channel(id))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }

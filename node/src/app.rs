@@ -163,6 +163,7 @@ pub async fn run(
         handle.clone(),
         Arc::clone(&event_log),
         engine.data_dir(),
+        request_timeout,
     ));
     let cluster = Arc::new(ClusterService::new(
         handle.clone(),

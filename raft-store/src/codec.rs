@@ -54,6 +54,7 @@ const COMMAND_APPEND: u8 = 1;
 const COMMAND_APPENDS: u8 = 2;
 const COMMAND_CONSUMER: u8 = 3;
 const COMMAND_RETENTION: u8 = 4;
+const COMMAND_CHECK: u8 = 5;
 const RETENTION_SET_METADATA: u8 = 1;
 const RETENTION_DELETE: u8 = 2;
 const RETENTION_EXPIRE_STREAM: u8 = 3;
@@ -499,6 +500,12 @@ fn put_command(writer: &mut Writer, command: &Command) {
             writer.u8(COMMAND_RETENTION);
             put_retention_command(writer, command);
         }
+        Command::Check(range) => {
+            writer.u8(COMMAND_CHECK);
+            writer.u64(range.from);
+            writer.u64(range.to);
+            writer.u64(range.step);
+        }
     }
 }
 
@@ -675,6 +682,11 @@ fn get_command(reader: &mut Reader<'_>) -> Result<Command, CorruptRecord> {
             reader.bytes()?,
         )?)),
         COMMAND_RETENTION => Ok(Command::Retention(get_retention_command(reader)?)),
+        COMMAND_CHECK => Ok(Command::Check(crate::types::CheckRange {
+            from: reader.u64()?,
+            to: reader.u64()?,
+            step: reader.u64()?,
+        })),
         tag => Err(reader.invalid(format!("unknown command tag {tag}"))),
     }
 }
@@ -967,6 +979,14 @@ mod tests {
                         timestamp_ms: 12,
                     },
                 )),
+            },
+            Entry {
+                log_id,
+                payload: EntryPayload::Normal(Command::Check(crate::types::CheckRange {
+                    from: 1,
+                    to: 0,
+                    step: 1_000,
+                })),
             },
             Entry {
                 log_id,

@@ -28,6 +28,18 @@ pub enum Command {
     Consumer(ConsumerCommand),
     /// Stream metadata, deletion and retention (see [`RetentionCommand`]).
     Retention(RetentionCommand),
+    /// A replica check: every member, as it applies this entry, hashes its events in the
+    /// range as the log stands at this entry (see [`crate::reader::checks`]). Changes nothing.
+    Check(CheckRange),
+}
+
+/// The positions a [`Command::Check`] hashes: `from..=to` (`to` 0: the log's head at the
+/// entry), with a checkpoint every `step` positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRange {
+    pub from: u64,
+    pub to: u64,
+    pub step: u64,
 }
 
 /// Changes to what the log retains: a stream's metadata, a stream's deletion, and expiry the
@@ -160,6 +172,7 @@ impl fmt::Display for Command {
             Command::Appends(appends) => write!(f, "{} appends", appends.len()),
             Command::Consumer(command) => write!(f, "consumer {command:?}"),
             Command::Retention(command) => write!(f, "retention {command:?}"),
+            Command::Check(range) => write!(f, "check {range:?}"),
         }
     }
 }

@@ -62,26 +62,38 @@ impl Store {
     }
 
     async fn apply(&mut self, command: Command) {
-        let log_id = LogId {
-            leader_id: LeaderId {
-                term: 1,
-                node_id: 1,
-            },
-            index: self.next_index,
-        };
-        self.next_index += 1;
+        self.apply_all(vec![command]).await;
+    }
+
+    /// Applies `commands` as consecutive entries, handed to the state machine in one call.
+    async fn apply_all(&mut self, commands: Vec<Command>) {
+        let mut entries = Vec::new();
+        for command in commands {
+            let log_id = LogId {
+                leader_id: LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index: self.next_index,
+            };
+            self.next_index += 1;
+            entries.push(Ok((Entry::new_normal(log_id, command), None)));
+        }
         self.machine
-            .apply(futures::stream::iter([Ok((
-                Entry::new_normal(log_id, command),
-                None,
-            ))]))
+            .apply(futures::stream::iter(entries))
             .await
-            .expect("the entry applies");
+            .expect("the entries apply");
     }
 
     async fn append(&mut self, stream: &str, count: usize) {
+        let command = self.append_command(stream, count);
+        self.apply(command).await
+    }
+
+    /// An append of `count` events to `stream`, as the next entry would carry it.
+    fn append_command(&self, stream: &str, count: usize) -> Command {
         let index = self.next_index;
-        self.apply(Command::Append(AppendCommand {
+        Command::Append(AppendCommand {
             stream: stream.to_string(),
             events: (0..count)
                 .map(|i| NewEvent {
@@ -98,8 +110,21 @@ impl Store {
             request_fingerprint: 0,
             timestamp_ms: 1_000 + index,
             idempotency: Default::default(),
-        }))
-        .await
+        })
+    }
+
+    /// The result of the check entry at log index `index` once this store has hashed it.
+    async fn check(&self, index: u64) -> evlog_raft_store::reader::checksum::Checksum {
+        let mut pending = self.reader.check(index).expect("the check was applied");
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(30), pending.wait_for(Option::is_some))
+                .await
+                .expect("the check is hashed in time")
+                .expect("the check is kept")
+                .clone();
+        outcome
+            .expect("the check succeeds")
+            .expect("the check is done")
     }
 
     /// Versions (stream) or positions (all) of every event a forward read from `start` returns,
@@ -350,4 +375,51 @@ async fn the_file_stops_growing_when_the_log_is_cut_behind_the_appends() {
     eprintln!("file sizes: {sizes:?}");
     let last = *sizes.last().expect("sizes");
     assert!(last <= sizes[1] * 3 / 2, "the file kept growing: {sizes:?}");
+}
+
+/// A check entry hashes the log as it stands at the entry, even when the entries after it,
+/// handed over in the same apply call, remove events: every replica hashes the same state
+/// whenever it applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_hashes_the_log_as_it_stands_at_its_entry() {
+    let mut store = Store::open(1);
+    let first = store.append_command("s", 100);
+    store.apply_all(vec![first]).await;
+    let check = Command::Check(evlog_raft_store::types::CheckRange {
+        from: 1,
+        to: 0,
+        step: 10,
+    });
+    let check_index = store.next_index;
+    let more = store.append_command("s", 5);
+    store
+        .apply_all(vec![check.clone(), max_count(10), more])
+        .await;
+    let at_check = store.check(check_index).await;
+    assert_eq!((at_check.from, at_check.to, at_check.events), (1, 100, 100));
+    assert_eq!(at_check.checkpoints.len(), 10);
+
+    // A check after them sees what they left: 10 events, the last 10 of 105.
+    let later_index = store.next_index;
+    store.apply(check).await;
+    let later = store.check(later_index).await;
+    assert_eq!((later.from, later.to, later.events), (1, 105, 10));
+    assert_ne!(later.hash, at_check.hash);
+    // Nothing in a range past the head: refused, with the head named.
+    let past_index = store.next_index;
+    store
+        .apply(Command::Check(evlog_raft_store::types::CheckRange {
+            from: 1,
+            to: 200,
+            step: 0,
+        }))
+        .await;
+    let mut pending = store.reader.check(past_index).expect("applied");
+    let outcome = pending
+        .wait_for(Option::is_some)
+        .await
+        .expect("kept")
+        .clone();
+    let error = outcome.expect("done").expect_err("past the head");
+    assert!(error.contains("past the log's head 105"), "{error}");
 }

@@ -1,8 +1,9 @@
-//! `evlog verify`: compares every member's copy of the log. Each member hashes its events at
-//! positions 1..=P, P the lowest head among them (events at applied positions never change,
-//! so they all hash the same prefix), with checkpoints; a member that differs from the
-//! majority is asked again over the first differing step, position by position, to name the
-//! first position where it differs.
+//! `evlog verify`: compares every member's copy of the log. The leader proposes a check entry
+//! through the Raft log, and each member, as it applies it, hashes its events at positions
+//! 1..=P as the log stands at that entry (P the leader's head when the command began), with
+//! checkpoints: every member hashes the same state, whatever retention removes meanwhile. A
+//! member that differs from the majority is checked again over the first differing step,
+//! position by position, to name the first position where it differs.
 
 use std::time::Duration;
 
@@ -16,15 +17,19 @@ use super::status_error;
 
 /// Checkpoints asked for in the first round.
 const FIRST_ROUND_CHECKPOINTS: u64 = 1_000;
-const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one `Checksum` call waits on the node for its result before asking again.
+const CHECKSUM_POLL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Compare positions 1..=N [default: the lowest head among the members].
+    /// Compare positions 1..=N [default: the log's head when the command begins].
     #[arg(long)]
     pub up_to: Option<u64>,
+    /// How long to wait for the members' hashes (about 8 s per million events here).
+    #[arg(long, default_value_t = 600)]
+    pub wait_s: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,22 +74,13 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>(),
         )?,
         timeout,
+        leader: addresses
+            .iter()
+            .position(|(node_id, _)| *node_id == view.leader_id)
+            .unwrap_or(0),
+        wait: Duration::from_secs(args.wait_s),
     };
-    let up_to = match args.up_to {
-        Some(up_to) => up_to,
-        None => {
-            let heads = futures::future::join_all(
-                (0..addresses.len()).map(|index| members.client.status(index, STATUS_TIMEOUT)),
-            )
-            .await;
-            heads
-                .iter()
-                .filter_map(|status| status.as_ref().ok())
-                .map(|status| status.head_position)
-                .min()
-                .ok_or_else(|| anyhow::anyhow!("no member answered"))?
-        }
-    };
+    let up_to = args.up_to.unwrap_or(view.head_position);
     let mut nodes: Vec<NodeReport> = addresses
         .iter()
         .map(|(node_id, address)| NodeReport {
@@ -100,7 +96,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let mut agree = true;
     if up_to > 0 {
         let step = up_to.div_ceil(FIRST_ROUND_CHECKPOINTS).max(1);
-        let sums = members.checksums(1, up_to, step).await;
+        let sums = members.checksums(1, up_to, step).await?;
         let majority = majority_hash(&sums);
         for (index, sum) in sums.iter().enumerate() {
             match sum {
@@ -148,44 +144,85 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The members to compare, and how long each call may take.
+/// The members to compare, and how long to wait for them.
 struct Members {
     client: EvlogClient,
+    /// Of one call.
     timeout: Duration,
+    /// The member that led when the command began.
+    leader: usize,
+    /// For the members' hashes of one check.
+    wait: Duration,
 }
 
 impl Members {
-    /// Each member's checksum of `from..=to` (an error as text).
+    /// Starts a check of `from..=to` and gathers every member's result (an error as text).
     async fn checksums(
         &self,
         from: u64,
         to: u64,
         step: u64,
-    ) -> Vec<Result<pb::ChecksumResponse, String>> {
-        let asked =
-            (0..self.client.endpoints().len()).map(|index| self.checksum(index, from, to, step));
-        futures::future::join_all(asked).await
+    ) -> anyhow::Result<Vec<Result<pb::ChecksumResponse, String>>> {
+        let check_index = self.start(from, to, step).await?;
+        let asked = (0..self.client.endpoints().len()).map(|index| self.result(index, check_index));
+        Ok(futures::future::join_all(asked).await)
     }
 
-    async fn checksum(
-        &self,
-        index: usize,
-        from: u64,
-        to: u64,
-        step: u64,
-    ) -> Result<pb::ChecksumResponse, String> {
-        let mut request = tonic::Request::new(pb::ChecksumRequest {
-            from_position: from,
-            to_position: to,
-            step,
-        });
-        request.set_timeout(self.timeout);
-        self.client
-            .maintenance(index)
-            .checksum(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| status_error(status).to_string())
+    /// Has the leader propose the check (the leader first, then the others: leadership may
+    /// have moved); returns the check entry's log index.
+    async fn start(&self, from: u64, to: u64, step: u64) -> anyhow::Result<u64> {
+        let members = self.client.endpoints().len();
+        let order =
+            std::iter::once(self.leader).chain((0..members).filter(|index| *index != self.leader));
+        let mut refusals = Vec::new();
+        for index in order {
+            let mut request = tonic::Request::new(pb::ChecksumRequest {
+                from_position: from,
+                to_position: to,
+                step,
+            });
+            request.set_timeout(self.timeout);
+            match self.client.maintenance(index).start_checksum(request).await {
+                Ok(started) => return Ok(started.into_inner().check_index),
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    return Err(status_error(status));
+                }
+                Err(status) => refusals.push(status_error(status).to_string()),
+            }
+        }
+        anyhow::bail!("no member started the check: {}", refusals.join("; "))
+    }
+
+    /// Member `index`'s result of the check at `check_index`, once it has hashed it.
+    async fn result(&self, index: usize, check_index: u64) -> Result<pb::ChecksumResponse, String> {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            let mut request = tonic::Request::new(pb::GetChecksumRequest {
+                check_index,
+                wait_ms: CHECKSUM_POLL.as_millis() as u32,
+            });
+            request.set_timeout(CHECKSUM_POLL + self.timeout);
+            let response = self
+                .client
+                .maintenance(index)
+                .checksum(request)
+                .await
+                .map_err(|status| status_error(status).to_string())?
+                .into_inner();
+            if response.done {
+                return if response.error.is_empty() {
+                    Ok(response)
+                } else {
+                    Err(response.error)
+                };
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "no hash within {} s (--wait-s)",
+                    self.wait.as_secs()
+                ));
+            }
+        }
     }
 
     /// The first position where member `index` differs from member `reference`, given their
@@ -209,12 +246,12 @@ impl Members {
         if from > to {
             return Ok(None);
         }
-        let ask = |member| async move {
-            self.checksum(member, from, to, 1)
-                .await
-                .map_err(|error| anyhow::anyhow!(error))
+        // A new check: both members hash the range as the log stands at its entry.
+        let sums = self.checksums(from, to, 1).await?;
+        let (expected, found) = match (&sums[reference], &sums[index]) {
+            (Ok(expected), Ok(found)) => (expected, found),
+            (Err(error), _) | (_, Err(error)) => anyhow::bail!("{error}"),
         };
-        let (expected, found) = tokio::try_join!(ask(reference), ask(index))?;
         let offset = expected
             .checkpoints
             .iter()

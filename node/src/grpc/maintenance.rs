@@ -2,9 +2,11 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use evlog_proto::v1 as pb;
 use evlog_proto::v1::maintenance_server::Maintenance;
+use evlog_raft_store::types::CheckRange;
 use futures::Stream;
 use tonic::Request;
 use tonic::Response;
@@ -94,21 +96,58 @@ impl Maintenance for MaintenanceGrpc {
         Ok(Response::new(Box::pin(chunks)))
     }
 
-    async fn checksum(
+    async fn start_checksum(
         &self,
         request: Request<pb::ChecksumRequest>,
-    ) -> Result<Response<pb::ChecksumResponse>, Status> {
+    ) -> Result<Response<pb::ChecksumStarted>, Status> {
         let request = request.into_inner();
-        let checksum = self
+        let check_index = self
             .service
-            .checksum(request.from_position, request.to_position, request.step)
+            .start_checksum(CheckRange {
+                from: request.from_position,
+                to: request.to_position,
+                step: request.step,
+            })
             .await
             .map_err(|error| to_status(error, false))?;
-        Ok(Response::new(pb::ChecksumResponse {
+        Ok(Response::new(pb::ChecksumStarted {
+            check_index,
             served_by: self.service.node_id(),
-            events: checksum.events,
-            hash: checksum.hash,
-            checkpoints: checksum.checkpoints,
         }))
+    }
+
+    async fn checksum(
+        &self,
+        request: Request<pb::GetChecksumRequest>,
+    ) -> Result<Response<pb::ChecksumResponse>, Status> {
+        let request = request.into_inner();
+        let outcome = self
+            .service
+            .checksum(
+                request.check_index,
+                Duration::from_millis(u64::from(request.wait_ms)),
+            )
+            .await
+            .map_err(|error| to_status(error, false))?;
+        let mut response = pb::ChecksumResponse {
+            served_by: self.service.node_id(),
+            ..Default::default()
+        };
+        match outcome {
+            None => {}
+            Some(Ok(checksum)) => {
+                response.done = true;
+                response.events = checksum.events;
+                response.hash = checksum.hash;
+                response.checkpoints = checksum.checkpoints;
+                response.from_position = checksum.from;
+                response.to_position = checksum.to;
+            }
+            Some(Err(error)) => {
+                response.done = true;
+                response.error = error;
+            }
+        }
+        Ok(Response::new(response))
     }
 }

@@ -1,15 +1,19 @@
-//! Maintenance: backups. A backup is a live snapshot (one redb read transaction: an MVCC view
+//! Maintenance: backups and replica checks. A backup is a live snapshot (one redb read transaction: an MVCC view
 //! that never stops the writer) streamed in chunks at the pace the client takes them; the
 //! client writes the file. Served by any node once it has applied what the client asked for.
 
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use evlog_raft_store::reader::checksum::Checksum;
-use evlog_raft_store::reader::checksum::MAX_CHECKPOINTS;
+use evlog_raft_store::reader::checks;
+use evlog_raft_store::reader::checks::CheckOutcome;
+use evlog_raft_store::reader::checks::KEPT_CHECKS;
 use evlog_raft_store::snapshot::BackupHeader;
+use evlog_raft_store::types::CheckRange;
+use evlog_raft_store::types::Command;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc;
@@ -18,13 +22,14 @@ use crate::raft::RaftHandle;
 use crate::service::ServiceError;
 use crate::service::event_log::Consistency;
 use crate::service::event_log::EventLogService;
+use crate::service::event_log::propose_error;
 
 /// Most backups one node serves at once: each holds a read transaction (pages it sees are not
 /// reused until it ends) and a blocking thread.
 pub const MAX_CONCURRENT_BACKUPS: usize = 2;
 
-/// Most checksums one node computes at once (each reads a range of the log).
-pub const MAX_CONCURRENT_CHECKSUMS: usize = 2;
+/// Longest a `Checksum` call waits for its result (the client asks again).
+pub const MAX_CHECKSUM_WAIT: Duration = Duration::from_secs(10);
 
 /// Bytes per chunk of a backup stream (well under the response message limit).
 pub const BACKUP_CHUNK_BYTES: usize = 1 << 20;
@@ -44,18 +49,23 @@ pub struct MaintenanceService {
     handle: RaftHandle,
     event_log: Arc<EventLogService>,
     backups: Arc<Semaphore>,
-    checksums: Arc<Semaphore>,
+    request_timeout: Duration,
     /// The node's database file (its size estimates a backup's).
     database_file: PathBuf,
 }
 
 impl MaintenanceService {
-    pub fn new(handle: RaftHandle, event_log: Arc<EventLogService>, data_dir: &Path) -> Self {
+    pub fn new(
+        handle: RaftHandle,
+        event_log: Arc<EventLogService>,
+        data_dir: &Path,
+        request_timeout: Duration,
+    ) -> Self {
         Self {
             handle,
             event_log,
             backups: Arc::new(Semaphore::new(MAX_CONCURRENT_BACKUPS)),
-            checksums: Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKSUMS)),
+            request_timeout,
             database_file: data_dir.join(evlog_raft_store::schema::DATABASE_FILE),
         }
     }
@@ -90,44 +100,57 @@ impl MaintenanceService {
         })
     }
 
-    /// The running hash of this node's events at `from..=to` (but for those removed by
-    /// retention) with a checkpoint every `step` positions (0: none), once it has applied
-    /// everything committed when the call began (and `to` with it).
-    pub async fn checksum(&self, from: u64, to: u64, step: u64) -> Result<Checksum, ServiceError> {
-        if from == 0 || to < from {
-            return Err(ServiceError::InvalidArgument(format!(
-                "positions {from}..={to}: give 1 <= from_position <= to_position"
-            )));
+    /// Starts a replica check of `range` (see `reader::checks`): proposes its entry and
+    /// answers its log index once this node (the leader) applied it.
+    pub async fn start_checksum(&self, range: CheckRange) -> Result<u64, ServiceError> {
+        // The range as the entry will see it at the earliest (the head only grows): refused
+        // here rather than failing on every member.
+        checks::validate(range, self.handle.applied().head_position)
+            .map_err(ServiceError::InvalidArgument)?;
+        match tokio::time::timeout(
+            self.request_timeout,
+            self.handle.propose(Command::Check(range)),
+        )
+        .await
+        {
+            Err(_) => Err(ServiceError::Timeout(
+                "the check entry did not commit in time; retry".to_string(),
+            )),
+            Ok(Err(error)) => Err(propose_error(error)),
+            Ok(Ok((_, receipt))) => Ok(receipt.log_index),
         }
-        let span = to - from + 1;
-        let step = if step == 0 { span } else { step };
-        if span / step > MAX_CHECKPOINTS {
-            return Err(ServiceError::InvalidArgument(format!(
-                "{} checkpoints asked for; at most {MAX_CHECKPOINTS} (use a step of at least {})",
-                span / step,
-                span.div_ceil(MAX_CHECKPOINTS)
-            )));
+    }
+
+    /// This node's result of the check at log index `index`: waits up to `wait` for this node
+    /// to apply and hash it; `None` when it has not by then.
+    pub async fn checksum(
+        &self,
+        index: u64,
+        wait: Duration,
+    ) -> Result<Option<CheckOutcome>, ServiceError> {
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_CHECKSUM_WAIT);
+        let mut applied = self.handle.applied_watch();
+        if tokio::time::timeout_at(
+            deadline,
+            applied.wait_for(|applied| applied.log_index >= index),
+        )
+        .await
+        .is_err()
+        {
+            return Ok(None);
         }
-        let _permit = self.checksums.try_acquire().map_err(|_| {
-            ServiceError::Busy(format!(
-                "node {} computes {MAX_CONCURRENT_CHECKSUMS} checksums already; retry when one \
-                 ends",
+        let mut pending = self.handle.reader().check(index).ok_or_else(|| {
+            ServiceError::FailedPrecondition(format!(
+                "node {} has no result of the check at log index {index}: it applied the entry \
+                 before it restarted, or installed a snapshot past it, or keeps only its latest \
+                 {KEPT_CHECKS} checks, or the entry is no check; start another check",
                 self.handle.node_id()
             ))
         })?;
-        // Linearizable, not just "applied `to`": removals by retention committed before the
-        // call are applied here too, so replicas skip the same removed events.
-        self.event_log.wait_for(Consistency::Linearizable).await?;
-        if self.handle.applied().head_position < to {
-            return Err(ServiceError::InvalidArgument(format!(
-                "position {to} is past the log's head {}",
-                self.handle.applied().head_position
-            )));
+        match tokio::time::timeout_at(deadline, pending.wait_for(Option::is_some)).await {
+            Err(_) => Ok(None),
+            Ok(Err(_)) => Ok(Some(Err("the check's hashing stopped".to_string()))),
+            Ok(Ok(outcome)) => Ok(outcome.clone()),
         }
-        let mut checksum = self.handle.reader().checksum(from, to, step).await?;
-        if step == span {
-            checksum.checkpoints.clear();
-        }
-        Ok(checksum)
     }
 }

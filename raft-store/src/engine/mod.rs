@@ -240,6 +240,8 @@ pub(crate) struct Shared {
     pub founding_member: bool,
     /// See [`StoreConfig::observer`].
     pub observer: Option<Arc<dyn StoreObserver>>,
+    /// Replica checks this node applied (see [`crate::reader::checks`]).
+    pub checks: Arc<crate::reader::checks::Checks>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -94,6 +94,7 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
         created: identity.created,
         founding_member: identity.founding_member,
         observer: config.observer.clone(),
+        checks: Default::default(),
     })
 }
 

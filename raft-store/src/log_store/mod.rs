@@ -80,7 +80,9 @@ fn entry_bytes(entry: &Entry) -> usize {
         }
         EntryPayload::Normal(Command::Consumer(command)) => command.weight(),
         EntryPayload::Normal(Command::Retention(_)) => 2 * ENTRY_OVERHEAD,
-        EntryPayload::Blank | EntryPayload::Membership(_) => ENTRY_OVERHEAD,
+        EntryPayload::Normal(Command::Check(_))
+        | EntryPayload::Blank
+        | EntryPayload::Membership(_) => ENTRY_OVERHEAD,
     }
 }
 

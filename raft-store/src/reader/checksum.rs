@@ -26,6 +26,19 @@ pub struct Checksum {
     pub checkpoints: Vec<u64>,
 }
 
+impl Checksum {
+    /// The hash of a range that holds no position (`to` < `from`).
+    pub fn empty(from: u64, to: u64) -> Self {
+        Self {
+            from,
+            to,
+            events: 0,
+            hash: Fnv::OFFSET,
+            checkpoints: Vec::new(),
+        }
+    }
+}
+
 /// FNV-1a, 64 bits: simple, stable across versions and platforms (a replica of another evlog
 /// version must hash the same), and fast enough next to reading the events.
 #[derive(Clone, Copy)]

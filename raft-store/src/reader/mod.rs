@@ -21,6 +21,7 @@ use crate::types::RecordedEvent;
 use crate::types::StreamInfo;
 use crate::types::StreamMeta;
 
+pub mod checks;
 pub mod checksum;
 pub mod consumers;
 pub(crate) mod retention;
@@ -287,21 +288,10 @@ impl EventReader {
         blocking(move || crate::snapshot::backup_view(&shared.db).map_err(StoreError::from)).await
     }
 
-    /// The running hash of the events at positions `from..=to`, with a checkpoint after every
-    /// `step` positions (see `checksum.rs`). `from` ≥ 1, `to` ≥ `from`, `step` ≥ 1.
-    pub async fn checksum(
-        &self,
-        from: u64,
-        to: u64,
-        step: u64,
-    ) -> Result<checksum::Checksum, StoreError> {
-        if from == 0 || to < from || step == 0 {
-            return Err(StoreError::Invariant(format!(
-                "a checksum of positions {from}..={to} in steps of {step}"
-            )));
-        }
-        self.run(move |txn| checksum::checksum(txn, from, to, step))
-            .await
+    /// The replica check whose entry is at log index `index`, if this node applied it since
+    /// it started and still keeps it (see `checks.rs`).
+    pub fn check(&self, index: u64) -> Option<checks::PendingCheck> {
+        self.shared.checks.get(index)
     }
 
     /// What has been applied and shown to readers.

@@ -140,6 +140,8 @@ pub fn decide(
         EntryPayload::Normal(Command::Retention(command)) => {
             retention::decide_retention(view, machine, command, &mut mutations)?
         }
+        // Hashed after it applies (see `reader::checks`): it changes nothing.
+        EntryPayload::Normal(Command::Check(_)) => CommandResponse::Empty,
     };
     Ok(Decision {
         mutations,

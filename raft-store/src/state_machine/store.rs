@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 use openraft::storage::EntryResponder;
 use openraft::storage::RaftSnapshotBuilder;
 use openraft::storage::RaftStateMachine;
+use redb::ReadableDatabase;
 
 use crate::engine::Engine;
 use crate::engine::WriteOp;
@@ -20,6 +21,16 @@ use crate::type_config::Snapshot;
 use crate::type_config::SnapshotMeta;
 use crate::type_config::StoredMembership;
 use crate::type_config::TypeConfig;
+use crate::types::CheckRange;
+use crate::types::Command;
+
+/// The range of a check entry.
+fn check_of(entry: &crate::type_config::Entry) -> Option<CheckRange> {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(Command::Check(range)) => Some(*range),
+        _ => None,
+    }
+}
 
 /// The state machine of one node.
 #[derive(Clone)]
@@ -70,14 +81,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
-        let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
-        if entries.is_empty() {
-            return Ok(());
+        let mut entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        // Up to and including each check entry, then the check's read transaction (the state
+        // at that entry: nothing after it is handed to the writer before), then the rest.
+        while !entries.is_empty() {
+            let cut = entries
+                .iter()
+                .position(|(entry, _)| check_of(entry).is_some())
+                .map_or(entries.len(), |at| at + 1);
+            let rest = entries.split_off(cut);
+            // Registered first: whoever sees the entry applied finds the check.
+            let check = entries.last().and_then(|(entry, _)| {
+                check_of(entry)
+                    .map(|range| (self.engine.shared.checks.expect(entry.log_id.index), range))
+            });
+            self.engine
+                .write(|done| WriteOp::Apply { entries, done })
+                .await?;
+            if let Some((expected, range)) = check {
+                let shared = &self.engine.shared;
+                let txn = shared.db.begin_read().map_err(|error| error.to_string());
+                let head = shared.machine().head_position;
+                shared.checks.start(expected, range, head, txn);
+            }
+            entries = rest;
         }
-        Ok(self
-            .engine
-            .write(|done| WriteOp::Apply { entries, done })
-            .await?)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
