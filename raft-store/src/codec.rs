@@ -41,7 +41,7 @@ use crate::types::StreamRetention;
 pub const CODEC_VERSION: u8 = 1;
 /// The version of records that may hold compressed event data: in a log entry, every event
 /// of an append, and an event record, have an encoding byte before the data
-/// ([`DataEncoding`]: 0 raw, 1 zstd). Written only for records that hold compressed data, so
+/// ([`DataEncoding`]: 0 raw, 1 zstd, 2 zstd with a dictionary, its id next as a u64). Written only for records that hold compressed data, so
 /// a store that never compressed is byte-for-byte what version 1 wrote.
 pub const CODEC_VERSION_ENCODED_DATA: u8 = 2;
 /// Largest event data a compressed event may decompress to (events are limited far below).
@@ -55,6 +55,7 @@ const COMMAND_APPENDS: u8 = 2;
 const COMMAND_CONSUMER: u8 = 3;
 const COMMAND_RETENTION: u8 = 4;
 const COMMAND_CHECK: u8 = 5;
+const COMMAND_DICTIONARY: u8 = 6;
 const RETENTION_SET_METADATA: u8 = 1;
 const RETENTION_DELETE: u8 = 2;
 const RETENTION_EXPIRE_STREAM: u8 = 3;
@@ -166,6 +167,7 @@ impl<'a> Reader<'a> {
             match self.u8()? {
                 0 => DataEncoding::Raw,
                 1 => DataEncoding::Zstd,
+                2 => DataEncoding::ZstdDictionary(self.u64()?),
                 other => return Err(self.invalid(format!("unknown data encoding {other}"))),
             }
         } else {
@@ -397,10 +399,14 @@ fn put_new_event(writer: &mut Writer, event: &NewEvent) {
 /// Event data, after its encoding byte in a version 2 record.
 fn put_event_data(writer: &mut Writer, data: &[u8], encoding: DataEncoding) {
     if writer.encodes_data() {
-        writer.u8(match encoding {
-            DataEncoding::Raw => 0,
-            DataEncoding::Zstd => 1,
-        });
+        match encoding {
+            DataEncoding::Raw => writer.u8(0),
+            DataEncoding::Zstd => writer.u8(1),
+            DataEncoding::ZstdDictionary(id) => {
+                writer.u8(2);
+                writer.u64(id);
+            }
+        }
     }
     writer.bytes(data);
 }
@@ -408,8 +414,8 @@ fn put_event_data(writer: &mut Writer, data: &[u8], encoding: DataEncoding) {
 /// Compresses event data (zstd, level 3) when that is worth it: `None` when the frame would
 /// not save at least an eighth (random or already compressed data).
 pub fn compress(data: &[u8]) -> Option<Vec<u8>> {
-    let frame = zstd::bulk::compress(data, 3).ok()?;
-    (frame.len() <= data.len() - data.len() / 8).then_some(frame)
+    let frame = zstd::bulk::compress(data, crate::dictionary::LEVEL).ok()?;
+    crate::dictionary::worth_it(data, frame)
 }
 
 /// The data of an event stored with `encoding`.
@@ -423,6 +429,19 @@ fn decoded_data(
         DataEncoding::Zstd => zstd::bulk::decompress(data, MAX_DECOMPRESSED_BYTES)
             .map(Bytes::from)
             .map_err(|error| reader.invalid(format!("compressed data does not decode: {error}"))),
+        DataEncoding::ZstdDictionary(id) => {
+            let dictionary = crate::dictionary::decoder(id).ok_or_else(|| {
+                reader.invalid(format!(
+                    "the data needs compression dictionary {id:016x}, which this store does not hold"
+                ))
+            })?;
+            zstd::bulk::Decompressor::with_prepared_dictionary(&dictionary)
+                .and_then(|mut decompressor| decompressor.decompress(data, MAX_DECOMPRESSED_BYTES))
+                .map(Bytes::from)
+                .map_err(|error| {
+                    reader.invalid(format!("compressed data does not decode: {error}"))
+                })
+        }
     }
 }
 
@@ -499,6 +518,10 @@ fn put_command(writer: &mut Writer, command: &Command) {
         Command::Retention(command) => {
             writer.u8(COMMAND_RETENTION);
             put_retention_command(writer, command);
+        }
+        Command::Dictionary(bytes) => {
+            writer.u8(COMMAND_DICTIONARY);
+            writer.bytes(bytes);
         }
         Command::Check(range) => {
             writer.u8(COMMAND_CHECK);
@@ -682,6 +705,7 @@ fn get_command(reader: &mut Reader<'_>) -> Result<Command, CorruptRecord> {
             reader.bytes()?,
         )?)),
         COMMAND_RETENTION => Ok(Command::Retention(get_retention_command(reader)?)),
+        COMMAND_DICTIONARY => Ok(Command::Dictionary(Bytes::copy_from_slice(reader.bytes()?))),
         COMMAND_CHECK => Ok(Command::Check(crate::types::CheckRange {
             from: reader.u64()?,
             to: reader.u64()?,
@@ -773,7 +797,7 @@ pub fn decode_entry(record: &[u8]) -> Result<Entry, CorruptRecord> {
 pub fn encode_event(event: &RecordedEvent, encoding: DataEncoding) -> Vec<u8> {
     let version = match encoding {
         DataEncoding::Raw => CODEC_VERSION,
-        DataEncoding::Zstd => CODEC_VERSION_ENCODED_DATA,
+        DataEncoding::Zstd | DataEncoding::ZstdDictionary(_) => CODEC_VERSION_ENCODED_DATA,
     };
     let mut writer = Writer::with_version(64 + event.data.len(), version);
     writer.str(&event.stream);

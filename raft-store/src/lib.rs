@@ -17,6 +17,7 @@
 
 pub mod codec;
 pub mod consumer;
+pub mod dictionary;
 pub mod engine;
 pub mod error;
 pub mod failpoint;

@@ -17,22 +17,27 @@ pub const DATABASE_FILE: &str = "evlog.redb";
 /// codec version 2 (compressed event data); the log may hold retention commands; the state
 /// machine may hold an epoch, stream metadata (`stream_meta`) and the log's first retained
 /// position (`sm_meta` `first_position`): events below either are removed, whatever rows are
-/// still stored.
-pub const FORMAT_VERSION: u32 = 6;
-/// Formats 3 to 5 are upgraded at open by stamping them 6: format 3's entries and keys read
+/// still stored. Format 7: the log and the state machine may hold a compression dictionary
+/// (`sm_meta` `dictionary`), and events compressed with it (data encoding 2).
+pub const FORMAT_VERSION: u32 = 7;
+/// Formats 3 to 6 are upgraded at open by stamping them 7: format 3's entries and keys read
 /// as they are (a key's bare log index sorts before every newer place), formats 3 and 4 have
-/// no consumer groups, and none has compressed data, an epoch, or removed anything.
+/// no consumer groups, none before 6 has compressed data, an epoch, or removed anything, and
+/// none before 7 a dictionary.
 pub const FORMAT_3: u32 = 3;
 pub const FORMAT_4: u32 = 4;
 pub const FORMAT_5: u32 = 5;
+pub const FORMAT_6: u32 = 6;
 /// The oldest format a store is upgraded from at open: format 2 kept a `streams` table
 /// (name -> version, first and last position) that repeated what the stream index holds.
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 2;
 
 /// The snapshot (and backup) file format, apart from the store's: format 6 adds the log epoch
-/// to the header. Snapshots of formats 3 to 5 (the store format they were written with) are
-/// read too, as epoch 0.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 6;
+/// to the header, format 7 the compression dictionary record. Snapshots of formats 3 to 5 (the
+/// store format they were written with) are read too, as epoch 0.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 7;
+/// The first snapshot format whose header holds the epoch.
+pub const SNAPSHOT_FORMAT_EPOCH: u32 = 6;
 
 /// Store-wide facts: format version, cluster id, node id, vote, committed, last purged, and
 /// whether the store must catch up before its node votes.
@@ -101,4 +106,7 @@ pub mod sm_key {
     pub const EPOCH: &str = "epoch";
     /// The log's first retained position (`u64`; absent: 1, nothing removed log-wide).
     pub const FIRST_POSITION: &str = "first_position";
+    /// The log's compression dictionary (zstd dictionary bytes; see `crate::dictionary`).
+    /// Format 7.
+    pub const DICTIONARY: &str = "dictionary";
 }

@@ -28,6 +28,9 @@ pub enum Command {
     Consumer(ConsumerCommand),
     /// Stream metadata, deletion and retention (see [`RetentionCommand`]).
     Retention(RetentionCommand),
+    /// The log's compression dictionary, trained by a leader: the first one applied is kept
+    /// (for good; see [`crate::dictionary`]), later ones change nothing.
+    Dictionary(Bytes),
     /// A replica check: every member, as it applies this entry, hashes its events in the
     /// range as the log stands at this entry (see [`crate::reader::checks`]). Changes nothing.
     Check(CheckRange),
@@ -173,6 +176,7 @@ impl fmt::Display for Command {
             Command::Consumer(command) => write!(f, "consumer {command:?}"),
             Command::Retention(command) => write!(f, "retention {command:?}"),
             Command::Check(range) => write!(f, "check {range:?}"),
+            Command::Dictionary(bytes) => write!(f, "dictionary of {} bytes", bytes.len()),
         }
     }
 }
@@ -246,6 +250,9 @@ pub enum DataEncoding {
     Raw,
     /// A zstd frame of it.
     Zstd,
+    /// A zstd frame of it, compressed with the log's dictionary of this id (see
+    /// [`crate::dictionary`]).
+    ZstdDictionary(u64),
 }
 
 /// What an event weighs against the event, append and batch limits: its data, id, type,
@@ -385,4 +392,6 @@ pub struct AppliedState {
     pub head_position: u64,
     /// The log's epoch (see `schema::sm_key::EPOCH`).
     pub epoch: u64,
+    /// The id of the log's compression dictionary (0: none yet).
+    pub dictionary: u64,
 }

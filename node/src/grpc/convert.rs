@@ -406,6 +406,7 @@ pub fn status_response(status: &NodeStatus, http_address: &str) -> pb::StatusRes
         voting: status.voting,
         http_address: http_address.to_string(),
         epoch: status.epoch,
+        compression_dictionary: status.compression_dictionary,
     }
 }
 

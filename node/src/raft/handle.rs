@@ -82,6 +82,8 @@ pub struct NodeStatus {
     pub head_position: u64,
     /// The log's epoch (raised by a restore from a backup).
     pub epoch: u64,
+    /// The id of the log's compression dictionary as applied here (0: none).
+    pub compression_dictionary: u64,
     pub members: Vec<MemberStatus>,
     /// On the leader: how long since a quorum last acknowledged it (none before the first).
     pub since_quorum_ack: Option<Duration>,
@@ -522,6 +524,7 @@ impl RaftHandle {
             purged_index: metrics.purged.map(|id| id.index).unwrap_or(0),
             head_position: applied.head_position,
             epoch: applied.epoch,
+            compression_dictionary: applied.dictionary,
             members,
             since_quorum_ack: metrics
                 .last_quorum_acked

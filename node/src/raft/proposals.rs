@@ -296,7 +296,10 @@ mod tests {
                     assert!(appends.len() > 1, "a lone append is a plain Append");
                     appends.len()
                 }
-                Command::Consumer(_) | Command::Retention(_) | Command::Check(_) => {
+                Command::Consumer(_)
+                | Command::Retention(_)
+                | Command::Check(_)
+                | Command::Dictionary(_) => {
                     panic!("appends make no other commands")
                 }
             })
@@ -333,7 +336,10 @@ mod tests {
                 Command::Appends(appends) => {
                     appends.iter().map(|a| a.request_fingerprint).collect()
                 }
-                Command::Consumer(_) | Command::Retention(_) | Command::Check(_) => {
+                Command::Consumer(_)
+                | Command::Retention(_)
+                | Command::Check(_)
+                | Command::Dictionary(_) => {
                     panic!("appends make no other commands")
                 }
             })

@@ -8,8 +8,6 @@ use evlog_raft_store::types::AppendOutcome;
 use evlog_raft_store::types::DataEncoding;
 use evlog_raft_store::types::NewEvent;
 
-use crate::config::AUTO_COMPRESSION_MIN_BYTES;
-use crate::config::Compression;
 use crate::config::Limits;
 use crate::raft::receipt::Receipt;
 use crate::service::error::ServiceError;
@@ -190,17 +188,22 @@ pub fn request_fingerprint(request: &AppendRequest) -> u64 {
     hash.0
 }
 
-/// The command a validated request becomes on the leader, proposed at `timestamp_ms`. Empty
-/// event ids become UUIDv7s (a fresh one on every call: a command refused before it reached
-/// the log is built again).
-pub fn command(request: &AppendRequest, limits: &Limits, timestamp_ms: u64) -> AppendCommand {
+/// The command a validated request becomes on the leader, proposed at `timestamp_ms`, each
+/// event's data as `encode` gives it. Empty event ids become UUIDv7s (a fresh one on every
+/// call: a command refused before it reached the log is built again).
+pub fn command(
+    request: &AppendRequest,
+    limits: &Limits,
+    timestamp_ms: u64,
+    encode: impl Fn(&Bytes) -> (Bytes, DataEncoding),
+) -> AppendCommand {
     AppendCommand {
         stream: request.stream.clone(),
         events: request
             .events
             .iter()
             .map(|event| {
-                let (data, encoding) = encoded_data(&event.data, limits.compression);
+                let (data, encoding) = encode(&event.data);
                 NewEvent {
                     id: if event.id.is_empty() {
                         uuid::Uuid::now_v7().to_string()
@@ -220,22 +223,6 @@ pub fn command(request: &AppendRequest, limits: &Limits, timestamp_ms: u64) -> A
         timestamp_ms,
         request_fingerprint: request_fingerprint(request),
         idempotency: limits.idempotency,
-    }
-}
-
-/// An event's data as it is proposed: compressed when `compression` says so and it pays.
-fn encoded_data(data: &Bytes, compression: Compression) -> (Bytes, DataEncoding) {
-    let worth_trying = match compression {
-        Compression::Off => false,
-        Compression::On => !data.is_empty(),
-        Compression::Auto => data.len() >= AUTO_COMPRESSION_MIN_BYTES,
-    };
-    match worth_trying
-        .then(|| evlog_raft_store::codec::compress(data))
-        .flatten()
-    {
-        Some(frame) => (Bytes::from(frame), DataEncoding::Zstd),
-        None => (data.clone(), DataEncoding::Raw),
     }
 }
 
@@ -354,7 +341,9 @@ mod tests {
     fn empty_ids_get_a_uuid_and_the_rest_is_kept() {
         let mut event = event(1);
         event.metadata = vec![("a".to_string(), "1".to_string())];
-        let command = command(&request("s", vec![event]), &Limits::default(), 7);
+        let command = command(&request("s", vec![event]), &Limits::default(), 7, |data| {
+            (data.clone(), DataEncoding::Raw)
+        });
         assert_eq!(command.events[0].id.len(), 36);
         assert_eq!(
             command.events[0].metadata,

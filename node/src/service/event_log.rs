@@ -28,6 +28,7 @@ use crate::raft::receipt::Receipt;
 use crate::service::append;
 use crate::service::append::AppendRequest;
 use crate::service::append::Appended;
+use crate::service::compression::Compressor;
 use crate::service::error::ServiceError;
 use crate::service::forward::Forward;
 use crate::service::forward::Leader;
@@ -155,6 +156,7 @@ pub struct EventLogService {
     subscriptions: Subscriptions,
     /// Refuse every append (a sandbox restored from a backup, `--read-only`).
     read_only: bool,
+    compressor: Arc<Compressor>,
 }
 
 fn now_ms() -> u64 {
@@ -177,6 +179,7 @@ impl EventLogService {
         Self {
             handle,
             forward,
+            compressor: Arc::new(Compressor::new(limits.compression)),
             limits: Arc::new(limits),
             request_timeout,
             settle_timeout,
@@ -244,7 +247,11 @@ impl EventLogService {
             )));
         }
         loop {
-            let command = append::command(&request, &self.limits, now_ms());
+            let dictionary = self.handle.applied().dictionary;
+            let command = append::command(&request, &self.limits, now_ms(), |data| {
+                self.compressor.encode(data, dictionary)
+            });
+            self.compressor.train_when_ready(&self.handle);
             let attempt = tokio::time::timeout_at(deadline, self.handle.propose_append(command));
             let refusal = match attempt.await {
                 Err(_) => {

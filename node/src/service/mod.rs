@@ -13,6 +13,7 @@
 
 pub mod append;
 pub mod cluster;
+pub mod compression;
 pub mod consumers;
 pub mod error;
 pub mod event_log;

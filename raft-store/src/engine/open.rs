@@ -33,6 +33,7 @@ use crate::schema::FORMAT_2_STREAMS;
 use crate::schema::FORMAT_3;
 use crate::schema::FORMAT_4;
 use crate::schema::FORMAT_5;
+use crate::schema::FORMAT_6;
 use crate::schema::FORMAT_VERSION;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
@@ -75,6 +76,7 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
         log_index: machine.last_applied.map(|id| id.index).unwrap_or(0),
         head_position: machine.head_position,
         epoch: machine.epoch,
+        dictionary: machine.dictionary,
     };
     let tail = Tail {
         pending: BTreeMap::new(),
@@ -209,10 +211,11 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
                     || found == u64::from(FORMAT_3)
                     || found == u64::from(FORMAT_4)
                     || found == u64::from(FORMAT_5)
+                    || found == u64::from(FORMAT_6)
                 {
                     // Format 2 differs from 3 only by a table that repeated the stream index:
-                    // drop it. Formats 3 to 5 read as 6 does; the new stamp keeps an older
-                    // evlog from opening the store once it holds what only 6 has. The upgrade
+                    // drop it. Formats 3 to 6 read as 7 does; the new stamp keeps an older
+                    // evlog from opening the store once it holds what only 7 has. The upgrade
                     // commits with the open's other checks, or not at all.
                     if found == u64::from(UPGRADABLE_FORMAT_VERSION) {
                         txn.delete_table(FORMAT_2_STREAMS)?;
@@ -378,6 +381,11 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         None => 1,
         Some(value) => codec::decode_u64("first position", value.value()).map_err(corrupt)?,
     };
+    // Registered before any event is decoded (the last one, just below).
+    let dictionary = match sm.get(sm_key::DICTIONARY)? {
+        None => 0,
+        Some(value) => crate::dictionary::register(value.value()),
+    };
     let events = txn.open_table(EVENTS)?;
     let (last_event, last_timestamp_ms) = match events.last()? {
         None => (0, 0),
@@ -398,6 +406,7 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         last_timestamp_ms,
         epoch,
         first_position,
+        dictionary,
     })
 }
 

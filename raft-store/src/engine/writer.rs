@@ -252,6 +252,7 @@ fn publish_machine(shared: &Shared, machine: &MachineMeta) {
         log_index: machine.last_applied.map(|id| id.index).unwrap_or(0),
         head_position: machine.head_position,
         epoch: machine.epoch,
+        dictionary: machine.dictionary,
     };
     *shared.machine() = machine.clone();
     shared.applied.send_if_modified(|current| {

@@ -80,6 +80,7 @@ fn entry_bytes(entry: &Entry) -> usize {
         }
         EntryPayload::Normal(Command::Consumer(command)) => command.weight(),
         EntryPayload::Normal(Command::Retention(_)) => 2 * ENTRY_OVERHEAD,
+        EntryPayload::Normal(Command::Dictionary(bytes)) => ENTRY_OVERHEAD + bytes.len(),
         EntryPayload::Normal(Command::Check(_))
         | EntryPayload::Blank
         | EntryPayload::Membership(_) => ENTRY_OVERHEAD,

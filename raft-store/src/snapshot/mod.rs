@@ -14,7 +14,7 @@
 //!
 //! Wire and file layout (all integers little-endian):
 //! ```text
-//! magic "EVLSNAP1" | u32 format version (`SNAPSHOT_FORMAT_VERSION`, 6; 3 to 5 are read too)
+//! magic "EVLSNAP1" | u32 format version (`SNAPSHOT_FORMAT_VERSION`, 7; 3 to 6 are read too)
 //! record*          | u8 tag | u32 length | length bytes
 //!   tag 1 header   : codec record: optional last-applied log id, membership, head position,
 //!                    log epoch (format 6 on; earlier formats: epoch 0)
@@ -26,6 +26,7 @@
 //!   tag 8 stream   : u32 name length | stream name | stream metadata record
 //!   tag 9 first    : u64 the log's first retained position (absent: 1)
 //!   tag 10 skips   : u32 name length | group name | consumer skips record
+//!   tag 11 dict    : the log's compression dictionary (format 7; before every event)
 //! trailer          | u8 255 | u64 record count | u32 CRC-32 of every byte before the trailer's CRC
 //! ```
 //! The stream index (which is also every stream's summary) and the idempotency expiry order are
@@ -68,6 +69,7 @@ use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
 use crate::schema::RECLAIM_STREAMS;
 use crate::schema::SM_META;
+use crate::schema::SNAPSHOT_FORMAT_EPOCH;
 use crate::schema::SNAPSHOT_FORMAT_VERSION;
 use crate::schema::STREAM_INDEX;
 use crate::schema::STREAM_META;
@@ -93,6 +95,7 @@ const TAG_DEAD_LETTER: u8 = 7;
 const TAG_STREAM_META: u8 = 8;
 const TAG_FIRST_POSITION: u8 = 9;
 const TAG_CONSUMER_SKIPS: u8 = 10;
+const TAG_DICTIONARY: u8 = 11;
 const TAG_END: u8 = 255;
 /// Largest record a snapshot may hold (an event is limited far below this).
 const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -165,6 +168,7 @@ enum Record {
     StreamMeta(String, Vec<u8>),
     FirstPosition(u64),
     ConsumerSkips(String, Vec<u8>),
+    Dictionary(Vec<u8>),
     End,
 }
 
@@ -296,6 +300,12 @@ impl SnapshotReader {
                     .map_err(|_| invalid("first position record is not 8 bytes"))?;
                 Ok(Record::FirstPosition(u64::from_le_bytes(array)))
             }
+            TAG_DICTIONARY => {
+                if body.is_empty() || body.len() > crate::dictionary::MAX_DICTIONARY_BYTES {
+                    return Err(invalid(format!("dictionary of {} bytes", body.len())));
+                }
+                Ok(Record::Dictionary(body))
+            }
             other => Err(invalid(format!("unknown record tag {other}"))),
         }
     }
@@ -350,7 +360,7 @@ fn decode_header(record: &[u8], version: u32) -> io::Result<Header> {
     };
     let last_membership = codec::decode_stored_membership(reader.bytes()?)?;
     let head_position = reader.u64()?;
-    let epoch = if version >= SNAPSHOT_FORMAT_VERSION {
+    let epoch = if version >= SNAPSHOT_FORMAT_EPOCH {
         reader.u64()?
     } else {
         0
@@ -431,6 +441,10 @@ pub fn write_to(data: &SnapshotData, out: impl Write) -> io::Result<()> {
     };
     if first_position > 1 {
         writer.record(TAG_FIRST_POSITION, &[&first_position.to_le_bytes()])?;
+    }
+    // Before the events: a reader needs it to decode those compressed with it.
+    if let Some(dictionary) = sm.get(sm_key::DICTIONARY).map_err(io_error)? {
+        writer.record(TAG_DICTIONARY, &[dictionary.value()])?;
     }
     let metas = txn.open_table(STREAM_META).map_err(io_error)?;
     let index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
@@ -618,6 +632,8 @@ pub(crate) struct Installed {
     pub head_position: u64,
     pub epoch: u64,
     pub first_position: u64,
+    /// The compression dictionary's id (0: none).
+    pub dictionary: u64,
 }
 
 /// Replaces the state machine with the snapshot in the file at `path`, inside `txn`. The
@@ -641,6 +657,7 @@ pub(crate) fn install(
         head_position: header.head_position,
         epoch: header.epoch,
         first_position: counts.first_position,
+        dictionary: counts.dictionary,
     })
 }
 
@@ -656,6 +673,8 @@ struct Counts {
     consumer_skips: u64,
     /// The log's first retained position (1: nothing removed log-wide).
     first_position: u64,
+    /// The compression dictionary's id (0: none); registered as it was read.
+    dictionary: u64,
 }
 
 impl Default for Counts {
@@ -669,6 +688,7 @@ impl Default for Counts {
             stream_metadata: 0,
             consumer_skips: 0,
             first_position: 1,
+            dictionary: 0,
         }
     }
 }
@@ -772,6 +792,11 @@ fn replace_state(
         )
     } else {
         sm.remove(sm_key::FIRST_POSITION)
+    }
+    .map_err(io_error)?;
+    match crate::dictionary::bytes(counts.dictionary).filter(|_| counts.dictionary != 0) {
+        Some(dictionary) => sm.insert(sm_key::DICTIONARY, dictionary.as_ref()),
+        None => sm.remove(sm_key::DICTIONARY),
     }
     .map_err(io_error)?;
     Ok(counts)
@@ -887,6 +912,12 @@ fn read_records(
                 })?;
             }
             Record::FirstPosition(position) => counts.first_position = position,
+            Record::Dictionary(bytes) => {
+                if counts.events > 0 || counts.dictionary != 0 {
+                    return Err(invalid("a dictionary record after events or another one"));
+                }
+                counts.dictionary = crate::dictionary::register(&bytes);
+            }
             Record::ConsumerSkips(name, record) => {
                 codec::decode_consumer_skips(&record)?;
                 counts.consumer_skips += 1;

@@ -140,6 +140,16 @@ pub fn decide(
         EntryPayload::Normal(Command::Retention(command)) => {
             retention::decide_retention(view, machine, command, &mut mutations)?
         }
+        // The first dictionary is the log's for good; an entry too large is never proposed.
+        EntryPayload::Normal(Command::Dictionary(bytes)) => {
+            if machine.dictionary == 0
+                && !bytes.is_empty()
+                && bytes.len() <= crate::dictionary::MAX_DICTIONARY_BYTES
+            {
+                mutations.push(Mutation::SetDictionary(bytes.clone()));
+            }
+            CommandResponse::Empty
+        }
         // Hashed after it applies (see `reader::checks`): it changes nothing.
         EntryPayload::Normal(Command::Check(_)) => CommandResponse::Empty,
     };

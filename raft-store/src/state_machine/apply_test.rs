@@ -168,6 +168,9 @@ impl MemoryView {
                     self.metas.insert(stream, meta);
                 }
                 Mutation::SetFirstPosition(position) => self.machine.first_position = position,
+                Mutation::SetDictionary(bytes) => {
+                    self.machine.dictionary = crate::dictionary::id_of(&bytes);
+                }
                 Mutation::PutConsumerSkips { name, skips } => {
                     self.skips.insert(name, skips);
                 }

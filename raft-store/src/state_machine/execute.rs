@@ -279,6 +279,14 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
                     .remove(name.as_str())
                     .map_err(StoreError::db)?;
             }
+            Mutation::SetDictionary(bytes) => {
+                self.txn
+                    .open_table(SM_META)
+                    .map_err(StoreError::db)?
+                    .insert(sm_key::DICTIONARY, bytes.as_ref())
+                    .map_err(StoreError::db)?;
+                machine.dictionary = crate::dictionary::register(&bytes);
+            }
             Mutation::SetFirstPosition(first_position) => {
                 machine.first_position = first_position;
                 self.cache.get_mut().reclaim.pending = true;
@@ -470,6 +478,7 @@ pub(crate) fn install(
     machine.head_position = installed.head_position;
     machine.epoch = installed.epoch;
     machine.first_position = installed.first_position;
+    machine.dictionary = installed.dictionary;
     let events = txn.open_table(EVENTS).map_err(StoreError::db)?;
     machine.last_timestamp_ms = match events.last().map_err(StoreError::db)? {
         None => 0,

@@ -38,6 +38,8 @@ pub struct MachineMeta {
     pub last_timestamp_ms: u64,
     /// The log's epoch: changed only by a snapshot install or a restore.
     pub epoch: u64,
+    /// The id of the log's compression dictionary (0: none); see [`crate::dictionary`].
+    pub dictionary: u64,
     /// The log's first retained position: every event before it is removed (log-wide
     /// retention). 1 until the log-wide limits removed anything; at most `head_position + 1`.
     pub first_position: u64,
@@ -52,6 +54,7 @@ impl Default for MachineMeta {
             last_timestamp_ms: 0,
             first_position: 1,
             epoch: 0,
+            dictionary: 0,
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum Mutation {
     },
     /// The log's first retained position rose to this (log-wide retention).
     SetFirstPosition(u64),
+    /// The log's compression dictionary (it had none).
+    SetDictionary(bytes::Bytes),
     /// What retention took from consumer group `name` so far (its frontier moved past removed
     /// events).
     PutConsumerSkips { name: String, skips: ConsumerSkips },
