@@ -1,6 +1,8 @@
 //! Compression (`--compression auto`) against real clusters: every event reads back, and is
 //! delivered, exactly as it was appended, and the stored log (a backup of it) is smaller than
-//! the same appends stored uncompressed.
+//! the same appends stored uncompressed; after the first 1,000 compressed events the leader
+//! trains a dictionary, every member applies it, the events after it take less room still,
+//! and a restarted node and a backup (checked by another process) read them.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -56,6 +58,139 @@ fn payloads() -> Vec<(String, Vec<u8>)> {
         .map(|n| ("orders".to_owned(), json(n)))
         .chain((0..RANDOM_EVENTS).map(|n| ("blobs".to_owned(), random(n))))
         .collect()
+}
+
+/// Backs `cluster` up into `file`; returns the summary.
+async fn back_up(cluster: &Cluster, file: &std::path::Path) -> Value {
+    let output = tokio::process::Command::new(evlog_binary())
+        .args([
+            "backup",
+            "--out",
+            &file.display().to_string(),
+            "--endpoints",
+            &cluster.endpoints(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("evlog backup runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+/// Appends JSON events `numbers` to "orders" through `id`, 50 per append.
+async fn append_json(cluster: &Cluster, id: u64, numbers: std::ops::Range<u64>) {
+    let numbers: Vec<u64> = numbers.collect();
+    for chunk in numbers.chunks(50) {
+        cluster
+            .append_request(
+                id,
+                AppendRequest {
+                    stream: "orders".to_owned(),
+                    events: chunk.iter().map(|n| event("", "T", json(*n))).collect(),
+                    expected_version: None,
+                    idempotency_key: None,
+                },
+            )
+            .await
+            .expect("append");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trained_dictionary_shrinks_later_events_and_travels_with_the_log() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        extra_args: vec!["--compression".to_owned(), "auto".to_owned()],
+        ..ClusterOptions::default()
+    })
+    .await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    // The first 1,000 compressed events train it.
+    append_json(&cluster, leader, 0..1_000).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut dictionaries = Vec::new();
+    loop {
+        dictionaries.clear();
+        for id in cluster.node_ids() {
+            dictionaries.push(
+                cluster
+                    .status(id)
+                    .await
+                    .map_or(0, |status| status.compression_dictionary),
+            );
+        }
+        if dictionaries.iter().all(|dictionary| *dictionary != 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dictionary applied on every node: {dictionaries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        dictionaries
+            .iter()
+            .all(|dictionary| *dictionary == dictionaries[0]),
+        "{dictionaries:?}"
+    );
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let before = back_up(&cluster, &dir.path().join("before.evlbak")).await;
+    append_json(&cluster, leader, 1_000..2_000).await;
+    let after_file = dir.path().join("after.evlbak");
+    let after = back_up(&cluster, &after_file).await;
+    let (before, after) = (
+        before["bytes"].as_u64().expect("bytes"),
+        after["bytes"].as_u64().expect("bytes"),
+    );
+    eprintln!(
+        "dictionary: the first 1,000 events (each compressed alone) take {before} bytes of backup, \
+         the next 1,000 (with the dictionary) {} bytes",
+        after - before
+    );
+    assert!(
+        (after - before) * 10 < before * 8,
+        "with the dictionary {} bytes, before it {before}",
+        after - before
+    );
+
+    // Every node reads every event back exactly, a restarted one too (its store brings the
+    // dictionary to a process that never saw it).
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    cluster.terminate(follower).await;
+    cluster.restart(follower);
+    cluster.wait_for_convergence(timeouts::LEADER).await;
+    for id in cluster.node_ids() {
+        let log = cluster.read_all(id, Consistency::Local).await;
+        assert_eq!(log.len(), 2_000, "node {id}");
+        for (n, event) in log.iter().enumerate() {
+            assert_eq!(
+                event.data.as_ref(),
+                json(n as u64).as_slice(),
+                "node {id}, event {n}"
+            );
+        }
+    }
+    // The backup carries it: another process decodes every event of the file.
+    let output = tokio::process::Command::new(evlog_binary())
+        .args(["backup", "verify", &after_file.display().to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("evlog backup verify runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Appends every payload (ten per append) through the leader; returns the backup's size.
@@ -120,26 +255,9 @@ async fn load_and_back_up(cluster: &Cluster) -> u64 {
         assert_eq!(data.as_ref(), payload.as_slice());
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let file = dir.path().join("c.evlbak");
-    let output = tokio::process::Command::new(evlog_binary())
-        .args([
-            "backup",
-            "--out",
-            &file.display().to_string(),
-            "--endpoints",
-            &cluster.endpoints(),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("evlog backup runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    summary["bytes"].as_u64().expect("bytes")
+    back_up(cluster, &dir.path().join("c.evlbak")).await["bytes"]
+        .as_u64()
+        .expect("bytes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
