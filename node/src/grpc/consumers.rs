@@ -138,7 +138,9 @@ fn status(error: ServiceError) -> Status {
     to_status(error, false)
 }
 
-fn settings_from_wire(settings: Option<pb::ConsumerSettings>) -> Result<ConsumerSettings, Status> {
+pub(crate) fn settings_from_wire(
+    settings: Option<pb::ConsumerSettings>,
+) -> Result<ConsumerSettings, Status> {
     let settings = settings.unwrap_or_default();
     let mode = match pb::DispatchMode::try_from(settings.mode) {
         Ok(pb::DispatchMode::Keyed) => DispatchMode::Keyed,
@@ -248,7 +250,7 @@ pub fn delivery_id(key: u64, attempt: u32) -> String {
     format!("{key}.{attempt}")
 }
 
-fn parse_delivery_id(id: &str) -> Result<(u64, u32), ServiceError> {
+pub(crate) fn parse_delivery_id(id: &str) -> Result<(u64, u32), ServiceError> {
     id.split_once('.')
         .and_then(|(key, attempt)| Some((key.parse().ok()?, attempt.parse().ok()?)))
         .ok_or_else(|| {

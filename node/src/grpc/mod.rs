@@ -13,3 +13,6 @@ pub mod event_log;
 pub mod forward;
 pub mod maintenance;
 pub mod status;
+
+#[cfg(test)]
+mod fuzz_test;

@@ -240,6 +240,12 @@ impl SnapshotReader {
             if u64::from_le_bytes(count) != self.records {
                 return Err(invalid("record count mismatch"));
             }
+            // A file with more after its trailer is not what was written (found by fuzzing:
+            // a byte appended to a backup went unnoticed).
+            let mut after = [0u8; 1];
+            if self.input.read(&mut after)? != 0 {
+                return Err(invalid("data after the end of the snapshot"));
+            }
             return Ok(Record::End);
         }
         let mut len = [0u8; 4];
