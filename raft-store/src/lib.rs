@@ -21,6 +21,8 @@ pub mod dictionary;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod log_store;
 pub mod reader;
 pub mod schema;

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 use evlog_proto::v1 as pb;
+use evlog_raft_store::fuzzing::damage;
+use evlog_raft_store::fuzzing::edit;
 use evlog_raft_store::type_config::Entry;
 use evlog_raft_store::type_config::LeaderId;
 use evlog_raft_store::type_config::LogId;
@@ -286,45 +288,6 @@ fn decode_request(kind: usize, bytes: &[u8]) {
                     &settlement.reason,
                 ));
             }
-        }
-    }
-}
-
-/// A change to a valid message: bytes overwritten, inserted or removed, or the message cut.
-#[derive(Clone, Debug)]
-enum Edit {
-    Set(usize, u8),
-    Insert(usize, u8),
-    Remove(usize),
-    Cut(usize),
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        4 => (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Edit::Set(at, byte)),
-        1 => (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Edit::Insert(at, byte)),
-        1 => any::<usize>().prop_map(Edit::Remove),
-        1 => any::<usize>().prop_map(Edit::Cut),
-    ]
-}
-
-fn damage(message: &mut Vec<u8>, edits: &[Edit]) {
-    for edit in edits {
-        let len = message.len().max(1);
-        match *edit {
-            Edit::Set(at, byte) => {
-                if !message.is_empty() {
-                    let at = at % message.len();
-                    message[at] = byte;
-                }
-            }
-            Edit::Insert(at, byte) => message.insert(at % (message.len() + 1), byte),
-            Edit::Remove(at) => {
-                if !message.is_empty() {
-                    message.remove(at % len);
-                }
-            }
-            Edit::Cut(at) => message.truncate(at % len),
         }
     }
 }
