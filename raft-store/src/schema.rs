@@ -17,14 +17,18 @@ pub const DATABASE_FILE: &str = "evlog.redb";
 /// codec version 2 (compressed event data); the log may hold retention commands; the state
 /// machine may hold an epoch, stream metadata (`stream_meta`) and the log's first retained
 /// position (`sm_meta` `first_position`): events below either are removed, whatever rows are
-/// still stored.
-pub const FORMAT_VERSION: u32 = 6;
-/// Formats 3 to 5 are upgraded at open by stamping them 6: format 3's entries and keys read
+/// still stored. Format 7: memberships (log entries, `sm_meta` `membership`) may be of codec
+/// version 3, each member with a client and a peer address.
+pub const FORMAT_VERSION: u32 = 7;
+/// Formats 3 to 6 are upgraded at open by stamping them 7: format 3's entries and keys read
 /// as they are (a key's bare log index sorts before every newer place), formats 3 and 4 have
-/// no consumer groups, and none has compressed data, an epoch, or removed anything.
+/// no consumer groups, formats 3 to 5 have no compressed data, no epoch, and removed nothing,
+/// and their memberships (codec version 1) read with empty peer addresses, which the node
+/// derives from the client addresses (the default peer port).
 pub const FORMAT_3: u32 = 3;
 pub const FORMAT_4: u32 = 4;
 pub const FORMAT_5: u32 = 5;
+pub const FORMAT_6: u32 = 6;
 /// The oldest format a store is upgraded from at open: format 2 kept a `streams` table
 /// (name -> version, first and last position) that repeated what the stream index holds.
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 2;

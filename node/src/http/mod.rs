@@ -53,7 +53,7 @@ pub struct HttpState {
     scrape: tokio::sync::Mutex<()>,
     history: History,
     metrics: Arc<Metrics>,
-    peers: crate::raft::transport::channels::PeerChannels,
+    peers: crate::raft::transport::channels::ChannelPool,
     /// This node's HTTP address, as other nodes and the page show it.
     http_address: String,
 }
@@ -63,7 +63,7 @@ impl HttpState {
         source: StateSource,
         metrics: Arc<Metrics>,
         history: History,
-        peers: crate::raft::transport::channels::PeerChannels,
+        peers: crate::raft::transport::channels::ChannelPool,
         http_address: String,
     ) -> Self {
         let collector = StateCollector::default();

@@ -33,6 +33,7 @@ use crate::schema::FORMAT_2_STREAMS;
 use crate::schema::FORMAT_3;
 use crate::schema::FORMAT_4;
 use crate::schema::FORMAT_5;
+use crate::schema::FORMAT_6;
 use crate::schema::FORMAT_VERSION;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
@@ -208,10 +209,11 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
                     || found == u64::from(FORMAT_3)
                     || found == u64::from(FORMAT_4)
                     || found == u64::from(FORMAT_5)
+                    || found == u64::from(FORMAT_6)
                 {
                     // Format 2 differs from 3 only by a table that repeated the stream index:
-                    // drop it. Formats 3 to 5 read as 6 does; the new stamp keeps an older
-                    // evlog from opening the store once it holds what only 6 has. The upgrade
+                    // drop it. Formats 3 to 6 read as 7 does; the new stamp keeps an older
+                    // evlog from opening the store once it holds what only 7 has. The upgrade
                     // commits with the open's other checks, or not at all.
                     if found == u64::from(UPGRADABLE_FORMAT_VERSION) {
                         txn.delete_table(FORMAT_2_STREAMS)?;
@@ -401,13 +403,13 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
 }
 
 /// Creates a new store in `config.data_dir` (absent or empty) holding the backup at `file` as
-/// the state of a new cluster of `members` (node id -> address), at `epoch` (default: the
+/// the state of a new cluster of `members` (node id -> addresses), at `epoch` (default: the
 /// backup's plus one). Nothing is left behind on failure; on success the store is durable and
 /// its node starts from it with `evlog serve` like any restarted node.
 pub(super) fn restore(
     config: &StoreConfig,
     file: &Path,
-    members: &BTreeMap<u64, String>,
+    members: &BTreeMap<u64, crate::type_config::MemberNode>,
     epoch: Option<u64>,
 ) -> Result<crate::snapshot::BackupSummary, RestoreError> {
     let data_dir = &config.data_dir;
@@ -436,7 +438,7 @@ pub(super) fn restore(
 fn restore_into(
     config: &StoreConfig,
     file: &Path,
-    members: &BTreeMap<u64, String>,
+    members: &BTreeMap<u64, crate::type_config::MemberNode>,
     epoch: Option<u64>,
 ) -> Result<crate::snapshot::BackupSummary, RestoreError> {
     let data_dir = config.data_dir.clone();
