@@ -279,6 +279,10 @@ impl ServeArgs {
         if let Some(address) = self.peer_listen {
             return Ok(address);
         }
+        if self.listen.port() == 0 {
+            // Any free port for clients: any free port for peers too.
+            return Ok(self.listen);
+        }
         let port = self
             .listen
             .port()
