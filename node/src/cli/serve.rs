@@ -22,15 +22,9 @@ pub struct ServeArgs {
     /// the listen address].
     #[arg(long, env = "EVLOG_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Address the peer gRPC server (Raft traffic between nodes, evlog.internal.v1) listens
-    /// on [default: the --listen address with its port + 2000]. Only other nodes need to
-    /// reach it: firewall it apart from the client port.
-    #[arg(long, env = "EVLOG_PEER_LISTEN")]
-    pub peer_listen: Option<std::net::SocketAddr>,
-    /// Address other nodes send Raft traffic to [default: the --peer-listen address; its host
-    /// taken from --advertise when it listens on all interfaces].
-    #[arg(long, env = "EVLOG_PEER_ADVERTISE")]
-    pub peer_advertise: Option<String>,
+    /// The peer port (boxed: clap's parsed arguments are large enough as they are).
+    #[command(flatten)]
+    pub peer: Box<PeerArgs>,
     /// Address the HTTP server (/metrics, /status, /status.json, /healthz, /readyz) listens
     /// on, or `off` [default: the gRPC listen address with its port + 1000].
     #[arg(long, env = "EVLOG_HTTP_LISTEN")]
@@ -173,6 +167,20 @@ pub struct ServeArgs {
     pub retention: Box<RetentionArgs>,
 }
 
+/// The peer listener: Raft traffic between nodes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerArgs {
+    /// Address the peer gRPC server (Raft traffic between nodes, evlog.internal.v1) listens
+    /// on [default: the --listen address with its port + 2000]. Only other nodes need to
+    /// reach it: firewall it apart from the client port.
+    #[arg(long, env = "EVLOG_PEER_LISTEN")]
+    pub peer_listen: Option<std::net::SocketAddr>,
+    /// Address other nodes send Raft traffic to [default: the --peer-listen address; its host
+    /// taken from --advertise when it listens on all interfaces].
+    #[arg(long, env = "EVLOG_PEER_ADVERTISE")]
+    pub peer_advertise: Option<String>,
+}
+
 /// Log-wide retention: off by default (an event store keeps everything unless told
 /// otherwise).
 #[derive(Debug, Clone, clap::Args)]
@@ -276,7 +284,7 @@ impl ServeArgs {
     }
 
     fn peer_listen_addr(&self) -> Result<std::net::SocketAddr, String> {
-        if let Some(address) = self.peer_listen {
+        if let Some(address) = self.peer.peer_listen {
             return Ok(address);
         }
         if self.listen.port() == 0 {
@@ -307,7 +315,7 @@ impl ServeArgs {
                 .clone()
                 .unwrap_or_else(|| self.listen.to_string()),
             peer_listen_addr: self.peer_listen_addr()?,
-            peer_advertise_addr: self.peer_advertise.clone(),
+            peer_advertise_addr: self.peer.peer_advertise.clone(),
             http_listen_addr: self.http_listen_addr()?,
             data_dir: self.data_dir.clone(),
             initial_members: parse_members(&self.peers)
