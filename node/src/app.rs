@@ -167,6 +167,10 @@ pub async fn run(
         config.read_policy,
         &metrics,
     );
+    let peer_address_check = tokio::spawn(warn_of_another_recorded_peer_address(
+        handle.clone(),
+        peer_address.clone(),
+    ));
     if engine.needs_catch_up() {
         if engine.founding_member() {
             tracing::info!(
@@ -426,6 +430,7 @@ pub async fn run(
         peer_server.abort();
     }
     readiness.abort();
+    peer_address_check.abort();
     retention.abort();
     leadership.abort();
     sampler.abort();
@@ -444,6 +449,24 @@ pub async fn run(
         Err(error) => tracing::error!(node_id, "{error}"),
     }
     outcome
+}
+
+/// Warns when the membership this node loaded records another peer address for it than the
+/// one it serves (a restore given other addresses, a node moved to another port): the others
+/// dial the recorded one, in vain, until a membership change records the new one.
+async fn warn_of_another_recorded_peer_address(handle: RaftHandle, peer_address: String) {
+    // A node that is no member yet (it waits to be added) has nothing recorded.
+    if let Some(recorded) = handle.recorded_peer_address(Duration::from_secs(10)).await
+        && recorded != peer_address
+    {
+        tracing::warn!(
+            %recorded,
+            serving = %peer_address,
+            "the membership records another peer address for this node than the one it serves: \
+             the other nodes cannot reach it (serve on the recorded address, route it with \
+             --routes on the others, or remove and add this node again)"
+        );
+    }
 }
 
 /// A leader that stops hands leadership to its most caught-up voter first, as etcd does, so a

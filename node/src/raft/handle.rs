@@ -540,6 +540,24 @@ impl RaftHandle {
         }
     }
 
+    /// The peer address the membership records for this node, once it has a membership
+    /// naming this node (waiting at most `timeout`: the core loads it as it starts).
+    pub async fn recorded_peer_address(&self, timeout: Duration) -> Option<String> {
+        let mut metrics = self.raft.metrics();
+        let recorded = async {
+            loop {
+                {
+                    let now = metrics.borrow_watched();
+                    if let Some(node) = now.membership_config.membership().get_node(&self.node_id) {
+                        return Some(crate::config::peer_address_of(node));
+                    }
+                }
+                metrics.changed().await.ok()?;
+            }
+        };
+        tokio::time::timeout(timeout, recorded).await.ok().flatten()
+    }
+
     /// Initializes a fresh cluster with these voters.
     pub async fn initialize(
         &self,
