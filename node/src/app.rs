@@ -630,3 +630,30 @@ pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_node_whose_peers_entry_names_another_peer_address_refuses_to_start() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("port 0");
+        let serving = listener.local_addr().expect("an address").to_string();
+        let mut config = NodeConfig {
+            initial_members: crate::config::parse_members(&format!("1=127.0.0.1:50051/{serving}"))
+                .expect("members"),
+            ..NodeConfig::default()
+        };
+        assert_eq!(peer_address(&config, &listener).expect("matches"), serving);
+        config.initial_members =
+            crate::config::parse_members("1=127.0.0.1:50051").expect("members");
+        let refused = peer_address(&config, &listener).expect_err("another peer address");
+        assert!(refused.to_string().contains("127.0.0.1:52051"), "{refused}");
+        // --peer-advertise is what the others dial, whatever the listener is bound to.
+        config.peer_advertise_addr = Some("127.0.0.1:52051".to_string());
+        assert_eq!(
+            peer_address(&config, &listener).expect("matches"),
+            "127.0.0.1:52051"
+        );
+    }
+}

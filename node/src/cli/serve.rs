@@ -370,6 +370,45 @@ impl ServeArgs {
 mod tests {
     use super::*;
 
+    fn serve(args: &[&str]) -> ServeArgs {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let args = ["evlog", "--id", "1", "--data-dir", "d"].iter().chain(args);
+        <Command as clap::Parser>::try_parse_from(args)
+            .expect("valid arguments")
+            .serve
+    }
+
+    #[test]
+    fn the_peer_port_defaults_to_the_client_port_plus_2000() {
+        let config = serve(&["--listen", "10.0.0.1:7000"])
+            .config()
+            .expect("a config");
+        assert_eq!(config.peer_listen_addr.to_string(), "10.0.0.1:9000");
+        assert_eq!(config.peer_advertise_addr, None);
+        let config = serve(&["--listen", "127.0.0.1:0"])
+            .config()
+            .expect("a config");
+        assert_eq!(config.peer_listen_addr.port(), 0, "any free port for both");
+        let config = serve(&[
+            "--peer-listen",
+            "0.0.0.0:7100",
+            "--peer-advertise",
+            "h:7100",
+            "--peers",
+            "1=h:50051/h:7100,2=g:50051",
+        ])
+        .config()
+        .expect("a config");
+        assert_eq!(config.peer_listen_addr.to_string(), "0.0.0.0:7100");
+        assert_eq!(config.peer_advertise_addr.as_deref(), Some("h:7100"));
+        assert_eq!(config.initial_members[&2].peer_address, "g:52051");
+        assert!(serve(&["--listen", "127.0.0.1:64000"]).config().is_err());
+    }
+
     #[test]
     fn retention_limits_parse_with_units_or_off() {
         assert_eq!(parse_age_secs("off"), Ok(Limit(None)));
