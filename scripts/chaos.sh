@@ -8,4 +8,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 cargo build --workspace --bins --features evlog/failpoints
-EVLOG_BIN="$PWD/target/debug/evlog" exec target/debug/chaos "$@"
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+EVLOG_BIN="$target/debug/evlog" exec "$target/debug/chaos" "$@"

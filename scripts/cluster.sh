@@ -21,6 +21,9 @@ readonly MARKER=".evlog-cluster"
 readonly EXEC_TIMEOUT_S=10
 # The HTTP port (status page, metrics) of a node is its gRPC port plus this (evlog's default).
 readonly HTTP_PORT_OFFSET=1000
+# The peer port (Raft traffic between the nodes) of a node is its gRPC port plus this (evlog's
+# default too, given explicitly with --peer-listen).
+readonly PEER_PORT_OFFSET=2000
 # How long a node that could not bind its port is started again: a client that kept dialing
 # the port while the node was down can have connected to itself on it (the port is in the
 # kernel's ephemeral range), and that socket holds the port in TIME_WAIT for 60 s.
@@ -58,12 +61,14 @@ Commands:
 
 Environment:
   EVLOG_CLUSTER_DIR   folder for data, logs and pids (default: <repo>/.cluster)
-  EVLOG_BASE_PORT     gRPC port of node 1; node N uses BASE+N-1 (default: 50051, or the
-                      port the cluster folder was created with); its status page is at
+  EVLOG_BASE_PORT     client gRPC port of node 1; node N uses BASE+N-1 (default: 50051, or
+                      the port the cluster folder was created with); its peer port is the
+                      gRPC port + $PEER_PORT_OFFSET, its status page is at
                       http://127.0.0.1:<gRPC port + $HTTP_PORT_OFFSET>/status
   EVLOG_NODES         how many nodes (default: 3, or the count the cluster folder was
                       created with); 5 survives two failures
-  EVLOG_BIN           evlog binary to run (default: <repo>/target/release/evlog, built here)
+  EVLOG_BIN           evlog binary to run (default: <repo>/target/release/evlog, or
+                      $CARGO_TARGET_DIR/release/evlog; built here)
   EVLOG_SERVE_ARGS    extra arguments for every \`evlog serve\`, e.g.
                       "--snapshot-threshold 1000"
   EVLOG_STARTUP_TIMEOUT_S, EVLOG_STOP_TIMEOUT_S
@@ -122,6 +127,8 @@ readonly NODES
 
 port_of() { echo $((BASE_PORT + $1 - 1)); }
 address_of() { echo "127.0.0.1:$(port_of "$1")"; }
+peer_port_of() { echo $(($(port_of "$1") + PEER_PORT_OFFSET)); }
+peer_address_of() { echo "127.0.0.1:$(peer_port_of "$1")"; }
 status_url_of() { echo "http://127.0.0.1:$(($(port_of "$1") + HTTP_PORT_OFFSET))/status"; }
 data_dir_of() { echo "$CLUSTER_DIR/data/node-$1"; }
 log_of() { echo "$CLUSTER_DIR/logs/node-$1.log"; }
@@ -133,9 +140,17 @@ endpoints() {
   (IFS=,; echo "${list[*]}")
 }
 
+# The --peers value: every node's client and peer address (a binary older than the peer port,
+# compared with scripts/ab.sh, gets client addresses only).
 peers() {
-  local n list=()
-  for n in "${NODES[@]}"; do list+=("$n=$(address_of "$n")"); done
+  local n list=() with_peer="${1:-yes}"
+  for n in "${NODES[@]}"; do
+    if [[ "$with_peer" == yes ]]; then
+      list+=("$n=$(address_of "$n")/$(peer_address_of "$n")")
+    else
+      list+=("$n=$(address_of "$n")")
+    fi
+  done
   (IFS=,; echo "${list[*]}")
 }
 
@@ -148,7 +163,7 @@ check_node() {
 
 # ---------------------------------------------------------------- the binary
 
-binary() { echo "${EVLOG_BIN:-$REPO_ROOT/target/release/evlog}"; }
+binary() { echo "${EVLOG_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/evlog}"; }
 
 # Prints the first source file newer than the binary, if any.
 newer_source() {
@@ -213,7 +228,7 @@ log_tail() {
 # removed, waits to be caught up by a leader and votes only then: it may have lost entries the
 # cluster acknowledged.
 start_node() {
-  local n="$1" mode="${2:-}" pid bin port extra=() bootstrap=()
+  local n="$1" mode="${2:-}" pid bin port extra=() bootstrap=() peer=()
   if pid="$(node_pid "$n")"; then
     echo "node $n is already running (pid $pid)"
     return
@@ -221,9 +236,17 @@ start_node() {
   bin="$(binary)"
   port="$(port_of "$n")"
   port_in_use "$port" && die "port $port (node $n) is already in use by another process"
-  # (A binary older than --bootstrap, compared with scripts/ab.sh, founds without it.)
+  # (A binary older than --bootstrap, compared with scripts/ab.sh, founds without it; one
+  # older than the peer port serves peers on its gRPC port.)
   if [[ "$mode" == found ]] && "$bin" serve --help 2>/dev/null | grep -q -- '--bootstrap'; then
     bootstrap=(--bootstrap)
+  fi
+  if "$bin" serve --help 2>/dev/null | grep -q -- '--peer-listen'; then
+    port_in_use "$(peer_port_of "$n")" &&
+      die "peer port $(peer_port_of "$n") (node $n) is already in use by another process"
+    peer=(--peer-listen "$(peer_address_of "$n")" --peers "$(peers yes)")
+  else
+    peer=(--peers "$(peers no)")
   fi
   mkdir -p "$CLUSTER_DIR/data" "$CLUSTER_DIR/logs" "$CLUSTER_DIR/pids"
   touch "$CLUSTER_DIR/$MARKER"
@@ -232,18 +255,18 @@ start_node() {
   read -r -a extra <<<"${EVLOG_SERVE_ARGS:-}"
   local deadline=$((SECONDS + BIND_RETRY_S))
   while :; do
-    launch_node "$n" "$bin" ${bootstrap[@]+"${bootstrap[@]}"} ${extra[@]+"${extra[@]}"}
+    launch_node "$n" "$bin" "${peer[@]}" ${bootstrap[@]+"${bootstrap[@]}"} ${extra[@]+"${extra[@]}"}
     pid="$(<"$(pid_file_of "$n")")"
     wait_exec "$n" "$pid" && break
     if tail -n 3 "$(log_of "$n")" | grep -q "Address already in use" && ((SECONDS < deadline)); then
-      echo "node $n: port $port is held (in TIME_WAIT?); starting it again in 1s" >&2
+      echo "node $n: port $port or its peer port is held (in TIME_WAIT?); starting it again in 1s" >&2
       sleep 1
       continue
     fi
     log_tail "$n"
     die "node $n (pid $pid) exited at start; its log is $(log_of "$n")"
   done
-  echo "node $n: pid $pid, $(address_of "$n"), log $(log_of "$n")"
+  echo "node $n: pid $pid, $(address_of "$n") (peers: $(peer_address_of "$n")), log $(log_of "$n")"
 }
 
 # Starts `evlog serve` for node N in the background with binary $2 and the extra arguments
@@ -256,7 +279,6 @@ launch_node() {
     --id "$n" \
     --listen "$(address_of "$n")" \
     --data-dir "$(data_dir_of "$n")" \
-    --peers "$(peers)" \
     "$@" \
     </dev/null >>"$(log_of "$n")" 2>&1 &
   echo $! >"$(pid_file_of "$n")"
@@ -409,7 +431,7 @@ cmd_up() {
   wait_ready "${NODES[@]}"
   echo "evlog cluster is up ($NODE_COUNT nodes, leader: node $(current_leader || echo '?'))."
   for n in "${NODES[@]}"; do
-    echo "  node $n: $(address_of "$n")  status page $(status_url_of "$n")"
+    echo "  node $n: $(address_of "$n")  peer port $(peer_address_of "$n")  status page $(status_url_of "$n")"
   done
   cat <<EOF
   endpoints: $(endpoints)
@@ -452,12 +474,12 @@ cmd_status() {
     if pid="$(node_pid "$n")"; then
       any=1
       if is_paused "$pid"; then
-        echo "node $n: paused  (pid $pid) $(address_of "$n")  $(status_url_of "$n")"
+        echo "node $n: paused  (pid $pid) $(address_of "$n")  peers $(peer_address_of "$n")  $(status_url_of "$n")"
       else
-        echo "node $n: running (pid $pid) $(address_of "$n")  $(status_url_of "$n")"
+        echo "node $n: running (pid $pid) $(address_of "$n")  peers $(peer_address_of "$n")  $(status_url_of "$n")"
       fi
     else
-      echo "node $n: stopped          $(address_of "$n")  $(status_url_of "$n")"
+      echo "node $n: stopped          $(address_of "$n")  peers $(peer_address_of "$n")  $(status_url_of "$n")"
     fi
   done
   if ((any)) && [[ -x "$(binary)" ]]; then
@@ -480,7 +502,7 @@ cmd_start() {
   ensure_binary
   start_node "$1"
   wait_ready "$1"
-  echo "node $1 serves: $(address_of "$1")  status page $(status_url_of "$1")"
+  echo "node $1 serves: $(address_of "$1")  peer port $(peer_address_of "$1")  status page $(status_url_of "$1")"
 }
 
 # Restarts node N (SIGTERM, start on its data) and waits until it serves, caught up.

@@ -262,15 +262,21 @@ impl EvlogClient {
             .await
     }
 
-    /// Adds node `node_id` at `address` as a learner (a non-voting member that receives the
-    /// log); answers once it has caught up.
+    /// Adds node `node_id`, serving clients at `address` and peers at `peer_address` (empty:
+    /// the server derives it, `address`'s port + 2000), as a learner (a non-voting member that
+    /// receives the log); answers once it has caught up.
     pub async fn add_learner(
         &self,
         node_id: u64,
         address: String,
+        peer_address: String,
     ) -> Result<pb::MembershipResponse, Status> {
         self.cluster_call(
-            pb::AddLearnerRequest { node_id, address },
+            pb::AddLearnerRequest {
+                node_id,
+                address,
+                peer_address,
+            },
             |mut client, request| async move { client.add_learner(request).await },
         )
         .await

@@ -28,6 +28,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::binary::evlog_binary;
 use crate::cluster_options::ClusterOptions;
 use crate::network::Network;
+use crate::network::NodePorts;
 use crate::node::{Node, NodeState};
 use crate::ports::free_loopback_ports;
 use crate::wait::{Probe, WaitFailure, poll};
@@ -199,14 +200,23 @@ impl Cluster {
         );
         let total = options.nodes + options.spare_nodes;
         let count = usize::try_from(total).expect("the node count should fit a usize");
-        let ports = free_loopback_ports(count);
+        // A client port and a peer port per node.
+        let ports = free_loopback_ports(2 * count);
         let mut nodes = BTreeMap::new();
         let mut channels = BTreeMap::new();
         let mut addresses = BTreeMap::new();
-        for (id, port) in (1..=total).zip(ports) {
-            nodes.insert(id, Node::new(id, port, &path));
+        for (id, ports) in (1..=total).zip(ports.chunks_exact(2)) {
+            let (port, peer_port) = (ports[0], ports[1]);
+            nodes.insert(id, Node::new(id, port, peer_port, &path));
             channels.insert(id, channel(port, &options));
-            addresses.insert(id, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            addresses.insert(
+                id,
+                NodePorts {
+                    client: loopback(port),
+                    peer: loopback(peer_port),
+                },
+            );
         }
         let network = if options.proxied {
             Some(Network::start(&addresses, options.network_seed).await)
@@ -242,6 +252,8 @@ impl Cluster {
             id.to_string(),
             "--listen".to_owned(),
             node.address(),
+            "--peer-listen".to_owned(),
+            node.peer_address(),
             "--data-dir".to_owned(),
             node.data_dir().display().to_string(),
             // Any free port: `Cluster::http_address` asks the node which it got.
@@ -252,7 +264,10 @@ impl Cluster {
             let peers = self
                 .initial
                 .iter()
-                .map(|peer_id| format!("{peer_id}={}", self.node(*peer_id).address()))
+                .map(|peer_id| {
+                    let peer = self.node(*peer_id);
+                    format!("{peer_id}={}/{}", peer.address(), peer.peer_address())
+                })
                 .collect::<Vec<_>>()
                 .join(",");
             args.push("--peers".to_owned());
@@ -369,6 +384,12 @@ impl Cluster {
     /// Node `id`'s gRPC address, `127.0.0.1:<port>`; it stays the same across restarts.
     pub fn address(&self, id: u64) -> String {
         self.node(id).address()
+    }
+
+    /// Node `id`'s peer address (`--peer-listen`), `127.0.0.1:<peer port>`; it stays the same
+    /// across restarts.
+    pub fn peer_address(&self, id: u64) -> String {
+        self.node(id).peer_address()
     }
 
     /// Node `id`'s port.
@@ -541,12 +562,14 @@ impl Cluster {
         self.members.insert(new);
 
         let address = self.address(new);
+        let peer_address = self.peer_address(new);
         let added = self
             .membership_call(&format!("AddLearner {new}"), async |cluster, via| {
                 let mut client = cluster.cluster_client(via);
                 let call = AddLearnerRequest {
                     node_id: new,
                     address: address.clone(),
+                    peer_address: peer_address.clone(),
                 };
                 with_deadline(
                     MEMBERSHIP_TIMEOUT,

@@ -1,4 +1,4 @@
-//! One `evlog serve` child process of a test cluster: its port, data directory and log file
+//! One `evlog serve` child process of a test cluster: its ports, data directory and log file
 //! (which outlive the process, so a node restarts on the same port and data), and the signals
 //! the tests send it.
 //!
@@ -35,7 +35,10 @@ pub(crate) enum NodeState {
 #[derive(Debug)]
 pub(crate) struct Node {
     id: u64,
+    /// The client gRPC port.
     port: u16,
+    /// The peer port (`--peer-listen`).
+    peer_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
     /// The running (or exited but not yet collected) process. A mutex so that the `&self`
@@ -48,10 +51,11 @@ pub(crate) struct Node {
 
 impl Node {
     /// A node that is not started yet, keeping its data and log under `cluster_dir`.
-    pub(crate) fn new(id: u64, port: u16, cluster_dir: &Path) -> Node {
+    pub(crate) fn new(id: u64, port: u16, peer_port: u16, cluster_dir: &Path) -> Node {
         Node {
             id,
             port,
+            peer_port,
             data_dir: cluster_dir.join(format!("node-{id}")),
             log_path: cluster_dir.join(format!("node-{id}.log")),
             child: None,
@@ -69,9 +73,14 @@ impl Node {
         self.port
     }
 
-    /// The node's gRPC address, `127.0.0.1:<port>`.
+    /// The node's client gRPC address, `127.0.0.1:<port>`.
     pub(crate) fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The node's peer address, `127.0.0.1:<peer port>`.
+    pub(crate) fn peer_address(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
     }
 
     pub(crate) fn data_dir(&self) -> &Path {

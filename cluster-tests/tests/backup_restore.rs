@@ -118,7 +118,10 @@ async fn restore_in_place(cluster: &mut Cluster, file: &Path) -> Vec<Value> {
     let ids = cluster.node_ids();
     let peers = ids
         .iter()
-        .map(|id| format!("{id}={}", cluster.address(*id)))
+        .map(|id| {
+            let (client, peer) = (cluster.address(*id), cluster.peer_address(*id));
+            format!("{id}={client}/{peer}")
+        })
         .collect::<Vec<_>>()
         .join(",");
     for id in &ids {

@@ -106,6 +106,7 @@ async fn transfer_leader_hands_leadership_to_the_named_or_the_most_caught_up_vot
     let mut add = tonic::Request::new(AddLearnerRequest {
         node_id: learner,
         address: cluster.address(learner),
+        peer_address: cluster.peer_address(learner),
     });
     add.set_timeout(Duration::from_secs(60));
     client.add_learner(add).await.expect("AddLearner");

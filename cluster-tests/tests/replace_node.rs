@@ -80,7 +80,13 @@ async fn a_dead_node_is_replaced_with_the_cluster_commands() {
     let new = cluster.start_spare();
     evlog_cluster(
         &live_endpoints(&cluster),
-        &["add-learner", &new.to_string(), &cluster.address(new)],
+        &[
+            "add-learner",
+            &new.to_string(),
+            &cluster.address(new),
+            "--peer-address",
+            &cluster.peer_address(new),
+        ],
     )
     .await;
     // 3. Promote it.

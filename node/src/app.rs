@@ -1,7 +1,8 @@
-//! Wiring, a supervisor and graceful shutdown: open the store, start Raft, serve gRPC on the
-//! given listener until `shutdown` resolves, or stop at once with an error when the store or
+//! Wiring, a supervisor and graceful shutdown: open the store, start Raft, serve the client
+//! services on the client listener and the peer protocol on the peer listener until
+//! `shutdown` resolves, or stop at once with an error when the store or
 //! the Raft core fails (a node that cannot write must not go on answering: the orchestrator
-//! restarts it). Tests call [`run`] in-process with a port-0 listener.
+//! restarts it). Tests call [`run`] in-process with port-0 listeners.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,7 +13,6 @@ use evlog_proto::v1::cluster_server::ClusterServer;
 use evlog_proto::v1::consumers_server::ConsumersServer;
 use evlog_proto::v1::event_log_server::EventLogServer;
 use evlog_proto::v1::maintenance_server::MaintenanceServer;
-use evlog_proto::v1::raft_peer_server::RaftPeerServer;
 use evlog_raft_store::StoreConfig;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -35,8 +35,10 @@ use crate::metrics::grpc_layer::GrpcMetricsLayer;
 use crate::metrics::state::StateSource;
 use crate::raft::Raft;
 use crate::raft::RaftHandle;
-use crate::raft::transport::channels::PeerChannels;
+use crate::raft::transport::channels::ChannelPool;
+use crate::raft::transport::channels::NodeChannels;
 use crate::raft::transport::client::PeerNetwork;
+use crate::raft::transport::identity::PeerIdentity;
 use crate::raft::transport::server::PeerService;
 use crate::service::cluster::ClusterService;
 use crate::service::consumers::ConsumerService;
@@ -51,8 +53,6 @@ const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
 /// Most streams a client may open and reset before the server has seen them (a rapid-reset
 /// flood is cut off past it).
 const MAX_PENDING_RESET_STREAMS: usize = 100;
-/// Largest peer message (a batch of replicated entries).
-const MAX_PEER_MESSAGE_BYTES: usize = 512 << 20;
 /// How long a membership change may take (adding a learner waits until it has caught up).
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the target of a requested leadership transfer (`Cluster.TransferLeader`) may take
@@ -61,14 +61,66 @@ const LEADER_TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The gRPC health service name of the event log (`grpc.health.v1`); "" is the whole node.
 const HEALTH_SERVICE: &str = "evlog.v1.EventLog";
 
+/// A node's two gRPC listeners: client services, and the peer protocol.
+pub struct Listeners {
+    pub client: TcpListener,
+    pub peer: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `config.listen_addr` and `config.peer_listen_addr`.
+    pub async fn bind(config: &NodeConfig) -> anyhow::Result<Self> {
+        let client = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen_addr))?;
+        let peer = TcpListener::bind(config.peer_listen_addr)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot listen for peers on {} (--peer-listen): {error}",
+                    config.peer_listen_addr
+                )
+            })?;
+        Ok(Self { client, peer })
+    }
+}
+
+/// This node's advertised peer address: `--peer-advertise`, or the peer listener's address
+/// (its host taken from the client's advertised address when it listens on all interfaces).
+/// With `--peers`, this node's entry must name the same address: a peer address the others
+/// would dial in vain is refused at start.
+fn peer_address(config: &NodeConfig, peer_listener: &TcpListener) -> anyhow::Result<String> {
+    let address = match &config.peer_advertise_addr {
+        Some(address) => address.clone(),
+        None => crate::http::advertised(peer_listener.local_addr()?, &config.advertise_addr),
+    };
+    if let Some(own) = config.initial_members.get(&config.node_id)
+        && own.peer_address != address
+    {
+        anyhow::bail!(
+            "--peers gives node {} the peer address {}, but it serves peers at {address} \
+             (--peer-listen / --peer-advertise): give --peers ID=CLIENT/PEER with its peer \
+             address, or the matching --peer-listen",
+            config.node_id,
+            own.peer_address
+        );
+    }
+    Ok(address)
+}
+
 /// Runs a node until `shutdown` resolves (then `Ok`), or until its store or Raft core fails
 /// (then the failure, as an error: the process should exit non-zero).
 pub async fn run(
     config: NodeConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let Listeners {
+        client: listener,
+        peer: peer_listener,
+    } = listeners;
+    let peer_address = peer_address(&config, &peer_listener)?;
     let raft_config = Arc::new(crate::raft::config::raft_config(&config)?);
     let node_id = config.node_id;
     let metrics = Metrics::new();
@@ -94,10 +146,12 @@ pub async fn run(
     let (engine, log_store, state_machine, reader) =
         tokio::task::spawn_blocking(move || evlog_raft_store::open(&store_config)).await??;
     let peer_rpc_timeout = Duration::from_millis(config.peer_rpc_timeout_ms);
-    let channels = PeerChannels::new(peer_rpc_timeout, config.routes.clone());
+    let channels = NodeChannels::new(peer_rpc_timeout, config.routes.clone());
+    let identity = PeerIdentity::new(&config.cluster_id, &metrics);
     let network = PeerNetwork::new(
         node_id,
-        channels.clone(),
+        identity.clone(),
+        channels.peers.clone(),
         peer_rpc_timeout,
         Arc::clone(&metrics),
     );
@@ -108,10 +162,15 @@ pub async fn run(
         reader,
         engine.applied(),
         channels.clone(),
+        identity.clone(),
         peer_rpc_timeout,
         config.read_policy,
         &metrics,
     );
+    let peer_address_check = tokio::spawn(warn_of_another_recorded_peer_address(
+        handle.clone(),
+        peer_address.clone(),
+    ));
     if engine.needs_catch_up() {
         if engine.founding_member() {
             tracing::info!(
@@ -137,7 +196,10 @@ pub async fn run(
     }
     let request_timeout = Duration::from_millis(config.request_timeout_ms);
     let max_client_message = config.limits.max_append_bytes + (1 << 20);
-    let forward = Arc::new(GrpcForward::new(channels.clone(), max_client_message));
+    let forward = Arc::new(GrpcForward::new(
+        channels.clients.clone(),
+        max_client_message,
+    ));
     let event_log = Arc::new(EventLogService::new(
         handle.clone(),
         forward.clone(),
@@ -191,28 +253,32 @@ pub async fn run(
             2 * request_timeout,
         ),
     );
-    let cluster_server = ClusterServer::new(ClusterGrpc::new(cluster, http_address.clone()));
+    let cluster_server = ClusterServer::new(ClusterGrpc::new(
+        cluster,
+        peer_address.clone(),
+        http_address.clone(),
+    ));
     let consumers_server = ConsumersServer::new(ConsumersGrpc::new(
         consumers,
-        channels.clone(),
+        channels.clients.clone(),
         max_response_message,
     ))
     .max_decoding_message_size(max_client_message)
     .max_encoding_message_size(max_response_message);
     let maintenance_server = MaintenanceServer::new(MaintenanceGrpc::new(maintenance))
         .max_encoding_message_size(max_response_message);
-    let peer_server = RaftPeerServer::new(PeerService::new(
+    let peer_service = PeerService::new(
         raft,
         handle.clone(),
+        identity,
         engine.data_dir().join("snapshots"),
         config.max_snapshot_bytes,
         metrics.snapshots_installed.clone(),
-    ))
-    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    );
 
     let local_address = listener.local_addr()?;
-    tracing::info!(node_id, %local_address, advertise = %config.advertise_addr, data_dir = %config.data_dir.display(), "evlog node serving");
+    let peer_local_address = peer_listener.local_addr()?;
+    tracing::info!(node_id, %local_address, advertise = %config.advertise_addr, %peer_local_address, peer_advertise = %peer_address, data_dir = %config.data_dir.display(), "evlog node serving");
 
     // The store remembers it is a founding member: restarted without --bootstrap before it
     // initialized the cluster, it still does (a restart with a log does nothing).
@@ -222,7 +288,7 @@ pub async fn run(
             handle.clone(),
             engine.clone(),
             config.initial_members.clone(),
-            channels.clone(),
+            channels.clients.clone(),
         ))
     });
     let initializer =
@@ -230,7 +296,7 @@ pub async fn run(
             tokio::spawn(crate::raft::bootstrap::initialize_when_ready(
                 handle.clone(),
                 config.initial_members.clone(),
-                channels.clone(),
+                channels.clients.clone(),
             ))
         });
     let readiness = tokio::spawn(become_ready(
@@ -266,13 +332,22 @@ pub async fn run(
             state_source,
             Arc::clone(&metrics),
             history,
-            channels.clone(),
+            channels.clients.clone(),
             http_address.clone(),
         ));
         tokio::spawn(crate::http::serve(listener, state))
     });
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_peers_tx, stop_peers_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut peer_server = tokio::spawn(crate::raft::transport::server::serve(
+        peer_listener,
+        peer_service,
+        Arc::clone(&metrics),
+        async {
+            stop_peers_rx.await.ok();
+        },
+    ));
     // The builder's `tcp_nodelay` applies only to sockets it binds itself; this listener's
     // accepted sockets get it here. Without it, small responses wait for Nagle's algorithm
     // (about 40 ms stalls on reads of a few events and on peer traffic).
@@ -294,7 +369,6 @@ pub async fn run(
         .add_service(cluster_server)
         .add_service(consumers_server)
         .add_service(maintenance_server)
-        .add_service(peer_server)
         .serve_with_incoming_shutdown(incoming, async {
             stop_rx.await.ok();
         });
@@ -323,6 +397,9 @@ pub async fn run(
         result = &mut server => result.map_err(anyhow::Error::from).and_then(|served| {
             served.map_err(anyhow::Error::from)
         }),
+        result = &mut peer_server => result.map_err(anyhow::Error::from).and_then(|served| {
+            served.map_err(|error| anyhow::anyhow!("the peer server stopped: {error}"))
+        }).and_then(|()| Err(anyhow::anyhow!("the peer server stopped"))),
         () = shutdown => {
             tracing::info!(node_id, "shutting down");
             // Still serving: appends that reach this node meanwhile are handed to the new
@@ -340,14 +417,21 @@ pub async fn run(
                 tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; closing them");
                 server.abort();
             }
+            // Peers last: client requests still in flight above may need the leader.
+            stop_peers_tx.send(()).ok();
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut peer_server).await.is_err() {
+                peer_server.abort();
+            }
             Ok(())
         }
     };
     if outcome.is_err() {
         set_health(&health, ServingStatus::NotServing).await;
         server.abort();
+        peer_server.abort();
     }
     readiness.abort();
+    peer_address_check.abort();
     retention.abort();
     leadership.abort();
     sampler.abort();
@@ -366,6 +450,24 @@ pub async fn run(
         Err(error) => tracing::error!(node_id, "{error}"),
     }
     outcome
+}
+
+/// Warns when the membership this node loaded records another peer address for it than the
+/// one it serves (a restore given other addresses, a node moved to another port): the others
+/// dial the recorded one, in vain, until a membership change records the new one.
+async fn warn_of_another_recorded_peer_address(handle: RaftHandle, peer_address: String) {
+    // A node that is no member yet (it waits to be added) has nothing recorded.
+    if let Some(recorded) = handle.recorded_peer_address(Duration::from_secs(10)).await
+        && recorded != peer_address
+    {
+        tracing::warn!(
+            %recorded,
+            serving = %peer_address,
+            "the membership records another peer address for this node than the one it serves: \
+             the other nodes cannot reach it (serve on the recorded address, route it with \
+             --routes on the others, or remove and add this node again)"
+        );
+    }
 }
 
 /// A leader that stops hands leadership to its most caught-up voter first, as etcd does, so a
@@ -406,8 +508,8 @@ fn contact_lost_after(config: &NodeConfig) -> Duration {
 async fn confirm_founding(
     handle: RaftHandle,
     engine: evlog_raft_store::Engine,
-    members: std::collections::BTreeMap<u64, String>,
-    channels: PeerChannels,
+    members: std::collections::BTreeMap<u64, evlog_raft_store::type_config::MemberNode>,
+    channels: ChannelPool,
 ) {
     loop {
         match crate::raft::bootstrap::cluster_is_new(&handle, &members, &channels).await {
@@ -528,4 +630,31 @@ pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>
             _ = interrupt.recv() => {}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_node_whose_peers_entry_names_another_peer_address_refuses_to_start() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("port 0");
+        let serving = listener.local_addr().expect("an address").to_string();
+        let mut config = NodeConfig {
+            initial_members: crate::config::parse_members(&format!("1=127.0.0.1:50051/{serving}"))
+                .expect("members"),
+            ..NodeConfig::default()
+        };
+        assert_eq!(peer_address(&config, &listener).expect("matches"), serving);
+        config.initial_members =
+            crate::config::parse_members("1=127.0.0.1:50051").expect("members");
+        let refused = peer_address(&config, &listener).expect_err("another peer address");
+        assert!(refused.to_string().contains("127.0.0.1:52051"), "{refused}");
+        // --peer-advertise is what the others dial, whatever the listener is bound to.
+        config.peer_advertise_addr = Some("127.0.0.1:52051".to_string());
+        assert_eq!(
+            peer_address(&config, &listener).expect("matches"),
+            "127.0.0.1:52051"
+        );
+    }
 }

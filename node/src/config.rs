@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use evlog_raft_store::type_config::MemberNode;
 use evlog_raft_store::types::IdempotencyPolicy;
 
 /// Limits on what clients may send and ask for.
@@ -84,18 +85,24 @@ impl Default for Limits {
 pub struct NodeConfig {
     /// This node's id (≥ 1), stable across restarts.
     pub node_id: u64,
-    /// Where the gRPC server (clients and peers) listens.
+    /// Where the client gRPC server (client services only) listens.
     pub listen_addr: SocketAddr,
-    /// The address other nodes and clients use to reach this node.
+    /// The address clients (and other nodes forwarding client requests) reach this node at.
     pub advertise_addr: String,
+    /// Where the peer gRPC server (the Raft peer protocol, `evlog.internal.v1`) listens.
+    pub peer_listen_addr: SocketAddr,
+    /// The address other nodes send Raft traffic to; `None`: the peer listener's address
+    /// (its host taken from `advertise_addr` when it listens on all interfaces).
+    pub peer_advertise_addr: Option<String>,
     /// Where the HTTP server (`/metrics`, `/status`, `/healthz`, `/readyz`) listens; `None`:
     /// no HTTP server.
     pub http_listen_addr: Option<SocketAddr>,
     /// Where the node keeps its data.
     pub data_dir: PathBuf,
-    /// The initial members (node id -> advertised address), this node included. The node with
-    /// the lowest id initializes the cluster once every member answers and none has a log.
-    pub initial_members: BTreeMap<u64, String>,
+    /// The initial members (node id -> advertised client and peer addresses), this node
+    /// included. The node with the lowest id initializes the cluster once every member answers
+    /// and none has a log.
+    pub initial_members: BTreeMap<u64, MemberNode>,
     /// The cluster's name; a data directory of another cluster is refused.
     pub cluster_id: String,
     /// This node founds a new cluster with `initial_members` if its data directory is empty:
@@ -172,6 +179,8 @@ impl Default for NodeConfig {
             node_id: 1,
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             advertise_addr: "127.0.0.1:50051".to_string(),
+            peer_listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051 + PEER_PORT_OFFSET)),
+            peer_advertise_addr: None,
             http_listen_addr: None,
             data_dir: PathBuf::from("evlog-data"),
             initial_members: BTreeMap::new(),
@@ -228,6 +237,13 @@ impl NodeConfig {
         }
         if self.initial_members.contains_key(&0) {
             return fail("node ids in --peers must be 1 or more".to_string());
+        }
+        if self.peer_listen_addr == self.listen_addr && self.listen_addr.port() != 0 {
+            return fail(format!(
+                "the peer port must be apart from the client port: --listen and --peer-listen \
+                 are both {}",
+                self.listen_addr
+            ));
         }
         if self.heartbeat_interval_ms == 0 {
             return fail("heartbeat interval must be positive".to_string());
@@ -308,8 +324,44 @@ impl NodeConfig {
     }
 }
 
-/// Parses `1=127.0.0.1:50051,2=127.0.0.1:50052`.
-pub fn parse_members(text: &str) -> Result<BTreeMap<u64, String>, String> {
+/// A node's default peer port is its client port plus this (`--peer-listen`); its HTTP port
+/// is its client port plus 1000.
+pub const PEER_PORT_OFFSET: u16 = 2000;
+
+/// The default peer address of a node advertised at `client_address` (`HOST:PORT`): the same
+/// host, the port + [`PEER_PORT_OFFSET`]. Used for a member of `--peers` given without its
+/// peer address, and for a member of a membership recorded before evlog had a peer port.
+pub fn derived_peer_address(client_address: &str) -> Result<String, String> {
+    let (host, port) = client_address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{client_address:?} is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{client_address:?} is not HOST:PORT"))?;
+    let peer_port = port.checked_add(PEER_PORT_OFFSET).ok_or_else(|| {
+        format!(
+            "the peer port of {client_address} defaults to its port + {PEER_PORT_OFFSET}, past \
+             65535: give the peer address"
+        )
+    })?;
+    Ok(format!("{host}:{peer_port}"))
+}
+
+/// The peer address to dial for `node`: its recorded one, or (a membership recorded before
+/// evlog had a peer port) the one derived from its client address. An address that cannot
+/// be derived is returned as it is, and fails when dialed.
+pub fn peer_address_of(node: &MemberNode) -> String {
+    if node.peer_address.is_empty() {
+        derived_peer_address(&node.client_address).unwrap_or_else(|_| node.client_address.clone())
+    } else {
+        node.peer_address.clone()
+    }
+}
+
+/// Parses `1=127.0.0.1:50051,2=127.0.0.1:50052` (client addresses; each peer address is
+/// derived, see [`derived_peer_address`]) or `1=127.0.0.1:50051/127.0.0.1:52051,...` (client
+/// address, then peer address).
+pub fn parse_members(text: &str) -> Result<BTreeMap<u64, MemberNode>, String> {
     let mut members = BTreeMap::new();
     for part in text
         .split(',')
@@ -323,11 +375,21 @@ pub fn parse_members(text: &str) -> Result<BTreeMap<u64, String>, String> {
             .trim()
             .parse()
             .map_err(|_| format!("{id:?} is not a node id"))?;
-        let addr = addr.trim();
-        if addr.is_empty() {
-            return Err(format!("node {id} has no address"));
+        let (client, peer) = match addr.split_once('/') {
+            Some((client, peer)) => (client.trim(), Some(peer.trim())),
+            None => (addr.trim(), None),
+        };
+        if client.is_empty() || peer.is_some_and(str::is_empty) {
+            return Err(format!(
+                "node {id} has no address: give ID=CLIENT_HOST:PORT or \
+                 ID=CLIENT_HOST:PORT/PEER_HOST:PORT"
+            ));
         }
-        if members.insert(id, addr.to_string()).is_some() {
+        let peer = match peer {
+            Some(peer) => peer.to_string(),
+            None => derived_peer_address(client).map_err(|error| format!("node {id}: {error}"))?,
+        };
+        if members.insert(id, MemberNode::new(client, peer)).is_some() {
             return Err(format!("node {id} is listed twice"));
         }
     }
@@ -384,9 +446,18 @@ mod tests {
 
     #[test]
     fn members_parse_and_bad_ones_are_refused() {
-        let members = parse_members("1=127.0.0.1:1, 2=127.0.0.1:2").expect("parses");
-        assert_eq!(members.get(&2).map(String::as_str), Some("127.0.0.1:2"));
-        assert!(parse_members("1=a,1=b").is_err());
+        let members = parse_members("1=127.0.0.1:1, 2=127.0.0.1:2/10.0.0.2:7").expect("parses");
+        assert_eq!(
+            members.get(&1),
+            Some(&MemberNode::new("127.0.0.1:1", "127.0.0.1:2001"))
+        );
+        assert_eq!(
+            members.get(&2),
+            Some(&MemberNode::new("127.0.0.1:2", "10.0.0.2:7"))
+        );
+        assert!(parse_members("1=a:1/").is_err());
+        assert!(parse_members("1=a:65000").is_err());
+        assert!(parse_members("1=a:1,1=b:1").is_err());
         assert!(parse_members("x=a").is_err());
         assert!(parse_members("1").is_err());
     }
@@ -395,7 +466,7 @@ mod tests {
     fn a_node_missing_from_its_peers_is_refused() {
         let config = NodeConfig {
             node_id: 4,
-            initial_members: parse_members("1=a,2=b").expect("parses"),
+            initial_members: parse_members("1=a:1,2=b:2").expect("parses"),
             ..NodeConfig::default()
         };
         assert!(config.validate().is_err());

@@ -35,12 +35,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 power_loss_on_sigusr1()?;
                 evlog::telemetry::init(args.log_format);
                 let config = args.config().map_err(anyhow::Error::msg)?;
-                let listener = tokio::net::TcpListener::bind(config.listen_addr)
-                    .await
-                    .map_err(|error| {
-                        anyhow::anyhow!("cannot listen on {}: {error}", config.listen_addr)
-                    })?;
-                evlog::app::run(config, listener, shutdown).await
+                let listeners = evlog::app::Listeners::bind(&config).await?;
+                evlog::app::run(config, listeners, shutdown).await
             }
             CliCommand::Bench(args) => evlog::bench::run(args).await,
             client => evlog::cli::run_client(client).await,

@@ -10,6 +10,7 @@ use evlog_proto::metadata;
 use evlog_proto::v1 as pb;
 use evlog_proto::v1::cluster_client::ClusterClient;
 use evlog_proto::v1::event_log_client::EventLogClient;
+use evlog_raft_store::type_config::MemberNode;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -57,25 +58,33 @@ async fn start_cluster(count: u64, tune: impl Fn(&mut NodeConfig)) -> TestCluste
     let dir = tempfile::tempdir().expect("temp dir");
     let mut listeners = BTreeMap::new();
     for id in 1..=count {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binds port 0");
-        listeners.insert(id, listener);
+        let bind = async || {
+            TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("binds port 0")
+        };
+        let (client, peer) = (bind().await, bind().await);
+        listeners.insert(id, evlog::app::Listeners { client, peer });
     }
-    let members: BTreeMap<u64, String> = listeners
+    let local = |listener: &TcpListener| listener.local_addr().expect("local address");
+    let members: BTreeMap<u64, MemberNode> = listeners
         .iter()
-        .map(|(id, listener)| {
-            let address = listener.local_addr().expect("local address").to_string();
-            (*id, address)
+        .map(|(id, listeners)| {
+            let node = MemberNode::new(
+                local(&listeners.client).to_string(),
+                local(&listeners.peer).to_string(),
+            );
+            (*id, node)
         })
         .collect();
     let mut nodes = Vec::new();
-    for (id, listener) in listeners {
-        let address = members[&id].clone();
+    for (id, listeners) in listeners {
+        let address = members[&id].client_address.clone();
         let mut config = NodeConfig {
             node_id: id,
-            listen_addr: listener.local_addr().expect("local address"),
+            listen_addr: local(&listeners.client),
             advertise_addr: address.clone(),
+            peer_listen_addr: local(&listeners.peer),
             data_dir: dir.path().join(format!("node-{id}")),
             initial_members: members.clone(),
             bootstrap: true,
@@ -83,7 +92,7 @@ async fn start_cluster(count: u64, tune: impl Fn(&mut NodeConfig)) -> TestCluste
         };
         tune(&mut config);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(evlog::app::run(config, listener, async {
+        let task = tokio::spawn(evlog::app::run(config, listeners, async {
             stopped.await.ok();
         }));
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))

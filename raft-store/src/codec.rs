@@ -14,13 +14,13 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use openraft::impls::BasicNode;
 
 use crate::error::CorruptRecord;
 use crate::type_config::Entry;
 use crate::type_config::EntryPayload;
 use crate::type_config::LeaderId;
 use crate::type_config::LogId;
+use crate::type_config::MemberNode;
 use crate::type_config::Membership;
 use crate::type_config::StoredMembership;
 use crate::type_config::Vote;
@@ -44,6 +44,11 @@ pub const CODEC_VERSION: u8 = 1;
 /// ([`DataEncoding`]: 0 raw, 1 zstd, 2 zstd with a dictionary, its id next as a u64). Written only for records that hold compressed data, so
 /// a store that never compressed is byte-for-byte what version 1 wrote.
 pub const CODEC_VERSION_ENCODED_DATA: u8 = 2;
+/// The version of records that hold a membership whose members have two addresses (client,
+/// then peer): membership log entries and stored memberships. Version 1 memberships (written
+/// before evlog had a peer port) have the client address only, and decode with an empty peer
+/// address. No other record is written with it.
+pub const CODEC_VERSION_PEER_ADDRESSES: u8 = 3;
 /// Largest event data a compressed event may decompress to (events are limited far below).
 const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
 
@@ -147,10 +152,10 @@ impl<'a> Reader<'a> {
                 "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
             )));
         }
-        if content[0] != CODEC_VERSION && content[0] != CODEC_VERSION_ENCODED_DATA {
+        if !(CODEC_VERSION..=CODEC_VERSION_PEER_ADDRESSES).contains(&content[0]) {
             return Err(corrupt(format!(
-                "unknown codec version {} (this evlog reads {CODEC_VERSION} and \
-                 {CODEC_VERSION_ENCODED_DATA})",
+                "unknown codec version {} (this evlog reads {CODEC_VERSION} to \
+                 {CODEC_VERSION_PEER_ADDRESSES})",
                 content[0]
             )));
         }
@@ -333,7 +338,9 @@ pub fn decode_vote(record: &[u8]) -> Result<Vote, CorruptRecord> {
 
 // ------------------------------------------------------------------ membership
 
+/// In a record of version [`CODEC_VERSION_PEER_ADDRESSES`].
 fn put_membership(writer: &mut Writer, membership: &Membership) {
+    debug_assert_eq!(writer.buffer.first(), Some(&CODEC_VERSION_PEER_ADDRESSES));
     let configs = membership.get_joint_config();
     writer.u32(u32::try_from(configs.len()).expect("few joint configs"));
     for config in configs {
@@ -342,11 +349,12 @@ fn put_membership(writer: &mut Writer, membership: &Membership) {
             writer.u64(*node_id);
         }
     }
-    let nodes: Vec<(&u64, &BasicNode)> = membership.nodes().collect();
+    let nodes: Vec<(&u64, &MemberNode)> = membership.nodes().collect();
     writer.u32(u32::try_from(nodes.len()).expect("few nodes"));
     for (node_id, node) in nodes {
         writer.u64(*node_id);
-        writer.str(&node.addr);
+        writer.str(&node.client_address);
+        writer.str(&node.peer_address);
     }
 }
 
@@ -365,14 +373,25 @@ fn get_membership(reader: &mut Reader<'_>) -> Result<Membership, CorruptRecord> 
     let mut nodes = BTreeMap::new();
     for _ in 0..node_count {
         let node_id = reader.u64()?;
-        let addr = reader.string()?;
-        nodes.insert(node_id, BasicNode { addr });
+        let client_address = reader.string()?;
+        let peer_address = if reader.version == CODEC_VERSION_PEER_ADDRESSES {
+            reader.string()?
+        } else {
+            String::new()
+        };
+        nodes.insert(
+            node_id,
+            MemberNode {
+                client_address,
+                peer_address,
+            },
+        );
     }
     Membership::new(configs, nodes).map_err(|error| reader.invalid(format!("membership: {error}")))
 }
 
 pub fn encode_stored_membership(membership: &StoredMembership) -> Vec<u8> {
-    let mut writer = Writer::new();
+    let mut writer = Writer::with_version(64, CODEC_VERSION_PEER_ADDRESSES);
     put_optional_log_id(&mut writer, membership.log_id().as_ref());
     put_membership(&mut writer, membership.membership());
     writer.finish()
@@ -759,6 +778,7 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
         EntryPayload::Normal(Command::Appends(appends)) if appends.iter().any(compressed) => {
             CODEC_VERSION_ENCODED_DATA
         }
+        EntryPayload::Membership(_) => CODEC_VERSION_PEER_ADDRESSES,
         _ => CODEC_VERSION,
     };
     let mut writer = Writer::with_version(64, version);
@@ -1018,24 +1038,9 @@ mod tests {
                     Membership::new(
                         vec![BTreeSet::from([1, 2])],
                         BTreeMap::from([
-                            (
-                                1,
-                                BasicNode {
-                                    addr: "127.0.0.1:1".to_string(),
-                                },
-                            ),
-                            (
-                                2,
-                                BasicNode {
-                                    addr: "127.0.0.1:2".to_string(),
-                                },
-                            ),
-                            (
-                                3,
-                                BasicNode {
-                                    addr: "127.0.0.1:3".to_string(),
-                                },
-                            ),
+                            (1, MemberNode::new("127.0.0.1:1", "127.0.0.1:2001")),
+                            (2, MemberNode::new("127.0.0.1:2", "127.0.0.1:2002")),
+                            (3, MemberNode::new("127.0.0.1:3", "127.0.0.1:2003")),
                         ]),
                     )
                     .expect("valid membership"),
@@ -1046,6 +1051,39 @@ mod tests {
             let decoded = decode_entry(&encode_entry(&entry)).expect("decodes");
             assert_eq!(entry, decoded);
         }
+    }
+
+    #[test]
+    fn a_membership_written_before_peer_addresses_decodes_with_empty_ones() {
+        // Codec version 1: voters, then each node's id and client address only.
+        let mut writer = Writer::new();
+        put_optional_log_id(&mut writer, None);
+        writer.u32(1);
+        writer.u32(2);
+        writer.u64(1);
+        writer.u64(2);
+        writer.u32(2);
+        writer.u64(1);
+        writer.str("127.0.0.1:1");
+        writer.u64(2);
+        writer.str("127.0.0.1:2");
+        let decoded = decode_stored_membership(&writer.finish()).expect("decodes");
+        let nodes: Vec<(u64, MemberNode)> = decoded
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.clone()))
+            .collect();
+        assert_eq!(
+            nodes,
+            vec![
+                (1, MemberNode::new("127.0.0.1:1", "")),
+                (2, MemberNode::new("127.0.0.1:2", "")),
+            ]
+        );
+        // Written again, it has both addresses (version 3), and reads back the same.
+        let again = encode_stored_membership(&decoded);
+        assert_eq!(again[0], CODEC_VERSION_PEER_ADDRESSES);
+        assert_eq!(decode_stored_membership(&again).expect("decodes"), decoded);
     }
 
     #[test]
@@ -1077,7 +1115,7 @@ mod tests {
         });
         assert!(decode_vote(&record[..record.len() - 1]).is_err());
         let mut future = record.clone();
-        future[0] = CODEC_VERSION_ENCODED_DATA + 1;
+        future[0] = CODEC_VERSION_PEER_ADDRESSES + 1;
         let checksum = crc32fast::hash(&future[..future.len() - 4]);
         let len = future.len();
         future[len - 4..].copy_from_slice(&checksum.to_le_bytes());

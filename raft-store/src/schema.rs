@@ -17,13 +17,16 @@ pub const DATABASE_FILE: &str = "evlog.redb";
 /// codec version 2 (compressed event data); the log may hold retention commands; the state
 /// machine may hold an epoch, stream metadata (`stream_meta`) and the log's first retained
 /// position (`sm_meta` `first_position`): events below either are removed, whatever rows are
-/// still stored. Format 7: the log and the state machine may hold a compression dictionary
-/// (`sm_meta` `dictionary`), and events compressed with it (data encoding 2).
+/// still stored. Format 7: memberships (log entries, `sm_meta` `membership`) may be of codec
+/// version 3, each member with a client and a peer address; the log and the state machine may
+/// hold a compression dictionary (`sm_meta` `dictionary`), and events compressed with it (data
+/// encoding 2).
 pub const FORMAT_VERSION: u32 = 7;
 /// Formats 3 to 6 are upgraded at open by stamping them 7: format 3's entries and keys read
 /// as they are (a key's bare log index sorts before every newer place), formats 3 and 4 have
-/// no consumer groups, none before 6 has compressed data, an epoch, or removed anything, and
-/// none before 7 a dictionary.
+/// no consumer groups, formats 3 to 5 have no compressed data, no epoch, and removed nothing,
+/// none has a dictionary, and their memberships (codec version 1) read with empty peer
+/// addresses, which the node derives from the client addresses (the default peer port).
 pub const FORMAT_3: u32 = 3;
 pub const FORMAT_4: u32 = 4;
 pub const FORMAT_5: u32 = 5;
@@ -33,7 +36,8 @@ pub const FORMAT_6: u32 = 6;
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 2;
 
 /// The snapshot (and backup) file format, apart from the store's: format 6 adds the log epoch
-/// to the header, format 7 the compression dictionary record. Snapshots of formats 3 to 5 (the
+/// to the header, format 7 the compression dictionary record (and its header's membership may
+/// be of codec version 3, with peer addresses). Snapshots of formats 3 to 5 (the
 /// store format they were written with) are read too, as epoch 0.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 7;
 /// The first snapshot format whose header holds the epoch.

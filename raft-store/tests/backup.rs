@@ -16,6 +16,7 @@ use evlog_raft_store::ReadTarget;
 use evlog_raft_store::RestoreError;
 use evlog_raft_store::StoreConfig;
 use evlog_raft_store::type_config::EntryPayload;
+use evlog_raft_store::type_config::MemberNode;
 use evlog_raft_store::types::Command;
 use openraft::storage::RaftLogReader;
 use openraft::storage::RaftLogStorage;
@@ -56,9 +57,15 @@ async fn backup_to(file: &Path) {
         .expect("the backup is written");
 }
 
-fn members() -> BTreeMap<u64, String> {
+fn members() -> BTreeMap<u64, MemberNode> {
     (1..=3)
-        .map(|id| (id, format!("127.0.0.1:{}", 7000 + id)))
+        .map(|id| {
+            let node = MemberNode::new(
+                format!("127.0.0.1:{}", 7000 + id),
+                format!("127.0.0.1:{}", 9000 + id),
+            );
+            (id, node)
+        })
         .collect()
 }
 
@@ -114,7 +121,11 @@ async fn a_restored_store_opens_as_a_member_of_the_new_cluster_at_a_new_epoch() 
     let summary = evlog_raft_store::engine::restore(&config(&target, 2), &file, &members(), None)
         .expect("the restore succeeds");
     assert_eq!(summary.epoch, 1);
-    assert_eq!(summary.members, members());
+    let client_addresses: BTreeMap<u64, String> = members()
+        .into_iter()
+        .map(|(id, node)| (id, node.client_address))
+        .collect();
+    assert_eq!(summary.members, client_addresses);
 
     let (engine, mut log, mut machine, reader) =
         evlog_raft_store::open(&config(&target, 2)).expect("the restored store opens");

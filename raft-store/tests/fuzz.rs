@@ -108,9 +108,27 @@ fn valid_records() -> Vec<(&'static str, Vec<u8>)> {
             Membership::new(
                 vec![BTreeSet::from([1, 2, 3])],
                 BTreeMap::from([
-                    (1, openraft::impls::BasicNode::new("127.0.0.1:1")),
-                    (2, openraft::impls::BasicNode::new("127.0.0.1:2")),
-                    (3, openraft::impls::BasicNode::new("127.0.0.1:3")),
+                    (
+                        1,
+                        evlog_raft_store::type_config::MemberNode::new(
+                            "127.0.0.1:1",
+                            "127.0.0.1:1",
+                        ),
+                    ),
+                    (
+                        2,
+                        evlog_raft_store::type_config::MemberNode::new(
+                            "127.0.0.1:2",
+                            "127.0.0.1:2",
+                        ),
+                    ),
+                    (
+                        3,
+                        evlog_raft_store::type_config::MemberNode::new(
+                            "127.0.0.1:3",
+                            "127.0.0.1:3",
+                        ),
+                    ),
                 ]),
             )
             .expect("a membership"),
@@ -155,8 +173,14 @@ fn valid_records() -> Vec<(&'static str, Vec<u8>)> {
             Membership::new(
                 vec![BTreeSet::from([1, 2])],
                 BTreeMap::from([
-                    (1, openraft::impls::BasicNode::new("a:1")),
-                    (2, openraft::impls::BasicNode::new("b:2")),
+                    (
+                        1,
+                        evlog_raft_store::type_config::MemberNode::new("a:1", "a:1"),
+                    ),
+                    (
+                        2,
+                        evlog_raft_store::type_config::MemberNode::new("b:2", "b:2"),
+                    ),
                 ]),
             )
             .expect("a membership"),

@@ -21,6 +21,7 @@ use super::ClientArgs;
 use super::status_error;
 use crate::config::NodeConfig;
 use crate::config::parse_members;
+use evlog_raft_store::type_config::MemberNode;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -278,7 +279,7 @@ async fn restore_store(
     args: &RestoreArgs,
     data_dir: PathBuf,
     node_id: u64,
-    members: BTreeMap<u64, String>,
+    members: BTreeMap<u64, MemberNode>,
 ) -> anyhow::Result<BackupSummary> {
     let config = StoreConfig {
         founding: false,
@@ -308,12 +309,17 @@ async fn sandbox(args: RestoreArgs) -> anyhow::Result<()> {
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", args.listen))?;
     let address = listener.local_addr()?.to_string();
-    let members = BTreeMap::from([(node_id, address.clone())]);
+    // A sandbox has no peers; its peer port is any free one on the same interface.
+    let peer_listener =
+        tokio::net::TcpListener::bind(std::net::SocketAddr::new(args.listen.ip(), 0)).await?;
+    let peer_address = peer_listener.local_addr()?.to_string();
+    let members = BTreeMap::from([(node_id, MemberNode::new(address.clone(), peer_address))]);
     let summary = restore_store(&args, data_dir.clone(), node_id, members.clone()).await?;
     let config = NodeConfig {
         node_id,
         listen_addr: listener.local_addr()?,
         advertise_addr: address.clone(),
+        peer_listen_addr: peer_listener.local_addr()?,
         http_listen_addr: None,
         data_dir: data_dir.clone(),
         initial_members: members,
@@ -332,7 +338,11 @@ async fn sandbox(args: RestoreArgs) -> anyhow::Result<()> {
         }))?
     );
     std::io::stdout().flush()?;
-    let served = crate::app::run(config, listener, stop).await;
+    let listeners = crate::app::Listeners {
+        client: listener,
+        peer: peer_listener,
+    };
+    let served = crate::app::run(config, listeners, stop).await;
     if temporary {
         std::fs::remove_dir_all(&data_dir).ok();
     }

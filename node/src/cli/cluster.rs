@@ -29,12 +29,16 @@ pub struct ClusterArgs {
 pub enum ClusterCommand {
     /// Show the members: id, address, voter or learner, who leads, replication lag.
     Members,
-    /// Add node ID, serving at ADDR, as a learner (it receives the log but does not vote);
-    /// answers once it has caught up.
+    /// Add node ID, serving clients at ADDR and peers at --peer-address, as a learner (it
+    /// receives the log but does not vote); answers once it has caught up.
     AddLearner {
         id: u64,
-        /// The node's gRPC address as the other nodes reach it, e.g. 127.0.0.1:50054.
+        /// The node's client gRPC address (its --advertise), e.g. 127.0.0.1:50054.
         addr: String,
+        /// The node's peer address (its --peer-advertise) [default: ADDR's host with its port
+        /// + 2000, the default --peer-listen].
+        #[arg(long)]
+        peer_address: Option<String>,
     },
     /// Make the learner ID a voter (add it as a learner first).
     Promote { id: u64 },
@@ -50,8 +54,15 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let json = args.client.json;
     match args.command {
         ClusterCommand::Members => members(&client, json).await,
-        ClusterCommand::AddLearner { id, addr } => {
-            let response = client.add_learner(id, addr).await.map_err(status_error)?;
+        ClusterCommand::AddLearner {
+            id,
+            addr,
+            peer_address,
+        } => {
+            let response = client
+                .add_learner(id, addr, peer_address.unwrap_or_default())
+                .await
+                .map_err(status_error)?;
             print_changed(&format!("node {id} added as a learner"), &response, json);
             Ok(())
         }
@@ -170,7 +181,8 @@ async fn members(client: &EvlogClient, json: bool) -> anyhow::Result<()> {
             .map(|member| {
                 let state = own.get(&member.node_id);
                 serde_json::json!({
-                    "node_id": member.node_id, "address": member.address, "role": member.role,
+                    "node_id": member.node_id, "address": member.address,
+                    "peer_address": member.peer_address, "role": member.role,
                     "leader": member.node_id == view.leader_id,
                     "matched_index": member.matched_index,
                     "replication_lag": member.replication_lag,
@@ -239,7 +251,10 @@ fn print_changed(what: &str, response: &pb::MembershipResponse, json: bool) {
             .members
             .iter()
             .map(|member| {
-                serde_json::json!({"node_id": member.node_id, "address": member.address, "role": member.role})
+                serde_json::json!({
+                    "node_id": member.node_id, "address": member.address,
+                    "peer_address": member.peer_address, "role": member.role,
+                })
             })
             .collect();
         println!(

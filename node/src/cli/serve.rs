@@ -14,12 +14,17 @@ pub struct ServeArgs {
     /// This node's id (1 or more), stable across restarts.
     #[arg(long = "id", env = "EVLOG_NODE_ID")]
     pub node_id: u64,
-    /// Address the gRPC server (clients and peers) listens on.
+    /// Address the client gRPC server (EventLog, Consumers, Cluster, Maintenance, health,
+    /// reflection) listens on.
     #[arg(long, env = "EVLOG_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: std::net::SocketAddr,
-    /// Address other nodes and clients reach this node at [default: the listen address].
+    /// Address clients (and nodes forwarding client requests) reach this node at [default:
+    /// the listen address].
     #[arg(long, env = "EVLOG_ADVERTISE")]
     pub advertise: Option<String>,
+    /// The peer port (boxed: clap's parsed arguments are large enough as they are).
+    #[command(flatten)]
+    pub peer: Box<PeerArgs>,
     /// Address the HTTP server (/metrics, /status, /status.json, /healthz, /readyz) listens
     /// on, or `off` [default: the gRPC listen address with its port + 1000].
     #[arg(long, env = "EVLOG_HTTP_LISTEN")]
@@ -30,7 +35,9 @@ pub struct ServeArgs {
     /// Where this node keeps its data.
     #[arg(long, env = "EVLOG_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// The initial members, this node included: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT.
+    /// The initial members, this node included, each ID=CLIENT_ADDRESS or
+    /// ID=CLIENT_ADDRESS/PEER_ADDRESS: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT (each peer address
+    /// then the same host with the port + 2000, the default --peer-listen).
     #[arg(long, env = "EVLOG_PEERS", default_value = "")]
     pub peers: String,
     /// The cluster's name; a data directory of another cluster is refused.
@@ -119,8 +126,8 @@ pub struct ServeArgs {
     /// (RESOURCE_EXHAUSTED, node busy) before its message is read.
     #[arg(long, env = "EVLOG_MAX_APPEND_BYTES_IN_FLIGHT", default_value_t = NodeConfig::default().max_append_bytes_in_flight)]
     pub max_append_bytes_in_flight: usize,
-    /// Most connections the gRPC port keeps open (clients and peers); past it new ones are
-    /// closed at once.
+    /// Most connections the client gRPC port keeps open; past it new ones are closed at once
+    /// (the peer port has its own, fixed, limit).
     #[arg(long, env = "EVLOG_MAX_CONNECTIONS", default_value_t = NodeConfig::default().max_connections)]
     pub max_connections: usize,
     /// Most concurrent calls on one connection (HTTP/2 streams).
@@ -158,6 +165,20 @@ pub struct ServeArgs {
     /// Retention (boxed: clap's parsed arguments are large enough as they are).
     #[command(flatten)]
     pub retention: Box<RetentionArgs>,
+}
+
+/// The peer listener: Raft traffic between nodes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerArgs {
+    /// Address the peer gRPC server (Raft traffic between nodes, evlog.internal.v1) listens
+    /// on [default: the --listen address with its port + 2000]. Only other nodes need to
+    /// reach it: firewall it apart from the client port.
+    #[arg(long, env = "EVLOG_PEER_LISTEN")]
+    pub peer_listen: Option<std::net::SocketAddr>,
+    /// Address other nodes send Raft traffic to [default: the --peer-listen address; its host
+    /// taken from --advertise when it listens on all interfaces].
+    #[arg(long, env = "EVLOG_PEER_ADVERTISE")]
+    pub peer_advertise: Option<String>,
 }
 
 /// Log-wide retention: off by default (an event store keeps everything unless told
@@ -262,6 +283,29 @@ impl ServeArgs {
         }
     }
 
+    fn peer_listen_addr(&self) -> Result<std::net::SocketAddr, String> {
+        if let Some(address) = self.peer.peer_listen {
+            return Ok(address);
+        }
+        if self.listen.port() == 0 {
+            // Any free port for clients: any free port for peers too.
+            return Ok(self.listen);
+        }
+        let port = self
+            .listen
+            .port()
+            .checked_add(crate::config::PEER_PORT_OFFSET)
+            .ok_or_else(|| {
+                format!(
+                    "the peer port defaults to the gRPC port + {}, past 65535 for --listen {}: \
+                     give --peer-listen",
+                    crate::config::PEER_PORT_OFFSET,
+                    self.listen
+                )
+            })?;
+        Ok(std::net::SocketAddr::new(self.listen.ip(), port))
+    }
+
     pub fn config(&self) -> Result<NodeConfig, String> {
         Ok(NodeConfig {
             node_id: self.node_id,
@@ -270,6 +314,8 @@ impl ServeArgs {
                 .advertise
                 .clone()
                 .unwrap_or_else(|| self.listen.to_string()),
+            peer_listen_addr: self.peer_listen_addr()?,
+            peer_advertise_addr: self.peer.peer_advertise.clone(),
             http_listen_addr: self.http_listen_addr()?,
             data_dir: self.data_dir.clone(),
             initial_members: parse_members(&self.peers)
@@ -323,6 +369,45 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let args = ["evlog", "--id", "1", "--data-dir", "d"].iter().chain(args);
+        <Command as clap::Parser>::try_parse_from(args)
+            .expect("valid arguments")
+            .serve
+    }
+
+    #[test]
+    fn the_peer_port_defaults_to_the_client_port_plus_2000() {
+        let config = serve(&["--listen", "10.0.0.1:7000"])
+            .config()
+            .expect("a config");
+        assert_eq!(config.peer_listen_addr.to_string(), "10.0.0.1:9000");
+        assert_eq!(config.peer_advertise_addr, None);
+        let config = serve(&["--listen", "127.0.0.1:0"])
+            .config()
+            .expect("a config");
+        assert_eq!(config.peer_listen_addr.port(), 0, "any free port for both");
+        let config = serve(&[
+            "--peer-listen",
+            "0.0.0.0:7100",
+            "--peer-advertise",
+            "h:7100",
+            "--peers",
+            "1=h:50051/h:7100,2=g:50051",
+        ])
+        .config()
+        .expect("a config");
+        assert_eq!(config.peer_listen_addr.to_string(), "0.0.0.0:7100");
+        assert_eq!(config.peer_advertise_addr.as_deref(), Some("h:7100"));
+        assert_eq!(config.initial_members[&2].peer_address, "g:52051");
+        assert!(serve(&["--listen", "127.0.0.1:64000"]).config().is_err());
+    }
 
     #[test]
     fn retention_limits_parse_with_units_or_off() {

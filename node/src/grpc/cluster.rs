@@ -14,14 +14,17 @@ use crate::service::cluster::ClusterService;
 
 pub struct ClusterGrpc {
     service: Arc<ClusterService>,
+    /// This node's advertised peer address, as `Status` reports it.
+    peer_address: String,
     /// This node's HTTP address, as `Status` reports it (empty: none).
     http_address: String,
 }
 
 impl ClusterGrpc {
-    pub fn new(service: Arc<ClusterService>, http_address: String) -> Self {
+    pub fn new(service: Arc<ClusterService>, peer_address: String, http_address: String) -> Self {
         Self {
             service,
+            peer_address,
             http_address,
         }
     }
@@ -35,6 +38,7 @@ impl Cluster for ClusterGrpc {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         Ok(Response::new(convert::status_response(
             &self.service.status(),
+            &self.peer_address,
             &self.http_address,
         )))
     }
@@ -46,7 +50,7 @@ impl Cluster for ClusterGrpc {
         let request = request.into_inner();
         let changed = self
             .service
-            .add_learner(request.node_id, request.address)
+            .add_learner(request.node_id, request.address, request.peer_address)
             .await
             .map_err(|error| to_status(error, false))?;
         let last_log_index = self.service.status().last_log_index;

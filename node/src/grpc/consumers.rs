@@ -28,7 +28,7 @@ use tonic::transport::Channel;
 
 use crate::grpc::convert::recorded_event;
 use crate::grpc::status::to_status;
-use crate::raft::transport::channels::PeerChannels;
+use crate::raft::transport::channels::ChannelPool;
 use crate::service::ServiceError;
 use crate::service::consumers::ConsumerInfo;
 use crate::service::consumers::ConsumerService;
@@ -46,14 +46,14 @@ use crate::service::event_log::leader_to_forward_to;
 
 pub struct ConsumersGrpc {
     service: Arc<ConsumerService>,
-    channels: PeerChannels,
+    channels: ChannelPool,
     max_message_bytes: usize,
 }
 
 impl ConsumersGrpc {
     pub fn new(
         service: Arc<ConsumerService>,
-        channels: PeerChannels,
+        channels: ChannelPool,
         max_message_bytes: usize,
     ) -> Self {
         Self {

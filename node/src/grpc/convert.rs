@@ -367,6 +367,7 @@ pub fn members(members: &[MemberStatus], last_log_index: u64) -> Vec<pb::Member>
         .map(|member| pb::Member {
             node_id: member.node_id,
             address: member.address.clone(),
+            peer_address: member.peer_address.clone(),
             role: if member.voter { "voter" } else { "learner" }.to_string(),
             matched_index: member.matched_index,
             replication_lag: member
@@ -379,7 +380,13 @@ pub fn members(members: &[MemberStatus], last_log_index: u64) -> Vec<pb::Member>
         .collect()
 }
 
-pub fn status_response(status: &NodeStatus, http_address: &str) -> pb::StatusResponse {
+/// `peer_address` and `http_address` are this node's own (it reports them before it is a
+/// member too).
+pub fn status_response(
+    status: &NodeStatus,
+    peer_address: &str,
+    http_address: &str,
+) -> pb::StatusResponse {
     let address = status
         .members
         .iter()
@@ -407,6 +414,7 @@ pub fn status_response(status: &NodeStatus, http_address: &str) -> pb::StatusRes
         http_address: http_address.to_string(),
         epoch: status.epoch,
         compression_dictionary: status.compression_dictionary,
+        peer_address: peer_address.to_string(),
     }
 }
 
@@ -430,6 +438,7 @@ pub fn membership_from_wire(response: pb::MembershipResponse) -> MembershipChang
             .map(|member| MemberStatus {
                 node_id: member.node_id,
                 address: member.address,
+                peer_address: member.peer_address,
                 voter: member.role == "voter",
                 matched_index: member.matched_index,
                 last_contact: member.last_contact_ms.map(std::time::Duration::from_millis),

@@ -1,4 +1,5 @@
-//! Hands requests to the leader over the pooled peer channels: the [`Forward`] the service
+//! Hands requests to the leader's client services over the pooled channels to client
+//! addresses: the [`Forward`] the service
 //! uses. A forwarded append is marked, so the leader never forwards it again; the leader's
 //! refusal comes back as it was given (see `status::from_leader_status`).
 
@@ -16,7 +17,7 @@ use tonic::transport::Channel;
 use crate::grpc::convert;
 use crate::grpc::status::from_leader_status;
 use crate::raft::handle::LeaderTransferred;
-use crate::raft::transport::channels::PeerChannels;
+use crate::raft::transport::channels::ChannelPool;
 use crate::service::ServiceError;
 use crate::service::append::AppendRequest;
 use crate::service::append::Appended;
@@ -28,7 +29,7 @@ use crate::service::forward::MembershipChanged;
 
 /// Forwards over gRPC.
 pub struct GrpcForward {
-    channels: PeerChannels,
+    channels: ChannelPool,
     /// Leaders (by address) known to serve `AppendMany`; a leader of an older version answers
     /// it `UNIMPLEMENTED`, and its appends are then forwarded one by one.
     append_many_served: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -38,7 +39,7 @@ pub struct GrpcForward {
 }
 
 impl GrpcForward {
-    pub fn new(channels: PeerChannels, max_message_bytes: usize) -> Self {
+    pub fn new(channels: ChannelPool, max_message_bytes: usize) -> Self {
         Self {
             channels,
             append_many_served: Default::default(),
@@ -244,12 +245,17 @@ impl Forward for GrpcForward {
         &self,
         leader: Leader,
         node_id: u64,
-        address: String,
+        node: evlog_raft_store::type_config::MemberNode,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<MembershipChanged, ServiceError>> {
         async move {
             let mut client = ClusterClient::new(self.channel(&leader)?);
-            let call_request = request(pb::AddLearnerRequest { node_id, address }, timeout);
+            let learner = pb::AddLearnerRequest {
+                node_id,
+                address: node.client_address,
+                peer_address: node.peer_address,
+            };
+            let call_request = request(learner, timeout);
             let response = call(
                 &leader,
                 timeout,

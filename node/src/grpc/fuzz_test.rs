@@ -70,9 +70,18 @@ fn peer_messages() -> Vec<(usize, Vec<u8>)> {
     let membership = Membership::new(
         vec![BTreeSet::from([1, 2, 3])],
         BTreeMap::from([
-            (1, openraft::impls::BasicNode::new("127.0.0.1:1")),
-            (2, openraft::impls::BasicNode::new("127.0.0.1:2")),
-            (3, openraft::impls::BasicNode::new("127.0.0.1:3")),
+            (
+                1,
+                evlog_raft_store::type_config::MemberNode::new("127.0.0.1:1", "127.0.0.1:1"),
+            ),
+            (
+                2,
+                evlog_raft_store::type_config::MemberNode::new("127.0.0.1:2", "127.0.0.1:2"),
+            ),
+            (
+                3,
+                evlog_raft_store::type_config::MemberNode::new("127.0.0.1:3", "127.0.0.1:3"),
+            ),
         ]),
     )
     .expect("a membership");

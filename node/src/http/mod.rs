@@ -53,7 +53,8 @@ pub struct HttpState {
     scrape: tokio::sync::Mutex<()>,
     history: History,
     metrics: Arc<Metrics>,
-    peers: crate::raft::transport::channels::PeerChannels,
+    /// Channels to the members' client addresses (their `Cluster.Status`).
+    members: crate::raft::transport::channels::ChannelPool,
     /// This node's HTTP address, as other nodes and the page show it.
     http_address: String,
 }
@@ -63,7 +64,7 @@ impl HttpState {
         source: StateSource,
         metrics: Arc<Metrics>,
         history: History,
-        peers: crate::raft::transport::channels::PeerChannels,
+        members: crate::raft::transport::channels::ChannelPool,
         http_address: String,
     ) -> Self {
         let collector = StateCollector::default();
@@ -75,7 +76,7 @@ impl HttpState {
             scrape: tokio::sync::Mutex::new(()),
             history,
             metrics,
-            peers,
+            members,
             http_address,
         }
     }

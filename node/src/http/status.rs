@@ -18,7 +18,7 @@ const PEER_TIMEOUT: Duration = Duration::from_millis(500);
 const MAX_MEMBERS_ASKED: usize = 16;
 
 async fn member_status(state: &HttpState, address: &str) -> Option<pb::StatusResponse> {
-    let channel = state.peers.get(address).ok()?;
+    let channel = state.members.get(address).ok()?;
     let mut request = tonic::Request::new(pb::StatusRequest {});
     request.set_timeout(PEER_TIMEOUT);
     match tokio::time::timeout(PEER_TIMEOUT, ClusterClient::new(channel).status(request)).await {

@@ -25,11 +25,13 @@ use super::Metrics;
 /// The label of a path no service answers.
 const UNKNOWN_METHOD: &str = "unknown";
 
-/// The methods the node serves, as `/package.Service/Method` paths.
+/// The methods the node serves (on its client port and its peer port), as
+/// `/package.Service/Method` paths.
 fn known_paths() -> HashSet<String> {
     let mut paths = HashSet::new();
     let sets = [
         evlog_proto::FILE_DESCRIPTOR_SET,
+        evlog_proto::PEER_FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
     ];
     for set in sets {

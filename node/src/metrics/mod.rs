@@ -57,6 +57,9 @@ pub struct Metrics {
     pub elections_started: Counter,
     pub snapshots_sent: Counter,
     pub snapshots_installed: Counter,
+    /// Peer messages refused, by reason (`cluster_id`: sent by a node of another cluster;
+    /// `group_id`: for a Raft group this node does not run; `missing_header`).
+    pub peer_messages_refused: Family<Labels, Counter>,
     /// Round trip of a replication RPC to each peer (leader only).
     pub peer_rtt: Family<Labels, Histogram, fn() -> Histogram>,
     pub store_fsync: Histogram,
@@ -120,6 +123,7 @@ impl Default for Metrics {
             elections_started: Counter::default(),
             snapshots_sent: Counter::default(),
             snapshots_installed: Counter::default(),
+            peer_messages_refused: Family::default(),
             peer_rtt: Family::new_with_constructor(duration_histogram),
             store_fsync: duration_histogram(),
             store_commit: duration_histogram(),
@@ -203,6 +207,12 @@ impl Metrics {
             "evlog_raft_snapshots_installed",
             "Snapshots this node installed from a leader",
             self.snapshots_installed.clone(),
+        );
+        registry.register(
+            "evlog_peer_messages_refused",
+            "Peer messages this node refused, by reason: cluster_id (a node of another cluster \
+             sent it), group_id (a Raft group this node does not run), missing_header",
+            self.peer_messages_refused.clone(),
         );
         registry.register_with_unit(
             "evlog_raft_peer_round_trip",

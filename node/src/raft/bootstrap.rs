@@ -12,8 +12,10 @@ use std::time::Duration;
 use evlog_proto::v1::StatusRequest;
 use evlog_proto::v1::cluster_client::ClusterClient;
 
+use evlog_raft_store::type_config::MemberNode;
+
 use crate::raft::RaftHandle;
-use crate::raft::transport::channels::PeerChannels;
+use crate::raft::transport::channels::ChannelPool;
 
 /// How often the initializing node checks whether every initial member is up.
 const INIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -25,8 +27,8 @@ const INIT_GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
 /// (its own or a peer's) and does nothing.
 pub async fn initialize_when_ready(
     handle: RaftHandle,
-    members: BTreeMap<u64, String>,
-    channels: PeerChannels,
+    members: BTreeMap<u64, MemberNode>,
+    channels: ChannelPool,
 ) {
     let started = tokio::time::Instant::now();
     while started.elapsed() < INIT_GIVE_UP_AFTER {
@@ -69,15 +71,15 @@ pub async fn initialize_when_ready(
 /// and none has (or this node has no peer), `None` while none answers.
 pub async fn cluster_is_new(
     handle: &RaftHandle,
-    members: &BTreeMap<u64, String>,
-    channels: &PeerChannels,
+    members: &BTreeMap<u64, MemberNode>,
+    channels: &ChannelPool,
 ) -> Option<bool> {
     let mut answered = members.keys().all(|id| *id == handle.node_id());
-    for (id, address) in members {
+    for (id, node) in members {
         if *id == handle.node_id() {
             continue;
         }
-        if let Some(status) = peer_status(address, channels).await {
+        if let Some(status) = peer_status(&node.client_address, channels).await {
             if status.committed_index > 0 {
                 return Some(false);
             }
@@ -87,10 +89,11 @@ pub async fn cluster_is_new(
     answered.then_some(true)
 }
 
-/// A peer's `Cluster.Status`, `None` when it does not answer within a second.
+/// A peer's `Cluster.Status` (over `channels`, to client addresses), `None` when it does not
+/// answer within a second.
 async fn peer_status(
     address: &str,
-    channels: &PeerChannels,
+    channels: &ChannelPool,
 ) -> Option<evlog_proto::v1::StatusResponse> {
     let channel = channels.get(address).ok()?;
     let mut request = tonic::Request::new(StatusRequest {});
@@ -114,14 +117,14 @@ enum PeersReady {
 
 async fn peers_ready(
     handle: &RaftHandle,
-    members: &BTreeMap<u64, String>,
-    channels: &PeerChannels,
+    members: &BTreeMap<u64, MemberNode>,
+    channels: &ChannelPool,
 ) -> PeersReady {
-    for (id, address) in members {
+    for (id, node) in members {
         if *id == handle.node_id() {
             continue;
         }
-        match peer_status(address, channels).await {
+        match peer_status(&node.client_address, channels).await {
             Some(status) => {
                 if status.last_log_index > 0 || !status.members.is_empty() || status.term > 0 {
                     return PeersReady::SomeInitialized(*id);

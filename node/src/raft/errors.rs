@@ -21,7 +21,7 @@ impl LeaderHint {
     pub(crate) fn from_forward(forward: ForwardToLeader<TypeConfig>) -> Self {
         Self {
             leader_id: forward.leader_id,
-            leader_address: forward.leader_node.map(|node| node.addr),
+            leader_address: forward.leader_node.map(|node| node.client_address),
         }
     }
 }

@@ -9,9 +9,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use evlog_proto::v1::ReadIndexRequest;
-use evlog_proto::v1::raft_peer_client::RaftPeerClient;
 use evlog_raft_store::EventReader;
+use evlog_raft_store::type_config::MemberNode;
 use evlog_raft_store::type_config::NodeId;
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::AppliedState;
@@ -24,7 +23,6 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::ClientWriteError;
 use openraft::error::LinearizableReadError;
 use openraft::error::RaftError;
-use openraft::impls::BasicNode;
 use tokio::sync::watch;
 
 use crate::raft::Raft;
@@ -38,7 +36,9 @@ use crate::raft::errors::WaitError;
 use crate::raft::proposals::Proposals;
 use crate::raft::read_index::ReadIndexBatcher;
 use crate::raft::receipt::Receipt;
-use crate::raft::transport::channels::PeerChannels;
+use crate::raft::transport::channels::NodeChannels;
+use crate::raft::transport::client::ReadIndexFailure;
+use crate::raft::transport::identity::PeerIdentity;
 
 /// How often the supervisor looks whether the Raft core has stopped.
 const CORE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
@@ -123,7 +123,10 @@ impl NodeStatus {
 #[derive(Clone, Debug)]
 pub struct MemberStatus {
     pub node_id: NodeId,
+    /// Its client address.
     pub address: String,
+    /// Its peer address.
+    pub peer_address: String,
     pub voter: bool,
     /// Known on the leader: the member's last replicated log index.
     pub matched_index: Option<u64>,
@@ -167,8 +170,8 @@ pub struct RaftHandle {
     /// This node votes (and campaigns): not while a store created empty outside a founding
     /// has not caught up (see [`Self::set_voting`]).
     voting: Arc<AtomicBool>,
-    /// Pooled channels to the peers (a transfer asks its target whether it votes).
-    channels: PeerChannels,
+    /// Pooled channels to the other nodes (a transfer asks its target whether it votes).
+    channels: NodeChannels,
     peer_rpc_timeout: Duration,
 }
 
@@ -182,7 +185,8 @@ impl RaftHandle {
         node_id: NodeId,
         reader: EventReader,
         applied: watch::Receiver<AppliedState>,
-        channels: PeerChannels,
+        channels: NodeChannels,
+        identity: PeerIdentity,
         peer_rpc_timeout: Duration,
         read_policy: crate::config::ReadPolicy,
         metrics: &crate::metrics::Metrics,
@@ -199,11 +203,12 @@ impl RaftHandle {
             }
         });
         let remote_raft = raft.clone();
-        let remote_channels = channels.clone();
+        let remote_channels = channels.peers.clone();
         let remote_reads = ReadIndexBatcher::start(move || {
             let raft = remote_raft.clone();
             let channels = remote_channels.clone();
-            async move { ask_leader_for_read_index(&raft, &channels, peer_rpc_timeout).await }
+            let identity = identity.clone();
+            async move { ask_leader_for_read_index(&raft, &channels, &identity, peer_rpc_timeout).await }
         });
         let proposals = Proposals::start(raft.clone(), metrics.proposal_batch_events.clone());
         Self {
@@ -243,7 +248,6 @@ impl RaftHandle {
         &self.reader
     }
 
-    /// The leader as this node knows it, with its address.
     /// The leader as this node knows it, as a hint for a refusal.
     pub fn leader_hint(&self) -> LeaderHint {
         self.leader()
@@ -254,8 +258,9 @@ impl RaftHandle {
             .unwrap_or_default()
     }
 
+    /// The leader as this node knows it, with its client address.
     pub fn leader(&self) -> Option<(NodeId, Option<String>)> {
-        known_leader(&self.raft)
+        known_leader(&self.raft).map(|(id, node)| (id, node.map(|node| node.client_address)))
     }
 
     /// Whether this node knows itself to be the leader.
@@ -501,15 +506,18 @@ impl RaftHandle {
             .nodes()
             .map(|(id, node)| MemberStatus {
                 node_id: *id,
-                address: node.addr.clone(),
+                address: node.client_address.clone(),
+                peer_address: crate::config::peer_address_of(node),
                 voter: voters.contains(id),
                 matched_index: matched.get(id).copied().flatten(),
                 last_contact: contact.get(id).copied(),
             })
             .collect();
-        let leader_address = metrics
-            .current_leader
-            .and_then(|leader| membership.get_node(&leader).map(|node| node.addr.clone()));
+        let leader_address = metrics.current_leader.and_then(|leader| {
+            membership
+                .get_node(&leader)
+                .map(|node| node.client_address.clone())
+        });
         let applied = self.applied();
         NodeStatus {
             node_id: self.node_id,
@@ -535,17 +543,31 @@ impl RaftHandle {
         }
     }
 
+    /// The peer address the membership records for this node, once it has a membership
+    /// naming this node (waiting at most `timeout`: the core loads it as it starts).
+    pub async fn recorded_peer_address(&self, timeout: Duration) -> Option<String> {
+        let mut metrics = self.raft.metrics();
+        let recorded = async {
+            loop {
+                {
+                    let now = metrics.borrow_watched();
+                    if let Some(node) = now.membership_config.membership().get_node(&self.node_id) {
+                        return Some(crate::config::peer_address_of(node));
+                    }
+                }
+                metrics.changed().await.ok()?;
+            }
+        };
+        tokio::time::timeout(timeout, recorded).await.ok().flatten()
+    }
+
     /// Initializes a fresh cluster with these voters.
     pub async fn initialize(
         &self,
-        members: &BTreeMap<NodeId, String>,
+        members: &BTreeMap<NodeId, MemberNode>,
     ) -> Result<(), MembershipError> {
-        let nodes: BTreeMap<NodeId, BasicNode> = members
-            .iter()
-            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-            .collect();
         self.raft
-            .initialize(nodes)
+            .initialize(members.clone())
             .await
             .map_err(|error| match error {
                 RaftError::Fatal(fatal) => MembershipError::Stopped(fatal.to_string()),
@@ -564,12 +586,10 @@ impl RaftHandle {
     pub async fn add_learner(
         &self,
         node_id: NodeId,
-        address: String,
+        node: MemberNode,
         timeout: Duration,
     ) -> Result<u64, MembershipError> {
-        let added = self
-            .raft
-            .add_learner(node_id, BasicNode { addr: address }, true);
+        let added = self.raft.add_learner(node_id, node, true);
         match tokio::time::timeout(timeout, added).await {
             Ok(result) => {
                 let log_index = result?.log_id.index;
@@ -639,7 +659,9 @@ impl RaftHandle {
                 )
                 .ok_or(TransferError::NoOtherVoter)?,
             };
-            let address = membership.get_node(&to).map(|node| node.addr.clone());
+            let address = membership
+                .get_node(&to)
+                .map(|node| node.client_address.clone());
             (to, metrics.current_term, address)
         };
         let previous_leader_id = self.node_id;
@@ -652,7 +674,7 @@ impl RaftHandle {
                         .membership_config
                         .membership()
                         .get_node(&to)
-                        .map(|node| node.addr.clone()),
+                        .map(|node| node.client_address.clone()),
                     metrics.current_term,
                 )
             };
@@ -688,7 +710,7 @@ impl RaftHandle {
                                 .membership_config
                                 .membership()
                                 .get_node(&to)
-                                .map(|node| node.addr.clone()),
+                                .map(|node| node.client_address.clone()),
                             previous_leader_id,
                         });
                     }
@@ -716,6 +738,7 @@ impl RaftHandle {
         };
         let channel = self
             .channels
+            .clients
             .get(address)
             .map_err(|error| unreachable(error.to_string()))?;
         let mut client = evlog_proto::v1::cluster_client::ClusterClient::new(channel);
@@ -786,16 +809,16 @@ fn most_caught_up_voter(
 }
 
 /// The leader `raft` knows of, with its address (no copy of the whole metrics).
-fn known_leader(raft: &Raft) -> Option<(NodeId, Option<String>)> {
+fn known_leader(raft: &Raft) -> Option<(NodeId, Option<MemberNode>)> {
     let metrics = raft.metrics();
     let metrics = metrics.borrow_watched();
     let leader = metrics.current_leader?;
-    let address = metrics
+    let node = metrics
         .membership_config
         .membership()
         .get_node(&leader)
-        .map(|node| node.addr.clone());
-    Some((leader, address))
+        .cloned();
+    Some((leader, node))
 }
 
 /// As leader: confirms leadership (a quorum round that starts now, or with `Lease`, a quorum
@@ -825,28 +848,27 @@ async fn confirm_leadership(
 /// As follower: one `ReadIndex` call to the leader.
 async fn ask_leader_for_read_index(
     raft: &Raft,
-    channels: &PeerChannels,
+    channels: &crate::raft::transport::channels::ChannelPool,
+    identity: &PeerIdentity,
     timeout: Duration,
 ) -> Result<u64, ReadIndexError> {
-    let Some((leader, address)) = known_leader(raft) else {
+    let Some((leader, node)) = known_leader(raft) else {
         return Err(ReadIndexError::NoLeader);
     };
     let unreachable = |detail: String| ReadIndexError::LeaderUnreachable {
         leader_id: leader,
         detail,
     };
-    let address = address.ok_or_else(|| unreachable("its address is not known".to_string()))?;
+    let node = node.ok_or_else(|| unreachable("its address is not known".to_string()))?;
     let channel = channels
-        .get(&address)
+        .get(&crate::config::peer_address_of(&node))
         .map_err(|error| unreachable(error.to_string()))?;
-    let mut client = RaftPeerClient::new(channel);
-    let mut request = tonic::Request::new(ReadIndexRequest {});
-    request.set_timeout(timeout);
-    let response = tokio::time::timeout(timeout, client.read_index(request))
+    crate::raft::transport::client::read_index(channel, identity, timeout)
         .await
-        .map_err(|_| ReadIndexError::Timeout { after: timeout })?
-        .map_err(|status| unreachable(status.message().to_string()))?;
-    Ok(response.into_inner().read_index)
+        .map_err(|failure| match failure {
+            ReadIndexFailure::Timeout => ReadIndexError::Timeout { after: timeout },
+            ReadIndexFailure::Refused(detail) => unreachable(detail),
+        })
 }
 
 /// On the leader: how long since each member last acknowledged it (empty elsewhere).

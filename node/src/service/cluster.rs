@@ -1,6 +1,7 @@
 //! The cluster's service: this node's status, and membership changes (made on the leader:
 //! a follower hands them on). Every call is bounded by the membership timeout.
 
+use evlog_raft_store::type_config::MemberNode;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,28 +46,37 @@ impl ClusterService {
         self.handle.status()
     }
 
-    /// Adds a non-voting member and waits until it has caught up; on a follower, asks the
-    /// leader to.
+    /// Adds a non-voting member at its client and peer addresses (an empty peer address: the
+    /// default one, derived from the client address) and waits until it has caught up; on a
+    /// follower, asks the leader to.
     pub async fn add_learner(
         &self,
         node_id: u64,
         address: String,
+        peer_address: String,
     ) -> Result<MembershipChanged, ServiceError> {
         if node_id == 0 || address.is_empty() {
             return Err(ServiceError::InvalidArgument(
                 "add learner needs a node id ≥ 1 and an address".to_string(),
             ));
         }
+        let peer_address = if peer_address.is_empty() {
+            crate::config::derived_peer_address(&address)
+                .map_err(|error| ServiceError::InvalidArgument(format!("add learner: {error}")))?
+        } else {
+            peer_address
+        };
+        let node = MemberNode::new(address, peer_address);
         match self
             .handle
-            .add_learner(node_id, address.clone(), self.membership_timeout)
+            .add_learner(node_id, node.clone(), self.membership_timeout)
             .await
         {
             Ok(log_index) => Ok(self.changed(log_index)),
             Err(MembershipError::NotLeader(_)) => {
                 let leader = leader_to_forward_to(&self.handle, self.membership_timeout).await?;
                 self.forward
-                    .add_learner(leader, node_id, address, self.membership_timeout)
+                    .add_learner(leader, node_id, node, self.membership_timeout)
                     .await
             }
             Err(error) => Err(membership_error(error)),

@@ -62,7 +62,7 @@ pub trait Forward: Send + Sync {
         &self,
         leader: Leader,
         node_id: u64,
-        address: String,
+        node: evlog_raft_store::type_config::MemberNode,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<MembershipChanged, ServiceError>>;
 

@@ -461,13 +461,13 @@ impl Engine {
 
 /// Creates a new store in `config.data_dir` (absent or empty; anything in it is refused)
 /// holding the backup file `file` as the state of a new cluster of `members` (node id ->
-/// address; `config.node_id` among them), at log epoch `epoch` (default: the backup's plus
+/// addresses; `config.node_id` among them), at log epoch `epoch` (default: the backup's plus
 /// one). The file is checked whole (checksum) before anything commits; nothing is left behind
 /// on failure. Blocking.
 pub fn restore(
     config: &StoreConfig,
     file: &Path,
-    members: &BTreeMap<u64, String>,
+    members: &BTreeMap<u64, crate::type_config::MemberNode>,
     epoch: Option<u64>,
 ) -> Result<crate::snapshot::BackupSummary, RestoreError> {
     open::restore(config, file, members, epoch)

@@ -411,13 +411,13 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
 }
 
 /// Creates a new store in `config.data_dir` (absent or empty) holding the backup at `file` as
-/// the state of a new cluster of `members` (node id -> address), at `epoch` (default: the
+/// the state of a new cluster of `members` (node id -> addresses), at `epoch` (default: the
 /// backup's plus one). Nothing is left behind on failure; on success the store is durable and
 /// its node starts from it with `evlog serve` like any restarted node.
 pub(super) fn restore(
     config: &StoreConfig,
     file: &Path,
-    members: &BTreeMap<u64, String>,
+    members: &BTreeMap<u64, crate::type_config::MemberNode>,
     epoch: Option<u64>,
 ) -> Result<crate::snapshot::BackupSummary, RestoreError> {
     let data_dir = &config.data_dir;
@@ -446,7 +446,7 @@ pub(super) fn restore(
 fn restore_into(
     config: &StoreConfig,
     file: &Path,
-    members: &BTreeMap<u64, String>,
+    members: &BTreeMap<u64, crate::type_config::MemberNode>,
     epoch: Option<u64>,
 ) -> Result<crate::snapshot::BackupSummary, RestoreError> {
     let data_dir = config.data_dir.clone();

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use openraft::impls::BasicNode;
 use redb::WriteTransaction;
 use serde::Serialize;
 
@@ -28,6 +27,7 @@ use crate::schema::META;
 use crate::schema::meta_key;
 use crate::type_config::LeaderId;
 use crate::type_config::LogId;
+use crate::type_config::MemberNode;
 use crate::type_config::Membership;
 use crate::type_config::SnapshotMeta;
 use crate::type_config::StoredMembership;
@@ -41,7 +41,7 @@ pub struct BackupHeader {
     /// The last event's position.
     pub head_position: u64,
     pub epoch: u64,
-    /// The membership of the copied state: node id -> address.
+    /// The membership of the copied state: node id -> client address.
     pub members: BTreeMap<u64, String>,
 }
 
@@ -55,7 +55,7 @@ impl BackupHeader {
                 .meta
                 .last_membership
                 .nodes()
-                .map(|(id, node)| (*id, node.addr.clone()))
+                .map(|(id, node)| (*id, node.client_address.clone()))
                 .collect(),
         }
     }
@@ -124,13 +124,13 @@ pub fn verify_file(path: &Path) -> std::io::Result<BackupSummary> {
 }
 
 /// Installs the backup file at `path` into `txn` (a new, empty store's first write), as the
-/// state of a new cluster of `members` (node id -> address) at epoch `epoch` (default: the
+/// state of a new cluster of `members` (node id -> addresses) at epoch `epoch` (default: the
 /// backup's plus one; it must be higher than the backup's). Fails, and `txn` must not commit,
 /// on any damage the file has.
 pub(crate) fn restore(
     txn: &WriteTransaction,
     path: &Path,
-    members: &BTreeMap<u64, String>,
+    members: &BTreeMap<u64, MemberNode>,
     epoch: Option<u64>,
 ) -> std::io::Result<BackupSummary> {
     let mut reader = SnapshotReader::open(path)?;
@@ -155,11 +155,7 @@ pub(crate) fn restore(
         }
     };
     let voters: BTreeSet<u64> = members.keys().copied().collect();
-    let nodes: BTreeMap<u64, BasicNode> = members
-        .iter()
-        .map(|(id, addr)| (*id, BasicNode::new(addr)))
-        .collect();
-    let membership = Membership::new(vec![voters], nodes)
+    let membership = Membership::new(vec![voters], members.clone())
         .map_err(|error| invalid(format!("membership: {error}")))?;
     let header = Header {
         meta: SnapshotMeta {

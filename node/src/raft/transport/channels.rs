@@ -1,6 +1,8 @@
-//! One pooled gRPC channel per peer address, shared by Raft replication, write forwarding and
-//! read-index requests. A tonic `Channel` multiplexes concurrent calls over one HTTP/2
-//! connection and reconnects by itself, so a channel is made once and never per RPC.
+//! One pooled gRPC channel per address. A node keeps two pools: one to its peers' peer ports
+//! (Raft replication, votes, snapshots, read-index requests) and one to other nodes' client
+//! ports (forwarded client requests, status calls). A tonic `Channel` multiplexes concurrent
+//! calls over one HTTP/2 connection and reconnects by itself, so a channel is made once and
+//! never per RPC. This is the one place outgoing channels are built (TLS goes here).
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -15,16 +17,35 @@ use tonic::transport::Endpoint;
 /// the channel used least recently is dropped.
 const MAX_CHANNELS: usize = 256;
 
-/// A peer address that is not one.
+/// An address that is not one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("bad peer address {address:?}: {detail}")]
+#[error("bad address {address:?}: {detail}")]
 pub struct BadAddress {
     pub address: String,
     pub detail: String,
 }
 
+/// A node's two pools: to peer addresses (the peer protocol) and to client addresses (other
+/// nodes' client services: forwarded requests, status calls).
 #[derive(Clone)]
-pub struct PeerChannels {
+pub struct NodeChannels {
+    pub peers: ChannelPool,
+    pub clients: ChannelPool,
+}
+
+impl NodeChannels {
+    /// Both pools, dialing through `routes` (advertised -> dialed, peer and client addresses
+    /// alike).
+    pub fn new(connect_timeout: Duration, routes: BTreeMap<String, String>) -> Self {
+        Self {
+            peers: ChannelPool::new(connect_timeout, routes.clone()),
+            clients: ChannelPool::new(connect_timeout, routes),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ChannelPool {
     pool: Arc<Mutex<Pool>>,
     connect_timeout: Duration,
     /// Advertised address -> the address to dial instead (`--route`).
@@ -38,7 +59,7 @@ struct Pool {
     uses: u64,
 }
 
-impl PeerChannels {
+impl ChannelPool {
     pub fn new(connect_timeout: Duration, routes: BTreeMap<String, String>) -> Self {
         Self {
             pool: Arc::new(Mutex::new(Pool::default())),
@@ -47,7 +68,7 @@ impl PeerChannels {
         }
     }
 
-    /// The channel to the peer advertised at `address` (dialed through its route, if it has
+    /// The channel to the node advertised at `address` (dialed through its route, if it has
     /// one), made on first use (lazily connected).
     pub fn get(&self, address: &str) -> Result<Channel, BadAddress> {
         let address = self
@@ -107,7 +128,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_pool_is_bounded_and_drops_the_channel_used_least_recently() {
-        let channels = PeerChannels::new(Duration::from_secs(1), BTreeMap::new());
+        let channels = ChannelPool::new(Duration::from_secs(1), BTreeMap::new());
         channels.get("127.0.0.1:1").expect("a valid address");
         for port in 2..=(MAX_CHANNELS as u16 + 10) {
             // Address 1 stays in use: it is never the least recently used.
@@ -125,7 +146,7 @@ mod tests {
 
     #[test]
     fn a_bad_address_is_refused() {
-        let channels = PeerChannels::new(Duration::from_secs(1), BTreeMap::new());
+        let channels = ChannelPool::new(Duration::from_secs(1), BTreeMap::new());
         assert!(channels.get("not an address\n").is_err());
     }
 }

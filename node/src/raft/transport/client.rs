@@ -1,16 +1,19 @@
-//! The sending side of the Raft network: openraft's network over the internal `RaftPeer` gRPC service: every RPC carries a deadline
-//! (openraft's TTL for the call), channels are pooled per peer, snapshots stream in chunks
-//! serialized as they are sent.
+//! The sending side of the Raft network: openraft's network over the peer protocol
+//! (`evlog.internal.v1.RaftPeer`, on each peer's peer address). Every message carries this
+//! node's cluster id and group id; every RPC carries a deadline (openraft's TTL for the call),
+//! channels are pooled per peer, snapshots stream in chunks serialized as they are sent.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use evlog_proto::v1::RaftMessage;
-use evlog_proto::v1::SnapshotChunk;
-use evlog_proto::v1::raft_peer_client::RaftPeerClient;
+use evlog_proto::internal::v1::RaftMessage;
+use evlog_proto::internal::v1::ReadIndexRequest;
+use evlog_proto::internal::v1::SnapshotChunk;
+use evlog_proto::internal::v1::raft_peer_client::RaftPeerClient;
 use evlog_raft_store::SnapshotData;
+use evlog_raft_store::type_config::MemberNode;
 use evlog_raft_store::type_config::NodeId;
 use evlog_raft_store::type_config::Snapshot;
 use evlog_raft_store::type_config::TypeConfig;
@@ -23,7 +26,6 @@ use openraft::error::ReplicationClosed;
 use openraft::error::StreamingError;
 use openraft::error::Timeout;
 use openraft::error::Unreachable;
-use openraft::impls::BasicNode;
 use openraft::network::RPCOption;
 use openraft::network::RPCTypes;
 use openraft::network::RaftNetworkFactory;
@@ -41,7 +43,8 @@ use tonic::transport::Channel;
 
 use crate::metrics::Histogram;
 use crate::metrics::Metrics;
-use crate::raft::transport::channels::PeerChannels;
+use crate::raft::transport::channels::ChannelPool;
+use crate::raft::transport::identity::PeerIdentity;
 use crate::raft::transport::wire;
 use prometheus_client::metrics::counter::Counter;
 
@@ -52,7 +55,9 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct PeerNetwork {
     node_id: NodeId,
-    channels: PeerChannels,
+    identity: PeerIdentity,
+    /// Channels to peer addresses.
+    channels: ChannelPool,
     append_deadline_floor: Duration,
     metrics: Arc<Metrics>,
 }
@@ -64,12 +69,14 @@ impl PeerNetwork {
     /// a follower catching up on a large batch) timed out every call and replicated nothing.
     pub fn new(
         node_id: NodeId,
-        channels: PeerChannels,
+        identity: PeerIdentity,
+        channels: ChannelPool,
         append_deadline_floor: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             node_id,
+            identity,
             channels,
             append_deadline_floor,
             metrics,
@@ -80,12 +87,14 @@ impl PeerNetwork {
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: NodeId, node: &MemberNode) -> Self::Network {
+        let address = crate::config::peer_address_of(node);
         PeerClient {
             node_id: self.node_id,
+            identity: self.identity.clone(),
             target,
-            address: node.addr.clone(),
-            channel: self.channels.get(&node.addr).ok(),
+            channel: self.channels.get(&address).ok(),
+            address,
             append_deadline_floor: self.append_deadline_floor,
             round_trip: self
                 .metrics
@@ -99,6 +108,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 /// The RPCs to one peer.
 pub struct PeerClient {
     node_id: NodeId,
+    identity: PeerIdentity,
     target: NodeId,
     address: String,
     channel: Option<Channel>,
@@ -170,7 +180,10 @@ impl PeerClient {
         let payload = wire::encode(request)
             .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
         let client = self.client().map_err(RPCError::Unreachable)?;
-        let mut grpc_request = tonic::Request::new(RaftMessage { payload });
+        let mut grpc_request = tonic::Request::new(RaftMessage {
+            header: self.identity.header(),
+            payload,
+        });
         grpc_request.set_timeout(ttl);
         let response = tokio::time::timeout(ttl, send(client, grpc_request))
             .await
@@ -182,10 +195,13 @@ impl PeerClient {
                     timeout: ttl,
                 })
             })?
-            .map_err(|status| self.transport_error(action, ttl, status))?;
-        let result: Result<Resp, RaftError<TypeConfig>> =
-            wire::decode(&response.into_inner().payload)
-                .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
+            .map_err(|status| self.transport_error(action, ttl, status))?
+            .into_inner();
+        self.identity
+            .check(response.header.as_ref())
+            .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
+        let result: Result<Resp, RaftError<TypeConfig>> = wire::decode(&response.payload)
+            .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
         result.map_err(|error| flatten(RPCError::RemoteError(RemoteError::new(self.target, error))))
     }
 }
@@ -267,26 +283,33 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             StreamingError::Network(NetworkError::from_string(status.message()))
         })?;
         // First chunk: the meta and no data; then the snapshot's bytes, serialized as they go.
+        let header = self.identity.header();
+        let first_header = header.clone();
         let first = futures::stream::once(async move {
             SnapshotChunk {
+                header: first_header,
                 meta,
                 data: Bytes::new(),
             }
         });
         let chunks = evlog_raft_store::snapshot::chunks(snapshot.snapshot, SNAPSHOT_CHUNK_BYTES);
-        let rest = futures::stream::unfold(chunks, |mut chunks| async move {
-            match chunks.recv().await? {
-                Ok(data) => Some((
-                    SnapshotChunk {
-                        meta: Bytes::new(),
-                        data,
-                    },
-                    chunks,
-                )),
-                Err(error) => {
-                    // Ending the stream early makes the receiver refuse the truncated file.
-                    tracing::warn!("serializing the snapshot failed: {error}");
-                    None
+        let rest = futures::stream::unfold(chunks, move |mut chunks| {
+            let header = header.clone();
+            async move {
+                match chunks.recv().await? {
+                    Ok(data) => Some((
+                        SnapshotChunk {
+                            header,
+                            meta: Bytes::new(),
+                            data,
+                        },
+                        chunks,
+                    )),
+                    Err(error) => {
+                        // Ending the stream early makes the receiver refuse the truncated file.
+                        tracing::warn!("serializing the snapshot failed: {error}");
+                        None
+                    }
                 }
             }
         });
@@ -320,9 +343,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                         StreamingError::Network(NetworkError::new(&remote))
                     }
                 }
+            })?
+            .into_inner();
+        self.identity
+            .check(response.header.as_ref())
+            .map_err(|status| {
+                StreamingError::Network(NetworkError::from_string(status.message()))
             })?;
         let result: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
-            wire::decode(&response.into_inner().payload).map_err(|status| {
+            wire::decode(&response.payload).map_err(|status| {
                 StreamingError::Network(NetworkError::from_string(status.message()))
             })?;
         let response = result.map_err(|error| {
@@ -334,6 +363,38 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         tracing::info!(target_node = target, "sent a snapshot");
         Ok(response)
     }
+}
+
+/// Asks the leader, over `channel` (to its peer address), for a read index: what a follower
+/// must have applied before it serves a linearizable read.
+pub async fn read_index(
+    channel: Channel,
+    identity: &PeerIdentity,
+    timeout: Duration,
+) -> Result<u64, ReadIndexFailure> {
+    let mut client = RaftPeerClient::new(channel);
+    let mut request = tonic::Request::new(ReadIndexRequest {
+        header: identity.header(),
+    });
+    request.set_timeout(timeout);
+    let response = tokio::time::timeout(timeout, client.read_index(request))
+        .await
+        .map_err(|_| ReadIndexFailure::Timeout)?
+        .map_err(|status| ReadIndexFailure::Refused(status.message().to_string()))?
+        .into_inner();
+    identity
+        .check(response.header.as_ref())
+        .map_err(|status| ReadIndexFailure::Refused(status.message().to_string()))?;
+    Ok(response.read_index)
+}
+
+/// Why a leader gave no read index.
+#[derive(Debug)]
+pub enum ReadIndexFailure {
+    /// No answer within the deadline.
+    Timeout,
+    /// The call failed or was refused (the text says why).
+    Refused(String),
 }
 
 /// openraft's V2 network returns `RPCError<C>` (no remote error type): a remote `RaftError`

@@ -1,12 +1,15 @@
-//! `evlog.v1.RaftPeer`: the receiving side of the Raft network (it hands openraft's messages
-//! to the core), plus read-index requests from followers serving linearizable reads. Received
-//! snapshots go to a file, bounded in size, before openraft installs them.
+//! `evlog.internal.v1.RaftPeer`: the receiving side of the Raft network (it hands openraft's
+//! messages to the core), plus read-index requests from followers serving linearizable reads.
+//! Every message's header is checked first (a message of another cluster or group is refused,
+//! see [`PeerIdentity`]). Received snapshots go to a file, bounded in size, before openraft
+//! installs them. [`serve`] is the one place the peer server is built.
 
 use std::path::PathBuf;
 use std::pin::Pin;
 
-use evlog_proto::v1 as pb;
-use evlog_proto::v1::raft_peer_server::RaftPeer;
+use evlog_proto::internal::v1 as pb;
+use evlog_proto::internal::v1::raft_peer_server::RaftPeer;
+use evlog_proto::internal::v1::raft_peer_server::RaftPeerServer;
 use evlog_raft_store::SnapshotData;
 use evlog_raft_store::type_config::Snapshot;
 use evlog_raft_store::type_config::SnapshotMeta;
@@ -26,11 +29,54 @@ use tonic::Streaming;
 
 use crate::raft::Raft;
 use crate::raft::RaftHandle;
+use crate::raft::transport::identity::PeerIdentity;
 use crate::raft::transport::wire;
+
+/// Largest peer message (a batch of replicated entries).
+const MAX_PEER_MESSAGE_BYTES: usize = 512 << 20;
+/// Most connections the peer port keeps open: a peer holds one (its channel to this node), so
+/// this is far above any cluster's size and only bounds a flood.
+const MAX_PEER_CONNECTIONS: usize = 1_024;
+/// Most concurrent calls on one peer connection (replication, votes, snapshots and
+/// read-index calls of one peer share it).
+const MAX_PEER_STREAMS: u32 = 1_024;
+/// Largest HTTP/2 header list a peer call may send.
+const MAX_PEER_HEADER_LIST_BYTES: u32 = 16 << 10;
+
+/// Serves the peer protocol on `listener` until `shutdown` resolves: the one place the peer
+/// server is built (TLS and peer authentication go here). Only `evlog.internal.v1.RaftPeer`
+/// is served: no reflection, no health, no client service.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: PeerService,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let server = RaftPeerServer::new(service)
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    // Accepted sockets get TCP_NODELAY here (the builder's applies only to sockets it binds):
+    // small replication messages must not wait for Nagle's algorithm.
+    let incoming = crate::grpc::connections::limited(
+        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        MAX_PEER_CONNECTIONS,
+        std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    );
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+        .max_concurrent_streams(MAX_PEER_STREAMS)
+        .http2_max_header_list_size(MAX_PEER_HEADER_LIST_BYTES)
+        .layer(crate::metrics::grpc_layer::GrpcMetricsLayer::new(metrics))
+        .add_service(server)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
 
 pub struct PeerService {
     raft: Raft,
     handle: RaftHandle,
+    identity: PeerIdentity,
     snapshot_dir: PathBuf,
     max_snapshot_bytes: u64,
     snapshots_installed: prometheus_client::metrics::counter::Counter,
@@ -40,6 +86,7 @@ impl PeerService {
     pub fn new(
         raft: Raft,
         handle: RaftHandle,
+        identity: PeerIdentity,
         snapshot_dir: PathBuf,
         max_snapshot_bytes: u64,
         snapshots_installed: prometheus_client::metrics::counter::Counter,
@@ -47,6 +94,7 @@ impl PeerService {
         Self {
             raft,
             handle,
+            identity,
             snapshot_dir,
             max_snapshot_bytes,
             snapshots_installed,
@@ -70,16 +118,27 @@ impl PeerService {
     }
 }
 
-fn reply<T: serde::Serialize>(result: &T) -> Result<Response<pb::RaftMessage>, Status> {
-    Ok(Response::new(pb::RaftMessage {
-        payload: wire::encode(result)?,
-    }))
+impl PeerService {
+    /// The payload of a request of this node's cluster and group.
+    fn payload(&self, request: Request<pb::RaftMessage>) -> Result<bytes::Bytes, Status> {
+        let message = request.into_inner();
+        self.identity.check(message.header.as_ref())?;
+        Ok(message.payload)
+    }
+
+    fn reply<T: serde::Serialize>(&self, result: &T) -> Result<Response<pb::RaftMessage>, Status> {
+        Ok(Response::new(pb::RaftMessage {
+            header: self.identity.header(),
+            payload: wire::encode(result)?,
+        }))
+    }
 }
 
 /// Receives a snapshot's chunks into a file, at most `max_bytes`; returns the vote and the
 /// meta.
 async fn receive_snapshot(
     mut chunks: Streaming<pb::SnapshotChunk>,
+    identity: &PeerIdentity,
     path: &std::path::Path,
     max_bytes: u64,
 ) -> Result<(Vote, SnapshotMeta), Status> {
@@ -87,6 +146,7 @@ async fn receive_snapshot(
         .message()
         .await?
         .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+    identity.check(first.header.as_ref())?;
     let (vote, meta): (Vote, SnapshotMeta) = wire::decode(&first.meta)?;
     let mut file = tokio::fs::File::create(path)
         .await
@@ -96,6 +156,7 @@ async fn receive_snapshot(
     let mut received = first.data.len() as u64;
     file.write_all(&first.data).await.map_err(write_error)?;
     while let Some(chunk) = chunks.message().await? {
+        identity.check(chunk.header.as_ref())?;
         received += chunk.data.len() as u64;
         if received > max_bytes {
             return Err(Status::resource_exhausted(format!(
@@ -116,8 +177,8 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
-        reply(&self.raft.append_entries(rpc).await)
+        let rpc: AppendEntriesRequest<TypeConfig> = wire::decode(&self.payload(request)?)?;
+        self.reply(&self.raft.append_entries(rpc).await)
     }
 
     type StreamAppendStream = MessageStream;
@@ -126,15 +187,23 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<Streaming<pb::RaftMessage>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
-        // Requests that fail to decode end the input; the leader then restarts replication.
-        let input = futures::stream::unfold(request.into_inner(), |mut messages| async move {
-            let message = messages.message().await.ok()??;
-            let rpc = wire::decode::<AppendEntriesRequest<TypeConfig>>(&message.payload).ok()?;
-            Some((rpc, messages))
-        });
-        let output = self.raft.stream_append(input).map(|result| {
+        // Requests that fail to decode, or come from another cluster or group, end the input;
+        // the leader then restarts replication.
+        let identity = self.identity.clone();
+        let input = futures::stream::unfold(
+            (request.into_inner(), identity.clone()),
+            |(mut messages, identity)| async move {
+                let message = messages.message().await.ok()??;
+                identity.check(message.header.as_ref()).ok()?;
+                let rpc =
+                    wire::decode::<AppendEntriesRequest<TypeConfig>>(&message.payload).ok()?;
+                Some((rpc, (messages, identity)))
+            },
+        );
+        let output = self.raft.stream_append(input).map(move |result| {
             let result = result.map_err(RaftError::<TypeConfig>::Fatal);
             Ok(pb::RaftMessage {
+                header: identity.header(),
                 payload: wire::encode(&result)?,
             })
         });
@@ -145,18 +214,20 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
+        let payload = self.payload(request)?;
         self.check_voting()?;
-        let rpc: VoteRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
-        reply(&self.raft.vote(rpc).await)
+        let rpc: VoteRequest<TypeConfig> = wire::decode(&payload)?;
+        self.reply(&self.raft.vote(rpc).await)
     }
 
     async fn pre_vote(
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
+        let payload = self.payload(request)?;
         self.check_voting()?;
-        let rpc: VoteRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
-        reply(&self.raft.pre_vote(rpc).await)
+        let rpc: VoteRequest<TypeConfig> = wire::decode(&payload)?;
+        self.reply(&self.raft.pre_vote(rpc).await)
     }
 
     async fn install_snapshot(
@@ -164,7 +235,13 @@ impl RaftPeer for PeerService {
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
         let path = evlog_raft_store::snapshot::incoming_path(&self.snapshot_dir);
-        let received = receive_snapshot(request.into_inner(), &path, self.max_snapshot_bytes).await;
+        let received = receive_snapshot(
+            request.into_inner(),
+            &self.identity,
+            &path,
+            self.max_snapshot_bytes,
+        )
+        .await;
         let (vote, meta) = match received {
             Ok(received) => received,
             Err(status) => {
@@ -187,34 +264,37 @@ impl RaftPeer for PeerService {
         if matches!(result, Ok(ref response) if response.vote == vote) {
             self.snapshots_installed.inc();
         }
-        reply(&result)
+        self.reply(&result)
     }
 
     async fn transfer_leader(
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
+        let payload = self.payload(request)?;
         // A transfer makes this node campaign, which a node that does not vote must not.
         self.check_voting()?;
-        let rpc: TransferLeaderRequest<TypeConfig> = wire::decode(&request.into_inner().payload)?;
+        let rpc: TransferLeaderRequest<TypeConfig> = wire::decode(&payload)?;
         let result = self
             .raft
             .handle_transfer_leader(rpc)
             .await
             .map_err(RaftError::<TypeConfig>::Fatal);
-        reply(&result)
+        self.reply(&result)
     }
 
     async fn read_index(
         &self,
-        _request: Request<pb::ReadIndexRequest>,
+        request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        self.identity.check(request.get_ref().header.as_ref())?;
         let read_index = self
             .handle
             .leader_read_index()
             .await
             .map_err(|error| Status::unavailable(error.to_string()))?;
         Ok(Response::new(pb::ReadIndexResponse {
+            header: self.identity.header(),
             read_index,
             leader_id: self.handle.node_id(),
         }))
