@@ -138,6 +138,18 @@ async fn a_trained_dictionary_shrinks_later_events_and_travels_with_the_log() {
             .all(|dictionary| *dictionary == dictionaries[0]),
         "{dictionaries:?}"
     );
+    // `evlog status --json` shows it.
+    let output = tokio::process::Command::new(evlog_binary())
+        .args(["status", "--json", "--endpoints", &cluster.address(leader)])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("evlog status runs");
+    let status: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        status["compression_dictionary"], dictionaries[0],
+        "{status}"
+    );
     let dir = tempfile::tempdir().expect("a temporary directory");
     let before = back_up(&cluster, &dir.path().join("before.evlbak")).await;
     append_json(&cluster, leader, 1_000..2_000).await;

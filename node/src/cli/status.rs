@@ -22,7 +22,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                     let members: Vec<_> = status
                         .members
                         .iter()
-                        .map(|m| serde_json::json!({"node_id": m.node_id, "address": m.address, "role": m.role, "matched_index": m.matched_index, "replication_lag": m.replication_lag}))
+                        .map(|m| serde_json::json!({"node_id": m.node_id, "address": m.address, "peer_address": m.peer_address, "role": m.role, "matched_index": m.matched_index, "replication_lag": m.replication_lag}))
                         .collect();
                     println!(
                         "{}",
@@ -34,7 +34,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                             "snapshot_index": status.snapshot_index, "purged_index": status.purged_index,
                             "millis_since_quorum_ack": status.millis_since_quorum_ack, "members": members,
                             "serving": status.serving, "not_serving_reason": status.not_serving_reason,
-                            "voting": status.voting,
+                            "voting": status.voting, "epoch": status.epoch,
+                            "peer_address": status.peer_address,
+                            "compression_dictionary": status.compression_dictionary,
                         })
                     );
                 } else {
