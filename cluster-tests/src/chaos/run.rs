@@ -322,9 +322,100 @@ async fn settle(cluster: &mut Cluster) -> (Vec<(u64, Vec<RecordedEvent>)>, Vec<V
             ViolationKind::Liveness,
             format!("the healed cluster did not converge: {failure}"),
         ));
+    } else if let Err(detail) = replica_check(cluster).await {
+        violations.push(Violation::new(ViolationKind::Divergence, detail));
     }
     let logs = cluster.read_all_from_live_nodes(Consistency::Local).await;
     (logs, violations)
+}
+
+/// How long the members may take to hash the whole log for the replica check.
+const REPLICA_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `evlog verify`'s check on the settled cluster: the leader proposes a check entry and every
+/// member hashes its stored events as they stand at that entry; they must all agree. It sees
+/// what reads do not: the bytes each member stored.
+async fn replica_check(cluster: &Cluster) -> Result<(), String> {
+    use evlog_proto::v1::{ChecksumRequest, GetChecksumRequest};
+    let deadline = tokio::time::Instant::now() + REPLICA_CHECK_TIMEOUT;
+    // Leadership may still move after the heal: the check starts on whoever leads then.
+    let (members, check_index) = loop {
+        let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+        let started = async {
+            let members: Vec<u64> = cluster
+                .status(leader)
+                .await?
+                .members
+                .iter()
+                .map(|member| member.node_id)
+                .filter(|id| cluster.is_live(*id))
+                .collect();
+            let started = cluster
+                .maintenance_client(leader)
+                .start_checksum(ChecksumRequest {
+                    from_position: 1,
+                    to_position: 0,
+                    step: 0,
+                })
+                .await?;
+            Ok::<_, tonic::Status>((members, started.into_inner().check_index))
+        };
+        match started.await {
+            Ok(started) => break started,
+            Err(status) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("the replica check did not start: {status}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let mut hashes = Vec::new();
+    for id in members {
+        loop {
+            let asked = cluster
+                .maintenance_client(id)
+                .checksum(GetChecksumRequest {
+                    check_index,
+                    wait_ms: 5_000,
+                })
+                .await;
+            let result = match asked {
+                Ok(result) => result.into_inner(),
+                Err(status) if tokio::time::Instant::now() >= deadline => {
+                    return Err(format!("node {id} gave no replica check result: {status}"));
+                }
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if result.done && result.error.is_empty() {
+                hashes.push((id, result.to_position, result.events, result.hash));
+                break;
+            }
+            if result.done || tokio::time::Instant::now() >= deadline {
+                let why = if result.done {
+                    result.error
+                } else {
+                    "not in time".to_string()
+                };
+                return Err(format!(
+                    "node {id} did not hash the replica check at log index {check_index}: {why}"
+                ));
+            }
+        }
+    }
+    if hashes.iter().any(|(_, _, _, hash)| *hash != hashes[0].3) {
+        return Err(format!(
+            "the members' stored logs differ at the replica check (node, up to position, \
+             events, hash): {hashes:x?}"
+        ));
+    }
+    eprintln!(
+        "chaos: replica check at log index {check_index}: {} members agree on positions 1..={}",
+        hashes.len(),
+        hashes.first().map_or(0, |(_, to, _, _)| *to)
+    );
+    Ok(())
 }
 
 fn keep_history(
