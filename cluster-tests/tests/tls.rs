@@ -68,7 +68,7 @@ fn describe(status: &tonic::Status) -> String {
 /// by the client itself (it does not trust the server) has one description.
 fn assert_transport_refusal(result: Result<u64, tonic::Status>, what: &str, expected: &[&str]) {
     let status = match result {
-        Ok(position) => panic!("{what}: accepted (appended at {position})"),
+        Ok(answer) => panic!("{what}: accepted (answered {answer})"),
         Err(status) => status,
     };
     let text = describe(&status);
