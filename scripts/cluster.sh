@@ -36,10 +36,13 @@ Usage: scripts/cluster.sh COMMAND [ARGS]
 Runs a local evlog cluster on 127.0.0.1: three nodes, or EVLOG_NODES.
 
 Commands:
-  up          build evlog (release) if missing or stale, start the nodes that are not
+  up [--tls]  build evlog (release) if missing or stale, start the nodes that are not
               running, wait until a leader is elected and every node serves, print the
               endpoints and status pages; when none of the cluster's data folders exists,
               the nodes found it (--bootstrap). Safe to repeat.
+              --tls: TLS on both gRPC ports (mutual TLS between nodes), with a throwaway CA
+              and certificates that \`evlog dev-certs\` writes to <cluster folder>/certs; the
+              cluster stays TLS from then on (every command here passes its CA: EVLOG_CA)
   down        stop every node: SIGTERM (a leader first hands its leadership to a
               follower), then SIGKILL after ${STOP_TIMEOUT_S}s. Safe to repeat.
   status [ARGS]
@@ -133,6 +136,19 @@ status_url_of() { echo "http://127.0.0.1:$(($(port_of "$1") + HTTP_PORT_OFFSET))
 data_dir_of() { echo "$CLUSTER_DIR/data/node-$1"; }
 log_of() { echo "$CLUSTER_DIR/logs/node-$1.log"; }
 pid_file_of() { echo "$CLUSTER_DIR/pids/node-$1.pid"; }
+
+# TLS is on for a cluster whose folder holds the CA `up --tls` made.
+ca_file() { echo "$CLUSTER_DIR/certs/ca.pem"; }
+tls_on() { [[ -f "$(ca_file)" ]]; }
+
+# The endpoints as a user types them: https:// with TLS.
+shown_endpoints() {
+  if tls_on; then
+    sed -e 's|^|https://|' -e 's|,|,https://|g' <<<"$(endpoints)"
+  else
+    endpoints
+  fi
+}
 
 endpoints() {
   local n list=()
@@ -228,7 +244,7 @@ log_tail() {
 # removed, waits to be caught up by a leader and votes only then: it may have lost entries the
 # cluster acknowledged.
 start_node() {
-  local n="$1" mode="${2:-}" pid bin port extra=() bootstrap=() peer=()
+  local n="$1" mode="${2:-}" pid bin port extra=() bootstrap=() peer=() tls=()
   if pid="$(node_pid "$n")"; then
     echo "node $n is already running (pid $pid)"
     return
@@ -248,6 +264,11 @@ start_node() {
   else
     peer=(--peers "$(peers no)")
   fi
+  if tls_on; then
+    local certs="$CLUSTER_DIR/certs"
+    tls=(--tls-cert "$certs/node-$n.pem" --tls-key "$certs/node-$n.key"
+      --peer-cert "$certs/node-$n.pem" --peer-key "$certs/node-$n.key" --peer-ca "$(ca_file)")
+  fi
   mkdir -p "$CLUSTER_DIR/data" "$CLUSTER_DIR/logs" "$CLUSTER_DIR/pids"
   touch "$CLUSTER_DIR/$MARKER"
   echo "$BASE_PORT" >"$CLUSTER_DIR/base-port"
@@ -255,7 +276,7 @@ start_node() {
   read -r -a extra <<<"${EVLOG_SERVE_ARGS:-}"
   local deadline=$((SECONDS + BIND_RETRY_S))
   while :; do
-    launch_node "$n" "$bin" "${peer[@]}" ${bootstrap[@]+"${bootstrap[@]}"} ${extra[@]+"${extra[@]}"}
+    launch_node "$n" "$bin" "${peer[@]}" ${tls[@]+"${tls[@]}"} ${bootstrap[@]+"${bootstrap[@]}"} ${extra[@]+"${extra[@]}"}
     pid="$(<"$(pid_file_of "$n")")"
     wait_exec "$n" "$pid" && break
     if tail -n 3 "$(log_of "$n")" | grep -q "Address already in use" && ((SECONDS < deadline)); then
@@ -422,6 +443,16 @@ stop_node() {
 cmd_up() {
   ensure_binary
   local n mode=found
+  if [[ "${1:-}" == --tls ]] && ! tls_on; then
+    for n in "${NODES[@]}"; do
+      node_pid "$n" >/dev/null && die "node $n runs without TLS: stop the cluster first (scripts/cluster.sh down)"
+    done
+    "$(binary)" dev-certs --out "$CLUSTER_DIR/certs" --nodes "$NODE_COUNT" >/dev/null ||
+      die "could not write certificates to $CLUSTER_DIR/certs"
+    export EVLOG_CA="$(ca_file)"
+  elif [[ -n "${1:-}" ]]; then
+    [[ "$1" == --tls ]] || die "up takes --tls or nothing, got '$1'"
+  fi
   # The cluster is founded only when none of its data folders exists: a folder that exists
   # (or one that is missing beside others that exist) belongs to a cluster already.
   for n in "${NODES[@]}"; do
@@ -433,13 +464,18 @@ cmd_up() {
   for n in "${NODES[@]}"; do
     echo "  node $n: $(address_of "$n")  peer port $(peer_address_of "$n")  status page $(status_url_of "$n")"
   done
+  local ca=""
+  if tls_on; then
+    ca=" --ca $(ca_file)"
+    echo "  TLS: CA $(ca_file); node and client certificates beside it (never for production)"
+  fi
   cat <<EOF
-  endpoints: $(endpoints)
+  endpoints: $(shown_endpoints)
   data:      $CLUSTER_DIR/data
   logs:      $CLUSTER_DIR/logs
 try:
-  $(binary) append --endpoints $(endpoints) demo "hello"
-  $(binary) read --endpoints $(endpoints) --stream demo
+  $(binary) append --endpoints $(shown_endpoints)$ca demo "hello"
+  $(binary) read --endpoints $(shown_endpoints)$ca --stream demo
   scripts/cluster.sh status
 EOF
 }
@@ -568,8 +604,10 @@ cmd_clean() {
 main() {
   local command="${1:-}"
   (($# > 0)) && shift
+  # A TLS cluster: every evlog client command this script runs trusts its CA.
+  if tls_on; then export EVLOG_CA="$(ca_file)"; fi
   case "$command" in
-    up) cmd_up ;;
+    up) cmd_up "$@" ;;
     down) cmd_down ;;
     rolling-restart) cmd_rolling_restart ;;
     status) cmd_status "$@" ;;

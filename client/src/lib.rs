@@ -15,6 +15,7 @@
 mod coalesce;
 mod consume;
 mod subscribe;
+pub mod tls;
 
 pub use coalesce::CoalescingStats;
 pub use consume::ConsumeOptions;
@@ -22,6 +23,7 @@ pub use consume::Consumer;
 pub use consume::Delivery;
 pub use consume::SettleStatus;
 pub use subscribe::Subscription;
+pub use tls::ClientTls;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -58,6 +60,9 @@ pub struct ClientOptions {
     /// Append calls on the wire per endpoint; appends made meanwhile wait and go together in
     /// the next call (Kafka's `max.in.flight.requests.per.connection`).
     pub append_calls_in_flight: usize,
+    /// TLS to every endpoint (`https://`): the CA to trust and an optional client
+    /// certificate. `None`: plaintext.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -68,6 +73,7 @@ impl Default for ClientOptions {
             max_backoff: Duration::from_millis(500),
             max_attempts: 50,
             append_calls_in_flight: coalesce::DEFAULT_CALLS_IN_FLIGHT,
+            tls: None,
         }
     }
 }
@@ -131,20 +137,23 @@ fn cancelled_unsent(status: &Status) -> bool {
 }
 
 impl EvlogClient {
-    /// `endpoints` are `host:port` (or `http://host:port`).
+    /// `endpoints` are `host:port` (or `http://host:port`; `https://host:port` with
+    /// [`ClientOptions::tls`], which makes bare `host:port` endpoints https too).
     pub fn new(endpoints: &[String], options: ClientOptions) -> Result<Self, String> {
         if endpoints.is_empty() {
             return Err("no endpoints given".to_string());
         }
         let mut channels = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
-            let uri = if endpoint.contains("://") {
-                endpoint.clone()
-            } else {
-                format!("http://{endpoint}")
-            };
-            let channel = Endpoint::from_shared(uri)
-                .map_err(|error| format!("bad endpoint {endpoint:?}: {error}"))?
+            let uri = tls::endpoint_uri(endpoint, options.tls.is_some())?;
+            let mut channel = Endpoint::from_shared(uri)
+                .map_err(|error| format!("bad endpoint {endpoint:?}: {error}"))?;
+            if let Some(tls) = &options.tls {
+                channel = channel
+                    .tls_config(tls.config())
+                    .map_err(|error| format!("endpoint {endpoint:?}: TLS: {error}"))?;
+            }
+            let channel = channel
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
                 .connect_lazy();

@@ -31,6 +31,7 @@ use crate::network::Network;
 use crate::network::NodePorts;
 use crate::node::{Node, NodeState};
 use crate::ports::free_loopback_ports;
+use crate::tls::TestTls;
 use crate::wait::{Probe, WaitFailure, poll};
 
 /// Set to keep the cluster directory after a passing test.
@@ -110,10 +111,18 @@ pub(crate) fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     request
 }
 
-/// A lazily connecting channel to `127.0.0.1:port`; it reconnects after the node restarts.
-fn channel(port: u16, options: &ClusterOptions) -> Channel {
-    Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-        .expect("a loopback URI should be valid")
+/// A lazily connecting channel to `127.0.0.1:port` (over TLS with `tls`); it reconnects after
+/// the node restarts.
+fn channel(port: u16, options: &ClusterOptions, tls: Option<&TestTls>) -> Channel {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://127.0.0.1:{port}"))
+        .expect("a loopback URI should be valid");
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.client().config())
+            .expect("the test CA makes a valid TLS configuration");
+    }
+    endpoint
         .connect_timeout(Duration::from_secs(2).min(options.rpc_timeout))
         .tcp_nodelay(true)
         .connect_lazy()
@@ -138,6 +147,8 @@ pub struct Cluster {
     /// The nodes started with `--peers` (the initial members).
     initial: BTreeSet<u64>,
     channels: BTreeMap<u64, Channel>,
+    /// The certificates, when the cluster runs with TLS.
+    tls: Option<TestTls>,
     /// The proxies of every peer link, when the cluster is proxied.
     network: Option<Network>,
 }
@@ -200,6 +211,9 @@ impl Cluster {
         );
         let total = options.nodes + options.spare_nodes;
         let count = usize::try_from(total).expect("the node count should fit a usize");
+        let tls = options
+            .tls
+            .then(|| TestTls::generate(&path.join("certs"), total));
         // A client port and a peer port per node.
         let ports = free_loopback_ports(2 * count);
         let mut nodes = BTreeMap::new();
@@ -208,7 +222,7 @@ impl Cluster {
         for (id, ports) in (1..=total).zip(ports.chunks_exact(2)) {
             let (port, peer_port) = (ports[0], ports[1]);
             nodes.insert(id, Node::new(id, port, peer_port, &path));
-            channels.insert(id, channel(port, &options));
+            channels.insert(id, channel(port, &options, tls.as_ref()));
             let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
             addresses.insert(
                 id,
@@ -234,6 +248,7 @@ impl Cluster {
             members: initial.clone(),
             initial,
             channels,
+            tls,
             network,
         }
     }
@@ -276,6 +291,13 @@ impl Cluster {
                 args.push("--bootstrap".to_owned());
             }
         }
+        if let Some(tls) = &self.tls {
+            args.extend(tls.serve_args(id));
+            if self.options.client_ca {
+                args.push("--client-ca".to_owned());
+                args.push(tls.ca().display().to_string());
+            }
+        }
         if let Some(network) = &self.network {
             args.push("--routes".to_owned());
             args.push(network.routes_of(id));
@@ -316,6 +338,11 @@ impl Cluster {
     /// The cluster's directory: `node-<id>/` data directories and `node-<id>.log` logs.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The certificates of a TLS cluster ([`ClusterOptions::tls`]).
+    pub fn tls(&self) -> Option<&TestTls> {
+        self.tls.as_ref()
     }
 
     /// The options the cluster was started with.
@@ -478,7 +505,7 @@ impl Cluster {
         self.spawn(id, env);
         // A fresh channel, so that clients taken from now on do not inherit a connection
         // state from the previous process.
-        let channel = channel(self.node(id).port(), &self.options);
+        let channel = channel(self.node(id).port(), &self.options, self.tls.as_ref());
         self.channels.insert(id, channel);
         if env.is_empty() {
             eprintln!("cluster-tests: restarted node {id}");

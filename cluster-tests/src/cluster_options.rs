@@ -28,6 +28,12 @@ pub struct ClusterOptions {
     pub spare_nodes: u64,
     /// Seeds the proxies' jitter and loss.
     pub network_seed: u64,
+    /// TLS on every node: certificates made by `evlog dev-certs` in the cluster's directory
+    /// (`certs/`, see [`crate::TestTls`]); the harness's clients trust its CA.
+    pub tls: bool,
+    /// With `tls`: nodes require client certificates signed by the cluster's CA
+    /// (`--client-ca`).
+    pub client_ca: bool,
     /// More arguments appended to every `evlog serve` command line.
     pub extra_args: Vec<String>,
     /// How long the whole cluster may take to start and agree on a leader.
@@ -56,6 +62,8 @@ impl Default for ClusterOptions {
             proxied: false,
             spare_nodes: 0,
             network_seed: 0,
+            tls: false,
+            client_ca: false,
             extra_args: Vec::new(),
             startup_timeout: Duration::from_secs(60),
             rpc_timeout: Duration::from_secs(10),

@@ -37,6 +37,7 @@ mod ports;
 pub mod proxy;
 mod recording_writer;
 pub mod subscriber;
+mod tls;
 pub mod wait;
 mod workload;
 
@@ -50,6 +51,7 @@ pub use history::{
 pub use network::Network;
 pub use node::FAILPOINTS;
 pub use recording_writer::RecordingWriter;
+pub use tls::TestTls;
 pub use wait::{wait_for, wait_until};
 pub use workload::{Workload, WorkloadOptions};
 

@@ -121,6 +121,12 @@ pub async fn run(
         peer: peer_listener,
     } = listeners;
     let peer_address = peer_address(&config, &peer_listener)?;
+    // Read before the store opens, so a missing or bad certificate fails the start at once.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::TlsFiles::load)
+        .transpose()?;
     let raft_config = Arc::new(crate::raft::config::raft_config(&config)?);
     let node_id = config.node_id;
     let metrics = Metrics::new();
@@ -146,7 +152,11 @@ pub async fn run(
     let (engine, log_store, state_machine, reader) =
         tokio::task::spawn_blocking(move || evlog_raft_store::open(&store_config)).await??;
     let peer_rpc_timeout = Duration::from_millis(config.peer_rpc_timeout_ms);
-    let channels = NodeChannels::new(peer_rpc_timeout, config.routes.clone());
+    let channels = NodeChannels::new(
+        peer_rpc_timeout,
+        config.routes.clone(),
+        tls.as_ref().map(|tls| tls.outgoing.clone()),
+    );
     let identity = PeerIdentity::new(&config.cluster_id, &metrics);
     let network = PeerNetwork::new(
         node_id,
@@ -278,7 +288,7 @@ pub async fn run(
 
     let local_address = listener.local_addr()?;
     let peer_local_address = peer_listener.local_addr()?;
-    tracing::info!(node_id, %local_address, advertise = %config.advertise_addr, %peer_local_address, peer_advertise = %peer_address, data_dir = %config.data_dir.display(), "evlog node serving");
+    tracing::info!(node_id, %local_address, tls = tls.is_some(), advertise = %config.advertise_addr, %peer_local_address, peer_advertise = %peer_address, data_dir = %config.data_dir.display(), "evlog node serving");
 
     // The store remembers it is a founding member: restarted without --bootstrap before it
     // initialized the cluster, it still does (a restart with a log does nothing).
@@ -343,6 +353,7 @@ pub async fn run(
     let mut peer_server = tokio::spawn(crate::raft::transport::server::serve(
         peer_listener,
         peer_service,
+        tls.as_ref().map(|tls| tls.peer_port.clone()),
         Arc::clone(&metrics),
         async {
             stop_peers_rx.await.ok();
@@ -356,7 +367,17 @@ pub async fn run(
         connections::within_open_file_limit(config.max_connections),
         Arc::new(AtomicU64::new(0)),
     );
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.client_port.clone())
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "the client port's TLS (--tls-cert, --tls-key, --client-ca): {error}"
+                )
+            })?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .max_concurrent_streams(config.max_concurrent_streams)

@@ -99,6 +99,8 @@ pub struct NodeConfig {
     pub http_listen_addr: Option<SocketAddr>,
     /// Where the node keeps its data.
     pub data_dir: PathBuf,
+    /// TLS on both gRPC ports (mutual on the peer port); `None`: plaintext.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// The initial members (node id -> advertised client and peer addresses), this node
     /// included. The node with the lowest id initializes the cluster once every member answers
     /// and none has a log.
@@ -203,6 +205,7 @@ impl Default for NodeConfig {
             leader_handoff_timeout_ms: 2_000,
             limits: Limits::default(),
             routes: BTreeMap::new(),
+            tls: None,
             read_policy: ReadPolicy::default(),
             read_only: false,
             retention: Default::default(),

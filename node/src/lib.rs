@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod raft;
 pub mod service;
 pub mod telemetry;
+pub mod tls;

@@ -141,6 +141,8 @@ pub struct BenchArgs {
     /// The cluster's endpoints, comma-separated (all of them: reads are spread over every one).
     #[arg(long, env = "EVLOG_ENDPOINTS", value_delimiter = ',', default_value = evlog_client::DEFAULT_ENDPOINTS)]
     pub endpoints: Vec<String>,
+    #[command(flatten)]
+    pub tls: crate::cli::ClientTlsArgs,
     /// What each request does.
     #[arg(long, value_enum, default_value = "append")]
     pub mode: BenchMode,
@@ -269,6 +271,18 @@ pub struct BenchConfig {
     pub dead_letter: bool,
     pub group: Option<String>,
     pub json: bool,
+    /// TLS to the endpoints (`--ca`, `--cert`, `--key`), or plaintext.
+    pub tls: Option<evlog_client::ClientTls>,
+}
+
+impl BenchConfig {
+    /// The default client options, with this run's TLS.
+    pub fn client_options(&self) -> evlog_client::ClientOptions {
+        evlog_client::ClientOptions {
+            tls: self.tls.clone(),
+            ..evlog_client::ClientOptions::default()
+        }
+    }
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
@@ -287,6 +301,10 @@ impl BenchArgs {
             .collect();
         let config = BenchConfig {
             endpoints,
+            tls: self
+                .tls
+                .client_tls()
+                .map_err(|error| format!("{error:#}"))?,
             mode: self.mode,
             concurrency: self.concurrency,
             size: self.size,

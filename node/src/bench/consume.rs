@@ -38,7 +38,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         &config.endpoints,
         ClientOptions {
             deadline: config.setup_timeout,
-            ..ClientOptions::default()
+            ..config.client_options()
         },
     )
     .map_err(anyhow::Error::msg)?;
@@ -123,7 +123,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     let cpu_start = super::process_cpu();
     let mut tasks = tokio::task::JoinSet::new();
     for member in 0..config.members {
-        let member_client = EvlogClient::new(&config.endpoints, ClientOptions::default())
+        let member_client = EvlogClient::new(&config.endpoints, config.client_options())
             .map_err(anyhow::Error::msg)?;
         let group = group.clone();
         let acked = Arc::clone(&acked);
@@ -172,7 +172,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         ClientOptions {
             deadline: config.request_timeout,
             max_attempts: 1,
-            ..ClientOptions::default()
+            ..config.client_options()
         },
     )
     .map_err(anyhow::Error::msg)?;

@@ -82,7 +82,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         &config.endpoints,
         ClientOptions {
             deadline: config.setup_timeout,
-            ..ClientOptions::default()
+            ..config.client_options()
         },
     )
     .map_err(anyhow::Error::msg)?;
@@ -100,7 +100,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     // way: talk to it at that address.
                     let extra = EvlogClient::new(
                         std::slice::from_ref(&leader.address),
-                        ClientOptions::default(),
+                        config.client_options(),
                     )
                     .map_err(anyhow::Error::msg)?;
                     event_logs.push(extra.event_log(0));
@@ -129,7 +129,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 deadline: config.request_timeout,
                 max_attempts: 1,
                 append_calls_in_flight: config.client_calls_in_flight,
-                ..ClientOptions::default()
+                ..config.client_options()
             };
             Some(EvlogClient::new(&addresses, options).map_err(anyhow::Error::msg)?)
         }
@@ -311,7 +311,7 @@ async fn measure(
             std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
                 EvlogClient::new(
                     std::slice::from_ref(&config.endpoints[endpoint]),
-                    ClientOptions::default(),
+                    config.client_options(),
                 )
                 .map_err(anyhow::Error::msg)?,
             ),

@@ -13,9 +13,11 @@ use evlog_client::EvlogClient;
 
 mod append;
 mod backup;
+mod client_tls;
 mod cluster;
 mod compact;
 mod consumer;
+mod dev_certs;
 mod output;
 mod read;
 mod retention;
@@ -28,10 +30,12 @@ mod verify;
 pub use append::AppendArgs;
 pub use backup::BackupArgs;
 pub use backup::RestoreArgs;
+pub use client_tls::ClientTlsArgs;
 pub use cluster::ClusterArgs;
 pub use compact::CompactArgs;
 pub use consumer::ConsumeArgs;
 pub use consumer::ConsumerArgs;
+pub use dev_certs::DevCertsArgs;
 pub use read::ReadArgs;
 pub use retention::DeleteStreamArgs;
 pub use retention::StreamMetaArgs;
@@ -89,6 +93,10 @@ pub enum CliCommand {
     Verify(VerifyArgs),
     /// Drive a running cluster and report throughput and latency.
     Bench(crate::bench::BenchArgs),
+    /// Write a throwaway CA and certificates for a local cluster (`scripts/cluster.sh up
+    /// --tls`, tests): never for production.
+    #[command(hide = true)]
+    DevCerts(DevCertsArgs),
 }
 
 /// How to reach the cluster; global, so that a command with subcommands (`cluster`,
@@ -104,6 +112,8 @@ pub struct ClientArgs {
     /// Total time for the command, retries included.
     #[arg(long, global = true, default_value_t = 15_000)]
     pub timeout_ms: u64,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 impl ClientArgs {
@@ -116,6 +126,7 @@ impl ClientArgs {
     pub(crate) fn client_of(&self, endpoints: &[String]) -> anyhow::Result<EvlogClient> {
         let options = ClientOptions {
             deadline: Duration::from_millis(self.timeout_ms),
+            tls: self.tls.client_tls()?,
             ..ClientOptions::default()
         };
         EvlogClient::new(endpoints, options).map_err(anyhow::Error::msg)
@@ -144,6 +155,7 @@ pub async fn run_client(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Backup(args) => backup::backup(args).await,
         CliCommand::Restore(args) => backup::restore(args).await,
         CliCommand::Verify(args) => verify::verify(args).await,
+        CliCommand::DevCerts(args) => dev_certs::dev_certs(&args),
         CliCommand::Serve(_) | CliCommand::Bench(_) => {
             anyhow::bail!("not a client command")
         }

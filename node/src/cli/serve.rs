@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// The peer port (boxed: clap's parsed arguments are large enough as they are).
     #[command(flatten)]
     pub peer: Box<PeerArgs>,
+    /// TLS (boxed, as the peer port).
+    #[command(flatten)]
+    pub tls: Box<TlsArgs>,
     /// Address the HTTP server (/metrics, /status, /status.json, /healthz, /readyz) listens
     /// on, or `off` [default: the gRPC listen address with its port + 1000].
     #[arg(long, env = "EVLOG_HTTP_LISTEN")]
@@ -181,6 +184,72 @@ pub struct PeerArgs {
     pub peer_advertise: Option<String>,
 }
 
+/// TLS: off unless --tls-cert is given; then the peer port requires mutual TLS, and every
+/// peer flag is required.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// The client port's certificate (PEM); turns TLS on, for both gRPC ports.
+    #[arg(long, env = "EVLOG_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "EVLOG_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Clients must present a certificate signed by this CA (PEM) [default: no client
+    /// certificates asked]. It must also have signed the nodes' --peer-cert, which they
+    /// present when they forward client requests to one another.
+    #[arg(long, env = "EVLOG_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// This node's peer certificate (PEM): served on the peer port and presented on every
+    /// connection it makes to other nodes.
+    #[arg(long, env = "EVLOG_PEER_CERT")]
+    pub peer_cert: Option<PathBuf>,
+    /// The private key (PEM) of --peer-cert.
+    #[arg(long, env = "EVLOG_PEER_KEY")]
+    pub peer_key: Option<PathBuf>,
+    /// The CA (PEM) a peer's certificate must be signed by (the peer port refuses any other),
+    /// and that this node trusts when it connects to other nodes' peer and client ports.
+    #[arg(long, env = "EVLOG_PEER_CA")]
+    pub peer_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The certificate files, when TLS is on; a partial set is an error naming what is missing.
+    pub fn files(&self) -> Result<Option<crate::tls::TlsFiles>, String> {
+        let Some(cert) = self.tls_cert.clone() else {
+            let given = [
+                ("--tls-key", self.tls_key.is_some()),
+                ("--client-ca", self.client_ca.is_some()),
+                ("--peer-cert", self.peer_cert.is_some()),
+                ("--peer-key", self.peer_key.is_some()),
+                ("--peer-ca", self.peer_ca.is_some()),
+            ];
+            return match given.iter().find(|(_, given)| *given) {
+                Some((flag, _)) => Err(format!(
+                    "{flag} is given without --tls-cert: TLS is on only with --tls-cert (and \
+                     then needs --tls-key, --peer-cert, --peer-key and --peer-ca)"
+                )),
+                None => Ok(None),
+            };
+        };
+        let required = |flag: &str, value: &Option<PathBuf>| {
+            value.clone().ok_or_else(|| {
+                format!(
+                    "--tls-cert needs {flag} too: with TLS on, the peer port requires mutual TLS \
+                     (--tls-key, --peer-cert, --peer-key and --peer-ca are all required)"
+                )
+            })
+        };
+        Ok(Some(crate::tls::TlsFiles {
+            cert,
+            key: required("--tls-key", &self.tls_key)?,
+            client_ca: self.client_ca.clone(),
+            peer_cert: required("--peer-cert", &self.peer_cert)?,
+            peer_key: required("--peer-key", &self.peer_key)?,
+            peer_ca: required("--peer-ca", &self.peer_ca)?,
+        }))
+    }
+}
+
 /// Log-wide retention: off by default (an event store keeps everything unless told
 /// otherwise).
 #[derive(Debug, Clone, clap::Args)]
@@ -318,6 +387,7 @@ impl ServeArgs {
             peer_advertise_addr: self.peer.peer_advertise.clone(),
             http_listen_addr: self.http_listen_addr()?,
             data_dir: self.data_dir.clone(),
+            tls: self.tls.files()?,
             initial_members: parse_members(&self.peers)
                 .map_err(|error| format!("--peers: {error}"))?,
             cluster_id: self.cluster_id.clone(),
@@ -422,5 +492,39 @@ mod tests {
         assert_eq!(parse_size_bytes("1024"), Ok(Limit(Some(1024))));
         assert!(parse_size_bytes("8MB").is_err());
         assert!(parse_size_bytes("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn tls_is_off_by_default_and_all_or_nothing() {
+        assert!(serve(&[]).config().expect("valid").tls.is_none());
+        let refused = serve(&["--peer-ca", "ca.pem"])
+            .config()
+            .expect_err("no --tls-cert");
+        assert!(
+            refused.contains("--peer-ca is given without --tls-cert"),
+            "{refused}"
+        );
+        let refused = serve(&["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+            .config()
+            .expect_err("no peer files");
+        assert!(refused.contains("--peer-cert"), "{refused}");
+        let files = serve(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--peer-cert",
+            "p.pem",
+            "--peer-key",
+            "p.key",
+            "--peer-ca",
+            "ca.pem",
+        ])
+        .config()
+        .expect("valid")
+        .tls
+        .expect("TLS on");
+        assert_eq!(files.peer_ca, PathBuf::from("ca.pem"));
+        assert!(files.client_ca.is_none());
     }
 }

@@ -2,7 +2,8 @@
 //! (Raft replication, votes, snapshots, read-index requests) and one to other nodes' client
 //! ports (forwarded client requests, status calls). A tonic `Channel` multiplexes concurrent
 //! calls over one HTTP/2 connection and reconnects by itself, so a channel is made once and
-//! never per RPC. This is the one place outgoing channels are built (TLS goes here).
+//! never per RPC. This is the one place outgoing channels are built: with TLS on, both pools
+//! dial `https://`, trusting `--peer-ca` and presenting `--peer-cert` (see `crate::tls`).
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use evlog_client::ClientTls;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
 
@@ -35,11 +37,16 @@ pub struct NodeChannels {
 
 impl NodeChannels {
     /// Both pools, dialing through `routes` (advertised -> dialed, peer and client addresses
-    /// alike).
-    pub fn new(connect_timeout: Duration, routes: BTreeMap<String, String>) -> Self {
+    /// alike), over `tls` when given (both ports of every node serve TLS when this one does:
+    /// the same CA is trusted and the same certificate presented on both).
+    pub fn new(
+        connect_timeout: Duration,
+        routes: BTreeMap<String, String>,
+        tls: Option<ClientTls>,
+    ) -> Self {
         Self {
-            peers: ChannelPool::new(connect_timeout, routes.clone()),
-            clients: ChannelPool::new(connect_timeout, routes),
+            peers: ChannelPool::new(connect_timeout, routes.clone(), tls.clone()),
+            clients: ChannelPool::new(connect_timeout, routes, tls),
         }
     }
 }
@@ -50,6 +57,8 @@ pub struct ChannelPool {
     connect_timeout: Duration,
     /// Advertised address -> the address to dial instead (`--route`).
     routes: Arc<BTreeMap<String, String>>,
+    /// `https://` with this configuration, or plaintext.
+    tls: Option<ClientTls>,
 }
 
 /// The channels, each with when it was last handed out.
@@ -60,11 +69,16 @@ struct Pool {
 }
 
 impl ChannelPool {
-    pub fn new(connect_timeout: Duration, routes: BTreeMap<String, String>) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        routes: BTreeMap<String, String>,
+        tls: Option<ClientTls>,
+    ) -> Self {
         Self {
             pool: Arc::new(Mutex::new(Pool::default())),
             connect_timeout,
             routes: Arc::new(routes),
+            tls,
         }
     }
 
@@ -86,11 +100,20 @@ impl ChannelPool {
             *last_used = now;
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|error| BadAddress {
-                address: address.to_string(),
-                detail: error.to_string(),
-            })?
+        let bad_address = |detail: String| BadAddress {
+            address: address.to_string(),
+            detail,
+        };
+        let uri =
+            evlog_client::tls::endpoint_uri(address, self.tls.is_some()).map_err(bad_address)?;
+        let mut endpoint =
+            Endpoint::from_shared(uri).map_err(|error| bad_address(error.to_string()))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.config())
+                .map_err(|error| bad_address(format!("TLS: {error}")))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -128,7 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_pool_is_bounded_and_drops_the_channel_used_least_recently() {
-        let channels = ChannelPool::new(Duration::from_secs(1), BTreeMap::new());
+        let channels = ChannelPool::new(Duration::from_secs(1), BTreeMap::new(), None);
         channels.get("127.0.0.1:1").expect("a valid address");
         for port in 2..=(MAX_CHANNELS as u16 + 10) {
             // Address 1 stays in use: it is never the least recently used.
@@ -146,7 +169,7 @@ mod tests {
 
     #[test]
     fn a_bad_address_is_refused() {
-        let channels = ChannelPool::new(Duration::from_secs(1), BTreeMap::new());
+        let channels = ChannelPool::new(Duration::from_secs(1), BTreeMap::new(), None);
         assert!(channels.get("not an address\n").is_err());
     }
 }

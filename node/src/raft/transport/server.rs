@@ -44,11 +44,13 @@ const MAX_PEER_STREAMS: u32 = 1_024;
 const MAX_PEER_HEADER_LIST_BYTES: u32 = 16 << 10;
 
 /// Serves the peer protocol on `listener` until `shutdown` resolves: the one place the peer
-/// server is built (TLS and peer authentication go here). Only `evlog.internal.v1.RaftPeer`
-/// is served: no reflection, no health, no client service.
+/// server is built. Only `evlog.internal.v1.RaftPeer` is served: no reflection, no health, no
+/// client service. With `tls` (TLS on), it is mutual: a peer that presents no certificate
+/// signed by `--peer-ca` fails the handshake and never reaches the service.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: PeerService,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -62,7 +64,11 @@ pub async fn serve(
         MAX_PEER_CONNECTIONS,
         std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
     );
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
         .max_concurrent_streams(MAX_PEER_STREAMS)

@@ -1,0 +1,304 @@
+//! TLS (`evlog serve --tls-cert …`): the client port serves TLS only, and a client must trust
+//! the cluster's CA; with `--client-ca` it must also present a certificate that CA signed.
+//! The peer port requires mutual TLS: a peer whose certificate another CA signed (or that
+//! presents none, or speaks plaintext) never reaches the peer protocol, and the cluster goes
+//! on. Followers forward appends to the leader over TLS. Certificates come from
+//! `evlog dev-certs` (rcgen) in the test's directory.
+
+use std::process::Command;
+use std::time::Duration;
+
+use evlog_client::ClientTls;
+use evlog_cluster_tests::proto::event_log_client::EventLogClient;
+use evlog_cluster_tests::proto::{AppendRequest, Consistency};
+use evlog_cluster_tests::{Cluster, ClusterOptions, TestTls, event, evlog_binary, timeouts};
+use evlog_proto::internal::v1::raft_peer_client::RaftPeerClient;
+use evlog_proto::internal::v1::{PeerHeader, ReadIndexRequest};
+use tonic::transport::{Channel, Endpoint};
+
+/// A channel to `address` (`https://` with `tls`, else plaintext).
+fn channel(address: &str, tls: Option<&ClientTls>) -> Channel {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+        .expect("a valid address")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10));
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.config())
+            .expect("a TLS configuration");
+    }
+    endpoint.connect_lazy()
+}
+
+fn append(stream: &str, id: &str) -> AppendRequest {
+    AppendRequest {
+        stream: stream.to_owned(),
+        events: vec![event(id, "Tested", "data")],
+        expected_version: None,
+        idempotency_key: None,
+    }
+}
+
+/// An append through `channel`, or the status it failed with.
+async fn try_append(channel: Channel, request: AppendRequest) -> Result<u64, tonic::Status> {
+    let response = EventLogClient::new(channel).append(request).await?;
+    Ok(response.into_inner().last_position)
+}
+
+/// The whole error of a failed call: its message and the transport errors below it (where a
+/// TLS failure is named).
+fn describe(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        text.push_str(&format!(" / {error}"));
+        source = error.source();
+    }
+    text
+}
+
+/// Asserts that a call failed in the transport (the connection was refused before any
+/// gRPC answer: the code is tonic's for a transport failure, never one a service answers
+/// with), and that the failure's description holds one of `expected` (none: any transport
+/// failure). A server that refuses a client certificate does so after the client's side of a
+/// TLS 1.3 handshake has finished, so what the client sees depends on timing: the server's
+/// alert (`CertificateRequired`, `UnknownCA`), the connection closing, or a broken pipe; a
+/// plaintext client sees an HTTP/2 protocol error or the connection closing. Only a refusal
+/// by the client itself (it does not trust the server) has one description.
+fn assert_transport_refusal(result: Result<u64, tonic::Status>, what: &str, expected: &[&str]) {
+    let status = match result {
+        Ok(answer) => panic!("{what}: accepted (answered {answer})"),
+        Err(status) => status,
+    };
+    let text = describe(&status);
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Internal
+                | tonic::Code::Cancelled
+        ) && text.contains("transport error"),
+        "{what}: not a transport failure: {text}"
+    );
+    assert!(
+        expected.is_empty() || expected.iter().any(|needle| text.contains(needle)),
+        "{what}: expected one of {expected:?} in {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_need_tls_and_the_clusters_ca() {
+    let cluster = Cluster::start(ClusterOptions {
+        tls: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let follower = *cluster
+        .node_ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let tls = cluster.tls().expect("a TLS cluster").client();
+
+    // The right CA: an append through a follower (forwarded to the leader over TLS) and one
+    // through the leader, then a linearizable read of both on the follower.
+    let first = try_append(
+        channel(&cluster.address(follower), Some(&tls)),
+        append("tls-1", "a"),
+    )
+    .await
+    .expect("an append through a follower, over TLS");
+    let second = try_append(
+        channel(&cluster.address(leader), Some(&tls)),
+        append("tls-1", "b"),
+    )
+    .await
+    .expect("an append through the leader, over TLS");
+    assert!(second > first);
+    let events = cluster
+        .read_stream(follower, "tls-1", Consistency::Linearizable)
+        .await;
+    let ids: Vec<&str> = events.iter().map(|event| event.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+
+    // Plaintext: the TLS port does not speak it.
+    for id in cluster.node_ids() {
+        let refused = try_append(
+            channel(&cluster.address(id), None),
+            append("tls-1", "plain"),
+        )
+        .await;
+        assert_transport_refusal(refused, "a plaintext client", &[]);
+    }
+
+    // A client that trusts another CA refuses the nodes' certificates.
+    let stranger = TestTls::generate(&cluster.path().join("other-ca"), 1);
+    let refused = try_append(
+        channel(&cluster.address(leader), Some(&stranger.client())),
+        append("tls-1", "other-ca"),
+    )
+    .await;
+    assert_transport_refusal(refused, "a client trusting another CA", &["UnknownIssuer"]);
+
+    // Nothing the refused clients sent was appended.
+    let events = cluster
+        .read_stream(leader, "tls-1", Consistency::Linearizable)
+        .await;
+    assert_eq!(events.len(), 2, "{events:?}");
+
+    // The CLI: --ca makes the endpoints https; without it the command fails; a CA file that
+    // does not exist is named.
+    let evlog = |args: &[&str]| {
+        Command::new(evlog_binary())
+            .args(args)
+            .args(["--endpoints", &cluster.endpoints(), "--timeout-ms", "10000"])
+            .output()
+            .expect("running the evlog CLI")
+    };
+    let ca = cluster
+        .tls()
+        .expect("a TLS cluster")
+        .ca()
+        .display()
+        .to_string();
+    let appended = evlog(&["append", "tls-cli", "hello", "--ca", &ca]);
+    assert!(
+        appended.status.success(),
+        "evlog append --ca: {}",
+        String::from_utf8_lossy(&appended.stderr)
+    );
+    let read = evlog(&["read", "--stream", "tls-cli", "--json", "--ca", &ca]);
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert!(String::from_utf8_lossy(&read.stdout).contains("hello"));
+    let plaintext = evlog(&["read", "--stream", "tls-cli", "--timeout-ms", "2000"]);
+    assert!(
+        !plaintext.status.success(),
+        "a plaintext CLI read succeeded"
+    );
+    let missing = evlog(&["read", "--stream", "tls-cli", "--ca", "/nonexistent/ca.pem"]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("--ca /nonexistent/ca.pem"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_ca_clients_must_present_a_certificate_it_signed() {
+    let cluster = Cluster::start(ClusterOptions {
+        tls: true,
+        client_ca: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let certs = cluster.tls().expect("a TLS cluster");
+    let follower = *cluster
+        .node_ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+
+    // A client certificate of the cluster's CA: appends through a follower too (the follower
+    // presents its own certificate to the leader's client port).
+    try_append(
+        channel(&cluster.address(follower), Some(&certs.client())),
+        append("mtls", "a"),
+    )
+    .await
+    .expect("an append with a client certificate, through a follower");
+
+    // No client certificate: refused.
+    let anonymous = ClientTls::from_files(&certs.ca(), None).expect("the CA");
+    let refused = try_append(
+        channel(&cluster.address(leader), Some(&anonymous)),
+        append("mtls", "b"),
+    )
+    .await;
+    assert_transport_refusal(refused, "a client without a certificate", &[]);
+
+    // A client certificate of another CA (the client trusts the cluster's CA): refused.
+    let stranger = TestTls::generate(&cluster.path().join("other-ca"), 1);
+    let (cert, key) = stranger.certificate("client");
+    let foreign = ClientTls::from_files(&certs.ca(), Some((&cert, &key))).expect("files");
+    let refused = try_append(
+        channel(&cluster.address(leader), Some(&foreign)),
+        append("mtls", "c"),
+    )
+    .await;
+    assert_transport_refusal(refused, "a client certificate of another CA", &[]);
+    let events = cluster
+        .read_stream(leader, "mtls", Consistency::Linearizable)
+        .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+}
+
+/// A `ReadIndex` on the peer port at `address`, as a peer of this cluster would send it.
+async fn peer_read_index(address: &str, tls: Option<&ClientTls>) -> Result<u64, tonic::Status> {
+    let request = ReadIndexRequest {
+        header: Some(PeerHeader {
+            cluster_id: "evlog".to_owned(),
+            group_id: 0,
+        }),
+    };
+    let response = RaftPeerClient::new(channel(address, tls))
+        .read_index(request)
+        .await?;
+    Ok(response.into_inner().read_index)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_port_refuses_a_peer_without_a_certificate_of_the_peer_ca() {
+    let cluster = Cluster::start(ClusterOptions {
+        tls: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let certs = cluster.tls().expect("a TLS cluster");
+    let peer_address = cluster.peer_address(leader);
+    let (node_cert, node_key) = certs.certificate("node-1");
+    let member = ClientTls::from_files(&certs.ca(), Some((&node_cert, &node_key))).expect("files");
+
+    // A peer with a certificate of the cluster's CA is served (the nodes electing a leader
+    // above proved it too).
+    let index = peer_read_index(&peer_address, Some(&member))
+        .await
+        .expect("a member's certificate is accepted");
+    assert!(index >= 1);
+
+    // A stranger: another CA signed its certificate (it trusts the cluster's CA, so only the
+    // node's check of the peer certificate can refuse it).
+    let stranger = TestTls::generate(&cluster.path().join("other-ca"), 4);
+    let (cert, key) = stranger.certificate("node-4");
+    let foreign = ClientTls::from_files(&certs.ca(), Some((&cert, &key))).expect("files");
+    let refused = peer_read_index(&peer_address, Some(&foreign))
+        .await
+        .map_err(|status| status.clone());
+    assert_transport_refusal(refused, "a peer certificate of another CA", &[]);
+
+    // No certificate at all, and plaintext: refused too.
+    let anonymous = ClientTls::from_files(&certs.ca(), None).expect("the CA");
+    let refused = peer_read_index(&peer_address, Some(&anonymous)).await;
+    assert_transport_refusal(refused, "a peer without a certificate", &[]);
+    let refused = peer_read_index(&peer_address, None).await;
+    assert_transport_refusal(refused, "a plaintext peer", &[]);
+
+    // The cluster goes on, with its three members and no other.
+    cluster
+        .append(
+            leader,
+            "after-strangers",
+            vec![event("x", "Tested", "data")],
+        )
+        .await
+        .expect("an append after the strangers were refused");
+    let status = cluster.status(leader).await.expect("status");
+    let members: Vec<u64> = status.members.iter().map(|member| member.node_id).collect();
+    assert_eq!(members, [1, 2, 3]);
+}
