@@ -321,7 +321,6 @@ proptest! {
 /// Every valid record decodes (the damaged ones start from something real).
 #[test]
 fn the_valid_records_decode() {
-    evlog_raft_store::dictionary::register(b"no dictionary is needed to decode an entry");
     for (kind, bytes) in valid_records() {
         let ok = match kind {
             "entry" => codec::decode_entry(&bytes).is_ok(),
