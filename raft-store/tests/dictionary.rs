@@ -13,8 +13,6 @@ use evlog_raft_store::StateMachine;
 use evlog_raft_store::StoreConfig;
 use evlog_raft_store::dictionary;
 use evlog_raft_store::type_config::Entry;
-use evlog_raft_store::type_config::LeaderId;
-use evlog_raft_store::type_config::LogId;
 use evlog_raft_store::types::AppendCommand;
 use evlog_raft_store::types::Command;
 use evlog_raft_store::types::DataEncoding;
@@ -23,6 +21,8 @@ use openraft::entry::RaftEntry;
 use openraft::storage::RaftSnapshotBuilder;
 use openraft::storage::RaftStateMachine;
 use tempfile::TempDir;
+
+mod common;
 
 /// A 1 KiB JSON object with the same keys as every other, its values varying with `n`.
 fn json(n: u64) -> Bytes {
@@ -81,19 +81,9 @@ impl Store {
     }
 
     async fn apply(&mut self, command: Command) {
-        let log_id = LogId {
-            leader_id: LeaderId {
-                term: 1,
-                node_id: 1,
-            },
-            index: self.next_index,
-        };
+        let entry = Entry::new_normal(common::log_id(self.next_index), command);
         self.next_index += 1;
-        self.machine
-            .apply(futures::stream::iter([Ok((
-                Entry::new_normal(log_id, command),
-                None,
-            ))]))
+        common::apply(&mut self.machine, vec![entry])
             .await
             .expect("the entry applies");
     }
