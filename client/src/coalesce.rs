@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tonic::Status;
-use tonic::transport::Channel;
+use crate::Transport;
 
 /// Calls on the wire per endpoint by default; appends arriving meanwhile wait and go together
 /// next.
@@ -72,7 +72,7 @@ impl Coalescer {
     /// Starts a lane per channel, each with at most `calls_in_flight` calls on the wire, on
     /// the current Tokio runtime; counts into `stats` when given (lanes started again).
     pub fn start(
-        channels: &[Channel],
+        channels: &[Transport],
         calls_in_flight: usize,
         stats: Option<Arc<CoalescingStats>>,
     ) -> Self {
@@ -146,7 +146,7 @@ impl Coalescer {
 /// Takes what is queued for one endpoint and sends it, while fewer than `calls_in_flight`
 /// calls are on the wire. Ends when the client is dropped.
 async fn run_lane(
-    channel: Channel,
+    channel: Transport,
     mut queue: mpsc::Receiver<Queued>,
     calls_in_flight: usize,
     stats: Arc<CoalescingStats>,
@@ -200,7 +200,7 @@ const SUPPORTED: u8 = 1;
 const UNSUPPORTED: u8 = 2;
 
 /// Sends each append of `batch` as a unary `Append`, at once.
-async fn send_one_by_one(client: &EventLogClient<Channel>, batch: Vec<Queued>, timeout: Duration) {
+async fn send_one_by_one(client: &EventLogClient<Transport>, batch: Vec<Queued>, timeout: Duration) {
     let calls = batch.into_iter().map(|queued| {
         let mut client = client.clone();
         async move {
@@ -218,7 +218,7 @@ async fn send_one_by_one(client: &EventLogClient<Channel>, batch: Vec<Queued>, t
 
 /// One call for `batch`; each caller gets its own result (or the call's failure).
 async fn send(
-    channel: Channel,
+    channel: Transport,
     batch: Vec<Queued>,
     support: Arc<AtomicU8>,
     _permit: OwnedSemaphorePermit,

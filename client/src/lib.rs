@@ -14,6 +14,7 @@
 
 mod coalesce;
 mod consume;
+mod credentials;
 mod subscribe;
 pub mod tls;
 
@@ -33,14 +34,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use evlog_proto::v1 as pb;
+use evlog_proto::v1::access_client::AccessClient;
 use evlog_proto::v1::cluster_client::ClusterClient;
 use evlog_proto::v1::consumers_client::ConsumersClient;
 use evlog_proto::v1::event_log_client::EventLogClient;
 use evlog_proto::v1::maintenance_client::MaintenanceClient;
 use tonic::Code;
 use tonic::Status;
-use tonic::transport::Channel;
 use tonic::transport::Endpoint;
+
+pub use credentials::Credentials;
+pub use credentials::Transport;
 
 use crate::coalesce::Coalescer;
 
@@ -63,6 +67,9 @@ pub struct ClientOptions {
     /// TLS to every endpoint (`https://`): the CA to trust and an optional client
     /// certificate. `None`: plaintext.
     pub tls: Option<ClientTls>,
+    /// The token every call carries (`authorization: Bearer <token>`), for a cluster with
+    /// access control on. `None`: none.
+    pub token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -74,6 +81,7 @@ impl Default for ClientOptions {
             max_attempts: 50,
             append_calls_in_flight: coalesce::DEFAULT_CALLS_IN_FLIGHT,
             tls: None,
+            token: None,
         }
     }
 }
@@ -82,7 +90,7 @@ impl Default for ClientOptions {
 #[derive(Clone)]
 pub struct EvlogClient {
     endpoints: Vec<String>,
-    channels: Vec<Channel>,
+    channels: Vec<Transport>,
     preferred: Arc<AtomicUsize>,
     options: ClientOptions,
     /// Started at the first append (its lanes are tasks on that append's runtime), shared by
@@ -143,6 +151,7 @@ impl EvlogClient {
         if endpoints.is_empty() {
             return Err("no endpoints given".to_string());
         }
+        let credentials = Credentials::new(options.token.as_deref())?;
         let mut channels = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
             let uri = tls::endpoint_uri(endpoint, options.tls.is_some())?;
@@ -157,7 +166,7 @@ impl EvlogClient {
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
                 .connect_lazy();
-            channels.push(channel);
+            channels.push(Transport::new(channel, credentials.clone()));
         }
         Ok(Self {
             endpoints: endpoints.to_vec(),
@@ -173,18 +182,18 @@ impl EvlogClient {
     }
 
     /// The event-log client of endpoint `index`.
-    pub fn event_log(&self, index: usize) -> EventLogClient<Channel> {
+    pub fn event_log(&self, index: usize) -> EventLogClient<Transport> {
         EventLogClient::new(self.channels[index % self.channels.len()].clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX)
     }
 
-    pub(crate) fn channel(&self, index: usize) -> Channel {
+    pub(crate) fn channel(&self, index: usize) -> Transport {
         self.channels[index % self.channels.len()].clone()
     }
 
     /// The consumer-groups client of endpoint `index`.
-    pub fn consumers(&self, index: usize) -> ConsumersClient<Channel> {
+    pub fn consumers(&self, index: usize) -> ConsumersClient<Transport> {
         ConsumersClient::new(self.channel(index))
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX)
@@ -200,7 +209,7 @@ impl EvlogClient {
     pub async fn consumers_call<Req, Resp, F>(
         &self,
         request: Req,
-        call: impl Fn(ConsumersClient<Channel>, tonic::Request<Req>) -> F,
+        call: impl Fn(ConsumersClient<Transport>, tonic::Request<Req>) -> F,
     ) -> Result<Resp, Status>
     where
         Req: Clone,
@@ -215,7 +224,7 @@ impl EvlogClient {
     pub async fn event_log_call<Req, Resp, F>(
         &self,
         request: Req,
-        call: impl Fn(EventLogClient<Channel>, tonic::Request<Req>) -> F,
+        call: impl Fn(EventLogClient<Transport>, tonic::Request<Req>) -> F,
     ) -> Result<Resp, Status>
     where
         Req: Clone,
@@ -247,12 +256,32 @@ impl EvlogClient {
     }
 
     /// The maintenance (backup) client of endpoint `index`.
-    pub fn maintenance(&self, index: usize) -> MaintenanceClient<Channel> {
+    pub fn maintenance(&self, index: usize) -> MaintenanceClient<Transport> {
         MaintenanceClient::new(self.channel(index)).max_decoding_message_size(usize::MAX)
     }
 
+    /// The access-control client of endpoint `index`.
+    pub fn access(&self, index: usize) -> AccessClient<Transport> {
+        AccessClient::new(self.channel(index))
+    }
+
+    /// Calls an access-control RPC with retries (changes are answered by the leader: a
+    /// follower hands them on).
+    pub async fn access_call<Req, Resp, F>(
+        &self,
+        request: Req,
+        call: impl Fn(AccessClient<Transport>, tonic::Request<Req>) -> F,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        F: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.unary_call(|index| self.access(index), request, call)
+            .await
+    }
+
     /// The cluster client of endpoint `index`.
-    pub fn cluster(&self, index: usize) -> ClusterClient<Channel> {
+    pub fn cluster(&self, index: usize) -> ClusterClient<Transport> {
         ClusterClient::new(self.channels[index % self.channels.len()].clone())
     }
 
@@ -261,7 +290,7 @@ impl EvlogClient {
     pub async fn cluster_call<Req, Resp, F>(
         &self,
         request: Req,
-        call: impl Fn(ClusterClient<Channel>, tonic::Request<Req>) -> F,
+        call: impl Fn(ClusterClient<Transport>, tonic::Request<Req>) -> F,
     ) -> Result<Resp, Status>
     where
         Req: Clone,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use evlog_proto::v1::access_server::AccessServer;
 use evlog_proto::v1::cluster_server::ClusterServer;
 use evlog_proto::v1::consumers_server::ConsumersServer;
 use evlog_proto::v1::event_log_server::EventLogServer;
@@ -20,8 +21,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::config::NodeConfig;
+use crate::grpc::access::AccessGrpc;
 use crate::grpc::admission::Admission;
 use crate::grpc::admission::AppendBudget;
+use crate::grpc::auth::AuthLayer;
 use crate::grpc::cluster::ClusterGrpc;
 use crate::grpc::connections;
 use crate::grpc::consumers::ConsumersGrpc;
@@ -40,6 +43,9 @@ use crate::raft::transport::channels::NodeChannels;
 use crate::raft::transport::client::PeerNetwork;
 use crate::raft::transport::identity::PeerIdentity;
 use crate::raft::transport::server::PeerService;
+use crate::service::access::AccessControl;
+use crate::service::access::ParsedToken;
+use crate::service::access::parse_token;
 use crate::service::cluster::ClusterService;
 use crate::service::consumers::ConsumerService;
 use crate::service::event_log::EventLogService;
@@ -126,6 +132,12 @@ pub async fn run(
         .tls
         .as_ref()
         .map(crate::tls::TlsFiles::load)
+        .transpose()?;
+    let bootstrap_token = config
+        .auth
+        .bootstrap_token_file
+        .as_deref()
+        .map(read_bootstrap_token)
         .transpose()?;
     let raft_config = Arc::new(crate::raft::config::raft_config(&config)?);
     let node_id = config.node_id;
@@ -244,6 +256,18 @@ pub async fn run(
         LEADER_TRANSFER_TIMEOUT,
     ));
 
+    let access = Arc::new(AccessControl::new(
+        config.auth.enabled,
+        bootstrap_token,
+        handle.clone(),
+        request_timeout,
+    ));
+    if config.auth.enabled {
+        tracing::info!(
+            bootstrap_token = config.auth.bootstrap_token_file.is_some(),
+            "access control is on: every client call needs credentials"
+        );
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -252,7 +276,7 @@ pub async fn run(
     // A read page holds at most max_read_bytes of event records; the wire adds a little.
     let max_response_message = config.limits.max_read_bytes + (1 << 20);
     let event_log_server = Admission::new(
-        EventLogServer::new(EventLogGrpc::new(Arc::clone(&event_log)))
+        EventLogServer::new(EventLogGrpc::new(Arc::clone(&event_log), Arc::clone(&access)))
             .max_decoding_message_size(max_client_message)
             .max_encoding_message_size(max_response_message),
         AppendBudget::new(
@@ -265,6 +289,7 @@ pub async fn run(
     );
     let cluster_server = ClusterServer::new(ClusterGrpc::new(
         cluster,
+        Arc::clone(&access),
         peer_address.clone(),
         http_address.clone(),
     ));
@@ -272,11 +297,19 @@ pub async fn run(
         consumers,
         channels.clients.clone(),
         max_response_message,
+        Arc::clone(&access),
     ))
     .max_decoding_message_size(max_client_message)
     .max_encoding_message_size(max_response_message);
-    let maintenance_server = MaintenanceServer::new(MaintenanceGrpc::new(maintenance))
-        .max_encoding_message_size(max_response_message);
+    let maintenance_server =
+        MaintenanceServer::new(MaintenanceGrpc::new(maintenance, Arc::clone(&access)))
+            .max_encoding_message_size(max_response_message);
+    let access_server = AccessServer::new(AccessGrpc::new(
+        Arc::clone(&access),
+        handle.clone(),
+        channels.clients.clone(),
+        request_timeout,
+    ));
     let peer_service = PeerService::new(
         raft,
         handle.clone(),
@@ -384,12 +417,14 @@ pub async fn run(
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
         .layer(GrpcMetricsLayer::new(Arc::clone(&metrics)))
+        .layer(AuthLayer::new(access))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(event_log_server)
         .add_service(cluster_server)
         .add_service(consumers_server)
         .add_service(maintenance_server)
+        .add_service(access_server)
         .serve_with_incoming_shutdown(incoming, async {
             stop_rx.await.ok();
         });
@@ -653,6 +688,17 @@ pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>
     })
 }
 
+/// The token in `--bootstrap-token-file` (surrounding whitespace ignored); the error names the
+/// file but never repeats its content.
+fn read_bootstrap_token(path: &std::path::Path) -> anyhow::Result<ParsedToken> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        anyhow::anyhow!("--bootstrap-token-file {}: {error}", path.display())
+    })?;
+    parse_token(text.trim()).map_err(|error| {
+        anyhow::anyhow!("--bootstrap-token-file {}: {error}", path.display())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,3 +725,4 @@ mod tests {
         );
     }
 }
+

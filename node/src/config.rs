@@ -80,6 +80,15 @@ impl Default for Limits {
     }
 }
 
+/// Access control (see `service::access`).
+#[derive(Clone, Debug, Default)]
+pub struct AuthConfig {
+    /// `--auth`: every client call needs credentials and grants.
+    pub enabled: bool,
+    /// `--bootstrap-token-file`: a token accepted as the principal `bootstrap`, with ADMIN.
+    pub bootstrap_token_file: Option<PathBuf>,
+}
+
 /// Everything `evlog serve` needs.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -101,6 +110,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// TLS on both gRPC ports (mutual on the peer port); `None`: plaintext.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Access control (`--auth`); off by default.
+    pub auth: AuthConfig,
     /// The initial members (node id -> advertised client and peer addresses), this node
     /// included. The node with the lowest id initializes the cluster once every member answers
     /// and none has a log.
@@ -206,6 +217,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             routes: BTreeMap::new(),
             tls: None,
+            auth: AuthConfig::default(),
             read_policy: ReadPolicy::default(),
             read_only: false,
             retention: Default::default(),

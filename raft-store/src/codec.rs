@@ -61,6 +61,7 @@ const COMMAND_CONSUMER: u8 = 3;
 const COMMAND_RETENTION: u8 = 4;
 const COMMAND_CHECK: u8 = 5;
 const COMMAND_DICTIONARY: u8 = 6;
+const COMMAND_ACCESS: u8 = 7;
 const RETENTION_SET_METADATA: u8 = 1;
 const RETENTION_DELETE: u8 = 2;
 const RETENTION_EXPIRE_STREAM: u8 = 3;
@@ -542,6 +543,10 @@ fn put_command(writer: &mut Writer, command: &Command) {
             writer.u8(COMMAND_DICTIONARY);
             writer.bytes(bytes);
         }
+        Command::Access(command) => {
+            writer.u8(COMMAND_ACCESS);
+            writer.bytes(&crate::access::encode_command(command));
+        }
         Command::Check(range) => {
             writer.u8(COMMAND_CHECK);
             writer.u64(range.from);
@@ -725,6 +730,9 @@ fn get_command(reader: &mut Reader<'_>) -> Result<Command, CorruptRecord> {
         )?)),
         COMMAND_RETENTION => Ok(Command::Retention(get_retention_command(reader)?)),
         COMMAND_DICTIONARY => Ok(Command::Dictionary(Bytes::copy_from_slice(reader.bytes()?))),
+        COMMAND_ACCESS => Ok(Command::Access(crate::access::decode_command(
+            reader.bytes()?,
+        )?)),
         COMMAND_CHECK => Ok(Command::Check(crate::types::CheckRange {
             from: reader.u64()?,
             to: reader.u64()?,

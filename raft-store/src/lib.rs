@@ -15,6 +15,7 @@
 //!   (a leaf); [`type_config`]: openraft's type configuration.
 //! - [`testing`] (feature `testing`): a storage backend that loses power.
 
+pub mod access;
 pub mod codec;
 pub mod consumer;
 pub mod dictionary;

@@ -20,26 +20,29 @@ pub const DATABASE_FILE: &str = "evlog.redb";
 /// still stored. Format 7: memberships (log entries, `sm_meta` `membership`) may be of codec
 /// version 3, each member with a client and a peer address; the log and the state machine may
 /// hold a compression dictionary (`sm_meta` `dictionary`), and events compressed with it (data
-/// encoding 2).
-pub const FORMAT_VERSION: u32 = 7;
-/// Formats 3 to 6 are upgraded at open by stamping them 7: format 3's entries and keys read
+/// encoding 2). Format 8: the log may hold access commands, and the state machine tokens and
+/// roles (`sm_meta` `access`).
+pub const FORMAT_VERSION: u32 = 8;
+/// Formats 3 to 7 are upgraded at open by stamping them 8: format 3's entries and keys read
 /// as they are (a key's bare log index sorts before every newer place), formats 3 and 4 have
 /// no consumer groups, formats 3 to 5 have no compressed data, no epoch, and removed nothing,
-/// none has a dictionary, and their memberships (codec version 1) read with empty peer
-/// addresses, which the node derives from the client addresses (the default peer port).
+/// formats 3 to 6 have no dictionary, and their memberships (codec version 1) read with empty
+/// peer addresses, which the node derives from the client addresses (the default peer port);
+/// none holds tokens or roles.
 pub const FORMAT_3: u32 = 3;
 pub const FORMAT_4: u32 = 4;
 pub const FORMAT_5: u32 = 5;
 pub const FORMAT_6: u32 = 6;
+pub const FORMAT_7: u32 = 7;
 /// The oldest format a store is upgraded from at open: format 2 kept a `streams` table
 /// (name -> version, first and last position) that repeated what the stream index holds.
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 2;
 
 /// The snapshot (and backup) file format, apart from the store's: format 6 adds the log epoch
 /// to the header, format 7 the compression dictionary record (and its header's membership may
-/// be of codec version 3, with peer addresses). Snapshots of formats 3 to 5 (the
+/// be of codec version 3, with peer addresses), format 8 the access record (tokens and roles). Snapshots of formats 3 to 5 (the
 /// store format they were written with) are read too, as epoch 0.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 7;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 8;
 /// The first snapshot format whose header holds the epoch.
 pub const SNAPSHOT_FORMAT_EPOCH: u32 = 6;
 
@@ -113,4 +116,6 @@ pub mod sm_key {
     /// The log's compression dictionary (zstd dictionary bytes; see `crate::dictionary`).
     /// Format 7.
     pub const DICTIONARY: &str = "dictionary";
+    /// Tokens and roles (`crate::access::encode_state`; absent: none). Format 8.
+    pub const ACCESS: &str = "access";
 }

@@ -34,6 +34,8 @@ pub enum Command {
     /// A replica check: every member, as it applies this entry, hashes its events in the
     /// range as the log stands at this entry (see [`crate::reader::checks`]). Changes nothing.
     Check(CheckRange),
+    /// A change to tokens or roles (see [`crate::access`]).
+    Access(crate::access::AccessCommand),
 }
 
 /// The positions a [`Command::Check`] hashes: `from..=to` (`to` 0: the log's head at the
@@ -177,6 +179,17 @@ impl fmt::Display for Command {
             Command::Retention(command) => write!(f, "retention {command:?}"),
             Command::Check(range) => write!(f, "check {range:?}"),
             Command::Dictionary(bytes) => write!(f, "dictionary of {} bytes", bytes.len()),
+            // Names only: a token's hash is no one's business in a log line.
+            Command::Access(command) => match command {
+                crate::access::AccessCommand::CreateToken { id, .. } => {
+                    write!(f, "create token {id}")
+                }
+                crate::access::AccessCommand::RevokeToken { id } => write!(f, "revoke token {id}"),
+                crate::access::AccessCommand::PutRole { name, .. } => write!(f, "put role {name}"),
+                crate::access::AccessCommand::DeleteRole { name } => {
+                    write!(f, "delete role {name}")
+                }
+            },
         }
     }
 }
@@ -333,6 +346,8 @@ pub enum CommandResponse {
     StreamTombstoned,
     /// What a retention command decided.
     Retention(RetentionResponse),
+    /// What an access command decided.
+    Access(crate::access::AccessResponse),
 }
 
 impl fmt::Display for CommandResponse {
@@ -394,4 +409,6 @@ pub struct AppliedState {
     pub epoch: u64,
     /// The id of the log's compression dictionary (0: none yet).
     pub dictionary: u64,
+    /// The access state's revision (see [`crate::access::AccessState::revision`]).
+    pub access_revision: u64,
 }

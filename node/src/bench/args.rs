@@ -273,6 +273,8 @@ pub struct BenchConfig {
     pub json: bool,
     /// TLS to the endpoints (`--ca`, `--cert`, `--key`), or plaintext.
     pub tls: Option<evlog_client::ClientTls>,
+    /// `--token`: for a cluster with access control on.
+    pub token: Option<String>,
 }
 
 impl BenchConfig {
@@ -280,6 +282,7 @@ impl BenchConfig {
     pub fn client_options(&self) -> evlog_client::ClientOptions {
         evlog_client::ClientOptions {
             tls: self.tls.clone(),
+            token: self.token.clone(),
             ..evlog_client::ClientOptions::default()
         }
     }
@@ -305,6 +308,7 @@ impl BenchArgs {
                 .tls
                 .client_tls()
                 .map_err(|error| format!("{error:#}"))?,
+            token: self.tls.token.clone(),
             mode: self.mode,
             concurrency: self.concurrency,
             size: self.size,

@@ -282,7 +282,7 @@ fn progress_bar(config: &BenchConfig) -> ProgressBar {
 /// Runs the tasks and merges what they measured.
 async fn measure(
     config: BenchConfig,
-    event_logs: Vec<evlog_proto::v1::event_log_client::EventLogClient<tonic::transport::Channel>>,
+    event_logs: Vec<evlog_proto::v1::event_log_client::EventLogClient<evlog_client::Transport>>,
     append_endpoints: Vec<usize>,
     appender: Option<EvlogClient>,
     leader: Option<String>,

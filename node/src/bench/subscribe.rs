@@ -18,7 +18,6 @@ use evlog_proto::v1 as pb;
 use evlog_proto::v1::event_log_client::EventLogClient;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use super::args::BenchConfig;
 use super::args::SubscribeFrom;
@@ -87,7 +86,7 @@ pub struct SubscriberResult {
 /// where it starts.
 pub async fn open(
     config: &BenchConfig,
-    mut client: EventLogClient<Channel>,
+    mut client: EventLogClient<evlog_client::Transport>,
 ) -> Result<(tonic::Streaming<pb::SubscribeResponse>, u64), tonic::Status> {
     let start = match config.subscribe_from {
         SubscribeFrom::Head => Some(pb::subscribe_request::Start::Head(pb::StartAtHead {})),

@@ -12,7 +12,6 @@ use evlog_proto::v1 as pb;
 use evlog_proto::v1::event_log_client::EventLogClient;
 use tokio::time::Instant;
 use tonic::Status;
-use tonic::transport::Channel;
 
 use super::args::BenchConfig;
 use super::args::BenchMode;
@@ -54,7 +53,7 @@ pub struct Progress {
 pub struct Workload {
     pub config: BenchConfig,
     /// One event-log client per endpoint (clones share the endpoint's one channel).
-    pub event_logs: Vec<EventLogClient<Channel>>,
+    pub event_logs: Vec<EventLogClient<evlog_client::Transport>>,
     /// Indexes into `event_logs` that appends go to: the leader, or all.
     pub append_endpoints: Vec<usize>,
     /// `--via client`: the shared client appends go through instead (it coalesces them).
@@ -72,7 +71,7 @@ pub struct Workload {
 impl Workload {
     pub fn new(
         config: BenchConfig,
-        event_logs: Vec<EventLogClient<Channel>>,
+        event_logs: Vec<EventLogClient<evlog_client::Transport>>,
         append_endpoints: Vec<usize>,
         appender: Option<EvlogClient>,
         clock: Arc<Clock>,
@@ -171,7 +170,7 @@ impl Workload {
         Ok((response.events.len() as u64, bytes))
     }
 
-    fn client(&self, endpoint: usize) -> Result<EventLogClient<Channel>, Status> {
+    fn client(&self, endpoint: usize) -> Result<EventLogClient<evlog_client::Transport>, Status> {
         self.event_logs
             .get(endpoint)
             .cloned()

@@ -1,6 +1,7 @@
 //! `--ca`, `--cert`, `--key`: how the CLI and the bench reach a cluster whose client port
 //! serves TLS (`evlog serve --tls-cert …`). With `--ca`, endpoints are `https://` (bare
 //! `host:port` ones too); without it they are plaintext, and an `https://` endpoint is refused.
+//! And `--token` (or `EVLOG_TOKEN`), for a cluster with access control on (`--auth`).
 
 use std::path::PathBuf;
 
@@ -19,6 +20,10 @@ pub struct ClientTlsArgs {
     /// TLS: the private key (PEM) of --cert.
     #[arg(long, global = true, env = "EVLOG_KEY", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Access control: the token every call carries (evl_…), for nodes started with --auth.
+    /// Prefer the environment variable: a flag shows in the process list and shell history.
+    #[arg(long, global = true, env = "EVLOG_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl ClientTlsArgs {

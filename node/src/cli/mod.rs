@@ -11,6 +11,7 @@ use evlog_client::ClientOptions;
 use evlog_client::DEFAULT_ENDPOINTS;
 use evlog_client::EvlogClient;
 
+mod access;
 mod append;
 mod backup;
 mod client_tls;
@@ -27,6 +28,7 @@ mod streams;
 mod tail;
 mod verify;
 
+pub use access::AccessArgs;
 pub use append::AppendArgs;
 pub use backup::BackupArgs;
 pub use backup::RestoreArgs;
@@ -91,6 +93,8 @@ pub enum CliCommand {
     /// Check that every member holds the same events (up to the lowest head among them), and
     /// name the first position where one differs.
     Verify(VerifyArgs),
+    /// Tokens and roles of a cluster with access control on (`serve --auth`).
+    Access(AccessArgs),
     /// Drive a running cluster and report throughput and latency.
     Bench(crate::bench::BenchArgs),
     /// Write a throwaway CA and certificates for a local cluster (`scripts/cluster.sh up
@@ -127,6 +131,7 @@ impl ClientArgs {
         let options = ClientOptions {
             deadline: Duration::from_millis(self.timeout_ms),
             tls: self.tls.client_tls()?,
+            token: self.tls.token.clone(),
             ..ClientOptions::default()
         };
         EvlogClient::new(endpoints, options).map_err(anyhow::Error::msg)
@@ -155,6 +160,7 @@ pub async fn run_client(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Backup(args) => backup::backup(args).await,
         CliCommand::Restore(args) => backup::restore(args).await,
         CliCommand::Verify(args) => verify::verify(args).await,
+        CliCommand::Access(args) => access::access(args).await,
         CliCommand::DevCerts(args) => dev_certs::dev_certs(&args),
         CliCommand::Serve(_) | CliCommand::Bench(_) => {
             anyhow::bail!("not a client command")

@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// TLS (boxed, as the peer port).
     #[command(flatten)]
     pub tls: Box<TlsArgs>,
+    /// Access control.
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Address the HTTP server (/metrics, /status, /status.json, /healthz, /readyz) listens
     /// on, or `off` [default: the gRPC listen address with its port + 1000].
     #[arg(long, env = "EVLOG_HTTP_LISTEN")]
@@ -250,6 +253,22 @@ impl TlsArgs {
     }
 }
 
+/// Access control: off unless --auth (the local quickstart needs no credentials).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthArgs {
+    /// Require credentials on the client port: a token (`authorization: Bearer evl_…`) or,
+    /// with --client-ca, a client certificate a role names; every call is checked against
+    /// the caller's grants. Cluster.Status, health and reflection stay open.
+    #[arg(long, env = "EVLOG_AUTH")]
+    pub auth: bool,
+    /// A file holding a token (`evl_<16 hex>_<64 hex>`, e.g. from `evlog access
+    /// new-bootstrap-token`) that this node accepts as the principal `bootstrap` with ADMIN,
+    /// apart from the replicated tokens: to create the first roles and tokens. Give every
+    /// node the same file; drop the flag once real tokens exist.
+    #[arg(long, env = "EVLOG_BOOTSTRAP_TOKEN_FILE", requires = "auth")]
+    pub bootstrap_token_file: Option<PathBuf>,
+}
+
 /// Log-wide retention: off by default (an event store keeps everything unless told
 /// otherwise).
 #[derive(Debug, Clone, clap::Args)]
@@ -388,6 +407,10 @@ impl ServeArgs {
             http_listen_addr: self.http_listen_addr()?,
             data_dir: self.data_dir.clone(),
             tls: self.tls.files()?,
+            auth: crate::config::AuthConfig {
+                enabled: self.auth.auth,
+                bootstrap_token_file: self.auth.bootstrap_token_file.clone(),
+            },
             initial_members: parse_members(&self.peers)
                 .map_err(|error| format!("--peers: {error}"))?,
             cluster_id: self.cluster_id.clone(),

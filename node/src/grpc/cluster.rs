@@ -8,12 +8,16 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
+use crate::grpc::auth;
 use crate::grpc::convert;
 use crate::grpc::status::to_status;
+use crate::service::access::AccessControl;
+use crate::service::access::Need;
 use crate::service::cluster::ClusterService;
 
 pub struct ClusterGrpc {
     service: Arc<ClusterService>,
+    access: Arc<AccessControl>,
     /// This node's advertised peer address, as `Status` reports it.
     peer_address: String,
     /// This node's HTTP address, as `Status` reports it (empty: none).
@@ -21,12 +25,25 @@ pub struct ClusterGrpc {
 }
 
 impl ClusterGrpc {
-    pub fn new(service: Arc<ClusterService>, peer_address: String, http_address: String) -> Self {
+    pub fn new(
+        service: Arc<ClusterService>,
+        access: Arc<AccessControl>,
+        peer_address: String,
+        http_address: String,
+    ) -> Self {
         Self {
             service,
+            access,
             peer_address,
             http_address,
         }
+    }
+
+    /// Membership and leadership changes need ADMIN.
+    fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.access
+            .check(&auth::principal(request), Need::Admin)
+            .map_err(|error| to_status(error, false))
     }
 }
 
@@ -47,6 +64,7 @@ impl Cluster for ClusterGrpc {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.check_admin(&request)?;
         let request = request.into_inner();
         let changed = self
             .service
@@ -64,6 +82,7 @@ impl Cluster for ClusterGrpc {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.check_admin(&request)?;
         let changed = self
             .service
             .change_membership(request.into_inner().voters)
@@ -80,6 +99,7 @@ impl Cluster for ClusterGrpc {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        self.check_admin(&request)?;
         let transferred = self
             .service
             .transfer_leader(request.into_inner().to)

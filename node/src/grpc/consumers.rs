@@ -26,10 +26,16 @@ use tonic::Streaming;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+use evlog_raft_store::access::Permission;
+
+use crate::grpc::auth;
 use crate::grpc::convert::recorded_event;
 use crate::grpc::status::to_status;
 use crate::raft::transport::channels::ChannelPool;
 use crate::service::ServiceError;
+use crate::service::access::AccessControl;
+use crate::service::access::Need;
+use crate::service::access::Principal;
 use crate::service::consumers::ConsumerInfo;
 use crate::service::consumers::ConsumerService;
 use crate::service::consumers::CreateConsumer;
@@ -48,6 +54,15 @@ pub struct ConsumersGrpc {
     service: Arc<ConsumerService>,
     channels: ChannelPool,
     max_message_bytes: usize,
+    access: Arc<AccessControl>,
+}
+
+/// What reading a group's events needs: READ on its stream, or on every prefix of its filter.
+fn read_need<'a>(target: &'a ConsumerTarget, filter: &'a ConsumerFilter) -> Need<'a> {
+    match target {
+        ConsumerTarget::Stream(stream) => Need::On(Permission::Read, stream),
+        ConsumerTarget::All => Need::ReadAll(&filter.stream_prefixes),
+    }
 }
 
 impl ConsumersGrpc {
@@ -55,12 +70,35 @@ impl ConsumersGrpc {
         service: Arc<ConsumerService>,
         channels: ChannelPool,
         max_message_bytes: usize,
+        access: Arc<AccessControl>,
     ) -> Self {
         Self {
             service,
             channels,
             max_message_bytes,
+            access,
         }
+    }
+
+    fn check(&self, principal: &Principal, need: Need<'_>) -> Result<(), Status> {
+        self.access.check(principal, need).map_err(status)
+    }
+
+    /// Checks that `principal` may use group `name` and read its events; answers the group's
+    /// target and filter.
+    async fn check_group(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<(ConsumerTarget, ConsumerFilter), Status> {
+        self.check(principal, Need::On(Permission::Consume, name))?;
+        if !self.access.enabled() {
+            return Ok((ConsumerTarget::All, ConsumerFilter::default()));
+        }
+        let info = self.service.get(name.to_string()).await.map_err(status)?;
+        let (target, filter) = (info.record.target, info.record.filter);
+        self.check(principal, read_need(&target, &filter))?;
+        Ok((target, filter))
     }
 
     /// The leader's client when this node does not lead (`None` when it does).
@@ -68,39 +106,55 @@ impl ConsumersGrpc {
         &self,
         request: &Request<T>,
     ) -> Result<Option<ConsumersClient<Channel>>, Status> {
-        let handle = self.service.handle();
-        if handle.is_leader() {
-            return Ok(None);
-        }
-        let forwarded = request.metadata().contains_key(metadata::FORWARDED);
-        if forwarded {
-            return Err(to_status(
-                ServiceError::NotLeader(handle.leader_hint()),
-                true,
-            ));
-        }
-        let leader = leader_to_forward_to(handle, self.service.request_timeout())
-            .await
-            .map_err(|error| to_status(error, false))?;
-        let channel = self.channels.get(&leader.address).map_err(|error| {
-            to_status(
-                ServiceError::LeaderUnreachable {
-                    leader_id: leader.id,
-                    detail: error.to_string(),
-                },
-                false,
-            )
-        })?;
-        Ok(Some(
+        let channel = leader_channel(
+            self.service.handle(),
+            &self.channels,
+            request,
+            self.service.request_timeout(),
+        )
+        .await?;
+        Ok(channel.map(|channel| {
             ConsumersClient::new(channel)
                 .max_decoding_message_size(self.max_message_bytes)
-                .max_encoding_message_size(self.max_message_bytes),
-        ))
+                .max_encoding_message_size(self.max_message_bytes)
+        }))
     }
 }
 
+/// A channel to the leader when this node does not lead (`None` when it does); refused when
+/// `request` was handed on to this node already (it never goes round).
+pub(crate) async fn leader_channel<T>(
+    handle: &crate::raft::handle::RaftHandle,
+    channels: &ChannelPool,
+    request: &Request<T>,
+    timeout: std::time::Duration,
+) -> Result<Option<Channel>, Status> {
+    if handle.is_leader() {
+        return Ok(None);
+    }
+    if request.metadata().contains_key(metadata::FORWARDED) {
+        return Err(to_status(
+            ServiceError::NotLeader(handle.leader_hint()),
+            true,
+        ));
+    }
+    let leader = leader_to_forward_to(handle, timeout)
+        .await
+        .map_err(|error| to_status(error, false))?;
+    let channel = channels.get(&leader.address).map_err(|error| {
+        to_status(
+            ServiceError::LeaderUnreachable {
+                leader_id: leader.id,
+                detail: error.to_string(),
+            },
+            false,
+        )
+    })?;
+    Ok(Some(channel))
+}
+
 /// `message` marked as handed on by a follower, with the caller's deadline.
-fn forwarded<T>(message: T, timeout: Option<std::time::Duration>) -> Request<T> {
+pub(crate) fn forwarded<T>(message: T, timeout: Option<std::time::Duration>) -> Request<T> {
     let mut request = Request::new(message);
     if let Some(timeout) = timeout {
         request.set_timeout(timeout);
@@ -108,10 +162,11 @@ fn forwarded<T>(message: T, timeout: Option<std::time::Duration>) -> Request<T> 
     request
         .metadata_mut()
         .insert(metadata::FORWARDED, MetadataValue::from_static("1"));
+    crate::grpc::auth::forward_credentials(request.metadata_mut());
     request
 }
 
-fn deadline<T>(request: &Request<T>) -> Option<std::time::Duration> {
+pub(crate) fn deadline<T>(request: &Request<T>) -> Option<std::time::Duration> {
     request
         .metadata()
         .get("grpc-timeout")
@@ -277,6 +332,7 @@ impl Consumers for ConsumersGrpc {
                 .create(forwarded(request.into_inner(), timeout))
                 .await;
         }
+        let principal = auth::principal(&request);
         let request = request.into_inner();
         let target = match request.target {
             Some(pb::create_consumer_request::Target::Stream(stream)) => {
@@ -290,6 +346,13 @@ impl Consumers for ConsumersGrpc {
             }
         };
         let filter = request.filter.unwrap_or_default();
+        let filter = ConsumerFilter {
+            stream_prefixes: filter.stream_prefixes,
+            event_types: filter.event_types,
+        };
+        // No wider than its creator's grants: a group reads nothing its creator may not.
+        self.check(&principal, Need::On(Permission::Consume, &request.name))?;
+        self.check(&principal, read_need(&target, &filter))?;
         let start = match request.start {
             None => CreateStart::Beginning,
             Some(pb::create_consumer_request::Start::From(from)) => CreateStart::From(from),
@@ -303,10 +366,7 @@ impl Consumers for ConsumersGrpc {
             .create(CreateConsumer {
                 name: request.name,
                 target,
-                filter: ConsumerFilter {
-                    stream_prefixes: filter.stream_prefixes,
-                    event_types: filter.event_types,
-                },
+                filter,
                 start,
                 settings: settings_from_wire(request.settings)?,
             })
@@ -325,7 +385,9 @@ impl Consumers for ConsumersGrpc {
                 .update(forwarded(request.into_inner(), timeout))
                 .await;
         }
+        let principal = auth::principal(&request);
         let request = request.into_inner();
+        self.check(&principal, Need::On(Permission::Consume, &request.name))?;
         let info = self
             .service
             .update(request.name, settings_from_wire(request.settings)?)
@@ -344,8 +406,11 @@ impl Consumers for ConsumersGrpc {
                 .delete(forwarded(request.into_inner(), timeout))
                 .await;
         }
+        let principal = auth::principal(&request);
+        let name = request.into_inner().name;
+        self.check(&principal, Need::On(Permission::Consume, &name))?;
         self.service
-            .delete(request.into_inner().name)
+            .delete(name)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DeleteConsumerResponse {}))
@@ -360,9 +425,12 @@ impl Consumers for ConsumersGrpc {
             let timeout = deadline(&request);
             return leader.get(forwarded(request.into_inner(), timeout)).await;
         }
+        let principal = auth::principal(&request);
+        let name = request.into_inner().name;
+        self.check(&principal, Need::On(Permission::Consume, &name))?;
         let info = self
             .service
-            .get(request.into_inner().name)
+            .get(name)
             .await
             .map_err(status)?;
         Ok(Response::new(info_to_wire(info)))
@@ -376,6 +444,7 @@ impl Consumers for ConsumersGrpc {
             let timeout = deadline(&request);
             return leader.list(forwarded(request.into_inner(), timeout)).await;
         }
+        let principal = auth::principal(&request);
         let request = request.into_inner();
         let after = (!request.after.is_empty()).then_some(request.after);
         let infos = self
@@ -383,8 +452,17 @@ impl Consumers for ConsumersGrpc {
             .list(after, request.max_count as usize)
             .await
             .map_err(status)?;
+        // Only the groups the caller may use are listed (a page may come back shorter).
         Ok(Response::new(pb::ListConsumersResponse {
-            consumers: infos.into_iter().map(info_to_wire).collect(),
+            consumers: infos
+                .into_iter()
+                .filter(|info| {
+                    self.access
+                        .check(&principal, Need::On(Permission::Consume, &info.record.name))
+                        .is_ok()
+                })
+                .map(info_to_wire)
+                .collect(),
         }))
     }
 
@@ -398,7 +476,10 @@ impl Consumers for ConsumersGrpc {
                 .list_dead_letters(forwarded(request.into_inner(), timeout))
                 .await;
         }
+        let principal = auth::principal(&request);
         let request = request.into_inner();
+        // Dead letters hold copies of events: reading them needs READ as the group's events do.
+        self.check_group(&principal, &request.consumer).await?;
         let (dead_letters, next_from) = self
             .service
             .dead_letters(request.consumer, request.from, request.max_count as usize)
@@ -420,7 +501,9 @@ impl Consumers for ConsumersGrpc {
                 .redrive(forwarded(request.into_inner(), timeout))
                 .await;
         }
+        let principal = auth::principal(&request);
         let request = request.into_inner();
+        self.check(&principal, Need::On(Permission::Consume, &request.consumer))?;
         let selection = match request.selection {
             Some(pb::redrive_request::Selection::All(limit)) => RedriveSelection::All { limit },
             Some(pb::redrive_request::Selection::Keys(keys)) => RedriveSelection::Keys(keys.keys),
@@ -457,6 +540,7 @@ impl Consumers for ConsumersGrpc {
             let response = leader.consume(forwarded(inbound, None)).await?;
             return Ok(Response::new(Box::pin(response.into_inner())));
         }
+        let principal = auth::principal(&request);
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.service.request_timeout(), inbound.next())
             .await
@@ -475,6 +559,17 @@ impl Consumers for ConsumersGrpc {
                     "a consume stream starts with join".to_string(),
                 )));
             }
+        };
+        let (target, filter) = self.check_group(&principal, &join.consumer).await?;
+        let access = Arc::clone(&self.access);
+        let group = join.consumer.clone();
+        // Checked again whenever access changes: a revoked caller's membership ends.
+        let denied = async move {
+            let needs = [
+                Need::On(Permission::Consume, &group),
+                read_need(&target, &filter),
+            ];
+            access.denied(&principal, &needs).await
         };
         let (member, output) = self
             .service
@@ -505,9 +600,10 @@ impl Consumers for ConsumersGrpc {
             let item = state.next().await?;
             Some((item, state))
         });
-        Ok(Response::new(Box::pin(
+        Ok(Response::new(Box::pin(auth::until_denied(
             futures::stream::once(futures::future::ready(Ok(joined))).chain(items),
-        )))
+            denied,
+        ))))
     }
 }
 

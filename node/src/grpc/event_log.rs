@@ -12,19 +12,41 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
+use evlog_raft_store::ReadTarget;
+use evlog_raft_store::access::Permission;
+
+use crate::grpc::auth;
 use crate::grpc::convert;
 use crate::grpc::status::to_status;
 use crate::service::ServiceError;
+use crate::service::access::AccessControl;
+use crate::service::access::Need;
+use crate::service::access::Principal;
 use crate::service::event_log::EventLogService;
 use crate::service::event_log::StreamChanged;
 
 pub struct EventLogGrpc {
     service: Arc<EventLogService>,
+    access: Arc<AccessControl>,
 }
 
 impl EventLogGrpc {
-    pub fn new(service: Arc<EventLogService>) -> Self {
-        Self { service }
+    pub fn new(service: Arc<EventLogService>, access: Arc<AccessControl>) -> Self {
+        Self { service, access }
+    }
+
+    fn check(&self, principal: &Principal, need: Need<'_>) -> Result<(), Status> {
+        self.access
+            .check(principal, need)
+            .map_err(|error| to_status(error, false))
+    }
+}
+
+/// What reading `target` needs (`prefixes`: the filter of a subscription to `all`).
+fn read_need<'a>(target: &'a ReadTarget, prefixes: &'a [String]) -> Need<'a> {
+    match target {
+        ReadTarget::Stream(stream) => Need::On(Permission::Read, stream),
+        ReadTarget::All => Need::ReadAll(prefixes),
     }
 }
 
@@ -40,8 +62,19 @@ impl EventLog for EventLogGrpc {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let principal = auth::principal(&request);
         let request = convert::subscribe_request(request.into_inner())
             .map_err(|error| to_status(error, false))?;
+        self.check(&principal, read_need(&request.target, &request.stream_prefixes))?;
+        // Checked again whenever access changes: a revoked caller's subscription ends.
+        let target = request.target.clone();
+        let prefixes = request.stream_prefixes.clone();
+        let access = Arc::clone(&self.access);
+        let denied = async move {
+            access
+                .denied(&principal, &[read_need(&target, &prefixes)])
+                .await
+        };
         let subscription = self
             .service
             .subscribe(request)
@@ -57,7 +90,7 @@ impl EventLog for EventLogGrpc {
                 subscription,
             ))
         });
-        Ok(Response::new(Box::pin(items)))
+        Ok(Response::new(Box::pin(auth::until_denied(items, denied))))
     }
 
     async fn append(
@@ -65,7 +98,9 @@ impl EventLog for EventLogGrpc {
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let forwarded = request.metadata().contains_key(metadata::FORWARDED);
+        let principal = auth::principal(&request);
         let append = convert::append_request(request.into_inner());
+        self.check(&principal, Need::On(Permission::Append, &append.stream))?;
         match self.service.append(append, forwarded).await {
             Ok(appended) => Ok(Response::new(convert::append_response(appended))),
             Err(error) => Err(to_status(error, forwarded)),
@@ -77,17 +112,43 @@ impl EventLog for EventLogGrpc {
         request: Request<pb::AppendManyRequest>,
     ) -> Result<Response<pb::AppendManyResponse>, Status> {
         let forwarded = request.metadata().contains_key(metadata::FORWARDED);
-        let appends = request
-            .into_inner()
-            .appends
+        let principal = auth::principal(&request);
+        // Each append is checked on its own: a refused one gets its error in its place, the
+        // others go on (as any other refusal of one append of many).
+        let mut refused = Vec::new();
+        let mut allowed = Vec::new();
+        for append in request.into_inner().appends.into_iter().map(convert::append_request) {
+            match self
+                .access
+                .check(&principal, Need::On(Permission::Append, &append.stream))
+            {
+                Ok(()) => {
+                    refused.push(None);
+                    allowed.push(append);
+                }
+                Err(error) => refused.push(Some(error)),
+            }
+        }
+        let mut done = if allowed.is_empty() {
+            Vec::new()
+        } else {
+            self.service
+                .append_many(allowed, forwarded)
+                .await
+                .map_err(|error| to_status(error, forwarded))?
+        }
+        .into_iter();
+        let results: Vec<_> = refused
             .into_iter()
-            .map(convert::append_request)
+            .map(|refusal| match refusal {
+                Some(error) => Err(error),
+                None => done.next().unwrap_or_else(|| {
+                    Err(ServiceError::Internal(
+                        "fewer results than appends".to_string(),
+                    ))
+                }),
+            })
             .collect();
-        let results = self
-            .service
-            .append_many(appends, forwarded)
-            .await
-            .map_err(|error| to_status(error, forwarded))?;
         let results = results
             .into_iter()
             .map(|result| pb::AppendResult {
@@ -108,7 +169,9 @@ impl EventLog for EventLogGrpc {
         &self,
         request: Request<pb::ReadRequest>,
     ) -> Result<Response<pb::ReadResponse>, Status> {
+        let principal = auth::principal(&request);
         let read = convert::read_request(request.into_inner()).map_err(|e| to_status(e, false))?;
+        self.check(&principal, read_need(&read.target, &[]))?;
         let page = self
             .service
             .read(read)
@@ -131,7 +194,9 @@ impl EventLog for EventLogGrpc {
         &self,
         request: Request<pb::GetStreamRequest>,
     ) -> Result<Response<pb::GetStreamResponse>, Status> {
+        let principal = auth::principal(&request);
         let request = request.into_inner();
+        self.check(&principal, Need::On(Permission::Read, &request.stream))?;
         let consistency = convert::consistency(request.consistency, request.at_least_position)
             .map_err(|error| to_status(error, false))?;
         let stream = request.stream;
@@ -151,7 +216,10 @@ impl EventLog for EventLogGrpc {
         &self,
         request: Request<pb::ListStreamsRequest>,
     ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        let principal = auth::principal(&request);
         let request = request.into_inner();
+        // The names it lists are what it reveals: READ on the prefix listed.
+        self.check(&principal, Need::On(Permission::Read, &request.prefix))?;
         let consistency = convert::consistency(request.consistency, request.at_least_position)
             .map_err(|error| to_status(error, false))?;
         let found = self
@@ -182,8 +250,10 @@ impl EventLog for EventLogGrpc {
         request: Request<pb::SetStreamMetadataRequest>,
     ) -> Result<Response<pb::StreamMetadata>, Status> {
         let forwarded = request.metadata().contains_key(metadata::FORWARDED);
+        let principal = auth::principal(&request);
         let change = convert::set_stream_metadata_request(request.into_inner());
         let stream = change.stream().to_string();
+        self.check(&principal, Need::On(Permission::Metadata, &stream))?;
         match self.service.change_stream(change, forwarded).await {
             Ok(StreamChanged::Metadata(meta)) => {
                 Ok(Response::new(convert::stream_metadata(stream, meta)))
@@ -200,7 +270,9 @@ impl EventLog for EventLogGrpc {
         &self,
         request: Request<pb::GetStreamMetadataRequest>,
     ) -> Result<Response<pb::StreamMetadata>, Status> {
+        let principal = auth::principal(&request);
         let request = request.into_inner();
+        self.check(&principal, Need::On(Permission::Read, &request.stream))?;
         let consistency = convert::consistency(request.consistency, request.at_least_position)
             .map_err(|error| to_status(error, false))?;
         let meta = self
@@ -219,7 +291,9 @@ impl EventLog for EventLogGrpc {
         request: Request<pb::DeleteStreamRequest>,
     ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
         let forwarded = request.metadata().contains_key(metadata::FORWARDED);
+        let principal = auth::principal(&request);
         let change = convert::delete_stream_request(request.into_inner());
+        self.check(&principal, Need::On(Permission::Delete, change.stream()))?;
         match self.service.change_stream(change, forwarded).await {
             Ok(StreamChanged::Deleted {
                 version,

@@ -93,9 +93,11 @@ fn append_result_from_wire(
     }
 }
 
+/// A call to the leader with the caller's token (the leader checks the caller again).
 fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
+    crate::grpc::auth::forward_credentials(request.metadata_mut());
     request
 }
 
@@ -118,10 +120,7 @@ impl Forward for GrpcForward {
             let mut client = EventLogClient::new(self.channel(&leader)?)
                 .max_decoding_message_size(self.max_message_bytes)
                 .max_encoding_message_size(self.max_message_bytes);
-            let mut forwarded = request(convert::append_request_to_wire(append), timeout);
-            forwarded
-                .metadata_mut()
-                .insert(metadata::FORWARDED, MetadataValue::from_static("1"));
+            let forwarded = marked(request(convert::append_request_to_wire(append), timeout));
             let response = call(&leader, timeout, "an append", client.append(forwarded)).await?;
             Ok(convert::append_response_from_wire(response))
         }
@@ -153,10 +152,7 @@ impl Forward for GrpcForward {
                     .map(convert::append_request_to_wire)
                     .collect(),
             };
-            let mut forwarded = request(message, timeout);
-            forwarded
-                .metadata_mut()
-                .insert(metadata::FORWARDED, MetadataValue::from_static("1"));
+            let forwarded = marked(request(message, timeout));
             let answer = match tokio::time::timeout(timeout, client.append_many(forwarded)).await {
                 Ok(answer) => answer,
                 Err(_) => {

@@ -12,17 +12,28 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
+use crate::grpc::auth;
 use crate::grpc::status::to_status;
+use crate::service::access::AccessControl;
+use crate::service::access::Need;
 use crate::service::maintenance::Backup;
 use crate::service::maintenance::MaintenanceService;
 
 pub struct MaintenanceGrpc {
     service: Arc<MaintenanceService>,
+    access: Arc<AccessControl>,
 }
 
 impl MaintenanceGrpc {
-    pub fn new(service: Arc<MaintenanceService>) -> Self {
-        Self { service }
+    pub fn new(service: Arc<MaintenanceService>, access: Arc<AccessControl>) -> Self {
+        Self { service, access }
+    }
+
+    /// Backups and replica checks need ADMIN (a backup holds every event).
+    fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.access
+            .check(&auth::principal(request), Need::Admin)
+            .map_err(|error| to_status(error, false))
     }
 }
 
@@ -43,6 +54,7 @@ impl Maintenance for MaintenanceGrpc {
         &self,
         request: Request<pb::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
+        self.check_admin(&request)?;
         let request = request.into_inner();
         let backup = self
             .service
@@ -100,6 +112,7 @@ impl Maintenance for MaintenanceGrpc {
         &self,
         request: Request<pb::ChecksumRequest>,
     ) -> Result<Response<pb::ChecksumStarted>, Status> {
+        self.check_admin(&request)?;
         let request = request.into_inner();
         let check_index = self
             .service
@@ -120,6 +133,7 @@ impl Maintenance for MaintenanceGrpc {
         &self,
         request: Request<pb::GetChecksumRequest>,
     ) -> Result<Response<pb::ChecksumResponse>, Status> {
+        self.check_admin(&request)?;
         let request = request.into_inner();
         let outcome = self
             .service

@@ -57,6 +57,9 @@ pub fn to_status(error: ServiceError, forwarded: bool) -> Status {
         ServiceError::ConsumerExists { .. } => Status::already_exists(message),
         ServiceError::MemberNotFound(_) => Status::not_found(message),
         ServiceError::FailedPrecondition(_) => Status::failed_precondition(message),
+        ServiceError::NotFound(_) => Status::not_found(message),
+        ServiceError::Unauthenticated(_) => Status::unauthenticated(message),
+        ServiceError::PermissionDenied(_) => Status::permission_denied(message),
         ServiceError::NotLeader(hint) => with_leader(Status::unavailable(message), &hint),
         ServiceError::NoLeader { .. }
         | ServiceError::LeaderUnreachable { .. }
@@ -119,6 +122,8 @@ fn leader_answer_status(answer: LeaderAnswer) -> Status {
         AnswerCode::NotFound => Code::NotFound,
         AnswerCode::Unavailable => Code::Unavailable,
         AnswerCode::DeadlineExceeded => Code::DeadlineExceeded,
+        AnswerCode::Unauthenticated => Code::Unauthenticated,
+        AnswerCode::PermissionDenied => Code::PermissionDenied,
         AnswerCode::Internal => Code::Internal,
     };
     let mut status = with_leader(Status::new(code, answer.message), &answer.leader);
@@ -180,6 +185,8 @@ pub fn from_leader_status(status: &Status, leader_id: u64) -> ServiceError {
             };
         }
         Code::DeadlineExceeded => AnswerCode::DeadlineExceeded,
+        Code::Unauthenticated => AnswerCode::Unauthenticated,
+        Code::PermissionDenied => AnswerCode::PermissionDenied,
         _ => AnswerCode::Internal,
     };
     let value = |key: &str| {

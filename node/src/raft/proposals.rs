@@ -299,6 +299,7 @@ mod tests {
                 Command::Consumer(_)
                 | Command::Retention(_)
                 | Command::Check(_)
+                | Command::Access(_)
                 | Command::Dictionary(_) => {
                     panic!("appends make no other commands")
                 }
@@ -339,6 +340,7 @@ mod tests {
                 Command::Consumer(_)
                 | Command::Retention(_)
                 | Command::Check(_)
+                | Command::Access(_)
                 | Command::Dictionary(_) => {
                     panic!("appends make no other commands")
                 }

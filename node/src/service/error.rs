@@ -138,6 +138,15 @@ pub enum ServiceError {
     /// The leader answered a forwarded request with this refusal; passed on as it is.
     #[error("{}", .0.message)]
     FromLeader(LeaderAnswer),
+    /// What the request names does not exist (a token, a role).
+    #[error("{0}")]
+    NotFound(String),
+    /// No credentials, or ones that authenticate no one (access control is on).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's grants do not cover the request: nothing was done.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The node is shutting down.
     #[error("this node is shutting down")]
     ShuttingDown,
@@ -173,6 +182,8 @@ pub enum AnswerCode {
     NotFound,
     Unavailable,
     DeadlineExceeded,
+    Unauthenticated,
+    PermissionDenied,
     Internal,
 }
 
@@ -208,6 +219,9 @@ impl ServiceError {
             ServiceError::TransferIncomplete(_) => "transfer_incomplete",
             ServiceError::Timeout(_) => "timeout",
             ServiceError::FromLeader(_) => "from_leader",
+            ServiceError::NotFound(_) => "not_found",
+            ServiceError::Unauthenticated(_) => "unauthenticated",
+            ServiceError::PermissionDenied(_) => "permission_denied",
             ServiceError::ShuttingDown => "shutting_down",
             ServiceError::Storage(_) => "storage",
             ServiceError::Internal(_) => "internal",

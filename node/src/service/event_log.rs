@@ -661,6 +661,7 @@ fn answer(
         CommandResponse::Empty
         | CommandResponse::Many(_)
         | CommandResponse::Consumer(_)
+        | CommandResponse::Access(_)
         | CommandResponse::Retention(_) => Err(ServiceError::Internal(format!(
             "an append was answered {response:?}"
         ))),

@@ -7,10 +7,12 @@
 //! - `consumers/`: consumer groups (the service, and each group's dispatcher on the leader).
 //! - `cluster.rs`: status and membership.
 //! - `maintenance.rs`: backups.
+//! - `access.rs`: who a caller is and what it may do (tokens, roles, grants).
 //! - `append.rs`: an append's request, validation, fingerprint and command (pure).
 //! - `forward.rs`: the trait a transport implements to hand requests to the leader.
 //! - `error.rs`: [`ServiceError`], one variant per kind; `grpc/status.rs` maps it to the wire.
 
+pub mod access;
 pub mod append;
 pub mod cluster;
 pub mod compression;

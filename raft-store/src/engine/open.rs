@@ -34,6 +34,7 @@ use crate::schema::FORMAT_3;
 use crate::schema::FORMAT_4;
 use crate::schema::FORMAT_5;
 use crate::schema::FORMAT_6;
+use crate::schema::FORMAT_7;
 use crate::schema::FORMAT_VERSION;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
@@ -77,6 +78,7 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
         head_position: machine.head_position,
         epoch: machine.epoch,
         dictionary: machine.dictionary,
+        access_revision: machine.access.revision,
     };
     let tail = Tail {
         pending: BTreeMap::new(),
@@ -212,10 +214,11 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
                     || found == u64::from(FORMAT_4)
                     || found == u64::from(FORMAT_5)
                     || found == u64::from(FORMAT_6)
+                    || found == u64::from(FORMAT_7)
                 {
                     // Format 2 differs from 3 only by a table that repeated the stream index:
-                    // drop it. Formats 3 to 6 read as 7 does; the new stamp keeps an older
-                    // evlog from opening the store once it holds what only 7 has. The upgrade
+                    // drop it. Formats 3 to 7 read as 8 does; the new stamp keeps an older
+                    // evlog from opening the store once it holds what only 8 has. The upgrade
                     // commits with the open's other checks, or not at all.
                     if found == u64::from(UPGRADABLE_FORMAT_VERSION) {
                         txn.delete_table(FORMAT_2_STREAMS)?;
@@ -386,6 +389,12 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         None => 0,
         Some(value) => crate::dictionary::register(value.value()),
     };
+    let access = match sm.get(sm_key::ACCESS)? {
+        None => Default::default(),
+        Some(value) => {
+            std::sync::Arc::new(crate::access::decode_state(value.value()).map_err(corrupt)?)
+        }
+    };
     let events = txn.open_table(EVENTS)?;
     let (last_event, last_timestamp_ms) = match events.last()? {
         None => (0, 0),
@@ -407,6 +416,7 @@ fn load_machine_meta(db: &Database) -> Result<MachineMeta, OpenFailure> {
         epoch,
         first_position,
         dictionary,
+        access,
     })
 }
 

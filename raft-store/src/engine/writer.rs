@@ -253,6 +253,7 @@ fn publish_machine(shared: &Shared, machine: &MachineMeta) {
         head_position: machine.head_position,
         epoch: machine.epoch,
         dictionary: machine.dictionary,
+        access_revision: machine.access.revision,
     };
     *shared.machine() = machine.clone();
     shared.applied.send_if_modified(|current| {

@@ -80,6 +80,10 @@ fn entry_bytes(entry: &Entry) -> usize {
         }
         EntryPayload::Normal(Command::Consumer(command)) => command.weight(),
         EntryPayload::Normal(Command::Retention(_)) => 2 * ENTRY_OVERHEAD,
+        // A role's grants and principals, or a token: bounded by the access limits.
+        EntryPayload::Normal(Command::Access(command)) => {
+            ENTRY_OVERHEAD + crate::access::encode_command(command).len()
+        }
         EntryPayload::Normal(Command::Dictionary(bytes)) => ENTRY_OVERHEAD + bytes.len(),
         EntryPayload::Normal(Command::Check(_))
         | EntryPayload::Blank

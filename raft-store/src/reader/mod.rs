@@ -131,6 +131,11 @@ impl EventReader {
         }
     }
 
+    /// Tokens and roles as last applied (a change raises `AppliedState::access_revision`).
+    pub fn access(&self) -> Arc<crate::access::AccessState> {
+        Arc::clone(&self.shared.machine().access)
+    }
+
     /// Reads a page of events of `target` starting at `start`, within `limit`.
     pub async fn read(
         &self,

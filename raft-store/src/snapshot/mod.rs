@@ -14,7 +14,7 @@
 //!
 //! Wire and file layout (all integers little-endian):
 //! ```text
-//! magic "EVLSNAP1" | u32 format version (`SNAPSHOT_FORMAT_VERSION`, 7; 3 to 6 are read too)
+//! magic "EVLSNAP1" | u32 format version (`SNAPSHOT_FORMAT_VERSION`, 8; 3 to 7 are read too)
 //! record*          | u8 tag | u32 length | length bytes
 //!   tag 1 header   : codec record: optional last-applied log id, membership, head position,
 //!                    log epoch (format 6 on; earlier formats: epoch 0)
@@ -27,6 +27,7 @@
 //!   tag 9 first    : u64 the log's first retained position (absent: 1)
 //!   tag 10 skips   : u32 name length | group name | consumer skips record
 //!   tag 11 dict    : the log's compression dictionary (format 7; before every event)
+//!   tag 12 access  : tokens and roles, `access::encode_state` (format 8; at most one)
 //! trailer          | u8 255 | u64 record count | u32 CRC-32 of every byte before the trailer's CRC
 //! ```
 //! The stream index (which is also every stream's summary) and the idempotency expiry order are
@@ -96,6 +97,7 @@ const TAG_STREAM_META: u8 = 8;
 const TAG_FIRST_POSITION: u8 = 9;
 const TAG_CONSUMER_SKIPS: u8 = 10;
 const TAG_DICTIONARY: u8 = 11;
+const TAG_ACCESS: u8 = 12;
 const TAG_END: u8 = 255;
 /// Largest record a snapshot may hold (an event is limited far below this).
 const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -169,6 +171,7 @@ enum Record {
     FirstPosition(u64),
     ConsumerSkips(String, Vec<u8>),
     Dictionary(Vec<u8>),
+    Access(Vec<u8>),
     End,
 }
 
@@ -312,6 +315,7 @@ impl SnapshotReader {
                 }
                 Ok(Record::Dictionary(body))
             }
+            TAG_ACCESS => Ok(Record::Access(body)),
             other => Err(invalid(format!("unknown record tag {other}"))),
         }
     }
@@ -451,6 +455,9 @@ pub fn write_to(data: &SnapshotData, out: impl Write) -> io::Result<()> {
     // Before the events: a reader needs it to decode those compressed with it.
     if let Some(dictionary) = sm.get(sm_key::DICTIONARY).map_err(io_error)? {
         writer.record(TAG_DICTIONARY, &[dictionary.value()])?;
+    }
+    if let Some(access) = sm.get(sm_key::ACCESS).map_err(io_error)? {
+        writer.record(TAG_ACCESS, &[access.value()])?;
     }
     let metas = txn.open_table(STREAM_META).map_err(io_error)?;
     let index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
@@ -640,6 +647,8 @@ pub(crate) struct Installed {
     pub first_position: u64,
     /// The compression dictionary's id (0: none).
     pub dictionary: u64,
+    /// Tokens and roles.
+    pub access: Arc<crate::access::AccessState>,
 }
 
 /// Replaces the state machine with the snapshot in the file at `path`, inside `txn`. The
@@ -659,11 +668,17 @@ pub(crate) fn install(
         )));
     }
     let counts = replace_state(txn, &mut reader, &header)?;
+    let sm = txn.open_table(SM_META).map_err(io_error)?;
+    let access = match sm.get(sm_key::ACCESS).map_err(io_error)? {
+        Some(record) => Arc::new(crate::access::decode_state(record.value())?),
+        None => Default::default(),
+    };
     Ok(Installed {
         head_position: header.head_position,
         epoch: header.epoch,
         first_position: counts.first_position,
         dictionary: counts.dictionary,
+        access,
     })
 }
 
@@ -681,6 +696,8 @@ struct Counts {
     first_position: u64,
     /// The compression dictionary's id (0: none); registered as it was read.
     dictionary: u64,
+    /// The access record was read.
+    access: bool,
 }
 
 impl Default for Counts {
@@ -695,6 +712,7 @@ impl Default for Counts {
             consumer_skips: 0,
             first_position: 1,
             dictionary: 0,
+            access: false,
         }
     }
 }
@@ -728,6 +746,7 @@ fn replace_state(
     let mut index = txn.open_table(STREAM_INDEX).map_err(io_error)?;
     let mut keys = txn.open_table(IDEMPOTENCY).map_err(io_error)?;
     let mut key_order = txn.open_table(IDEMPOTENCY_ORDER).map_err(io_error)?;
+    let mut access = None;
     let counts = read_records(reader, header, |record| {
         match record {
             Checked::Event {
@@ -767,6 +786,7 @@ fn replace_state(
             Checked::ConsumerSkips { name, record } => {
                 skips.insert(name, record).map_err(io_error)?;
             }
+            Checked::Access { record } => access = Some(record.to_vec()),
         }
         Ok(())
     })?;
@@ -805,6 +825,11 @@ fn replace_state(
         None => sm.remove(sm_key::DICTIONARY),
     }
     .map_err(io_error)?;
+    match &access {
+        Some(record) => sm.insert(sm_key::ACCESS, record.as_slice()),
+        None => sm.remove(sm_key::ACCESS),
+    }
+    .map_err(io_error)?;
     Ok(counts)
 }
 
@@ -837,6 +862,9 @@ enum Checked<'a> {
     },
     ConsumerSkips {
         name: &'a str,
+        record: &'a [u8],
+    },
+    Access {
         record: &'a [u8],
     },
 }
@@ -923,6 +951,14 @@ fn read_records(
                     return Err(invalid("a dictionary record after events or another one"));
                 }
                 counts.dictionary = crate::dictionary::register(&bytes);
+            }
+            Record::Access(record) => {
+                crate::access::decode_state(&record)?;
+                if counts.access {
+                    return Err(invalid("a second access record"));
+                }
+                counts.access = true;
+                visit(Checked::Access { record: &record })?;
             }
             Record::ConsumerSkips(name, record) => {
                 codec::decode_consumer_skips(&record)?;

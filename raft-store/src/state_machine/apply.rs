@@ -150,6 +150,17 @@ pub fn decide(
             }
             CommandResponse::Empty
         }
+        EntryPayload::Normal(Command::Access(command)) => {
+            match crate::access::decide(&machine.access, command, entry.log_id.index) {
+                Ok(state) => {
+                    mutations.push(Mutation::SetAccess(std::sync::Arc::new(state)));
+                    CommandResponse::Access(crate::access::AccessResponse::Done)
+                }
+                Err(refusal) => {
+                    CommandResponse::Access(crate::access::AccessResponse::Refused(refusal))
+                }
+            }
+        }
         // Hashed after it applies (see `reader::checks`): it changes nothing.
         EntryPayload::Normal(Command::Check(_)) => CommandResponse::Empty,
     };

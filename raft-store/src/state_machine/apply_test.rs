@@ -171,6 +171,7 @@ impl MemoryView {
                 Mutation::SetDictionary(bytes) => {
                     self.machine.dictionary = crate::dictionary::id_of(&bytes);
                 }
+                Mutation::SetAccess(state) => self.machine.access = state,
                 Mutation::PutConsumerSkips { name, skips } => {
                     self.skips.insert(name, skips);
                 }

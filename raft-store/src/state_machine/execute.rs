@@ -287,6 +287,17 @@ impl<'txn, 'h> ApplyTables<'txn, 'h> {
                     .map_err(StoreError::db)?;
                 machine.dictionary = crate::dictionary::register(&bytes);
             }
+            Mutation::SetAccess(state) => {
+                self.txn
+                    .open_table(SM_META)
+                    .map_err(StoreError::db)?
+                    .insert(
+                        sm_key::ACCESS,
+                        crate::access::encode_state(&state).as_slice(),
+                    )
+                    .map_err(StoreError::db)?;
+                machine.access = state;
+            }
             Mutation::SetFirstPosition(first_position) => {
                 machine.first_position = first_position;
                 self.cache.get_mut().reclaim.pending = true;
@@ -479,6 +490,7 @@ pub(crate) fn install(
     machine.epoch = installed.epoch;
     machine.first_position = installed.first_position;
     machine.dictionary = installed.dictionary;
+    machine.access = installed.access;
     let events = txn.open_table(EVENTS).map_err(StoreError::db)?;
     machine.last_timestamp_ms = match events.last().map_err(StoreError::db)? {
         None => 0,

@@ -43,6 +43,8 @@ pub struct MachineMeta {
     /// The log's first retained position: every event before it is removed (log-wide
     /// retention). 1 until the log-wide limits removed anything; at most `head_position + 1`.
     pub first_position: u64,
+    /// Tokens and roles (see [`crate::access`]).
+    pub access: std::sync::Arc<crate::access::AccessState>,
 }
 
 impl Default for MachineMeta {
@@ -55,6 +57,7 @@ impl Default for MachineMeta {
             first_position: 1,
             epoch: 0,
             dictionary: 0,
+            access: Default::default(),
         }
     }
 }

@@ -49,6 +49,8 @@ pub enum Mutation {
     SetFirstPosition(u64),
     /// The log's compression dictionary (it had none).
     SetDictionary(bytes::Bytes),
+    /// The access state after an access command (`sm_meta` `access`).
+    SetAccess(std::sync::Arc<crate::access::AccessState>),
     /// What retention took from consumer group `name` so far (its frontier moved past removed
     /// events).
     PutConsumerSkips { name: String, skips: ConsumerSkips },

@@ -1,0 +1,220 @@
+//! Access control on the wire: a tower layer that authenticates every call to the client
+//! services (`evlog.v1.*`) before it reaches its handler, from the `authorization` metadata
+//! or the client certificate, and either refuses it `UNAUTHENTICATED` or hands the handler the
+//! caller ([`principal`]). Health checks and reflection are open. The handlers check what the
+//! caller may do (`service::access`); a live stream's caller is checked again whenever access
+//! changes ([`until_denied`]).
+//!
+//! A follower forwarding a call to the leader sends the caller's token along
+//! ([`forward_credentials`]): the leader authenticates and checks the call again, against the
+//! same replicated state. The token of the call being served is kept in a task-local for that,
+//! so the service layer's forwarding needs no knowledge of it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Context;
+use std::task::Poll;
+
+use futures::Stream;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::ServerName;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+use tonic::metadata::MetadataValue;
+use tonic::transport::server::TcpConnectInfo;
+use tonic::transport::server::TlsConnectInfo;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::grpc::status::to_status;
+use crate::service::ServiceError;
+use crate::service::access::AccessControl;
+use crate::service::access::Principal;
+
+/// The metadata key of the caller's token.
+const AUTHORIZATION: &str = "authorization";
+/// The client services' path prefix: every other path (health, reflection) is open.
+const CLIENT_SERVICES: &str = "/evlog.v1.";
+/// Open too: a node's role, term and members (no data), which status pages, `evlog status`
+/// and the other nodes' HTTP status pages ask every node for.
+const OPEN_STATUS: &str = "/evlog.v1.Cluster/Status";
+
+tokio::task_local! {
+    /// The `authorization` value of the call this task serves.
+    static CREDENTIALS: Option<http::HeaderValue>;
+}
+
+/// The caller of `request`, as the layer authenticated it (anonymous when access control is
+/// off).
+pub fn principal<T>(request: &tonic::Request<T>) -> Principal {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_else(Principal::anonymous)
+}
+
+/// Adds the token of the call this task serves, if it came with one, to a call it forwards.
+pub fn forward_credentials(metadata: &mut MetadataMap) {
+    let value = CREDENTIALS
+        .try_with(|credentials| credentials.clone())
+        .ok()
+        .flatten()
+        .and_then(|value| MetadataValue::try_from(value.as_bytes()).ok());
+    if let Some(value) = value {
+        metadata.insert(AUTHORIZATION, value);
+    }
+}
+
+/// The caller's token in `authorization: Bearer <token>`; an error for any other form.
+fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, ServiceError> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| {
+        ServiceError::Unauthenticated("the authorization metadata is not ASCII".to_string())
+    })?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
+        _ => Err(ServiceError::Unauthenticated(
+            "the authorization metadata must be \"Bearer <token>\"".to_string(),
+        )),
+    }
+}
+
+/// The client certificate the connection presented (verified by the TLS handshake against
+/// `--client-ca`), if any.
+fn client_certificate<B>(request: &http::Request<B>) -> Option<CertificateDer<'static>> {
+    let certificates = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    certificates.first().cloned()
+}
+
+/// Whether `certificate` is valid for the DNS name `name` (its subject alternative names, as
+/// a TLS client checks a server's).
+fn valid_for(certificate: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(certificate) = webpki::EndEntityCert::try_from(certificate) else {
+        return false;
+    };
+    let Ok(name) = ServerName::try_from(name) else {
+        return false;
+    };
+    certificate.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+/// Authenticates the calls to the client services.
+#[derive(Clone)]
+pub struct AuthLayer {
+    access: Arc<AccessControl>,
+}
+
+impl AuthLayer {
+    pub fn new(access: Arc<AccessControl>) -> Self {
+        Self { access }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth {
+            inner,
+            access: Arc::clone(&self.access),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    access: Arc<AccessControl>,
+}
+
+impl<S, RequestBody, ResponseBody> Service<http::Request<RequestBody>> for Auth<S>
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
+    S::Future: Send + 'static,
+    ResponseBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<RequestBody>) -> Self::Future {
+        let path = request.uri().path();
+        if !self.access.enabled() || !path.starts_with(CLIENT_SERVICES) || path == OPEN_STATUS {
+            return Box::pin(self.inner.call(request));
+        }
+        let authenticated = bearer(request.headers()).and_then(|token| {
+            let certificate = client_certificate(&request);
+            let certificate_for =
+                |name: &str| certificate.as_ref().is_some_and(|c| valid_for(c, name));
+            let certificate_for: Option<&dyn Fn(&str) -> bool> =
+                certificate.is_some().then_some(&certificate_for);
+            self.access.authenticate(token, certificate_for)
+        });
+        match authenticated {
+            Ok(principal) => {
+                let credentials = request.headers().get(AUTHORIZATION).cloned();
+                request.extensions_mut().insert(principal);
+                Box::pin(CREDENTIALS.scope(credentials, self.inner.call(request)))
+            }
+            Err(error) => {
+                let status: Status = to_status(error, false);
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+/// `stream`, ended with `denied`'s error as soon as it resolves (the caller's access was
+/// revoked): the item that says why is the last.
+pub fn until_denied<S, T: 'static>(
+    stream: S,
+    denied: impl Future<Output = ServiceError> + Send + 'static,
+) -> impl Stream<Item = Result<T, Status>> + Send + 'static
+where
+    S: Stream<Item = Result<T, Status>> + Send + 'static,
+{
+    UntilDenied {
+        stream: Some(Box::pin(stream)),
+        denied: Box::pin(denied),
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+struct UntilDenied<T> {
+    stream: Option<BoxStream<T>>,
+    denied: Pin<Box<dyn Future<Output = ServiceError> + Send>>,
+}
+
+impl<T> Stream for UntilDenied<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = stream.as_mut().poll_next(cx);
+        if let Poll::Ready(None) = next {
+            self.stream = None;
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(error) = self.denied.as_mut().poll(cx) {
+            // Dropping the stream ends the subscription (or the consumer's membership).
+            self.stream = None;
+            return Poll::Ready(Some(Err(to_status(error, false))));
+        }
+        next
+    }
+}
