@@ -20,6 +20,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::Transport;
 use evlog_proto::v1 as pb;
 use evlog_proto::v1::event_log_client::EventLogClient;
 use prost::Message;
@@ -28,7 +29,6 @@ use tokio::sync::Semaphore;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tonic::Status;
-use crate::Transport;
 
 /// Calls on the wire per endpoint by default; appends arriving meanwhile wait and go together
 /// next.
@@ -200,7 +200,11 @@ const SUPPORTED: u8 = 1;
 const UNSUPPORTED: u8 = 2;
 
 /// Sends each append of `batch` as a unary `Append`, at once.
-async fn send_one_by_one(client: &EventLogClient<Transport>, batch: Vec<Queued>, timeout: Duration) {
+async fn send_one_by_one(
+    client: &EventLogClient<Transport>,
+    batch: Vec<Queued>,
+    timeout: Duration,
+) {
     let calls = batch.into_iter().map(|queued| {
         let mut client = client.clone();
         async move {

@@ -771,7 +771,8 @@ impl Cluster {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    fn channel(&self, id: u64) -> Channel {
+    /// The harness's connection to node `id`'s client port (for clients of any service).
+    pub fn channel(&self, id: u64) -> Channel {
         self.channels
             .get(&id)
             .unwrap_or_else(|| panic!("the cluster has no node {id}"))

@@ -276,9 +276,12 @@ pub async fn run(
     // A read page holds at most max_read_bytes of event records; the wire adds a little.
     let max_response_message = config.limits.max_read_bytes + (1 << 20);
     let event_log_server = Admission::new(
-        EventLogServer::new(EventLogGrpc::new(Arc::clone(&event_log), Arc::clone(&access)))
-            .max_decoding_message_size(max_client_message)
-            .max_encoding_message_size(max_response_message),
+        EventLogServer::new(EventLogGrpc::new(
+            Arc::clone(&event_log),
+            Arc::clone(&access),
+        ))
+        .max_decoding_message_size(max_client_message)
+        .max_encoding_message_size(max_response_message),
         AppendBudget::new(
             u32::try_from(config.max_append_bytes_in_flight)
                 .map_err(|_| anyhow::anyhow!("--max-append-bytes-in-flight is at most 4 GiB"))?,
@@ -691,12 +694,10 @@ pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>
 /// The token in `--bootstrap-token-file` (surrounding whitespace ignored); the error names the
 /// file but never repeats its content.
 fn read_bootstrap_token(path: &std::path::Path) -> anyhow::Result<ParsedToken> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        anyhow::anyhow!("--bootstrap-token-file {}: {error}", path.display())
-    })?;
-    parse_token(text.trim()).map_err(|error| {
-        anyhow::anyhow!("--bootstrap-token-file {}: {error}", path.display())
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| anyhow::anyhow!("--bootstrap-token-file {}: {error}", path.display()))?;
+    parse_token(text.trim())
+        .map_err(|error| anyhow::anyhow!("--bootstrap-token-file {}: {error}", path.display()))
 }
 
 #[cfg(test)]
@@ -725,4 +726,3 @@ mod tests {
         );
     }
 }
-

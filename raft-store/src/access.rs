@@ -206,12 +206,12 @@ fn decode<T: for<'de> Deserialize<'de>>(
     record: &[u8],
 ) -> Result<T, CorruptRecord> {
     match record.split_first() {
-        Some((&RECORD_VERSION, rest)) => postcard::from_bytes(rest).map_err(|error| {
-            CorruptRecord {
+        Some((&RECORD_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|error| CorruptRecord {
                 what,
                 detail: format!("does not decode: {error}"),
-            }
-        }),
+            })
+        }
         Some((version, _)) => Err(CorruptRecord {
             what,
             detail: format!("unknown record version {version}"),
@@ -305,7 +305,9 @@ mod tests {
             ..AccessState::default()
         };
         state.roles.insert("reader".to_string(), reader_role());
-        state.tokens.insert("a1".to_string(), token(&["reader"], 1, 2));
+        state
+            .tokens
+            .insert("a1".to_string(), token(&["reader"], 1, 2));
         let bytes = encode_state(&state);
         assert_eq!(decode_state(&bytes).expect("decodes"), state);
         assert!(decode_state(&bytes[..bytes.len() - 1]).is_err());

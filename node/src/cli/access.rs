@@ -127,9 +127,10 @@ pub async fn access(args: AccessArgs) -> anyhow::Result<()> {
         }
         AccessCommand::RevokeToken { id } => {
             client
-                .access_call(pb::RevokeTokenRequest { id: id.clone() }, |mut c, r| async move {
-                    c.revoke_token(r).await
-                })
+                .access_call(
+                    pb::RevokeTokenRequest { id: id.clone() },
+                    |mut c, r| async move { c.revoke_token(r).await },
+                )
                 .await
                 .map_err(status_error)?;
             println!("token {id} revoked");
@@ -177,18 +178,20 @@ pub async fn access(args: AccessArgs) -> anyhow::Result<()> {
                 principals,
             };
             client
-                .access_call(pb::PutRoleRequest { role: Some(role) }, |mut c, r| async move {
-                    c.put_role(r).await
-                })
+                .access_call(
+                    pb::PutRoleRequest { role: Some(role) },
+                    |mut c, r| async move { c.put_role(r).await },
+                )
                 .await
                 .map_err(status_error)?;
             println!("role {name} put");
         }
         AccessCommand::DeleteRole { name } => {
             client
-                .access_call(pb::DeleteRoleRequest { name: name.clone() }, |mut c, r| async move {
-                    c.delete_role(r).await
-                })
+                .access_call(
+                    pb::DeleteRoleRequest { name: name.clone() },
+                    |mut c, r| async move { c.delete_role(r).await },
+                )
                 .await
                 .map_err(status_error)?;
             println!("role {name} deleted");

@@ -58,7 +58,10 @@ impl AccessGrpc {
     }
 
     /// The leader's client when this node does not lead (`None` when it does).
-    async fn leader<T>(&self, request: &Request<T>) -> Result<Option<AccessClient<Channel>>, Status> {
+    async fn leader<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<AccessClient<Channel>>, Status> {
         let channel =
             leader_channel(&self.handle, &self.channels, request, self.request_timeout).await?;
         Ok(channel.map(AccessClient::new))
@@ -161,7 +164,12 @@ impl Access for AccessGrpc {
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         self.check_admin(&request)?;
         Ok(Response::new(pb::ListTokensResponse {
-            tokens: self.access.tokens().into_iter().map(token_to_wire).collect(),
+            tokens: self
+                .access
+                .tokens()
+                .into_iter()
+                .map(token_to_wire)
+                .collect(),
         }))
     }
 
@@ -197,9 +205,10 @@ impl Access for AccessGrpc {
                 .put_role(forwarded(request.into_inner(), timeout))
                 .await;
         }
-        let role = request.into_inner().role.ok_or_else(|| {
-            status(ServiceError::InvalidArgument("role is missing".to_string()))
-        })?;
+        let role = request
+            .into_inner()
+            .role
+            .ok_or_else(|| status(ServiceError::InvalidArgument("role is missing".to_string())))?;
         let grants = role
             .grants
             .into_iter()
@@ -237,7 +246,10 @@ impl Access for AccessGrpc {
                 .await;
         }
         let name = request.into_inner().name;
-        self.access.delete_role(name.clone()).await.map_err(status)?;
+        self.access
+            .delete_role(name.clone())
+            .await
+            .map_err(status)?;
         tracing::info!(role = %name, "role deleted");
         Ok(Response::new(pb::DeleteRoleResponse {}))
     }

@@ -409,10 +409,7 @@ impl Consumers for ConsumersGrpc {
         let principal = auth::principal(&request);
         let name = request.into_inner().name;
         self.check(&principal, Need::On(Permission::Consume, &name))?;
-        self.service
-            .delete(name)
-            .await
-            .map_err(status)?;
+        self.service.delete(name).await.map_err(status)?;
         Ok(Response::new(pb::DeleteConsumerResponse {}))
     }
 
@@ -428,11 +425,7 @@ impl Consumers for ConsumersGrpc {
         let principal = auth::principal(&request);
         let name = request.into_inner().name;
         self.check(&principal, Need::On(Permission::Consume, &name))?;
-        let info = self
-            .service
-            .get(name)
-            .await
-            .map_err(status)?;
+        let info = self.service.get(name).await.map_err(status)?;
         Ok(Response::new(info_to_wire(info)))
     }
 

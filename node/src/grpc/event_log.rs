@@ -65,7 +65,10 @@ impl EventLog for EventLogGrpc {
         let principal = auth::principal(&request);
         let request = convert::subscribe_request(request.into_inner())
             .map_err(|error| to_status(error, false))?;
-        self.check(&principal, read_need(&request.target, &request.stream_prefixes))?;
+        self.check(
+            &principal,
+            read_need(&request.target, &request.stream_prefixes),
+        )?;
         // Checked again whenever access changes: a revoked caller's subscription ends.
         let target = request.target.clone();
         let prefixes = request.stream_prefixes.clone();
@@ -117,7 +120,12 @@ impl EventLog for EventLogGrpc {
         // others go on (as any other refusal of one append of many).
         let mut refused = Vec::new();
         let mut allowed = Vec::new();
-        for append in request.into_inner().appends.into_iter().map(convert::append_request) {
+        for append in request
+            .into_inner()
+            .appends
+            .into_iter()
+            .map(convert::append_request)
+        {
             match self
                 .access
                 .check(&principal, Need::On(Permission::Append, &append.stream))

@@ -90,7 +90,8 @@ pub fn parse_token(text: &str) -> Result<ParsedToken, String> {
         .split_once('_')
         .ok_or_else(|| format!("the token has no secret part; {TOKEN_FORMAT}"))?;
     let mut id_bytes = [0; ID_BYTES];
-    decode_hex(id, &mut id_bytes).map_err(|what| format!("the token's id {what}; {TOKEN_FORMAT}"))?;
+    decode_hex(id, &mut id_bytes)
+        .map_err(|what| format!("the token's id {what}; {TOKEN_FORMAT}"))?;
     let mut secret_bytes = [0; SECRET_BYTES];
     decode_hex(secret, &mut secret_bytes)
         .map_err(|what| format!("the token's secret {what}; {TOKEN_FORMAT}"))?;
@@ -187,9 +188,10 @@ pub fn grants_of(
     match &principal.by {
         Authenticated::Anonymous | Authenticated::Bootstrap => Ok(admin()),
         Authenticated::Token(id) => {
-            let token = state.tokens.get(id).ok_or_else(|| {
-                ServiceError::PermissionDenied(format!("token {id} was revoked"))
-            })?;
+            let token = state
+                .tokens
+                .get(id)
+                .ok_or_else(|| ServiceError::PermissionDenied(format!("token {id} was revoked")))?;
             if token.expired(now_ms) {
                 return Err(ServiceError::PermissionDenied(format!(
                     "token {id} expired at {} ms since the epoch",
@@ -362,9 +364,9 @@ impl AccessControl {
         }
         let who = &principal.name;
         Err(ServiceError::PermissionDenied(match need {
-            Need::On(Permission::Consume, name) => format!(
-                "{who} may not use consumer group {name:?}: no CONSUME grant covers it"
-            ),
+            Need::On(Permission::Consume, name) => {
+                format!("{who} may not use consumer group {name:?}: no CONSUME grant covers it")
+            }
             Need::On(permission, name) => format!(
                 "{who} may not {} stream {name:?}: no {} grant covers it",
                 verb(permission),
@@ -443,9 +445,7 @@ impl AccessControl {
         self.random
             .fill(&mut id)
             .and_then(|()| self.random.fill(&mut secret))
-            .map_err(|_| {
-                ServiceError::Internal("the system's random source failed".to_string())
-            })?;
+            .map_err(|_| ServiceError::Internal("the system's random source failed".to_string()))?;
         let id = encode_hex(&id);
         let created_at_ms = now_ms();
         let expires_at_ms = match ttl {
@@ -502,7 +502,10 @@ impl AccessControl {
     }
 
     /// The roles and grants `principal` holds now.
-    pub fn describe(&self, principal: &Principal) -> Result<(Vec<String>, Vec<Grant>), ServiceError> {
+    pub fn describe(
+        &self,
+        principal: &Principal,
+    ) -> Result<(Vec<String>, Vec<Grant>), ServiceError> {
         let state = self.state();
         let grants = grants_of(&state, principal, now_ms())?;
         let roles = match &principal.by {
@@ -536,21 +539,19 @@ impl AccessControl {
         .map_err(propose_error)?;
         match answer.0 {
             CommandResponse::Access(AccessResponse::Done) => Ok(()),
-            CommandResponse::Access(AccessResponse::Refused(refusal)) => {
-                Err(match refusal {
-                    evlog_raft_store::access::AccessRefusal::NoSuchToken(_)
-                    | evlog_raft_store::access::AccessRefusal::NoSuchRole(_) => {
-                        ServiceError::NotFound(refusal.to_string())
-                    }
-                    evlog_raft_store::access::AccessRefusal::TokenExists(_) => {
-                        ServiceError::Internal(refusal.to_string())
-                    }
-                    evlog_raft_store::access::AccessRefusal::TooManyTokens(_)
-                    | evlog_raft_store::access::AccessRefusal::TooManyRoles(_) => {
-                        ServiceError::TooLarge(refusal.to_string())
-                    }
-                })
-            }
+            CommandResponse::Access(AccessResponse::Refused(refusal)) => Err(match refusal {
+                evlog_raft_store::access::AccessRefusal::NoSuchToken(_)
+                | evlog_raft_store::access::AccessRefusal::NoSuchRole(_) => {
+                    ServiceError::NotFound(refusal.to_string())
+                }
+                evlog_raft_store::access::AccessRefusal::TokenExists(_) => {
+                    ServiceError::Internal(refusal.to_string())
+                }
+                evlog_raft_store::access::AccessRefusal::TooManyTokens(_)
+                | evlog_raft_store::access::AccessRefusal::TooManyRoles(_) => {
+                    ServiceError::TooLarge(refusal.to_string())
+                }
+            }),
             other => Err(ServiceError::Internal(format!(
                 "an access change was answered {other}"
             ))),
