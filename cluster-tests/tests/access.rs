@@ -244,6 +244,9 @@ async fn every_call_is_checked_against_the_callers_grants() {
     let (_, nobody) = create_token(&cluster, leader, &admin, "nobody", &[]).await;
     let alice = alice.as_str();
     let carol = carol.as_str();
+    // A real token's id with another secret authenticates no one.
+    let alice_id = alice.split('_').nth(1).expect("an id");
+    let forged = format!("evl_{alice_id}_{}", "00".repeat(32));
 
     // A token the follower applied may not have reached it yet: wait until alice is known.
     evlog_cluster_tests::wait_until(
@@ -261,6 +264,11 @@ async fn every_call_is_checked_against_the_callers_grants() {
         },
     )
     .await;
+
+    assert_eq!(
+        code(log.append(with(Some(&forged), append("orders-1"))).await),
+        Code::Unauthenticated
+    );
 
     // Appends: granted on orders-, through a follower (forwarded) and the leader; not elsewhere.
     for node in [follower, leader] {
