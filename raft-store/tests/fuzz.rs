@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
+use evlog_raft_store::access;
 use evlog_raft_store::codec;
 use evlog_raft_store::consumer::ConsumerCommand;
 use evlog_raft_store::consumer::ConsumerRecord;
@@ -97,6 +98,16 @@ fn valid_records() -> Vec<(&'static str, Vec<u8>)> {
         })),
         EntryPayload::Normal(Command::Retention(RetentionCommand::ExpireLog {
             before_position: 77,
+        })),
+        EntryPayload::Normal(Command::Access(access::AccessCommand::PutRole {
+            name: "writer".to_string(),
+            role: access::Role {
+                grants: vec![access::Grant {
+                    permission: access::Permission::Append,
+                    prefix: "orders-".to_string(),
+                }],
+                principals: vec![],
+            },
         })),
         EntryPayload::Normal(Command::Check(CheckRange {
             from: 1,
@@ -219,6 +230,37 @@ fn valid_records() -> Vec<(&'static str, Vec<u8>)> {
     ));
     records.push(("u64", codec::encode_u64(77)));
     records.push(("string", codec::encode_str("cluster-id")));
+    let mut access = access::AccessState {
+        revision: 4,
+        ..Default::default()
+    };
+    access.roles.insert(
+        "reader".to_string(),
+        access::Role {
+            grants: vec![access::Grant {
+                permission: access::Permission::Read,
+                prefix: "orders-".to_string(),
+            }],
+            principals: vec!["svc.example".to_string()],
+        },
+    );
+    access.tokens.insert(
+        "0123456789abcdef".to_string(),
+        access::Token {
+            principal: "alice".to_string(),
+            roles: vec!["reader".to_string()],
+            secret_sha256: [9; 32],
+            created_at_ms: 1,
+            expires_at_ms: 0,
+        },
+    );
+    records.push(("access", access::encode_state(&access)));
+    records.push((
+        "access",
+        access::encode_command(&access::AccessCommand::RevokeToken {
+            id: "0123456789abcdef".to_string(),
+        }),
+    ));
     records
 }
 
@@ -253,11 +295,16 @@ fn decode(kind: &str, bytes: &[u8]) {
                 "command", bytes,
             ));
         }
+        "access" => {
+            drop(access::decode_state(bytes));
+            drop(access::decode_command(bytes));
+        }
         other => panic!("no decoder {other}"),
     }
 }
 
-const KINDS: [&str; 11] = [
+const KINDS: [&str; 12] = [
+    "access",
     "entry",
     "event",
     "log id",
@@ -334,6 +381,9 @@ fn the_valid_records_decode() {
             "idempotency record" => codec::decode_idempotent_record(&bytes).is_ok(),
             "u64" => codec::decode_u64("u64", &bytes).is_ok(),
             "string" => codec::decode_string("string", &bytes).is_ok(),
+            "access" => {
+                access::decode_state(&bytes).is_ok() || access::decode_command(&bytes).is_ok()
+            }
             other => panic!("no decoder {other}"),
         };
         assert!(ok, "a valid {kind} record does not decode");

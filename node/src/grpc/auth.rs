@@ -218,3 +218,38 @@ impl<T> Stream for UntilDenied<T> {
         next
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn headers(value: &[u8]) -> Option<http::HeaderMap> {
+        let value = http::HeaderValue::from_bytes(value).ok()?;
+        let mut headers = http::HeaderMap::new();
+        headers.insert(AUTHORIZATION, value);
+        Some(headers)
+    }
+
+    #[test]
+    fn only_bearer_credentials_are_taken() {
+        let token = headers(b"Bearer evl_x_y").expect("a header");
+        assert_eq!(bearer(&token).expect("bearer"), Some("evl_x_y"));
+        let lower = headers(b"bearer  evl_x_y ").expect("a header");
+        assert_eq!(bearer(&lower).expect("bearer"), Some("evl_x_y"));
+        assert!(bearer(&headers(b"Basic dXNlcjpwYXNz").expect("a header")).is_err());
+        assert!(bearer(&headers(b"evl_x_y").expect("a header")).is_err());
+        assert_eq!(bearer(&http::HeaderMap::new()).expect("none"), None);
+    }
+
+    proptest! {
+        /// Hostile authorization metadata: an error or a token, never a panic.
+        #[test]
+        fn any_authorization_value_never_panics(value in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Some(headers) = headers(&value) {
+                let _ = bearer(&headers);
+            }
+        }
+    }
+}

@@ -761,3 +761,45 @@ mod tests {
         assert!(grants_of(&state, &stranger, 1).expect("none").is_empty());
     }
 }
+
+/// Hostile tokens: the parser gives an error or a token for any text, never a panic, and
+/// never an error that repeats the text; every well-formed token parses back to its parts.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_echoing_it(text in ".{0,200}") {
+            match parse_token(&text) {
+                Ok(token) => prop_assert_eq!(format!("evl_{}_{}", token.id, encode_hex(&token.secret)), text),
+                Err(error) => prop_assert!(text.len() < 8 || !error.contains(&text)),
+            }
+        }
+
+        #[test]
+        fn near_tokens_never_panic(
+            id in proptest::collection::vec(any::<u8>(), 0..12),
+            secret in proptest::collection::vec(any::<u8>(), 0..40),
+            cut in 0usize..120,
+        ) {
+            let text = format!("evl_{}_{}", encode_hex(&id), encode_hex(&secret));
+            let text: String = text.chars().take(cut).collect();
+            let whole = id.len() == ID_BYTES && secret.len() == SECRET_BYTES && cut >= 4 + 16 + 1 + 64;
+            prop_assert_eq!(parse_token(&text).is_ok(), whole);
+        }
+
+        #[test]
+        fn well_formed_tokens_parse_to_their_parts(
+            id in proptest::array::uniform8(any::<u8>()),
+            secret in proptest::array::uniform32(any::<u8>()),
+        ) {
+            let token = parse_token(&format!("evl_{}_{}", encode_hex(&id), encode_hex(&secret)))
+                .expect("well formed");
+            prop_assert_eq!(token.id, encode_hex(&id));
+            prop_assert_eq!(token.secret, secret);
+        }
+    }
+}
