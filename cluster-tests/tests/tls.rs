@@ -11,7 +11,9 @@ use std::time::Duration;
 use evlog_client::ClientTls;
 use evlog_cluster_tests::proto::event_log_client::EventLogClient;
 use evlog_cluster_tests::proto::{AppendRequest, Consistency};
-use evlog_cluster_tests::{Cluster, ClusterOptions, TestTls, event, evlog_binary, timeouts};
+use evlog_cluster_tests::{
+    Cluster, ClusterOptions, TestTls, event, evlog_binary, http, timeouts, wait_for,
+};
 use evlog_proto::internal::v1::raft_peer_client::RaftPeerClient;
 use evlog_proto::internal::v1::{PeerHeader, ReadIndexRequest};
 use tonic::transport::{Channel, Endpoint};
@@ -301,4 +303,127 @@ async fn the_peer_port_refuses_a_peer_without_a_certificate_of_the_peer_ca() {
     let status = cluster.status(leader).await.expect("status");
     let members: Vec<u64> = status.members.iter().map(|member| member.node_id).collect();
     assert_eq!(members, [1, 2, 3]);
+}
+
+/// `evlog_tls_reloads_total{result="…"}`, read from the `/metrics` of the node at `http`.
+async fn tls_reloads(http: &str, result: &str) -> Result<f64, String> {
+    let metrics = http::get(http, "/metrics", Duration::from_secs(5)).await?;
+    Ok(http::sample_value(
+        &metrics.body,
+        &format!("evlog_tls_reloads_total{{result=\"{result}\"}}"),
+    )
+    .unwrap_or(0.0))
+}
+
+/// Copies the CA, and node 1's certificate and key, of `from` over those of `to`: the files
+/// a node of `to` reads.
+fn replace_certificates(from: &TestTls, to: &TestTls) {
+    let (from_cert, from_key) = from.certificate("node-1");
+    let (to_cert, to_key) = to.certificate("node-1");
+    for (from, to) in [
+        (from.ca(), to.ca()),
+        (from_cert, to_cert),
+        (from_key, to_key),
+    ] {
+        std::fs::copy(&from, &to)
+            .unwrap_or_else(|error| panic!("copying {from:?} to {to:?}: {error}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificates_and_a_bad_file_keeps_the_old_ones() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        nodes: 1,
+        tls: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+    cluster.wait_for_leader(timeouts::LEADER).await;
+    let http = cluster.http_address(1).await;
+    let address = cluster.address(1);
+    let served = cluster.tls().expect("a TLS cluster").clone();
+    // A copy of the first CA: the file the node reads is replaced below.
+    let first_ca = cluster.path().join("first-ca.pem");
+    std::fs::copy(served.ca(), &first_ca).expect("copying the first CA");
+    let trusts_first = ClientTls::from_files(&first_ca, None).expect("the first CA");
+
+    // A connection open before the reload, which must keep working after it.
+    let open = channel(&address, Some(&trusts_first));
+    try_append(open.clone(), append("reload", "before"))
+        .await
+        .expect("an append with the first CA");
+
+    // Files of a second CA in place of the first, then SIGHUP.
+    let second = TestTls::generate(&cluster.path().join("second-ca"), 1);
+    replace_certificates(&second, &served);
+    let trusts_second = second.client();
+    cluster.signal_all(&[1], "HUP");
+    wait_for(
+        Duration::from_secs(30),
+        "a client of the second CA",
+        async || {
+            try_append(
+                channel(&address, Some(&trusts_second)),
+                append("reload", "second"),
+            )
+            .await
+            .map_err(|status| describe(&status))
+        },
+    )
+    .await;
+    let refused = try_append(
+        channel(&address, Some(&trusts_first)),
+        append("reload", "first"),
+    )
+    .await;
+    assert_transport_refusal(
+        refused,
+        "a new connection trusting the first CA after the reload",
+        &["UnknownIssuer"],
+    );
+    try_append(open.clone(), append("reload", "open"))
+        .await
+        .expect("the connection opened before the reload still works");
+    assert_eq!(tls_reloads(&http, "ok").await, Ok(1.0));
+    let log = std::fs::read_to_string(cluster.log_path(1)).expect("the node's log");
+    assert!(
+        log.lines()
+            .any(|line| line.contains("certificates reloaded") && line.contains(" expires ")),
+        "no reload with the new expiry in {}",
+        cluster.log_tail(1, 20)
+    );
+
+    // A broken key: the reload fails, names the flag and the file, and the node goes on
+    // serving the second CA's certificate.
+    let (_, key) = served.certificate("node-1");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("writing a broken key");
+    cluster.signal_all(&[1], "HUP");
+    wait_for(
+        Duration::from_secs(30),
+        "the failed reload",
+        async || match tls_reloads(&http, "error").await? {
+            1.0 => Ok(()),
+            other => Err(format!("{other} failed reloads")),
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(cluster.log_path(1)).expect("the node's log");
+    let expected = format!("--tls-key {}", key.display());
+    assert!(
+        log.lines()
+            .any(|line| line.contains("not reloaded") && line.contains(&expected)),
+        "no error naming {expected} in {}",
+        cluster.log_tail(1, 20)
+    );
+    try_append(
+        channel(&address, Some(&trusts_second)),
+        append("reload", "after-bad-key"),
+    )
+    .await
+    .expect("a new connection, served the second CA's certificate after the failed reload");
+    assert_eq!(tls_reloads(&http, "ok").await, Ok(1.0));
 }

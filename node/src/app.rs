@@ -45,6 +45,8 @@ use crate::service::consumers::ConsumerService;
 use crate::service::event_log::EventLogService;
 use crate::service::maintenance::MaintenanceService;
 use crate::service::subscribe::Subscriptions;
+use crate::tls::ServerTls;
+use crate::tls::reload::TlsReload;
 
 /// How long in-flight requests get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -58,6 +60,9 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the target of a requested leadership transfer (`Cluster.TransferLeader`) may take
 /// to lead: it campaigns at once once it has the leader's log, so this is generous.
 const LEADER_TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A gRPC server, plaintext or TLS (their connection types differ).
+type ServerFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 /// The gRPC health service name of the event log (`grpc.health.v1`); "" is the whole node.
 const HEALTH_SERVICE: &str = "evlog.v1.EventLog";
 
@@ -130,6 +135,29 @@ pub async fn run(
     let raft_config = Arc::new(crate::raft::config::raft_config(&config)?);
     let node_id = config.node_id;
     let metrics = Metrics::new();
+    // Both ports' TLS, replaceable by a reload on SIGHUP (its handler registered now, so a
+    // SIGHUP while the store opens does not end the process).
+    let server_tls = tls.as_ref().map(|tls| {
+        (
+            ServerTls::new(Arc::clone(&tls.client_port)),
+            ServerTls::new(Arc::clone(&tls.peer_port)),
+        )
+    });
+    let tls_reload = match (&config.tls, &server_tls, &tls) {
+        (Some(files), Some((client_port, peer_port)), Some(tls)) => {
+            tracing::info!(node_id, "TLS on: {}", tls.expiry);
+            let reload = TlsReload::new(
+                files.clone(),
+                client_port.clone(),
+                peer_port.clone(),
+                &metrics,
+            );
+            Some(tokio::spawn(reload.on_hangup().map_err(|error| {
+                anyhow::anyhow!("cannot handle SIGHUP (certificate reloads): {error}")
+            })?))
+        }
+        _ => None,
+    };
     // Bound before the store opens, so a port in use fails the start at once.
     let http_listener = match config.http_listen_addr {
         Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
@@ -353,7 +381,7 @@ pub async fn run(
     let mut peer_server = tokio::spawn(crate::raft::transport::server::serve(
         peer_listener,
         peer_service,
-        tls.as_ref().map(|tls| tls.peer_port.clone()),
+        server_tls.as_ref().map(|(_, peer_port)| peer_port.clone()),
         Arc::clone(&metrics),
         async {
             stop_peers_rx.await.ok();
@@ -367,17 +395,7 @@ pub async fn run(
         connections::within_open_file_limit(config.max_connections),
         Arc::new(AtomicU64::new(0)),
     );
-    let mut builder = Server::builder();
-    if let Some(tls) = &tls {
-        builder = builder
-            .tls_config(tls.client_port.clone())
-            .map_err(|error| {
-                anyhow::anyhow!(
-                    "the client port's TLS (--tls-cert, --tls-key, --client-ca): {error}"
-                )
-            })?;
-    }
-    let server = builder
+    let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .max_concurrent_streams(config.max_concurrent_streams)
@@ -389,10 +407,16 @@ pub async fn run(
         .add_service(event_log_server)
         .add_service(cluster_server)
         .add_service(consumers_server)
-        .add_service(maintenance_server)
-        .serve_with_incoming_shutdown(incoming, async {
-            stop_rx.await.ok();
-        });
+        .add_service(maintenance_server);
+    let stopped = async {
+        stop_rx.await.ok();
+    };
+    let server: ServerFuture = match &server_tls {
+        Some((client_port, _)) => {
+            Box::pin(router.serve_with_incoming_shutdown(client_port.accept(incoming), stopped))
+        }
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming, stopped)),
+    };
     let mut server = tokio::spawn(server);
     let mut store_failure = engine.failure();
     let store_failed = async move {
@@ -453,6 +477,9 @@ pub async fn run(
     }
     readiness.abort();
     peer_address_check.abort();
+    if let Some(tls_reload) = tls_reload {
+        tls_reload.abort();
+    }
     retention.abort();
     leadership.abort();
     sampler.abort();

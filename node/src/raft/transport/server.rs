@@ -50,7 +50,7 @@ const MAX_PEER_HEADER_LIST_BYTES: u32 = 16 << 10;
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: PeerService,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<crate::tls::ServerTls>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -64,19 +64,25 @@ pub async fn serve(
         MAX_PEER_CONNECTIONS,
         std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
     );
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    builder
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
         .max_concurrent_streams(MAX_PEER_STREAMS)
         .http2_max_header_list_size(MAX_PEER_HEADER_LIST_BYTES)
         .layer(crate::metrics::grpc_layer::GrpcMetricsLayer::new(metrics))
-        .add_service(server)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .add_service(server);
+    match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.accept(incoming), shutdown)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    }
 }
 
 pub struct PeerService {

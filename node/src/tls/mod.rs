@@ -1,0 +1,196 @@
+//! TLS for a node's two gRPC ports, with rustls (ring), the TLS of tonic. Off unless
+//! `--tls-cert` is given; then every other file it needs must be given too (no half-secure
+//! node, no silent downgrade):
+//!
+//! - the client port serves `--tls-cert`/`--tls-key`, and asks clients for a certificate
+//!   signed by `--client-ca` when that is given;
+//! - the peer port requires mutual TLS: it serves `--peer-cert`/`--peer-key` and accepts only
+//!   a peer presenting a certificate signed by `--peer-ca`;
+//! - the node's outgoing connections (Raft to the peer ports, forwarded client requests and
+//!   status calls to the other nodes' client ports) trust `--peer-ca` and present the peer
+//!   certificate. So `--peer-ca` must also have signed the nodes' client-port certificates,
+//!   and with `--client-ca`, that CA must have signed the nodes' peer certificates (with one
+//!   CA for everything, as `evlog dev-certs` makes, both hold).
+//!
+//! The files are read at start, with errors naming the flag and the file, and again on
+//! SIGHUP ([`reload`]): every file is read anew, and if all are good both ports serve the new
+//! certificates (and trust the new CAs) from their next connection on, while the connections
+//! open keep theirs; if any is bad, the error is logged (flag and file) and the ports keep
+//! what they had: a node never goes without TLS. The node's outgoing connections keep the
+//! certificate they were started with: renewing the peer certificate needs a restart for
+//! that side (the CA, `--peer-ca`, still signs both, so a rolling restart suffices).
+//!
+//! tonic's `ServerTlsConfig` cannot change its certificates, so the ports accept TLS
+//! themselves ([`ServerTls`]) and hand tonic the decrypted streams.
+
+mod expiry;
+pub mod reload;
+mod server_tls;
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use evlog_client::ClientTls;
+use evlog_client::tls::NamedFile;
+use evlog_client::tls::TlsFileError;
+use evlog_client::tls::read_pem;
+use rustls::RootCertStore;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::server::WebPkiClientVerifier;
+
+pub use server_tls::ServerTls;
+
+/// The certificate files of a node with TLS on.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// `--tls-cert`, `--tls-key`: the client port's certificate and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// `--client-ca`: when given, clients must present a certificate it signed.
+    pub client_ca: Option<PathBuf>,
+    /// `--peer-cert`, `--peer-key`: what this node presents to peers (serving and dialing).
+    pub peer_cert: PathBuf,
+    pub peer_key: PathBuf,
+    /// `--peer-ca`: the CA peers' certificates (and other nodes' client-port certificates,
+    /// for forwarded requests) must be signed by.
+    pub peer_ca: PathBuf,
+}
+
+/// A node's TLS, loaded.
+#[derive(Clone, Debug)]
+pub struct NodeTls {
+    /// The client port's server configuration.
+    pub client_port: Arc<ServerConfig>,
+    /// The peer port's server configuration (client certificates required).
+    pub peer_port: Arc<ServerConfig>,
+    /// This node's outgoing connections, to peer ports and client ports alike.
+    pub outgoing: ClientTls,
+    /// When the served certificates expire, for the log: `--tls-cert … expires …`.
+    pub expiry: String,
+}
+
+impl TlsFiles {
+    /// Reads every file; the first that cannot be used is the error.
+    pub fn load(&self) -> Result<NodeTls, TlsFileError> {
+        let cert = ("--tls-cert", self.cert.as_path());
+        let key = ("--tls-key", self.key.as_path());
+        let client_ca = self
+            .client_ca
+            .as_deref()
+            .map(|client_ca| ("--client-ca", client_ca));
+        let peer_cert = ("--peer-cert", self.peer_cert.as_path());
+        let peer_key = ("--peer-key", self.peer_key.as_path());
+        let peer_ca = ("--peer-ca", self.peer_ca.as_path());
+        let (client_port, client_port_expiry) = server_config(cert, key, client_ca)?;
+        // A client CA makes client authentication required, never optional.
+        let (peer_port, peer_port_expiry) = server_config(peer_cert, peer_key, Some(peer_ca))?;
+        let outgoing = ClientTls::from_named_files(peer_ca, Some((peer_cert, peer_key)))?;
+        Ok(NodeTls {
+            client_port,
+            peer_port,
+            outgoing,
+            expiry: format!(
+                "--tls-cert {} expires {client_port_expiry}, --peer-cert {} expires \
+                 {peer_port_expiry}",
+                self.cert.display(),
+                self.peer_cert.display()
+            ),
+        })
+    }
+}
+
+/// The crypto of every configuration: ring, named rather than left to a process default
+/// (which a second provider in the tree would make ambiguous).
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn file_error(flag: &str, path: &Path, detail: String) -> TlsFileError {
+    TlsFileError {
+        flag: flag.to_string(),
+        path: path.to_path_buf(),
+        detail,
+    }
+}
+
+/// The certificates of the PEM file `(flag, path)`: at least one.
+fn read_certificates(
+    (flag, path): NamedFile<'_>,
+) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+    let pem = read_pem(flag, path)?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| file_error(flag, path, format!("not a PEM certificate: {error}")))?;
+    if certificates.is_empty() {
+        return Err(file_error(
+            flag,
+            path,
+            "holds no certificate (no -----BEGIN CERTIFICATE----- block)".to_string(),
+        ));
+    }
+    Ok(certificates)
+}
+
+/// The private key of the PEM file `(flag, path)`.
+fn read_key((flag, path): NamedFile<'_>) -> Result<PrivateKeyDer<'static>, TlsFileError> {
+    let pem = read_pem(flag, path)?;
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|error| file_error(flag, path, format!("not a PEM private key: {error}")))
+}
+
+/// A port's server configuration: it serves `cert` with `key` (HTTP/2 only), and with
+/// `client_ca` requires a client certificate that CA signed. Also the certificate's expiry.
+fn server_config(
+    cert: NamedFile<'_>,
+    key: NamedFile<'_>,
+    client_ca: Option<NamedFile<'_>>,
+) -> Result<(Arc<ServerConfig>, String), TlsFileError> {
+    let chain = read_certificates(cert)?;
+    let private_key = read_key(key)?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| file_error(cert.0, cert.1, format!("TLS versions: {error}")))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(client_ca) => {
+            let mut roots = RootCertStore::empty();
+            for certificate in read_certificates(client_ca)? {
+                roots.add(certificate).map_err(|error| {
+                    file_error(
+                        client_ca.0,
+                        client_ca.1,
+                        format!("not a CA certificate: {error}"),
+                    )
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
+                .build()
+                .map_err(|error| file_error(client_ca.0, client_ca.1, error.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let expiry = chain
+        .first()
+        .and_then(|certificate| expiry::not_after(certificate))
+        .unwrap_or_else(|| "(unknown)".to_string());
+    let mut config = builder
+        .with_single_cert(chain, private_key)
+        .map_err(|error| {
+            file_error(
+                key.0,
+                key.1,
+                format!(
+                    "cannot serve it with {} {}: {error}",
+                    cert.0,
+                    cert.1.display()
+                ),
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok((Arc::new(config), expiry))
+}
