@@ -427,3 +427,65 @@ async fn sighup_reloads_the_certificates_and_a_bad_file_keeps_the_old_ones() {
     .expect("a new connection, served the second CA's certificate after the failed reload");
     assert_eq!(tls_reloads(&http, "ok").await, Ok(1.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sighup_nodes_dial_each_other_with_the_new_certificates() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        tls: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let follower = *cluster
+        .node_ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let mut http = Vec::new();
+    for id in cluster.node_ids() {
+        http.push(cluster.http_address(id).await);
+    }
+
+    // Every node's files replaced by those of a second CA, and every node reloaded: the
+    // connections between them stay open, on the first CA's certificates.
+    let second = cluster.path().join("second-ca");
+    TestTls::generate(&second, 3);
+    for entry in std::fs::read_dir(&second).expect("the second CA's directory") {
+        let from = entry.expect("a file of the second CA").path();
+        let to = cluster
+            .path()
+            .join("certs")
+            .join(from.file_name().expect("a name"));
+        std::fs::copy(&from, &to)
+            .unwrap_or_else(|error| panic!("copying {from:?} to {to:?}: {error}"));
+    }
+    cluster.signal_all(&cluster.node_ids(), "HUP");
+    for address in &http {
+        wait_for(
+            Duration::from_secs(30),
+            "every node reloaded",
+            async || match tls_reloads(address, "ok").await? {
+                1.0 => Ok(()),
+                other => Err(format!("{other} reloads at {address}")),
+            },
+        )
+        .await;
+    }
+
+    // A follower restarted (with the second CA's files, which it reads at start) must be
+    // dialed anew by the leader: only the leader's reloaded outgoing certificate gets through.
+    cluster.kill(follower).await;
+    cluster
+        .append(leader, "after-rotation", vec![event("x", "Tested", "data")])
+        .await
+        .expect("an append while the follower is down");
+    let applied = cluster
+        .status(leader)
+        .await
+        .expect("the leader's status")
+        .applied_index;
+    cluster.restart(follower);
+    cluster
+        .wait_for_applied(follower, applied, Duration::from_secs(60))
+        .await;
+}

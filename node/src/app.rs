@@ -45,6 +45,7 @@ use crate::service::consumers::ConsumerService;
 use crate::service::event_log::EventLogService;
 use crate::service::maintenance::MaintenanceService;
 use crate::service::subscribe::Subscriptions;
+use crate::tls::OutgoingTls;
 use crate::tls::ServerTls;
 use crate::tls::reload::TlsReload;
 
@@ -135,21 +136,25 @@ pub async fn run(
     let raft_config = Arc::new(crate::raft::config::raft_config(&config)?);
     let node_id = config.node_id;
     let metrics = Metrics::new();
-    // Both ports' TLS, replaceable by a reload on SIGHUP (its handler registered now, so a
-    // SIGHUP while the store opens does not end the process).
+    // Both ports' TLS and the outgoing connections', replaceable by a reload on SIGHUP (its
+    // handler registered now, so a SIGHUP while the store opens does not end the process).
     let server_tls = tls.as_ref().map(|tls| {
         (
             ServerTls::new(Arc::clone(&tls.client_port)),
             ServerTls::new(Arc::clone(&tls.peer_port)),
         )
     });
-    let tls_reload = match (&config.tls, &server_tls, &tls) {
-        (Some(files), Some((client_port, peer_port)), Some(tls)) => {
+    let outgoing_tls = tls
+        .as_ref()
+        .map(|tls| OutgoingTls::new(Arc::clone(&tls.outgoing)));
+    let tls_reload = match (&config.tls, &tls, &server_tls, &outgoing_tls) {
+        (Some(files), Some(tls), Some((client_port, peer_port)), Some(outgoing)) => {
             tracing::info!(node_id, "TLS on: {}", tls.expiry);
             let reload = TlsReload::new(
                 files.clone(),
                 client_port.clone(),
                 peer_port.clone(),
+                outgoing.clone(),
                 &metrics,
             );
             Some(tokio::spawn(reload.on_hangup().map_err(|error| {
@@ -180,11 +185,7 @@ pub async fn run(
     let (engine, log_store, state_machine, reader) =
         tokio::task::spawn_blocking(move || evlog_raft_store::open(&store_config)).await??;
     let peer_rpc_timeout = Duration::from_millis(config.peer_rpc_timeout_ms);
-    let channels = NodeChannels::new(
-        peer_rpc_timeout,
-        config.routes.clone(),
-        tls.as_ref().map(|tls| tls.outgoing.clone()),
-    );
+    let channels = NodeChannels::new(peer_rpc_timeout, config.routes.clone(), outgoing_tls);
     let identity = PeerIdentity::new(&config.cluster_id, &metrics);
     let network = PeerNetwork::new(
         node_id,

@@ -16,14 +16,16 @@
 //! SIGHUP ([`reload`]): every file is read anew, and if all are good both ports serve the new
 //! certificates (and trust the new CAs) from their next connection on, while the connections
 //! open keep theirs; if any is bad, the error is logged (flag and file) and the ports keep
-//! what they had: a node never goes without TLS. The node's outgoing connections keep the
-//! certificate they were started with: renewing the peer certificate needs a restart for
-//! that side (the CA, `--peer-ca`, still signs both, so a rolling restart suffices).
+//! what they had: a node never goes without TLS. The node's outgoing connections present
+//! the new `--peer-cert` and trust the new `--peer-ca` from their next connection (or
+//! reconnection) on.
 //!
-//! tonic's `ServerTlsConfig` cannot change its certificates, so the ports accept TLS
-//! themselves ([`ServerTls`]) and hand tonic the decrypted streams.
+//! tonic's `ServerTlsConfig` and `ClientTlsConfig` cannot change their certificates, so the
+//! ports accept TLS themselves ([`ServerTls`]) and hand tonic the decrypted streams, and the
+//! outgoing channels dial through a connector of their own ([`OutgoingTls`]).
 
 mod expiry;
+mod outgoing_tls;
 pub mod reload;
 mod server_tls;
 
@@ -31,10 +33,10 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use evlog_client::ClientTls;
 use evlog_client::tls::NamedFile;
 use evlog_client::tls::TlsFileError;
 use evlog_client::tls::read_pem;
+use rustls::ClientConfig;
 use rustls::RootCertStore;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -43,6 +45,7 @@ use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 use rustls::server::WebPkiClientVerifier;
 
+pub use outgoing_tls::OutgoingTls;
 pub use server_tls::ServerTls;
 
 /// The certificate files of a node with TLS on.
@@ -69,7 +72,7 @@ pub struct NodeTls {
     /// The peer port's server configuration (client certificates required).
     pub peer_port: Arc<ServerConfig>,
     /// This node's outgoing connections, to peer ports and client ports alike.
-    pub outgoing: ClientTls,
+    pub outgoing: Arc<ClientConfig>,
     /// When the served certificates expire, for the log: `--tls-cert … expires …`.
     pub expiry: String,
 }
@@ -89,7 +92,7 @@ impl TlsFiles {
         let (client_port, client_port_expiry) = server_config(cert, key, client_ca)?;
         // A client CA makes client authentication required, never optional.
         let (peer_port, peer_port_expiry) = server_config(peer_cert, peer_key, Some(peer_ca))?;
-        let outgoing = ClientTls::from_named_files(peer_ca, Some((peer_cert, peer_key)))?;
+        let outgoing = client_config(peer_ca, peer_cert, peer_key)?;
         Ok(NodeTls {
             client_port,
             peer_port,
@@ -143,6 +146,46 @@ fn read_key((flag, path): NamedFile<'_>) -> Result<PrivateKeyDer<'static>, TlsFi
         .map_err(|error| file_error(flag, path, format!("not a PEM private key: {error}")))
 }
 
+/// The CA certificates of the PEM file `ca`, as roots to check certificates against.
+fn read_roots(ca: NamedFile<'_>) -> Result<RootCertStore, TlsFileError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in read_certificates(ca)? {
+        roots
+            .add(certificate)
+            .map_err(|error| file_error(ca.0, ca.1, format!("not a CA certificate: {error}")))?;
+    }
+    Ok(roots)
+}
+
+/// The outgoing configuration: it trusts `ca` and presents `cert` with `key` (HTTP/2 only).
+fn client_config(
+    ca: NamedFile<'_>,
+    cert: NamedFile<'_>,
+    key: NamedFile<'_>,
+) -> Result<Arc<ClientConfig>, TlsFileError> {
+    let roots = read_roots(ca)?;
+    let chain = read_certificates(cert)?;
+    let private_key = read_key(key)?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| file_error(cert.0, cert.1, format!("TLS versions: {error}")))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, private_key)
+        .map_err(|error| {
+            file_error(
+                key.0,
+                key.1,
+                format!(
+                    "cannot present it with {} {}: {error}",
+                    cert.0,
+                    cert.1.display()
+                ),
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A port's server configuration: it serves `cert` with `key` (HTTP/2 only), and with
 /// `client_ca` requires a client certificate that CA signed. Also the certificate's expiry.
 fn server_config(
@@ -158,16 +201,7 @@ fn server_config(
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(client_ca) => {
-            let mut roots = RootCertStore::empty();
-            for certificate in read_certificates(client_ca)? {
-                roots.add(certificate).map_err(|error| {
-                    file_error(
-                        client_ca.0,
-                        client_ca.1,
-                        format!("not a CA certificate: {error}"),
-                    )
-                })?;
-            }
+            let roots = read_roots(client_ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
                 .build()
                 .map_err(|error| file_error(client_ca.0, client_ca.1, error.to_string()))?;

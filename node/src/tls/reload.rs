@@ -7,6 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::signal::unix::SignalKind;
 use tokio::signal::unix::signal;
 
+use super::OutgoingTls;
 use super::ServerTls;
 use super::TlsFiles;
 use crate::metrics::Metrics;
@@ -17,6 +18,7 @@ pub struct TlsReload {
     files: TlsFiles,
     client_port: ServerTls,
     peer_port: ServerTls,
+    outgoing: OutgoingTls,
     succeeded: Counter,
     failed: Counter,
 }
@@ -26,6 +28,7 @@ impl TlsReload {
         files: TlsFiles,
         client_port: ServerTls,
         peer_port: ServerTls,
+        outgoing: OutgoingTls,
         metrics: &Metrics,
     ) -> Self {
         let reloads = |result: &str| {
@@ -37,18 +40,21 @@ impl TlsReload {
             files,
             client_port,
             peer_port,
+            outgoing,
             succeeded: reloads("ok"),
             failed: reloads("error"),
         }
     }
 
-    /// Reads every file again and, if all are good, serves them on both ports; returns the
+    /// Reads every file again and, if all are good, serves them on both ports and presents
+    /// the new peer certificate on new outgoing connections; returns the
     /// new certificates' expiry. A bad file changes nothing.
     pub fn reload(&self) -> Result<String, TlsFileError> {
         match self.files.load() {
             Ok(tls) => {
                 self.client_port.replace(tls.client_port);
                 self.peer_port.replace(tls.peer_port);
+                self.outgoing.replace(tls.outgoing);
                 self.succeeded.inc();
                 Ok(tls.expiry)
             }
