@@ -240,12 +240,18 @@ async fn with_a_client_ca_clients_must_present_a_certificate_it_signed() {
     assert_eq!(events.len(), 1, "{events:?}");
 }
 
-/// A `ReadIndex` on the peer port at `address`, as a peer of this cluster would send it.
-async fn peer_read_index(address: &str, tls: Option<&ClientTls>) -> Result<u64, tonic::Status> {
+/// A `ReadIndex` on the peer port at `address`, as node `sender` of this cluster would send
+/// it.
+async fn peer_read_index(
+    address: &str,
+    tls: Option<&ClientTls>,
+    sender: u64,
+) -> Result<u64, tonic::Status> {
     let request = ReadIndexRequest {
         header: Some(PeerHeader {
             cluster_id: "evlog".to_owned(),
             group_id: 0,
+            sender_id: sender,
         }),
     };
     let response = RaftPeerClient::new(channel(address, tls))
@@ -269,7 +275,7 @@ async fn the_peer_port_refuses_a_peer_without_a_certificate_of_the_peer_ca() {
 
     // A peer with a certificate of the cluster's CA is served (the nodes electing a leader
     // above proved it too).
-    let index = peer_read_index(&peer_address, Some(&member))
+    let index = peer_read_index(&peer_address, Some(&member), 1)
         .await
         .expect("a member's certificate is accepted");
     assert!(index >= 1);
@@ -279,16 +285,16 @@ async fn the_peer_port_refuses_a_peer_without_a_certificate_of_the_peer_ca() {
     let stranger = TestTls::generate(&cluster.path().join("other-ca"), 4);
     let (cert, key) = stranger.certificate("node-4");
     let foreign = ClientTls::from_files(&certs.ca(), Some((&cert, &key))).expect("files");
-    let refused = peer_read_index(&peer_address, Some(&foreign))
+    let refused = peer_read_index(&peer_address, Some(&foreign), 4)
         .await
         .map_err(|status| status.clone());
     assert_transport_refusal(refused, "a peer certificate of another CA", &[]);
 
     // No certificate at all, and plaintext: refused too.
     let anonymous = ClientTls::from_files(&certs.ca(), None).expect("the CA");
-    let refused = peer_read_index(&peer_address, Some(&anonymous)).await;
+    let refused = peer_read_index(&peer_address, Some(&anonymous), 1).await;
     assert_transport_refusal(refused, "a peer without a certificate", &[]);
-    let refused = peer_read_index(&peer_address, None).await;
+    let refused = peer_read_index(&peer_address, None, 1).await;
     assert_transport_refusal(refused, "a plaintext peer", &[]);
 
     // The cluster goes on, with its three members and no other.
@@ -303,6 +309,67 @@ async fn the_peer_port_refuses_a_peer_without_a_certificate_of_the_peer_ca() {
     let status = cluster.status(leader).await.expect("status");
     let members: Vec<u64> = status.members.iter().map(|member| member.node_id).collect();
     assert_eq!(members, [1, 2, 3]);
+}
+
+/// `evlog_peer_messages_refused_total{reason="certificate_name"}` of node `id`.
+async fn refused_certificate_names(cluster: &Cluster, id: u64) -> f64 {
+    let address = cluster.http_address(id).await;
+    let metrics = http::get(&address, "/metrics", Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|error| panic!("scraping node {id}: {error}"));
+    http::sample_value(
+        &metrics.body,
+        "evlog_peer_messages_refused_total{reason=\"certificate_name\"}",
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_certificate_must_name_the_node_that_sends() {
+    let cluster = Cluster::start(ClusterOptions {
+        tls: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let certs = cluster.tls().expect("a TLS cluster");
+    let peer_address = cluster.peer_address(leader);
+    let holding = |name: &str| {
+        let (cert, key) = certs.certificate(name);
+        ClientTls::from_files(&certs.ca(), Some((&cert, &key))).expect("files")
+    };
+    let node_1 = holding("node-1");
+    peer_read_index(&peer_address, Some(&node_1), 1)
+        .await
+        .expect("node 1, with its own certificate");
+    assert_eq!(refused_certificate_names(&cluster, leader).await, 0.0);
+
+    // Certificates of the cluster's CA (the handshake succeeds), each naming another node than
+    // the one the message says sends it: node 1's as node 2, and the client certificate (it
+    // names `client`) as node 1.
+    for (certificate, sender) in [("node-1", 2), ("client", 1)] {
+        let status = peer_read_index(&peer_address, Some(&holding(certificate)), sender)
+            .await
+            .expect_err("a sender its certificate does not name");
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{certificate} as node {sender}: {}",
+            describe(&status)
+        );
+        assert!(
+            status.message().contains(&format!("node-{sender}")),
+            "{}",
+            status.message()
+        );
+    }
+    assert_eq!(refused_certificate_names(&cluster, leader).await, 2.0);
+
+    // The cluster goes on.
+    cluster
+        .append(leader, "named", vec![event("x", "Tested", "data")])
+        .await
+        .expect("an append after the impostors were refused");
 }
 
 /// `evlog_tls_reloads_total{result="…"}`, read from the `/metrics` of the node at `http`.

@@ -186,7 +186,7 @@ pub async fn run(
         tokio::task::spawn_blocking(move || evlog_raft_store::open(&store_config)).await??;
     let peer_rpc_timeout = Duration::from_millis(config.peer_rpc_timeout_ms);
     let channels = NodeChannels::new(peer_rpc_timeout, config.routes.clone(), outgoing_tls);
-    let identity = PeerIdentity::new(&config.cluster_id, &metrics);
+    let identity = PeerIdentity::new(&config.cluster_id, node_id, tls.is_some(), &metrics);
     let network = PeerNetwork::new(
         node_id,
         identity.clone(),

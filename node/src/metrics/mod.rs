@@ -58,7 +58,9 @@ pub struct Metrics {
     pub snapshots_sent: Counter,
     pub snapshots_installed: Counter,
     /// Peer messages refused, by reason (`cluster_id`: sent by a node of another cluster;
-    /// `group_id`: for a Raft group this node does not run; `missing_header`).
+    /// `group_id`: for a Raft group this node does not run; `missing_header`;
+    /// `certificate_name`: with TLS, the sender's certificate does not name it, or the
+    /// message speaks for another node).
     pub peer_messages_refused: Family<Labels, Counter>,
     /// Certificate reloads on SIGHUP, by result (`ok`; `error`: a file was bad, the old
     /// certificates stay).
@@ -215,7 +217,9 @@ impl Metrics {
         registry.register(
             "evlog_peer_messages_refused",
             "Peer messages this node refused, by reason: cluster_id (a node of another cluster \
-             sent it), group_id (a Raft group this node does not run), missing_header",
+             sent it), group_id (a Raft group this node does not run), missing_header, \
+             certificate_name (the sender's certificate does not name it, or the message \
+             speaks for another node)",
             self.peer_messages_refused.clone(),
         );
         registry.register(

@@ -20,6 +20,16 @@
 //! the new `--peer-cert` and trust the new `--peer-ca` from their next connection (or
 //! reconnection) on.
 //!
+//! **Peer certificates name their node.** On the peer port a certificate of `--peer-ca` is
+//! not enough: every peer message says which node sends it, and the sender's certificate
+//! must carry the DNS subject alternative name `node-<id>` for that node id ([`peer_name`];
+//! `evlog dev-certs` writes `node-N` into node N's certificate). A message from a node its
+//! certificate does not name, or a Raft message speaking for another node (a vote, an
+//! append, a snapshot or a leadership transfer of another), is refused with
+//! `PERMISSION_DENIED` and counted (`evlog_peer_messages_refused_total{reason=
+//! "certificate_name"}`): a stolen or misissued certificate of one node cannot pose as
+//! another (see `raft::transport::identity`). The client-port certificate needs no such name.
+//!
 //! tonic's `ServerTlsConfig` and `ClientTlsConfig` cannot change their certificates, so the
 //! ports accept TLS themselves ([`ServerTls`]) and hand tonic the decrypted streams, and the
 //! outgoing channels dial through a connector of their own ([`OutgoingTls`]).
@@ -42,7 +52,9 @@ use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
+use rustls::server::ParsedCertificate;
 use rustls::server::WebPkiClientVerifier;
 
 pub use outgoing_tls::OutgoingTls;
@@ -105,6 +117,23 @@ impl TlsFiles {
             ),
         })
     }
+}
+
+/// The name a node's peer certificate must carry for the node to speak as `node_id` on the
+/// peer port: the DNS subject alternative name `node-<id>` (what `evlog dev-certs` writes).
+pub fn peer_name(node_id: u64) -> String {
+    format!("node-{node_id}")
+}
+
+/// Whether the end-entity certificate `certificate` names node `node_id` ([`peer_name`]), as
+/// a server certificate names its host: an exact DNS subject alternative name (a wildcard
+/// `*.…` never matches `node-<id>`, which has no dot).
+pub fn names_node(certificate: &CertificateDer<'_>, node_id: u64) -> bool {
+    let Ok(name) = ServerName::try_from(peer_name(node_id)) else {
+        return false;
+    };
+    ParsedCertificate::try_from(certificate)
+        .is_ok_and(|parsed| rustls::client::verify_server_name(&parsed, &name).is_ok())
 }
 
 /// The crypto of every configuration: ring, named rather than left to a process default
