@@ -556,3 +556,90 @@ async fn after_sighup_nodes_dial_each_other_with_the_new_certificates() {
         .wait_for_applied(follower, applied, Duration::from_secs(60))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_says_when_a_node_speaks_the_other_protocol() {
+    let secure = Cluster::start(ClusterOptions {
+        nodes: 1,
+        tls: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let plain = Cluster::start(ClusterOptions {
+        nodes: 1,
+        ..ClusterOptions::default()
+    })
+    .await;
+    secure.wait_for_leader(timeouts::LEADER).await;
+    plain.wait_for_leader(timeouts::LEADER).await;
+    let ca = secure
+        .tls()
+        .expect("a TLS cluster")
+        .ca()
+        .display()
+        .to_string();
+    // The command fails, and its error says why (stderr).
+    let fails = |args: &[&str]| {
+        let output = Command::new(evlog_binary())
+            .args(args)
+            .args(["--timeout-ms", "3000"])
+            .output()
+            .expect("running the evlog CLI");
+        assert!(!output.status.success(), "evlog {args:?} succeeded");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+
+    // Plaintext to the TLS port: through the client's retried calls (read) and through a
+    // command that asks each node itself (status).
+    let tls_node = secure.address(1);
+    let expected = format!("the node at {tls_node} serves TLS: use an https:// endpoint and --ca");
+    for command in [&["read", "--stream", "s"][..], &["status"]] {
+        let stderr = fails(&[command, &["--endpoints", &tls_node]].concat());
+        assert!(stderr.contains(&expected), "{command:?}: {stderr}");
+    }
+
+    // TLS to the plaintext port.
+    let plain_node = plain.address(1);
+    let expected = format!("the node at {plain_node} does not serve TLS");
+    for command in [&["read", "--stream", "s"][..], &["status"]] {
+        let https = format!("https://{plain_node}");
+        let stderr = fails(&[command, &["--endpoints", &https, "--ca", &ca]].concat());
+        assert!(
+            stderr.contains(&expected.replace(&plain_node, &https)),
+            "{command:?}: {stderr}"
+        );
+    }
+
+    // The Rust client says it too, in the status of the call.
+    let client = evlog_client::EvlogClient::new(
+        std::slice::from_ref(&tls_node),
+        evlog_client::ClientOptions {
+            deadline: Duration::from_secs(3),
+            ..evlog_client::ClientOptions::default()
+        },
+    )
+    .expect("a client");
+    let status = client
+        .append(append("s", "plain"))
+        .await
+        .expect_err("a plaintext append to a TLS node");
+    assert!(
+        status
+            .message()
+            .contains(&format!("the node at {tls_node} serves TLS")),
+        "{}",
+        describe(&status)
+    );
+
+    // A command that fails for another reason gets no such sentence.
+    let stderr = fails(&[
+        "read",
+        "--stream",
+        "s",
+        "--endpoints",
+        &tls_node,
+        "--ca",
+        "/nonexistent",
+    ]);
+    assert!(!stderr.contains("TLS"), "{stderr}");
+}
