@@ -45,9 +45,7 @@ use crate::service::consumers::ConsumerService;
 use crate::service::event_log::EventLogService;
 use crate::service::maintenance::MaintenanceService;
 use crate::service::subscribe::Subscriptions;
-use crate::tls::OutgoingTls;
-use crate::tls::ServerTls;
-use crate::tls::reload::TlsReload;
+use crate::tls::LiveTls;
 
 /// How long in-flight requests get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -127,42 +125,26 @@ pub async fn run(
         peer: peer_listener,
     } = listeners;
     let peer_address = peer_address(&config, &peer_listener)?;
-    // Read before the store opens, so a missing or bad certificate fails the start at once.
-    let tls = config
-        .tls
-        .as_ref()
-        .map(crate::tls::TlsFiles::load)
-        .transpose()?;
-    let raft_config = Arc::new(crate::raft::config::raft_config(&config)?);
     let node_id = config.node_id;
     let metrics = Metrics::new();
-    // Both ports' TLS and the outgoing connections', replaceable by a reload on SIGHUP (its
-    // handler registered now, so a SIGHUP while the store opens does not end the process).
-    let server_tls = tls.as_ref().map(|tls| {
-        (
-            ServerTls::new(Arc::clone(&tls.client_port)),
-            ServerTls::new(Arc::clone(&tls.peer_port)),
-        )
-    });
-    let outgoing_tls = tls
-        .as_ref()
-        .map(|tls| OutgoingTls::new(Arc::clone(&tls.outgoing)));
-    let tls_reload = match (&config.tls, &tls, &server_tls, &outgoing_tls) {
-        (Some(files), Some(tls), Some((client_port, peer_port)), Some(outgoing)) => {
-            tracing::info!(node_id, "TLS on: {}", tls.expiry);
-            let reload = TlsReload::new(
-                files.clone(),
-                client_port.clone(),
-                peer_port.clone(),
-                outgoing.clone(),
-                &metrics,
-            );
-            Some(tokio::spawn(reload.on_hangup().map_err(|error| {
-                anyhow::anyhow!("cannot handle SIGHUP (certificate reloads): {error}")
-            })?))
+    // Read before the store opens, so a missing or bad certificate fails the start at once.
+    let tls = match &config.tls {
+        Some(files) => {
+            let (tls, expiry) = LiveTls::load(files, &metrics)?;
+            tracing::info!(node_id, "TLS on: {expiry}");
+            Some(tls)
         }
-        _ => None,
+        None => None,
     };
+    // Reloaded on SIGHUP; the handler is registered now, so a SIGHUP while the store opens
+    // does not end the process.
+    let tls_reload = tls
+        .clone()
+        .map(LiveTls::on_hangup)
+        .transpose()
+        .map_err(|error| anyhow::anyhow!("cannot handle SIGHUP (certificate reloads): {error}"))?
+        .map(tokio::spawn);
+    let raft_config = Arc::new(crate::raft::config::raft_config(&config)?);
     // Bound before the store opens, so a port in use fails the start at once.
     let http_listener = match config.http_listen_addr {
         Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
@@ -185,7 +167,11 @@ pub async fn run(
     let (engine, log_store, state_machine, reader) =
         tokio::task::spawn_blocking(move || evlog_raft_store::open(&store_config)).await??;
     let peer_rpc_timeout = Duration::from_millis(config.peer_rpc_timeout_ms);
-    let channels = NodeChannels::new(peer_rpc_timeout, config.routes.clone(), outgoing_tls);
+    let channels = NodeChannels::new(
+        peer_rpc_timeout,
+        config.routes.clone(),
+        tls.as_ref().map(LiveTls::outgoing),
+    );
     let identity = PeerIdentity::new(&config.cluster_id, node_id, tls.is_some(), &metrics);
     let network = PeerNetwork::new(
         node_id,
@@ -382,7 +368,7 @@ pub async fn run(
     let mut peer_server = tokio::spawn(crate::raft::transport::server::serve(
         peer_listener,
         peer_service,
-        server_tls.as_ref().map(|(_, peer_port)| peer_port.clone()),
+        tls.as_ref().map(LiveTls::peer_port),
         Arc::clone(&metrics),
         async {
             stop_peers_rx.await.ok();
@@ -412,10 +398,10 @@ pub async fn run(
     let stopped = async {
         stop_rx.await.ok();
     };
-    let server: ServerFuture = match &server_tls {
-        Some((client_port, _)) => {
-            Box::pin(router.serve_with_incoming_shutdown(client_port.accept(incoming), stopped))
-        }
+    let server: ServerFuture = match &tls {
+        Some(tls) => Box::pin(
+            router.serve_with_incoming_shutdown(tls.client_port().accept(incoming), stopped),
+        ),
         None => Box::pin(router.serve_with_incoming_shutdown(incoming, stopped)),
     };
     let mut server = tokio::spawn(server);

@@ -13,7 +13,7 @@
 //!   CA for everything, as `evlog dev-certs` makes, both hold).
 //!
 //! The files are read at start, with errors naming the flag and the file, and again on
-//! SIGHUP ([`reload`]): every file is read anew, and if all are good both ports serve the new
+//! SIGHUP ([`LiveTls`]): every file is read anew, and if all are good both ports serve the new
 //! certificates (and trust the new CAs) from their next connection on, while the connections
 //! open keep theirs; if any is bad, the error is logged (flag and file) and the ports keep
 //! what they had: a node never goes without TLS. The node's outgoing connections present
@@ -35,8 +35,8 @@
 //! outgoing channels dial through a connector of their own ([`OutgoingTls`]).
 
 mod expiry;
+mod live_tls;
 mod outgoing_tls;
-pub mod reload;
 mod server_tls;
 
 use std::path::Path;
@@ -57,6 +57,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::server::ParsedCertificate;
 use rustls::server::WebPkiClientVerifier;
 
+pub use live_tls::LiveTls;
 pub use outgoing_tls::OutgoingTls;
 pub use server_tls::ServerTls;
 
