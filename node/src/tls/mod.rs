@@ -258,3 +258,88 @@ fn server_config(
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok((Arc::new(config), expiry))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a certificate naming `name` and its key into `dir`: (`NAME.pem`, `NAME.key`).
+    fn write_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("parameters");
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let certificate = params.self_signed(&key).expect("a certificate");
+        let paths = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&paths.0, certificate.pem()).expect("write");
+        std::fs::write(&paths.1, key.serialize_pem()).expect("write");
+        paths
+    }
+
+    #[test]
+    fn every_file_is_checked_and_a_bad_one_named() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (cert, key) = write_certificate(dir.path(), "node-1");
+        let (_, other_key) = write_certificate(dir.path(), "node-2");
+        let files = TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: None,
+            peer_cert: cert.clone(),
+            peer_key: key.clone(),
+            // Self-signed: the certificate is its own CA.
+            peer_ca: cert.clone(),
+        };
+        let loaded = files.load().expect("good files");
+        assert!(
+            loaded.expiry.contains("expires 4096-01-01"),
+            "{}",
+            loaded.expiry
+        );
+
+        let mismatched = TlsFiles {
+            key: other_key.clone(),
+            ..files.clone()
+        };
+        let error = mismatched.load().expect_err("another certificate's key");
+        assert_eq!(error.flag, "--tls-key");
+        assert!(
+            error.detail.contains("cannot serve it with --tls-cert"),
+            "{error}"
+        );
+
+        let garbage = dir.path().join("garbage.key");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        let broken = TlsFiles {
+            peer_key: garbage,
+            ..files.clone()
+        };
+        let error = broken.load().expect_err("a broken key");
+        assert_eq!(error.flag, "--peer-key");
+
+        let not_a_certificate = TlsFiles {
+            peer_ca: key,
+            ..files
+        };
+        let error = not_a_certificate.load().expect_err("a key as the CA");
+        assert_eq!(error.flag, "--peer-ca");
+        assert!(error.detail.contains("no certificate"), "{error}");
+    }
+
+    #[test]
+    fn a_certificate_names_a_node_by_its_exact_dns_name() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (cert, _) = write_certificate(dir.path(), "node-2");
+        let pem = std::fs::read(&cert).expect("read");
+        let der = CertificateDer::from_pem_slice(&pem).expect("a certificate");
+        assert!(names_node(&der, 2));
+        assert!(!names_node(&der, 1));
+        assert!(!names_node(&der, 22));
+        assert!(!names_node(&CertificateDer::from(vec![0x30, 0x00]), 2));
+    }
+}

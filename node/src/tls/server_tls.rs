@@ -18,8 +18,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// Most handshakes in progress at once on one port; further accepted connections wait their
-/// turn (the connection limit of the port bounds them).
-const MAX_HANDSHAKES: usize = 64;
+/// turn (the port's connection limit bounds them too). Large, so that a few clients that
+/// connect and say nothing cannot hold every slot for a [`HANDSHAKE_TIMEOUT`].
+const MAX_HANDSHAKES: usize = 1_024;
 /// How long a client may take over its handshake before its connection is closed (so one that
 /// connects and says nothing cannot hold a handshake slot).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
