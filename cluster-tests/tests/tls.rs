@@ -9,8 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use evlog_client::ClientTls;
+use evlog_cluster_tests::proto::cluster_client::ClusterClient;
 use evlog_cluster_tests::proto::event_log_client::EventLogClient;
-use evlog_cluster_tests::proto::{AppendRequest, Consistency};
+use evlog_cluster_tests::proto::{AppendRequest, Consistency, StatusRequest};
 use evlog_cluster_tests::{
     Cluster, ClusterOptions, TestTls, event, evlog_binary, http, timeouts, wait_for,
 };
@@ -516,7 +517,7 @@ async fn after_sighup_nodes_dial_each_other_with_the_new_certificates() {
     // Every node's files replaced by those of a second CA, and every node reloaded: the
     // connections between them stay open, on the first CA's certificates.
     let second = cluster.path().join("second-ca");
-    TestTls::generate(&second, 3);
+    let trusts_second = TestTls::generate(&second, 3).client();
     for entry in std::fs::read_dir(&second).expect("the second CA's directory") {
         let from = entry.expect("a file of the second CA").path();
         let to = cluster
@@ -541,15 +542,18 @@ async fn after_sighup_nodes_dial_each_other_with_the_new_certificates() {
 
     // A follower restarted (with the second CA's files, which it reads at start) must be
     // dialed anew by the leader: only the leader's reloaded outgoing certificate gets through.
+    // (The harness's own channels trust the first CA: a new connection of theirs to the
+    // leader would fail, so the test asks the leader through the second CA.)
     cluster.kill(follower).await;
-    cluster
-        .append(leader, "after-rotation", vec![event("x", "Tested", "data")])
+    let to_leader = channel(&cluster.address(leader), Some(&trusts_second));
+    try_append(to_leader.clone(), append("after-rotation", "x"))
         .await
         .expect("an append while the follower is down");
-    let applied = cluster
-        .status(leader)
+    let applied = ClusterClient::new(to_leader)
+        .status(StatusRequest::default())
         .await
         .expect("the leader's status")
+        .into_inner()
         .applied_index;
     cluster.restart(follower);
     cluster
