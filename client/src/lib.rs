@@ -127,6 +127,18 @@ fn refused_by_goaway(status: &Status) -> bool {
     false
 }
 
+/// Whether an error below `status` says `words`.
+fn error_chain_mentions(status: &Status, words: &str) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.to_string().contains(words) {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// Whether `status` is the transport's cancellation of a request it never sent: hyper's
 /// "operation was canceled" caused by "connection closed", below a tonic transport error.
 fn cancelled_unsent(status: &Status) -> bool {
@@ -375,7 +387,7 @@ impl EvlogClient {
                 Err(status) if retryable(&status) && attempt < self.options.max_attempts => {
                     let now = tokio::time::Instant::now();
                     if now + backoff >= deadline {
-                        return Err(status);
+                        return Err(self.explain(index, status).await);
                     }
                     // A follower that names the leader is not the one to ask again.
                     let leader_hint = status
@@ -393,8 +405,32 @@ impl EvlogClient {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.options.max_backoff);
                 }
-                other => return other,
+                Err(status) => return Err(self.explain(index, status).await),
+                Ok(answer) => return Ok(answer),
             }
+        }
+    }
+
+    /// The error a call that failed on endpoint `index` ends with: `status`, or, when it is
+    /// a failure of the connection and the node there speaks the other protocol (TLS to a
+    /// plaintext port, or plaintext to a TLS one, which otherwise shows as an HTTP/2 protocol
+    /// error or a corrupt TLS message), a status that says so.
+    async fn explain(&self, index: usize, status: Status) -> Status {
+        // A node's own answer has no source; a connection's failure has the transport error.
+        // One that never connected (refused, unreachable, timed out) met no server to probe:
+        // the probe would only add its own timeout.
+        let connection_failed = std::error::Error::source(&status).is_some()
+            && matches!(
+                status.code(),
+                Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+            );
+        if !connection_failed || error_chain_mentions(&status, "tcp connect error") {
+            return status;
+        }
+        let endpoint = &self.endpoints[index % self.endpoints.len()];
+        match tls::protocol_mismatch(endpoint, self.options.tls.is_some()).await {
+            Some(mismatch) => Status::unavailable(format!("{mismatch} ({})", status.message())),
+            None => status,
         }
     }
 

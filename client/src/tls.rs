@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tonic::transport::Certificate;
 use tonic::transport::ClientTlsConfig;
@@ -108,6 +109,77 @@ pub fn endpoint_uri(endpoint: &str, tls: bool) -> Result<String, String> {
     }
 }
 
+/// What a server's port speaks, as far as [`probe`] can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortProtocol {
+    /// TLS (an evlog node started with `--tls-cert`).
+    Tls,
+    /// Plaintext HTTP/2.
+    Plaintext,
+}
+
+/// The bytes a plaintext HTTP/2 client opens with: the connection preface and an empty
+/// SETTINGS frame (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// Asks the server at `endpoint` (`host:port`, `http://…` or `https://…`) what it speaks:
+/// sends what a plaintext HTTP/2 client sends first and reads the start of the answer. A TLS
+/// server answers with a TLS record (an alert: `0x15 0x03 …`), a plaintext HTTP/2 server with
+/// its SETTINGS frame (frame type 4). `None`: no connection, no answer within `timeout`, or
+/// anything else.
+pub async fn probe(endpoint: &str, timeout: Duration) -> Option<PortProtocol> {
+    use tokio::io::AsyncReadExt;
+    use tokio::io::AsyncWriteExt;
+
+    let address = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .trim_end_matches('/');
+    let answer = tokio::time::timeout(timeout, async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        stream.write_all(HTTP2_PREFACE).await.ok()?;
+        let mut answer = [0u8; 4];
+        let mut read = 0;
+        while read < answer.len() {
+            let more = stream.read(&mut answer[read..]).await.ok()?;
+            if more == 0 {
+                break;
+            }
+            read += more;
+        }
+        Some((answer, read))
+    })
+    .await
+    .ok()??;
+    match answer {
+        ([0x15 | 0x16, 0x03, ..], 2..) => Some(PortProtocol::Tls),
+        ([_, _, _, 0x04], 4) => Some(PortProtocol::Plaintext),
+        _ => None,
+    }
+}
+
+/// After a connection to `endpoint` failed (`tls`: the client spoke TLS): a sentence saying
+/// that the server speaks the other protocol and what to do, when [`probe`] shows it does.
+/// It names the CLI's flag, `--ca`; in the Rust client that is [`ClientTls`] in
+/// `ClientOptions::tls`.
+pub async fn protocol_mismatch(endpoint: &str, tls: bool) -> Option<String> {
+    match (probe(endpoint, PROBE_TIMEOUT).await?, tls) {
+        (PortProtocol::Tls, false) => Some(format!(
+            "the node at {endpoint} serves TLS: use an https:// endpoint and --ca (the CA that \
+             signed its certificate)"
+        )),
+        (PortProtocol::Plaintext, true) => Some(format!(
+            "the node at {endpoint} does not serve TLS: use an http:// (or bare host:port) \
+             endpoint, without --ca"
+        )),
+        _ => None,
+    }
+}
+
+/// How long [`protocol_mismatch`] waits for a server's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +195,50 @@ mod tests {
         assert!(endpoint_uri("http://h:1", true).is_err());
         assert!(endpoint_uri("https://h:1", false).is_err());
         assert!(endpoint_uri("ftp://h:1", false).is_err());
+    }
+
+    /// A server on loopback that answers every connection with `answer`, then closes it.
+    async fn answering(answer: &'static [u8]) -> String {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("port 0");
+        let address = listener.local_addr().expect("an address").to_string();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                stream.write_all(answer).await.ok();
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn a_probe_tells_tls_from_plaintext_http2_by_the_first_bytes_of_the_answer() {
+        let timeout = Duration::from_secs(10);
+        // What rustls answers to a plaintext preface: a fatal alert record.
+        let tls = answering(b"\x15\x03\x03\x00\x02\x02\x32").await;
+        // What an HTTP/2 server answers first: its SETTINGS frame (type 4, stream 0).
+        let plaintext =
+            answering(b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x01\x00").await;
+        let neither = answering(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        assert_eq!(probe(&tls, timeout).await, Some(PortProtocol::Tls));
+        assert_eq!(
+            probe(&format!("http://{plaintext}"), timeout).await,
+            Some(PortProtocol::Plaintext)
+        );
+        assert_eq!(probe(&neither, timeout).await, None);
+
+        let hint = protocol_mismatch(&tls, false).await.expect("a mismatch");
+        assert!(
+            hint.contains("serves TLS: use an https:// endpoint and --ca"),
+            "{hint}"
+        );
+        assert_eq!(protocol_mismatch(&tls, true).await, None);
+        let hint = protocol_mismatch(&plaintext, true)
+            .await
+            .expect("a mismatch");
+        assert!(hint.contains("does not serve TLS"), "{hint}");
+        assert_eq!(protocol_mismatch(&plaintext, false).await, None);
     }
 
     #[test]

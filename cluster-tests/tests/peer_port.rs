@@ -37,6 +37,7 @@ fn header(cluster_id: &str) -> Option<PeerHeader> {
     Some(PeerHeader {
         cluster_id: cluster_id.to_owned(),
         group_id: 0,
+        sender_id: 0,
     })
 }
 

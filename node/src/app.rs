@@ -51,6 +51,7 @@ use crate::service::consumers::ConsumerService;
 use crate::service::event_log::EventLogService;
 use crate::service::maintenance::MaintenanceService;
 use crate::service::subscribe::Subscriptions;
+use crate::tls::LiveTls;
 
 /// How long in-flight requests get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -64,6 +65,9 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the target of a requested leadership transfer (`Cluster.TransferLeader`) may take
 /// to lead: it campaigns at once once it has the leader's log, so this is generous.
 const LEADER_TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A gRPC server, plaintext or TLS (their connection types differ).
+type ServerFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 /// The gRPC health service name of the event log (`grpc.health.v1`); "" is the whole node.
 const HEALTH_SERVICE: &str = "evlog.v1.EventLog";
 
@@ -127,21 +131,32 @@ pub async fn run(
         peer: peer_listener,
     } = listeners;
     let peer_address = peer_address(&config, &peer_listener)?;
-    // Read before the store opens, so a missing or bad certificate fails the start at once.
-    let tls = config
-        .tls
-        .as_ref()
-        .map(crate::tls::TlsFiles::load)
-        .transpose()?;
     let bootstrap_token = config
         .auth
         .bootstrap_token_file
         .as_deref()
         .map(read_bootstrap_token)
         .transpose()?;
-    let raft_config = Arc::new(crate::raft::config::raft_config(&config)?);
     let node_id = config.node_id;
     let metrics = Metrics::new();
+    // Read before the store opens, so a missing or bad certificate fails the start at once.
+    let tls = match &config.tls {
+        Some(files) => {
+            let (tls, expiry) = LiveTls::load(files, &metrics)?;
+            tracing::info!(node_id, "TLS on: {expiry}");
+            Some(tls)
+        }
+        None => None,
+    };
+    // Reloaded on SIGHUP; the handler is registered now, so a SIGHUP while the store opens
+    // does not end the process.
+    let tls_reload = tls
+        .clone()
+        .map(LiveTls::on_hangup)
+        .transpose()
+        .map_err(|error| anyhow::anyhow!("cannot handle SIGHUP (certificate reloads): {error}"))?
+        .map(tokio::spawn);
+    let raft_config = Arc::new(crate::raft::config::raft_config(&config)?);
     // Bound before the store opens, so a port in use fails the start at once.
     let http_listener = match config.http_listen_addr {
         Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
@@ -167,9 +182,9 @@ pub async fn run(
     let channels = NodeChannels::new(
         peer_rpc_timeout,
         config.routes.clone(),
-        tls.as_ref().map(|tls| tls.outgoing.clone()),
+        tls.as_ref().map(LiveTls::outgoing),
     );
-    let identity = PeerIdentity::new(&config.cluster_id, &metrics);
+    let identity = PeerIdentity::new(&config.cluster_id, node_id, tls.is_some(), &metrics);
     let network = PeerNetwork::new(
         node_id,
         identity.clone(),
@@ -389,7 +404,7 @@ pub async fn run(
     let mut peer_server = tokio::spawn(crate::raft::transport::server::serve(
         peer_listener,
         peer_service,
-        tls.as_ref().map(|tls| tls.peer_port.clone()),
+        tls.as_ref().map(LiveTls::peer_port),
         Arc::clone(&metrics),
         async {
             stop_peers_rx.await.ok();
@@ -403,17 +418,7 @@ pub async fn run(
         connections::within_open_file_limit(config.max_connections),
         Arc::new(AtomicU64::new(0)),
     );
-    let mut builder = Server::builder();
-    if let Some(tls) = &tls {
-        builder = builder
-            .tls_config(tls.client_port.clone())
-            .map_err(|error| {
-                anyhow::anyhow!(
-                    "the client port's TLS (--tls-cert, --tls-key, --client-ca): {error}"
-                )
-            })?;
-    }
-    let server = builder
+    let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .max_concurrent_streams(config.max_concurrent_streams)
@@ -427,10 +432,16 @@ pub async fn run(
         .add_service(cluster_server)
         .add_service(consumers_server)
         .add_service(maintenance_server)
-        .add_service(access_server)
-        .serve_with_incoming_shutdown(incoming, async {
-            stop_rx.await.ok();
-        });
+        .add_service(access_server);
+    let stopped = async {
+        stop_rx.await.ok();
+    };
+    let server: ServerFuture = match &tls {
+        Some(tls) => Box::pin(
+            router.serve_with_incoming_shutdown(tls.client_port().accept(incoming), stopped),
+        ),
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming, stopped)),
+    };
     let mut server = tokio::spawn(server);
     let mut store_failure = engine.failure();
     let store_failed = async move {
@@ -491,6 +502,9 @@ pub async fn run(
     }
     readiness.abort();
     peer_address_check.abort();
+    if let Some(tls_reload) = tls_reload {
+        tls_reload.abort();
+    }
     retention.abort();
     leadership.abort();
     sampler.abort();

@@ -3,7 +3,8 @@
 //! `--out`: `ca.pem` (trust it with `--ca`, `--peer-ca`, `--client-ca`), `node-N.pem` and
 //! `node-N.key` for each node (one certificate serves the client port, the peer port and the
 //! node's outgoing connections: it is valid for server and client authentication, and names
-//! `node-N`, `localhost` and the `--hosts`), and `client.pem` / `client.key` (a client
+//! `node-N` (the DNS name the peer port requires of node N, see `crate::tls`), `localhost`
+//! and the `--hosts`), and `client.pem` / `client.key` (a client
 //! certificate, for nodes started with `--client-ca`). The CA's key is not kept: more
 //! certificates mean a new CA. Never for production: the keys are written unencrypted.
 

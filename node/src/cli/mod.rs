@@ -143,8 +143,86 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
+impl CliCommand {
+    /// How the command reaches the cluster, if it does.
+    fn client_args(&self) -> Option<&ClientArgs> {
+        match self {
+            CliCommand::Append(args) => Some(&args.client),
+            CliCommand::Read(args) => Some(&args.client),
+            CliCommand::Tail(args) => Some(&args.client),
+            CliCommand::Status(args) => Some(&args.client),
+            CliCommand::Streams(args) => Some(&args.client),
+            CliCommand::StreamMeta(args) => Some(&args.client),
+            CliCommand::DeleteStream(args) => Some(&args.client),
+            CliCommand::Cluster(args) => Some(&args.client),
+            CliCommand::Consumer(args) => Some(&args.client),
+            CliCommand::Consume(args) => Some(&args.client),
+            CliCommand::Backup(args) => Some(&args.client),
+            CliCommand::Verify(args) => Some(&args.client),
+            CliCommand::Access(args) => Some(&args.client),
+            CliCommand::Serve(_)
+            | CliCommand::Compact(_)
+            | CliCommand::Restore(_)
+            | CliCommand::Bench(_)
+            | CliCommand::DevCerts(_) => None,
+        }
+    }
+}
+
+/// Words of a failure to connect (or to speak HTTP/2 over the connection), as tonic, hyper,
+/// h2 and rustls put them, and as the commands that report per endpoint do.
+const CONNECTION_FAILURES: [&str; 6] = [
+    "transport error",
+    "h2 protocol error",
+    "corrupt message",
+    "unreachable",
+    "no endpoint answered",
+    "no node took",
+];
+
+/// The error of a command that failed to reach the cluster, with the reason when it is that a
+/// node speaks the other protocol than the command (TLS or plaintext): the Rust client says
+/// so for the calls it retries; commands that call nodes one by one (`status`, `tail`) get it
+/// here, from a probe of every endpoint (at once, each bounded in time).
+async fn explain_connection_failure(
+    error: anyhow::Error,
+    endpoints: &[String],
+    tls: bool,
+) -> anyhow::Error {
+    let text = format!("{error:#}");
+    let explained = text.contains("serves TLS") || text.contains("does not serve TLS");
+    if explained || !CONNECTION_FAILURES.iter().any(|words| text.contains(words)) {
+        return error;
+    }
+    let probes = endpoints
+        .iter()
+        .map(|endpoint| evlog_client::tls::protocol_mismatch(endpoint, tls));
+    match futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .next()
+    {
+        Some(mismatch) => error.context(mismatch),
+        None => error,
+    }
+}
+
 /// Runs a client command (every command but `serve` and `bench`).
 pub async fn run_client(command: CliCommand) -> anyhow::Result<()> {
+    let reach = command
+        .client_args()
+        .map(|args| (args.endpoints.clone(), args.tls.ca.is_some()));
+    let result = run_client_command(command).await;
+    match (result, reach) {
+        (Err(error), Some((endpoints, tls))) => {
+            Err(explain_connection_failure(error, &endpoints, tls).await)
+        }
+        (result, _) => result,
+    }
+}
+
+async fn run_client_command(command: CliCommand) -> anyhow::Result<()> {
     match command {
         CliCommand::Append(args) => append::append(args).await,
         CliCommand::Read(args) => read::read(args).await,

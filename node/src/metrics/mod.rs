@@ -58,8 +58,13 @@ pub struct Metrics {
     pub snapshots_sent: Counter,
     pub snapshots_installed: Counter,
     /// Peer messages refused, by reason (`cluster_id`: sent by a node of another cluster;
-    /// `group_id`: for a Raft group this node does not run; `missing_header`).
+    /// `group_id`: for a Raft group this node does not run; `missing_header`;
+    /// `certificate_name`: with TLS, the sender's certificate does not name it, or the
+    /// message speaks for another node).
     pub peer_messages_refused: Family<Labels, Counter>,
+    /// Certificate reloads on SIGHUP, by result (`ok`; `error`: a file was bad, the old
+    /// certificates stay).
+    pub tls_reloads: Family<Labels, Counter>,
     /// Round trip of a replication RPC to each peer (leader only).
     pub peer_rtt: Family<Labels, Histogram, fn() -> Histogram>,
     pub store_fsync: Histogram,
@@ -124,6 +129,7 @@ impl Default for Metrics {
             snapshots_sent: Counter::default(),
             snapshots_installed: Counter::default(),
             peer_messages_refused: Family::default(),
+            tls_reloads: Family::default(),
             peer_rtt: Family::new_with_constructor(duration_histogram),
             store_fsync: duration_histogram(),
             store_commit: duration_histogram(),
@@ -211,8 +217,16 @@ impl Metrics {
         registry.register(
             "evlog_peer_messages_refused",
             "Peer messages this node refused, by reason: cluster_id (a node of another cluster \
-             sent it), group_id (a Raft group this node does not run), missing_header",
+             sent it), group_id (a Raft group this node does not run), missing_header, \
+             certificate_name (the sender's certificate does not name it, or the message \
+             speaks for another node)",
             self.peer_messages_refused.clone(),
+        );
+        registry.register(
+            "evlog_tls_reloads",
+            "Certificate reloads on SIGHUP, by result: ok, or error (a file was bad; the \
+             certificates served before stay)",
+            self.tls_reloads.clone(),
         );
         registry.register_with_unit(
             "evlog_raft_peer_round_trip",

@@ -3,7 +3,8 @@
 //! ports (forwarded client requests, status calls). A tonic `Channel` multiplexes concurrent
 //! calls over one HTTP/2 connection and reconnects by itself, so a channel is made once and
 //! never per RPC. This is the one place outgoing channels are built: with TLS on, both pools
-//! dial `https://`, trusting `--peer-ca` and presenting `--peer-cert` (see `crate::tls`).
+//! dial TLS, trusting `--peer-ca` and presenting `--peer-cert` as last (re)loaded (see
+//! `crate::tls`).
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use evlog_client::ClientTls;
+use crate::tls::OutgoingTls;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
 
@@ -42,7 +43,7 @@ impl NodeChannels {
     pub fn new(
         connect_timeout: Duration,
         routes: BTreeMap<String, String>,
-        tls: Option<ClientTls>,
+        tls: Option<OutgoingTls>,
     ) -> Self {
         Self {
             peers: ChannelPool::new(connect_timeout, routes.clone(), tls.clone()),
@@ -57,8 +58,8 @@ pub struct ChannelPool {
     connect_timeout: Duration,
     /// Advertised address -> the address to dial instead (`--route`).
     routes: Arc<BTreeMap<String, String>>,
-    /// `https://` with this configuration, or plaintext.
-    tls: Option<ClientTls>,
+    /// TLS with this (replaceable) configuration, or plaintext.
+    tls: Option<OutgoingTls>,
 }
 
 /// The channels, each with when it was last handed out.
@@ -72,7 +73,7 @@ impl ChannelPool {
     pub fn new(
         connect_timeout: Duration,
         routes: BTreeMap<String, String>,
-        tls: Option<ClientTls>,
+        tls: Option<OutgoingTls>,
     ) -> Self {
         Self {
             pool: Arc::new(Mutex::new(Pool::default())),
@@ -104,22 +105,20 @@ impl ChannelPool {
             address: address.to_string(),
             detail,
         };
-        let uri =
-            evlog_client::tls::endpoint_uri(address, self.tls.is_some()).map_err(bad_address)?;
-        let mut endpoint =
-            Endpoint::from_shared(uri).map_err(|error| bad_address(error.to_string()))?;
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.config())
-                .map_err(|error| bad_address(format!("TLS: {error}")))?;
-        }
-        let endpoint = endpoint
+        // With TLS the connector does the handshake (tonic's own TLS cannot be reloaded), so
+        // the URI tonic sees stays `http://`: tonic refuses `https://` with no TLS of its own.
+        let uri = evlog_client::tls::endpoint_uri(address, false).map_err(bad_address)?;
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|error| bad_address(error.to_string()))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector()),
+            None => endpoint.connect_lazy(),
+        };
         if pool.channels.len() >= MAX_CHANNELS
             && let Some(oldest) = pool
                 .channels

@@ -1,7 +1,8 @@
 //! `evlog.internal.v1.RaftPeer`: the receiving side of the Raft network (it hands openraft's
 //! messages to the core), plus read-index requests from followers serving linearizable reads.
 //! Every message's header is checked first (a message of another cluster or group is refused,
-//! see [`PeerIdentity`]). Received snapshots go to a file, bounded in size, before openraft
+//! and with TLS one from a node the sender's certificate does not name, or a Raft message
+//! speaking for another node than its sender: see [`PeerIdentity`]). Received snapshots go to a file, bounded in size, before openraft
 //! installs them. [`serve`] is the one place the peer server is built.
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use evlog_proto::internal::v1 as pb;
 use evlog_proto::internal::v1::raft_peer_server::RaftPeer;
 use evlog_proto::internal::v1::raft_peer_server::RaftPeerServer;
 use evlog_raft_store::SnapshotData;
+use evlog_raft_store::type_config::NodeId;
 use evlog_raft_store::type_config::Snapshot;
 use evlog_raft_store::type_config::SnapshotMeta;
 use evlog_raft_store::type_config::TypeConfig;
@@ -50,7 +52,7 @@ const MAX_PEER_HEADER_LIST_BYTES: u32 = 16 << 10;
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: PeerService,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<crate::tls::ServerTls>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -64,19 +66,25 @@ pub async fn serve(
         MAX_PEER_CONNECTIONS,
         std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
     );
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    builder
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
         .max_concurrent_streams(MAX_PEER_STREAMS)
         .http2_max_header_list_size(MAX_PEER_HEADER_LIST_BYTES)
         .layer(crate::metrics::grpc_layer::GrpcMetricsLayer::new(metrics))
-        .add_service(server)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .add_service(server);
+    match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.accept(incoming), shutdown)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    }
 }
 
 pub struct PeerService {
@@ -125,11 +133,15 @@ impl PeerService {
 }
 
 impl PeerService {
-    /// The payload of a request of this node's cluster and group.
-    fn payload(&self, request: Request<pb::RaftMessage>) -> Result<bytes::Bytes, Status> {
+    /// The sender and the payload of a request of this node's cluster and group.
+    fn payload(&self, request: Request<pb::RaftMessage>) -> Result<(NodeId, bytes::Bytes), Status> {
+        let certificates = request.peer_certs();
         let message = request.into_inner();
-        self.identity.check(message.header.as_ref())?;
-        Ok(message.payload)
+        let sender = self.identity.check_request(
+            message.header.as_ref(),
+            certificates.as_deref().map(Vec::as_slice),
+        )?;
+        Ok((sender, message.payload))
     }
 
     fn reply<T: serde::Serialize>(&self, result: &T) -> Result<Response<pb::RaftMessage>, Status> {
@@ -143,17 +155,21 @@ impl PeerService {
 /// Receives a snapshot's chunks into a file, at most `max_bytes`; returns the vote and the
 /// meta.
 async fn receive_snapshot(
-    mut chunks: Streaming<pb::SnapshotChunk>,
+    request: Request<Streaming<pb::SnapshotChunk>>,
     identity: &PeerIdentity,
     path: &std::path::Path,
     max_bytes: u64,
 ) -> Result<(Vote, SnapshotMeta), Status> {
+    let certificates = request.peer_certs();
+    let certificates = certificates.as_deref().map(Vec::as_slice);
+    let mut chunks = request.into_inner();
     let first = chunks
         .message()
         .await?
         .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-    identity.check(first.header.as_ref())?;
+    let sender = identity.check_request(first.header.as_ref(), certificates)?;
     let (vote, meta): (Vote, SnapshotMeta) = wire::decode(&first.meta)?;
+    identity.check_speaker(sender, vote.leader_id().node_id)?;
     let mut file = tokio::fs::File::create(path)
         .await
         .map_err(|error| Status::internal(format!("creating {}: {error}", path.display())))?;
@@ -162,7 +178,10 @@ async fn receive_snapshot(
     let mut received = first.data.len() as u64;
     file.write_all(&first.data).await.map_err(write_error)?;
     while let Some(chunk) = chunks.message().await? {
-        identity.check(chunk.header.as_ref())?;
+        identity.check_speaker(
+            sender,
+            identity.check_request(chunk.header.as_ref(), certificates)?,
+        )?;
         received += chunk.data.len() as u64;
         if received > max_bytes {
             return Err(Status::resource_exhausted(format!(
@@ -183,7 +202,10 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = wire::decode(&self.payload(request)?)?;
+        let (sender, payload) = self.payload(request)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = wire::decode(&payload)?;
+        self.identity
+            .check_speaker(sender, rpc.vote.leader_id().node_id)?;
         self.reply(&self.raft.append_entries(rpc).await)
     }
 
@@ -193,17 +215,27 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<Streaming<pb::RaftMessage>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
-        // Requests that fail to decode, or come from another cluster or group, end the input;
-        // the leader then restarts replication.
+        // Requests that fail to decode, come from another cluster or group, or (TLS on) from
+        // a node the sender's certificate does not name, end the input; the leader then
+        // restarts replication.
         let identity = self.identity.clone();
+        let certificates = request.peer_certs();
         let input = futures::stream::unfold(
-            (request.into_inner(), identity.clone()),
-            |(mut messages, identity)| async move {
+            (request.into_inner(), identity.clone(), certificates),
+            |(mut messages, identity, certificates)| async move {
                 let message = messages.message().await.ok()??;
-                identity.check(message.header.as_ref()).ok()?;
+                let sender = identity
+                    .check_request(
+                        message.header.as_ref(),
+                        certificates.as_deref().map(Vec::as_slice),
+                    )
+                    .ok()?;
                 let rpc =
                     wire::decode::<AppendEntriesRequest<TypeConfig>>(&message.payload).ok()?;
-                Some((rpc, (messages, identity)))
+                identity
+                    .check_speaker(sender, rpc.vote.leader_id().node_id)
+                    .ok()?;
+                Some((rpc, (messages, identity, certificates)))
             },
         );
         let output = self.raft.stream_append(input).map(move |result| {
@@ -220,9 +252,11 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        let payload = self.payload(request)?;
+        let (sender, payload) = self.payload(request)?;
         self.check_voting()?;
         let rpc: VoteRequest<TypeConfig> = wire::decode(&payload)?;
+        self.identity
+            .check_speaker(sender, rpc.vote.leader_id().node_id)?;
         self.reply(&self.raft.vote(rpc).await)
     }
 
@@ -230,9 +264,11 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        let payload = self.payload(request)?;
+        let (sender, payload) = self.payload(request)?;
         self.check_voting()?;
         let rpc: VoteRequest<TypeConfig> = wire::decode(&payload)?;
+        self.identity
+            .check_speaker(sender, rpc.vote.leader_id().node_id)?;
         self.reply(&self.raft.pre_vote(rpc).await)
     }
 
@@ -241,13 +277,8 @@ impl RaftPeer for PeerService {
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
         let path = evlog_raft_store::snapshot::incoming_path(&self.snapshot_dir);
-        let received = receive_snapshot(
-            request.into_inner(),
-            &self.identity,
-            &path,
-            self.max_snapshot_bytes,
-        )
-        .await;
+        let received =
+            receive_snapshot(request, &self.identity, &path, self.max_snapshot_bytes).await;
         let (vote, meta) = match received {
             Ok(received) => received,
             Err(status) => {
@@ -277,10 +308,12 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        let payload = self.payload(request)?;
+        let (sender, payload) = self.payload(request)?;
         // A transfer makes this node campaign, which a node that does not vote must not.
         self.check_voting()?;
         let rpc: TransferLeaderRequest<TypeConfig> = wire::decode(&payload)?;
+        self.identity
+            .check_speaker(sender, rpc.from_leader().leader_id().node_id)?;
         let result = self
             .raft
             .handle_transfer_leader(rpc)
@@ -293,7 +326,11 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        self.identity.check(request.get_ref().header.as_ref())?;
+        let certificates = request.peer_certs();
+        self.identity.check_request(
+            request.get_ref().header.as_ref(),
+            certificates.as_deref().map(Vec::as_slice),
+        )?;
         let read_index = self
             .handle
             .leader_read_index()
