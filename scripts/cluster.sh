@@ -36,13 +36,17 @@ Usage: scripts/cluster.sh COMMAND [ARGS]
 Runs a local evlog cluster on 127.0.0.1: three nodes, or EVLOG_NODES.
 
 Commands:
-  up [--tls]  build evlog (release) if missing or stale, start the nodes that are not
+  up [--tls] [--auth]
+              build evlog (release) if missing or stale, start the nodes that are not
               running, wait until a leader is elected and every node serves, print the
               endpoints and status pages; when none of the cluster's data folders exists,
               the nodes found it (--bootstrap). Safe to repeat.
               --tls: TLS on both gRPC ports (mutual TLS between nodes), with a throwaway CA
               and certificates that \`evlog dev-certs\` writes to <cluster folder>/certs; the
               cluster stays TLS from then on (every command here passes its CA: EVLOG_CA)
+              --auth: access control on (every call needs a token): a bootstrap token with
+              ADMIN is written to <cluster folder>/bootstrap-token, and every command here
+              sends it (EVLOG_TOKEN); create real tokens with \`evlog access\`
   down        stop every node: SIGTERM (a leader first hands its leadership to a
               follower), then SIGKILL after ${STOP_TIMEOUT_S}s. Safe to repeat.
   status [ARGS]
@@ -140,6 +144,9 @@ pid_file_of() { echo "$CLUSTER_DIR/pids/node-$1.pid"; }
 # TLS is on for a cluster whose folder holds the CA `up --tls` made.
 ca_file() { echo "$CLUSTER_DIR/certs/ca.pem"; }
 tls_on() { [[ -f "$(ca_file)" ]]; }
+# Access control is on for a cluster whose folder holds the token `up --auth` made.
+token_file() { echo "$CLUSTER_DIR/bootstrap-token"; }
+auth_on() { [[ -f "$(token_file)" ]]; }
 
 # The endpoints as a user types them: https:// with TLS.
 shown_endpoints() {
@@ -244,7 +251,7 @@ log_tail() {
 # removed, waits to be caught up by a leader and votes only then: it may have lost entries the
 # cluster acknowledged.
 start_node() {
-  local n="$1" mode="${2:-}" pid bin port extra=() bootstrap=() peer=() tls=()
+  local n="$1" mode="${2:-}" pid bin port extra=() bootstrap=() peer=() tls=() auth=()
   if pid="$(node_pid "$n")"; then
     echo "node $n is already running (pid $pid)"
     return
@@ -269,6 +276,9 @@ start_node() {
     tls=(--tls-cert "$certs/node-$n.pem" --tls-key "$certs/node-$n.key"
       --peer-cert "$certs/node-$n.pem" --peer-key "$certs/node-$n.key" --peer-ca "$(ca_file)")
   fi
+  if auth_on; then
+    auth=(--auth --bootstrap-token-file "$(token_file)")
+  fi
   mkdir -p "$CLUSTER_DIR/data" "$CLUSTER_DIR/logs" "$CLUSTER_DIR/pids"
   touch "$CLUSTER_DIR/$MARKER"
   echo "$BASE_PORT" >"$CLUSTER_DIR/base-port"
@@ -276,7 +286,7 @@ start_node() {
   read -r -a extra <<<"${EVLOG_SERVE_ARGS:-}"
   local deadline=$((SECONDS + BIND_RETRY_S))
   while :; do
-    launch_node "$n" "$bin" "${peer[@]}" ${tls[@]+"${tls[@]}"} ${bootstrap[@]+"${bootstrap[@]}"} ${extra[@]+"${extra[@]}"}
+    launch_node "$n" "$bin" "${peer[@]}" ${tls[@]+"${tls[@]}"} ${auth[@]+"${auth[@]}"} ${bootstrap[@]+"${bootstrap[@]}"} ${extra[@]+"${extra[@]}"}
     pid="$(<"$(pid_file_of "$n")")"
     wait_exec "$n" "$pid" && break
     if tail -n 3 "$(log_of "$n")" | grep -q "Address already in use" && ((SECONDS < deadline)); then
@@ -442,17 +452,32 @@ stop_node() {
 
 cmd_up() {
   ensure_binary
-  local n mode=found
-  if [[ "${1:-}" == --tls ]] && ! tls_on; then
-    for n in "${NODES[@]}"; do
-      node_pid "$n" >/dev/null && die "node $n runs without TLS: stop the cluster first (scripts/cluster.sh down)"
-    done
-    "$(binary)" dev-certs --out "$CLUSTER_DIR/certs" --nodes "$NODE_COUNT" >/dev/null ||
-      die "could not write certificates to $CLUSTER_DIR/certs"
-    export EVLOG_CA="$(ca_file)"
-  elif [[ -n "${1:-}" ]]; then
-    [[ "$1" == --tls ]] || die "up takes --tls or nothing, got '$1'"
-  fi
+  local n mode=found arg
+  for arg in "$@"; do
+    case "$arg" in
+      --tls)
+        tls_on && continue
+        for n in "${NODES[@]}"; do
+          node_pid "$n" >/dev/null && die "node $n runs without TLS: stop the cluster first (scripts/cluster.sh down)"
+        done
+        mkdir -p "$CLUSTER_DIR"
+        "$(binary)" dev-certs --out "$CLUSTER_DIR/certs" --nodes "$NODE_COUNT" >/dev/null ||
+          die "could not write certificates to $CLUSTER_DIR/certs"
+        export EVLOG_CA="$(ca_file)"
+        ;;
+      --auth)
+        auth_on && continue
+        for n in "${NODES[@]}"; do
+          node_pid "$n" >/dev/null && die "node $n runs without --auth: stop the cluster first (scripts/cluster.sh down)"
+        done
+        mkdir -p "$CLUSTER_DIR"
+        (umask 077 && "$(binary)" access new-bootstrap-token >"$(token_file)") ||
+          die "could not write $(token_file)"
+        export EVLOG_TOKEN="$(<"$(token_file)")"
+        ;;
+      *) die "up takes --tls, --auth or nothing, got '$arg'" ;;
+    esac
+  done
   # The cluster is founded only when none of its data folders exists: a folder that exists
   # (or one that is missing beside others that exist) belongs to a cluster already.
   for n in "${NODES[@]}"; do
@@ -468,6 +493,10 @@ cmd_up() {
   if tls_on; then
     ca=" --ca $(ca_file)"
     echo "  TLS: CA $(ca_file); node and client certificates beside it (never for production)"
+  fi
+  if auth_on; then
+    echo "  access control: on; the bootstrap token (ADMIN) is in $(token_file):"
+    echo "    export EVLOG_TOKEN=\$(cat $(token_file))"
   fi
   cat <<EOF
   endpoints: $(shown_endpoints)
@@ -606,6 +635,8 @@ main() {
   (($# > 0)) && shift
   # A TLS cluster: every evlog client command this script runs trusts its CA.
   if tls_on; then export EVLOG_CA="$(ca_file)"; fi
+  # With access control: every command here sends the bootstrap token.
+  if auth_on; then export EVLOG_TOKEN="$(<"$(token_file)")"; fi
   case "$command" in
     up) cmd_up "$@" ;;
     down) cmd_down ;;

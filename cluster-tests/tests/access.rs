@@ -779,3 +779,91 @@ fn tokio_stream_of(
         rx.recv().await.map(|item| (item, rx))
     })
 }
+
+/// With `--client-ca`, a client certificate a role lists is the caller's principal: no token
+/// needed, and its writes through a follower reach the leader as that principal (named by the
+/// follower, believed only from a node's certificate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_a_role_names_is_its_principal() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let admin = format!("evl_{}_{}", "0123456789abcdef", "5a".repeat(32));
+    let file = dir.path().join("bootstrap-token");
+    std::fs::write(&file, &admin).expect("the token file is written");
+    let cluster = Cluster::start(ClusterOptions {
+        tls: true,
+        client_ca: true,
+        extra_args: vec![
+            "--auth".to_owned(),
+            "--bootstrap-token-file".to_owned(),
+            file.display().to_string(),
+        ],
+        ..ClusterOptions::default()
+    })
+    .await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let follower = *cluster
+        .node_ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    // The harness's channels present the dev-certs client certificate, named `client`.
+    let mut log = EventLogClient::new(cluster.channel(follower));
+    assert_eq!(
+        code(log.append(with(None, append("orders-1"))).await),
+        Code::Unauthenticated,
+        "no role names the certificate yet"
+    );
+    AccessClient::new(cluster.channel(leader))
+        .put_role(with(
+            Some(&admin),
+            pb::PutRoleRequest {
+                role: Some(pb::Role {
+                    name: "svc".to_owned(),
+                    grants: vec![
+                        grant(pb::Permission::Append, "orders-"),
+                        grant(pb::Permission::Read, "orders-"),
+                    ],
+                    principals: vec!["client".to_owned()],
+                }),
+            },
+        ))
+        .await
+        .expect("the role is put");
+    evlog_cluster_tests::wait_until(
+        timeouts::LEADER,
+        "the role is applied on the follower",
+        async || {
+            AccessClient::new(cluster.channel(follower))
+                .who_am_i(with(None, pb::WhoAmIRequest {}))
+                .await
+                .is_ok_and(|me| me.into_inner().principal == "client")
+        },
+    )
+    .await;
+    let me = AccessClient::new(cluster.channel(follower))
+        .who_am_i(with(None, pb::WhoAmIRequest {}))
+        .await
+        .expect("who am i")
+        .into_inner();
+    assert_eq!(me.authenticated_by, "certificate");
+
+    // Through the follower (forwarded, the follower naming the caller) and the leader.
+    for node in [follower, leader] {
+        let mut log = EventLogClient::new(cluster.channel(node));
+        assert_eq!(
+            code(log.append(with(None, append("orders-1"))).await),
+            Code::Ok
+        );
+        assert_eq!(
+            code(log.append(with(None, append("payments-1"))).await),
+            Code::PermissionDenied
+        );
+    }
+    // A client cannot name a principal itself: only a node's certificate may.
+    let mut forged = with(None, append("payments-1"));
+    forged.metadata_mut().insert(
+        "evlog-forwarded-principal",
+        "bootstrap".parse().expect("ASCII"),
+    );
+    assert_eq!(code(log.append(forged).await), Code::Unauthenticated);
+}

@@ -7,8 +7,11 @@
 //!
 //! A follower forwarding a call to the leader sends the caller's token along
 //! ([`forward_credentials`]): the leader authenticates and checks the call again, against the
-//! same replicated state. The token of the call being served is kept in a task-local for that,
-//! so the service layer's forwarding needs no knowledge of it.
+//! same replicated state. A caller authenticated by its certificate is named instead
+//! (`evlog-forwarded-principal`), which the leader believes only from a connection whose
+//! certificate names a member node (`node-<id>`, as peer certificates must): a client
+//! certificate cannot claim it. The caller of the call being served is kept in a task-local for
+//! that, so the service layer's forwarding needs no knowledge of it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +33,7 @@ use tower_service::Service;
 use crate::grpc::status::to_status;
 use crate::service::ServiceError;
 use crate::service::access::AccessControl;
+use crate::service::access::Authenticated;
 use crate::service::access::Principal;
 
 /// The metadata key of the caller's token.
@@ -40,9 +44,19 @@ const CLIENT_SERVICES: &str = "/evlog.v1.";
 /// and the other nodes' HTTP status pages ask every node for.
 const OPEN_STATUS: &str = "/evlog.v1.Cluster/Status";
 
+/// The metadata key naming a certificate-authenticated caller in a forwarded call.
+const FORWARDED_PRINCIPAL: &str = "evlog-forwarded-principal";
+
+/// What a forwarded call says of the caller of the call this task serves.
+#[derive(Clone)]
+enum Caller {
+    Token(http::HeaderValue),
+    Certificate(String),
+}
+
 tokio::task_local! {
-    /// The `authorization` value of the call this task serves.
-    static CREDENTIALS: Option<http::HeaderValue>;
+    /// The caller of the call this task serves.
+    static CALLER: Option<Caller>;
 }
 
 /// The caller of `request`, as the layer authenticated it (anonymous when access control is
@@ -57,14 +71,39 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Principal {
 
 /// Adds the token of the call this task serves, if it came with one, to a call it forwards.
 pub fn forward_credentials(metadata: &mut MetadataMap) {
-    let value = CREDENTIALS
-        .try_with(|credentials| credentials.clone())
-        .ok()
-        .flatten()
-        .and_then(|value| MetadataValue::try_from(value.as_bytes()).ok());
-    if let Some(value) = value {
-        metadata.insert(AUTHORIZATION, value);
+    let caller = CALLER.try_with(|caller| caller.clone()).ok().flatten();
+    let (key, value) = match &caller {
+        Some(Caller::Token(value)) => (AUTHORIZATION, value.as_bytes()),
+        Some(Caller::Certificate(name)) => (FORWARDED_PRINCIPAL, name.as_bytes()),
+        None => return,
+    };
+    if let Ok(value) = MetadataValue::try_from(value) {
+        metadata.insert(key, value);
     }
+}
+
+/// A caller a follower named in a call it forwarded, believed only when the connection's
+/// certificate names a member node.
+fn forwarded_principal<B>(
+    access: &AccessControl,
+    request: &http::Request<B>,
+) -> Option<Result<Principal, ServiceError>> {
+    let name = request.headers().get(FORWARDED_PRINCIPAL)?;
+    let from_a_node = client_certificate(request).is_some_and(|certificate| {
+        access
+            .node_names()
+            .iter()
+            .any(|node| valid_for(&certificate, node))
+    });
+    Some(match (from_a_node, name.to_str()) {
+        (true, Ok(name)) => Ok(Principal {
+            name: name.to_string(),
+            by: Authenticated::Certificate,
+        }),
+        _ => Err(ServiceError::Unauthenticated(format!(
+            "{FORWARDED_PRINCIPAL} is accepted only from a member node's certificate"
+        ))),
+    })
 }
 
 /// The caller's token in `authorization: Bearer <token>`; an error for any other form.
@@ -154,19 +193,28 @@ where
         if !self.access.enabled() || !path.starts_with(CLIENT_SERVICES) || path == OPEN_STATUS {
             return Box::pin(self.inner.call(request));
         }
-        let authenticated = bearer(request.headers()).and_then(|token| {
-            let certificate = client_certificate(&request);
-            let certificate_for =
-                |name: &str| certificate.as_ref().is_some_and(|c| valid_for(c, name));
-            let certificate_for: Option<&dyn Fn(&str) -> bool> =
-                certificate.is_some().then_some(&certificate_for);
-            self.access.authenticate(token, certificate_for)
+        let forwarded = forwarded_principal(&self.access, &request);
+        let authenticated = forwarded.unwrap_or_else(|| {
+            bearer(request.headers()).and_then(|token| {
+                let certificate = client_certificate(&request);
+                let certificate_for =
+                    |name: &str| certificate.as_ref().is_some_and(|c| valid_for(c, name));
+                let certificate_for: Option<&dyn Fn(&str) -> bool> =
+                    certificate.is_some().then_some(&certificate_for);
+                self.access.authenticate(token, certificate_for)
+            })
         });
         match authenticated {
             Ok(principal) => {
-                let credentials = request.headers().get(AUTHORIZATION).cloned();
+                let caller = match (&principal.by, request.headers().get(AUTHORIZATION)) {
+                    (_, Some(token)) => Some(Caller::Token(token.clone())),
+                    (Authenticated::Certificate, None) => {
+                        Some(Caller::Certificate(principal.name.clone()))
+                    }
+                    _ => None,
+                };
                 request.extensions_mut().insert(principal);
-                Box::pin(CREDENTIALS.scope(credentials, self.inner.call(request)))
+                Box::pin(CALLER.scope(caller, self.inner.call(request)))
             }
             Err(error) => {
                 let status: Status = to_status(error, false);

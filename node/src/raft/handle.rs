@@ -485,6 +485,18 @@ impl RaftHandle {
         }
     }
 
+    /// The ids of the members (voters and learners) in this node's latest membership.
+    pub fn member_ids(&self) -> Vec<NodeId> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     pub fn status(&self) -> NodeStatus {
         let metrics = self.raft.metrics().borrow_watched().clone();
         let role = role_of(metrics.state);

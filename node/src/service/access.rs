@@ -276,6 +276,15 @@ impl AccessControl {
         self.enabled
     }
 
+    /// The names a node's certificate carries (`node-<id>`), one per member.
+    pub fn node_names(&self) -> Vec<String> {
+        self.handle
+            .member_ids()
+            .into_iter()
+            .map(|id| format!("node-{id}"))
+            .collect()
+    }
+
     fn state(&self) -> Arc<AccessState> {
         self.handle.reader().access()
     }
