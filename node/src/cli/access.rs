@@ -87,9 +87,12 @@ pub async fn access(args: AccessArgs) -> anyhow::Result<()> {
                 if !me.token_id.is_empty() {
                     println!("token:  {}", me.token_id);
                 }
-                println!("roles:  {}", me.roles.join(", "));
-                let grants: Vec<String> = me.grants.iter().map(grant_text).collect();
-                println!("grants: {}", grants.join(", "));
+                let list = |items: Vec<String>| match items.is_empty() {
+                    true => "(none)".to_string(),
+                    false => items.join(", "),
+                };
+                println!("roles:  {}", list(me.roles));
+                println!("grants: {}", list(me.grants.iter().map(grant_text).collect()));
             }
         }
         AccessCommand::CreateToken {
