@@ -87,12 +87,18 @@ pub async fn access(args: AccessArgs) -> anyhow::Result<()> {
                 if !me.token_id.is_empty() {
                     println!("token:  {}", me.token_id);
                 }
-                let list = |items: Vec<String>| match items.is_empty() {
-                    true => "(none)".to_string(),
-                    false => items.join(", "),
+                let list = |items: Vec<String>| {
+                    if items.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        items.join(", ")
+                    }
                 };
                 println!("roles:  {}", list(me.roles));
-                println!("grants: {}", list(me.grants.iter().map(grant_text).collect()));
+                println!(
+                    "grants: {}",
+                    list(me.grants.iter().map(grant_text).collect())
+                );
             }
         }
         AccessCommand::CreateToken {
