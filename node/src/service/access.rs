@@ -796,7 +796,9 @@ mod fuzz {
         ) {
             let text = format!("evl_{}_{}", encode_hex(&id), encode_hex(&secret));
             let text: String = text.chars().take(cut).collect();
-            let whole = id.len() == ID_BYTES && secret.len() == SECRET_BYTES && cut >= 4 + 16 + 1 + 64;
+            // Well formed exactly when the id has its 8 bytes and what is left after the cut
+            // is as long as a token (so its secret part is 64 hex digits).
+            let whole = id.len() == ID_BYTES && text.len() == 4 + 16 + 1 + 64;
             prop_assert_eq!(parse_token(&text).is_ok(), whole);
         }
 
