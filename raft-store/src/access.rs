@@ -174,53 +174,23 @@ pub fn decide(
     Ok(next)
 }
 
-const RECORD_VERSION: u8 = 1;
-
-/// The state as `sm_meta` and snapshots keep it.
+/// The state as `sm_meta` and snapshots keep it (the versioned postcard record consumer groups
+/// use too).
 pub fn encode_state(state: &AccessState) -> Vec<u8> {
-    encode(state)
+    crate::consumer::encode(state)
 }
 
 pub fn decode_state(record: &[u8]) -> Result<AccessState, CorruptRecord> {
-    decode("access state", record)
+    crate::consumer::decode("access state", record)
 }
 
 /// A command as a log entry carries it.
 pub fn encode_command(command: &AccessCommand) -> Vec<u8> {
-    encode(command)
+    crate::consumer::encode(command)
 }
 
 pub fn decode_command(record: &[u8]) -> Result<AccessCommand, CorruptRecord> {
-    decode("access command", record)
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![RECORD_VERSION];
-    // postcard into a Vec fails only when serde does (never for these plain types).
-    out.extend(postcard::to_allocvec(value).unwrap_or_default());
-    out
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(
-    what: &'static str,
-    record: &[u8],
-) -> Result<T, CorruptRecord> {
-    match record.split_first() {
-        Some((&RECORD_VERSION, rest)) => {
-            postcard::from_bytes(rest).map_err(|error| CorruptRecord {
-                what,
-                detail: format!("does not decode: {error}"),
-            })
-        }
-        Some((version, _)) => Err(CorruptRecord {
-            what,
-            detail: format!("unknown record version {version}"),
-        }),
-        None => Err(CorruptRecord {
-            what,
-            detail: "empty record".to_string(),
-        }),
-    }
+    crate::consumer::decode("access command", record)
 }
 
 #[cfg(test)]
