@@ -29,7 +29,6 @@ use evlog_raft_store::access::MAX_ROLES_PER_TOKEN;
 use evlog_raft_store::access::Permission;
 use evlog_raft_store::access::Role;
 use evlog_raft_store::access::Token;
-use evlog_raft_store::types::AppliedState;
 use evlog_raft_store::types::Command;
 use evlog_raft_store::types::CommandResponse;
 use ring::rand::SecureRandom;
@@ -253,22 +252,42 @@ pub struct AccessControl {
     handle: RaftHandle,
     request_timeout: Duration,
     random: ring::rand::SystemRandom,
+    /// The access revision, changed only when access changes (not at every apply, which the
+    /// applied state's watch is): what live streams wait on.
+    revisions: watch::Receiver<u64>,
 }
 
 impl AccessControl {
-    /// `enabled`: `--auth`; `bootstrap`: the token of `--bootstrap-token-file`.
+    /// `enabled`: `--auth`; `bootstrap`: the token of `--bootstrap-token-file`. With access
+    /// control on, starts a task (on the current runtime) that follows the access revision.
     pub fn new(
         enabled: bool,
         bootstrap: Option<ParsedToken>,
         handle: RaftHandle,
         request_timeout: Duration,
     ) -> Self {
+        let mut applied = handle.applied_watch();
+        let (revision, revisions) = watch::channel(applied.borrow().access_revision);
+        if enabled {
+            // One task looks at every apply; the streams wake only when access changed. It ends
+            // when the node's applied state closes or no stream is left to tell.
+            tokio::spawn(async move {
+                while applied.changed().await.is_ok() {
+                    let now = applied.borrow_and_update().access_revision;
+                    revision.send_if_modified(|seen| std::mem::replace(seen, now) != now);
+                    if revision.is_closed() {
+                        break;
+                    }
+                }
+            });
+        }
         Self {
             enabled,
             bootstrap: bootstrap.map(|token| (token.id.clone(), token.secret_sha256())),
             handle,
             request_timeout,
             random: ring::rand::SystemRandom::new(),
+            revisions,
         }
     }
 
@@ -399,9 +418,9 @@ impl AccessControl {
         if !self.enabled {
             return std::future::pending().await;
         }
-        let mut applied = self.handle.applied_watch();
+        let mut revisions = self.revisions.clone();
         loop {
-            let seen = applied.borrow_and_update().access_revision;
+            revisions.borrow_and_update();
             if let Some(error) = needs
                 .iter()
                 .find_map(|need| self.check(principal, need.clone()).err())
@@ -409,7 +428,7 @@ impl AccessControl {
                 return error;
             }
             let expiry = self.expiry_of(principal);
-            let changed = wait_for_change(&mut applied, seen);
+            let changed = wait_for_change(&mut revisions);
             match expiry {
                 Some(deadline) => {
                     tokio::select! {
@@ -572,12 +591,8 @@ fn unknown_token() -> ServiceError {
     ServiceError::Unauthenticated("unknown, revoked or wrong token".to_string())
 }
 
-async fn wait_for_change(applied: &mut watch::Receiver<AppliedState>, seen: u64) {
-    if applied
-        .wait_for(|applied| applied.access_revision != seen)
-        .await
-        .is_err()
-    {
+async fn wait_for_change(revisions: &mut watch::Receiver<u64>) {
+    if revisions.changed().await.is_err() {
         // The node is closing: nothing will change any more.
         std::future::pending::<()>().await;
     }
