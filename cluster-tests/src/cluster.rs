@@ -887,6 +887,7 @@ impl Cluster {
                 .read(
                     id,
                     ReadRequest {
+                        filter: None,
                         target: Some(target.clone()),
                         from,
                         max_count: READ_PAGE_SIZE,

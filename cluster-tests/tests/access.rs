@@ -334,6 +334,28 @@ async fn every_call_is_checked_against_the_callers_grants() {
         code(log.read(with(Some(alice), read_all.clone())).await),
         Code::PermissionDenied
     );
+    // Filtered to what READ covers, `all` is readable: only orders- events come back.
+    let filtered = log
+        .read(with(
+            Some(alice),
+            pb::ReadRequest {
+                filter: Some(pb::SubscribeFilter {
+                    stream_prefixes: vec!["orders-".to_owned()],
+                    event_types: vec![],
+                }),
+                ..read_all.clone()
+            },
+        ))
+        .await
+        .expect("alice reads all filtered to orders-")
+        .into_inner();
+    assert!(!filtered.events.is_empty());
+    assert!(
+        filtered
+            .events
+            .iter()
+            .all(|e| e.stream.starts_with("orders-"))
+    );
     assert_eq!(code(log.read(with(Some(&admin), read_all)).await), Code::Ok);
     assert_eq!(
         code(

@@ -52,6 +52,7 @@ async fn appends_are_readable(options: ClusterOptions) {
             // a linearizable read that starts after the acknowledgement must see it.
             for &reader in &nodes {
                 let read = ReadRequest {
+                    filter: None,
                     target: Some(read_request::Target::All(AllStreams {})),
                     from: Some(response.first_position),
                     max_count: count as u32,

@@ -217,6 +217,7 @@ async fn an_at_least_read_on_another_node_sees_the_append() {
         .expect("append");
     let mut client = cluster.client(nodes[2]);
     let mut request = tonic::Request::new(evlog_cluster_tests::proto::ReadRequest {
+        filter: None,
         target: Some(evlog_cluster_tests::proto::read_request::Target::Stream(
             "payments-1".to_string(),
         )),

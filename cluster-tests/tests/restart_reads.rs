@@ -21,6 +21,7 @@ async fn read(
         .read(
             node,
             ReadRequest {
+                filter: None,
                 target: Some(read_request::Target::All(AllStreams {})),
                 from: None,
                 max_count: 1,

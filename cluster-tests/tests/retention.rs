@@ -16,6 +16,7 @@ use tonic::Code;
 
 fn read_stream_from(stream: &str, from: Option<u64>) -> ReadRequest {
     ReadRequest {
+        filter: None,
         target: Some(read_request::Target::Stream(stream.to_string())),
         from,
         max_count: 1_000,

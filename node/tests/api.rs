@@ -184,6 +184,7 @@ fn append(stream: &str, events: Vec<pb::EventData>) -> pb::AppendRequest {
 
 fn read_stream(stream: &str) -> pb::ReadRequest {
     pb::ReadRequest {
+        filter: None,
         target: Some(pb::read_request::Target::Stream(stream.to_string())),
         from: None,
         max_count: 0,

@@ -608,6 +608,7 @@ impl Client {
             &format!("Read from node {node}"),
             client.read(request(
                 ReadRequest {
+                    filter: None,
                     target: Some(wire_target),
                     from: None,
                     max_count: count,

@@ -46,6 +46,12 @@ pub struct ReadArgs {
     /// With `--consistency at-least`: the global position the serving node must have applied.
     #[arg(long, default_value_t = 0)]
     pub at_least_position: u64,
+    /// With `--all` (forward): only events of streams starting with this (repeatable).
+    #[arg(long = "prefix", requires = "all")]
+    pub prefixes: Vec<String>,
+    /// With `--all` (forward): only events of this type (repeatable).
+    #[arg(long = "type", requires = "all")]
+    pub types: Vec<String>,
 }
 
 pub async fn read(args: ReadArgs) -> anyhow::Result<()> {
@@ -62,6 +68,7 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<()> {
     };
     let mut from = args.from;
     let mut from_timestamp_ms = args.from_time;
+    let filtered = !args.prefixes.is_empty() || !args.types.is_empty();
     let mut printed = 0u64;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -81,6 +88,10 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<()> {
                 } as i32,
                 consistency: consistency as i32,
                 at_least_position: args.at_least_position,
+                filter: filtered.then(|| pb::SubscribeFilter {
+                    stream_prefixes: args.prefixes.clone(),
+                    event_types: args.types.clone(),
+                }),
             })
             .await
             .map_err(status_error)?;
@@ -89,7 +100,8 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<()> {
         }
         printed += response.events.len() as u64;
         match response.next_from {
-            Some(next) if !response.events.is_empty() => {
+            // A filtered page may hold no events and still go on (it looked at its share).
+            Some(next) if !response.events.is_empty() || filtered => {
                 from = Some(next);
                 from_timestamp_ms = None;
             }

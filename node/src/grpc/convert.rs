@@ -146,12 +146,15 @@ pub fn read_request(request: pb::ReadRequest) -> Result<ReadRequest, ServiceErro
             )));
         }
     };
+    let filter = request.filter.unwrap_or_default();
     Ok(ReadRequest {
         target,
         start,
         max_count: request.max_count,
         backward,
         consistency: consistency(request.consistency, request.at_least_position)?,
+        stream_prefixes: filter.stream_prefixes,
+        event_types: filter.event_types,
     })
 }
 
@@ -502,6 +505,7 @@ mod tests {
     #[test]
     fn wire_only_mistakes_are_refused() {
         let read = |target, from, from_timestamp_ms, direction, consistency| pb::ReadRequest {
+            filter: None,
             target,
             from,
             max_count: 0,

@@ -180,7 +180,7 @@ impl EventLog for EventLogGrpc {
     ) -> Result<Response<pb::ReadResponse>, Status> {
         let principal = auth::principal(&request);
         let read = convert::read_request(request.into_inner()).map_err(|e| to_status(e, false))?;
-        self.check(&principal, read_need(&read.target, &[]))?;
+        self.check(&principal, read_need(&read.target, &read.stream_prefixes))?;
         let page = self
             .service
             .read(read)

@@ -173,6 +173,7 @@ fn requests() -> Vec<(usize, Vec<u8>)> {
         (
             1,
             pb::ReadRequest {
+                filter: None,
                 target: Some(pb::read_request::Target::Stream("orders-1".to_string())),
                 from: Some(4),
                 max_count: 100,

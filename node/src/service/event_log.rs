@@ -10,7 +10,10 @@ use evlog_raft_store::PageLimit;
 use evlog_raft_store::ReadPage;
 use evlog_raft_store::ReadStart;
 use evlog_raft_store::ReadTarget;
+use evlog_raft_store::reader::EventFilter;
 use evlog_raft_store::reader::StreamPage;
+use evlog_raft_store::reader::SubscribeStart;
+use evlog_raft_store::types::AppliedState;
 use evlog_raft_store::types::Command;
 use evlog_raft_store::types::CommandResponse;
 use evlog_raft_store::types::RetentionCommand;
@@ -68,6 +71,11 @@ pub struct ReadRequest {
     pub max_count: u32,
     pub backward: bool,
     pub consistency: Consistency,
+    /// `all` target, forward only: only the events of streams starting with one of these
+    /// (none: any stream).
+    pub stream_prefixes: Vec<String>,
+    /// `all` target, forward only: only events of these types (none: any type).
+    pub event_types: Vec<String>,
 }
 
 /// A stream's summary, as served.
@@ -467,6 +475,10 @@ impl EventLogService {
             max_count: self.page_size(request.max_count, "events")?,
             max_bytes: self.limits.max_read_bytes,
         };
+        let filtered = !request.stream_prefixes.is_empty() || !request.event_types.is_empty();
+        if filtered {
+            return self.read_filtered(request, limit).await;
+        }
         self.reach_consistency(request.consistency).await?;
         let page = self
             .handle
@@ -486,6 +498,63 @@ impl EventLogService {
             return Err(out_of_range(&request.target, requested, first));
         }
         Ok(page)
+    }
+
+    /// A forward read of `all` with a filter: the subscription's scan, one page of it, which
+    /// looks at no more than [`subscribe::MAX_LOOKED_AT`] events.
+    async fn read_filtered(
+        &self,
+        request: ReadRequest,
+        limit: PageLimit,
+    ) -> Result<ReadPage, ServiceError> {
+        if request.target != ReadTarget::All || request.backward {
+            return Err(ServiceError::InvalidArgument(
+                "a read's filter applies to a forward read of `all` only".to_string(),
+            ));
+        }
+        crate::service::subscribe::validate_filter(&request.stream_prefixes, &request.event_types)?;
+        self.reach_consistency(request.consistency).await?;
+        let reader = self.handle.reader();
+        let applied = reader.applied();
+        let (start, min_timestamp_ms) = match request.start {
+            ReadStart::Edge => (SubscribeStart::Beginning, 0),
+            ReadStart::From(from) => (SubscribeStart::From(from), 0),
+            ReadStart::Time(time_ms) => (SubscribeStart::Time(time_ms), time_ms),
+        };
+        let started = reader.subscription_start(ReadTarget::All, start).await?;
+        let requested = match request.start {
+            ReadStart::From(from) => from,
+            _ => 0,
+        };
+        if let Some(first) = started.out_of_range {
+            return Err(out_of_range(&ReadTarget::All, requested, first));
+        }
+        let filter = Arc::new(EventFilter {
+            stream_prefixes: request.stream_prefixes,
+            event_types: request.event_types,
+            min_timestamp_ms,
+        });
+        let scan = reader
+            .scan(
+                ReadTarget::All,
+                started.next_from,
+                limit,
+                filter,
+                crate::service::subscribe::MAX_LOOKED_AT,
+            )
+            .await?;
+        if let Some(first) = scan.out_of_range {
+            return Err(out_of_range(&ReadTarget::All, requested, first));
+        }
+        Ok(ReadPage {
+            events: scan.events,
+            next_from: (scan.next_from <= scan.target_head).then_some(scan.next_from),
+            applied: AppliedState {
+                head_position: scan.head_position.max(applied.head_position),
+                ..applied
+            },
+            out_of_range: None,
+        })
     }
 
     /// One stream's summary.

@@ -44,7 +44,7 @@ pub const MAX_FILTER_TYPE_BYTES: usize = 1_024;
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Most events one read transaction looks at (a sparse filter may skip them all): keeps each
 /// transaction short.
-const MAX_LOOKED_AT: usize = 16_384;
+pub const MAX_LOOKED_AT: usize = 16_384;
 
 /// A subscription as the client asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,32 +191,18 @@ pub struct Subscription {
     _permit: OwnedSemaphorePermit,
 }
 
-/// Checks a subscription request and builds its filter.
-fn validate(
-    request: &SubscribeRequest,
-    limits: &Limits,
-) -> Result<(EventFilter, PageLimit), ServiceError> {
-    let filtered = !request.stream_prefixes.is_empty() || !request.event_types.is_empty();
-    match &request.target {
-        ReadTarget::Stream(stream) => {
-            append::validate_stream_name_to_read(stream)?;
-            if filtered {
-                return Err(ServiceError::InvalidArgument(
-                    "a filter applies to the `all` target only; a stream subscription delivers \
-                     every event of its stream"
-                        .to_string(),
-                ));
-            }
-        }
-        ReadTarget::All => {}
-    }
+/// Checks a filter's stream prefixes and event types against the limits.
+pub fn validate_filter(
+    stream_prefixes: &[String],
+    event_types: &[String],
+) -> Result<(), ServiceError> {
     for (what, entries, max_bytes) in [
         (
             "stream prefixes",
-            &request.stream_prefixes,
+            stream_prefixes,
             append::MAX_STREAM_NAME_BYTES,
         ),
-        ("event types", &request.event_types, MAX_FILTER_TYPE_BYTES),
+        ("event types", event_types, MAX_FILTER_TYPE_BYTES),
     ] {
         if entries.len() > MAX_FILTER_ENTRIES {
             return Err(ServiceError::TooLarge(format!(
@@ -236,6 +222,29 @@ fn validate(
             )));
         }
     }
+    Ok(())
+}
+
+/// Checks a subscription request and builds its filter.
+fn validate(
+    request: &SubscribeRequest,
+    limits: &Limits,
+) -> Result<(EventFilter, PageLimit), ServiceError> {
+    let filtered = !request.stream_prefixes.is_empty() || !request.event_types.is_empty();
+    match &request.target {
+        ReadTarget::Stream(stream) => {
+            append::validate_stream_name_to_read(stream)?;
+            if filtered {
+                return Err(ServiceError::InvalidArgument(
+                    "a filter applies to the `all` target only; a stream subscription delivers \
+                     every event of its stream"
+                        .to_string(),
+                ));
+            }
+        }
+        ReadTarget::All => {}
+    }
+    validate_filter(&request.stream_prefixes, &request.event_types)?;
     let max_count = match request.max_batch_events {
         0 => DEFAULT_BATCH_EVENTS,
         n if n > MAX_BATCH_EVENTS => {
