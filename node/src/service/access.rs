@@ -381,6 +381,13 @@ impl AccessControl {
         if !self.enabled {
             return Ok(());
         }
+        // With access control on, every caller was authenticated before its handler ran; an
+        // anonymous one here would be a path that skipped the layer: refused, never ADMIN.
+        if principal.by == Authenticated::Anonymous {
+            return Err(ServiceError::Unauthenticated(
+                "this call carried no credentials".to_string(),
+            ));
+        }
         let grants = grants_of(&self.state(), principal, now_ms())?;
         let allowed = match need {
             Need::On(permission, name) => allows(&grants, permission, name),
@@ -534,6 +541,11 @@ impl AccessControl {
         &self,
         principal: &Principal,
     ) -> Result<(Vec<String>, Vec<Grant>), ServiceError> {
+        if self.enabled && principal.by == Authenticated::Anonymous {
+            return Err(ServiceError::Unauthenticated(
+                "this call carried no credentials".to_string(),
+            ));
+        }
         let state = self.state();
         let grants = grants_of(&state, principal, now_ms())?;
         let roles = match &principal.by {
