@@ -450,6 +450,15 @@ stop_node() {
 
 # ---------------------------------------------------------------- commands
 
+# Fails if a node runs: it was started without WHAT, which `up` is about to turn on.
+refuse_running() {
+  local n
+  for n in "${NODES[@]}"; do
+    node_pid "$n" >/dev/null && die "node $n runs without $1: stop the cluster first (scripts/cluster.sh down)"
+  done
+  return 0
+}
+
 cmd_up() {
   ensure_binary
   local n mode=found arg
@@ -457,9 +466,7 @@ cmd_up() {
     case "$arg" in
       --tls)
         tls_on && continue
-        for n in "${NODES[@]}"; do
-          node_pid "$n" >/dev/null && die "node $n runs without TLS: stop the cluster first (scripts/cluster.sh down)"
-        done
+        refuse_running "TLS"
         mkdir -p "$CLUSTER_DIR"
         "$(binary)" dev-certs --out "$CLUSTER_DIR/certs" --nodes "$NODE_COUNT" >/dev/null ||
           die "could not write certificates to $CLUSTER_DIR/certs"
@@ -467,9 +474,7 @@ cmd_up() {
         ;;
       --auth)
         auth_on && continue
-        for n in "${NODES[@]}"; do
-          node_pid "$n" >/dev/null && die "node $n runs without --auth: stop the cluster first (scripts/cluster.sh down)"
-        done
+        refuse_running "--auth"
         mkdir -p "$CLUSTER_DIR"
         (umask 077 && "$(binary)" access new-bootstrap-token >"$(token_file)") ||
           die "could not write $(token_file)"

@@ -361,6 +361,15 @@ impl Cluster {
         self.members.iter().copied().collect()
     }
 
+    /// A member other than `leader` (the lowest id).
+    pub fn follower_of(&self, leader: u64) -> u64 {
+        self.members
+            .iter()
+            .copied()
+            .find(|id| *id != leader)
+            .expect("the cluster has a member besides the leader")
+    }
+
     /// The ids of the members that are running and not paused.
     pub fn live_node_ids(&self) -> Vec<u64> {
         self.member_nodes()

@@ -18,19 +18,21 @@ use futures::StreamExt;
 use tonic::Code;
 use tonic::Request;
 
-/// A cluster with access control on, and the bootstrap token every node accepts.
-async fn secured_cluster() -> (Cluster, String, tempfile::TempDir) {
+/// A cluster of `options` with access control on, and the bootstrap token every node accepts.
+async fn secured_cluster(options: ClusterOptions) -> (Cluster, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let token = format!("evl_{}_{}", "0123456789abcdef", "5a".repeat(32));
     let file = dir.path().join("bootstrap-token");
     std::fs::write(&file, format!("{token}\n")).expect("the token file is written");
+    let mut extra_args = options.extra_args.clone();
+    extra_args.extend([
+        "--auth".to_owned(),
+        "--bootstrap-token-file".to_owned(),
+        file.display().to_string(),
+    ]);
     let cluster = Cluster::start(ClusterOptions {
-        extra_args: vec![
-            "--auth".to_owned(),
-            "--bootstrap-token-file".to_owned(),
-            file.display().to_string(),
-        ],
-        ..ClusterOptions::default()
+        extra_args,
+        ..options
     })
     .await;
     (cluster, token, dir)
@@ -164,13 +166,9 @@ async fn first_item(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_is_checked_against_the_callers_grants() {
-    let (cluster, admin, _dir) = secured_cluster().await;
+    let (cluster, admin, _dir) = secured_cluster(ClusterOptions::default()).await;
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
-    let follower = *cluster
-        .node_ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let follower = cluster.follower_of(leader);
     let mut log = EventLogClient::new(cluster.channel(follower));
 
     // No credentials, a malformed token, an unknown one: UNAUTHENTICATED. Status stays open.
@@ -357,32 +355,19 @@ async fn every_call_is_checked_against_the_callers_grants() {
             .all(|e| e.stream.starts_with("orders-"))
     );
     assert_eq!(code(log.read(with(Some(&admin), read_all)).await), Code::Ok);
-    assert_eq!(
-        code(
-            log.get_stream(with(
-                Some(alice),
-                pb::GetStreamRequest {
-                    stream: "payments-1".to_owned(),
-                    ..Default::default()
-                }
-            ))
-            .await
-        ),
-        Code::PermissionDenied
-    );
-    assert_eq!(
-        code(
-            log.get_stream(with(
-                Some(alice),
-                pb::GetStreamRequest {
-                    stream: "orders-1".to_owned(),
-                    ..Default::default()
-                }
-            ))
-            .await
-        ),
-        Code::Ok
-    );
+    let get_stream = |stream: &str| {
+        let mut log = log.clone();
+        let request = with(
+            Some(alice),
+            pb::GetStreamRequest {
+                stream: stream.to_owned(),
+                ..Default::default()
+            },
+        );
+        async move { code(log.get_stream(request).await) }
+    };
+    assert_eq!(get_stream("payments-1").await, Code::PermissionDenied);
+    assert_eq!(get_stream("orders-1").await, Code::Ok);
     assert_eq!(
         code(
             log.list_streams(with(
@@ -658,13 +643,9 @@ async fn every_call_is_checked_against_the_callers_grants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_token_ends_its_live_subscription_and_consumer_stream_within_a_second() {
-    let (cluster, admin, _dir) = secured_cluster().await;
+    let (cluster, admin, _dir) = secured_cluster(ClusterOptions::default()).await;
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
-    let follower = *cluster
-        .node_ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let follower = cluster.follower_of(leader);
     put_role(
         &cluster,
         leader,
@@ -807,27 +788,14 @@ fn tokio_stream_of(
 /// follower, believed only from a node's certificate).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_a_role_names_is_its_principal() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let admin = format!("evl_{}_{}", "0123456789abcdef", "5a".repeat(32));
-    let file = dir.path().join("bootstrap-token");
-    std::fs::write(&file, &admin).expect("the token file is written");
-    let cluster = Cluster::start(ClusterOptions {
+    let (cluster, admin, _dir) = secured_cluster(ClusterOptions {
         tls: true,
         client_ca: true,
-        extra_args: vec![
-            "--auth".to_owned(),
-            "--bootstrap-token-file".to_owned(),
-            file.display().to_string(),
-        ],
         ..ClusterOptions::default()
     })
     .await;
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
-    let follower = *cluster
-        .node_ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let follower = cluster.follower_of(leader);
     // The harness's channels present the dev-certs client certificate, named `client`.
     let mut log = EventLogClient::new(cluster.channel(follower));
     assert_eq!(

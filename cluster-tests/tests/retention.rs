@@ -57,7 +57,7 @@ async fn max_count_keeps_the_latest_events_on_every_replica() {
     let cluster = Cluster::start(ClusterOptions::default()).await;
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
     let nodes = cluster.node_ids();
-    let follower = *nodes.iter().find(|id| **id != leader).expect("a follower");
+    let follower = cluster.follower_of(leader);
 
     for batch in 0..10 {
         let events = (0..100)
@@ -233,7 +233,7 @@ async fn a_tombstoned_stream_refuses_appends_and_all_never_returns_its_events() 
     let cluster = Cluster::start(ClusterOptions::default()).await;
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
     let nodes = cluster.node_ids();
-    let follower = *nodes.iter().find(|id| **id != leader).expect("a follower");
+    let follower = cluster.follower_of(leader);
 
     let doomed: Vec<_> = (0..5).map(|i| event(format!("d-{i}"), "T", "x")).collect();
     cluster

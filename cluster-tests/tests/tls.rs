@@ -99,11 +99,7 @@ async fn clients_need_tls_and_the_clusters_ca() {
     })
     .await;
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
-    let follower = *cluster
-        .node_ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let follower = cluster.follower_of(leader);
     let tls = cluster.tls().expect("a TLS cluster").client();
 
     // The right CA: an append through a follower (forwarded to the leader over TLS) and one
@@ -201,11 +197,7 @@ async fn with_a_client_ca_clients_must_present_a_certificate_it_signed() {
     .await;
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
     let certs = cluster.tls().expect("a TLS cluster");
-    let follower = *cluster
-        .node_ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let follower = cluster.follower_of(leader);
 
     // A client certificate of the cluster's CA: appends through a follower too (the follower
     // presents its own certificate to the leader's client port).
@@ -504,11 +496,7 @@ async fn after_sighup_nodes_dial_each_other_with_the_new_certificates() {
     })
     .await;
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
-    let follower = *cluster
-        .node_ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let follower = cluster.follower_of(leader);
     let mut http = Vec::new();
     for id in cluster.node_ids() {
         http.push(cluster.http_address(id).await);
