@@ -818,6 +818,16 @@ impl Cluster {
         status.http_address
     }
 
+    /// The value of the metric sample `sample` (name and labels, as exposed) on node `id`'s
+    /// `/metrics`; 0 when the node has not exposed it yet.
+    pub async fn metric(&self, id: u64, sample: &str) -> f64 {
+        let address = self.http_address(id).await;
+        let metrics = crate::http::get(&address, "/metrics", Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|error| panic!("scraping node {id}: {error}"));
+        crate::http::sample_value(&metrics.body, sample).unwrap_or(0.0)
+    }
+
     /// Appends `events` to `stream` through node `id` (any version, no idempotency key).
     pub async fn append(
         &self,

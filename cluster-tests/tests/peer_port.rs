@@ -11,7 +11,7 @@ use std::time::Duration;
 use evlog_cluster_tests::proto::cluster_client::ClusterClient;
 use evlog_cluster_tests::proto::event_log_client::EventLogClient;
 use evlog_cluster_tests::proto::{AddLearnerRequest, ReadRequest, StatusRequest};
-use evlog_cluster_tests::{Cluster, ClusterOptions, evlog_binary, http, timeouts, wait_for};
+use evlog_cluster_tests::{Cluster, ClusterOptions, evlog_binary, timeouts, wait_for};
 use evlog_proto::internal::v1::raft_peer_client::RaftPeerClient;
 use evlog_proto::internal::v1::{PeerHeader, ReadIndexRequest};
 use futures::StreamExt;
@@ -99,15 +99,12 @@ async fn reflection_knows(address: &str, symbol: &str) -> bool {
 
 /// A node's `evlog_peer_messages_refused_total{reason="cluster_id"}`.
 async fn refused_as_another_cluster(cluster: &Cluster, id: u64) -> f64 {
-    let address = cluster.http_address(id).await;
-    let metrics = http::get(&address, "/metrics", Duration::from_secs(5))
+    cluster
+        .metric(
+            id,
+            "evlog_peer_messages_refused_total{reason=\"cluster_id\"}",
+        )
         .await
-        .unwrap_or_else(|error| panic!("scraping node {id}: {error}"));
-    http::sample_value(
-        &metrics.body,
-        "evlog_peer_messages_refused_total{reason=\"cluster_id\"}",
-    )
-    .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

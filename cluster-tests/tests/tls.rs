@@ -306,15 +306,12 @@ async fn the_peer_port_refuses_a_peer_without_a_certificate_of_the_peer_ca() {
 
 /// `evlog_peer_messages_refused_total{reason="certificate_name"}` of node `id`.
 async fn refused_certificate_names(cluster: &Cluster, id: u64) -> f64 {
-    let address = cluster.http_address(id).await;
-    let metrics = http::get(&address, "/metrics", Duration::from_secs(5))
+    cluster
+        .metric(
+            id,
+            "evlog_peer_messages_refused_total{reason=\"certificate_name\"}",
+        )
         .await
-        .unwrap_or_else(|error| panic!("scraping node {id}: {error}"));
-    http::sample_value(
-        &metrics.body,
-        "evlog_peer_messages_refused_total{reason=\"certificate_name\"}",
-    )
-    .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
