@@ -222,10 +222,9 @@ async fn run(
             })),
         };
         requests.try_send(join).ok();
-        for (settlement, _) in waiting.values() {
-            requests
-                .try_send(settle_request(vec![settlement.clone()]))
-                .ok();
+        // At most 10,000 waiting (the window): a few messages, well within the channel.
+        for request in settle_requests(waiting.values().map(|(settlement, _)| settlement.clone())) {
+            requests.try_send(request).ok();
         }
         let mut grpc =
             ConsumersClient::new(client.channel(endpoint)).max_decoding_message_size(usize::MAX);
@@ -289,16 +288,34 @@ async fn run(
                     command = commands.recv() => match command {
                         // Every delivery (which holds a sender) and the consumer are gone.
                         None => return,
-                        Some(Command::Settle { settlement, answer }) => {
-                            requests.send(settle_request(vec![settlement.clone()])).await.ok();
-                            waiting.insert(settlement.delivery_id.clone(), (settlement, answer));
-                        }
-                        Some(Command::Extend { delivery_id }) => {
-                            requests.send(pb::ConsumeRequest {
-                                msg: Some(pb::consume_request::Msg::Extend(pb::Extend {
-                                    delivery_ids: vec![delivery_id],
-                                })),
-                            }).await.ok();
+                        // Every command waiting goes in as few messages as the limits allow
+                        // (nothing waits for company: a lone settlement goes at once).
+                        Some(first) => {
+                            let mut settlements = Vec::new();
+                            let mut extends = Vec::new();
+                            let mut next = Some(first);
+                            while let Some(command) = next.take() {
+                                match command {
+                                    Command::Settle { settlement, answer } => {
+                                        settlements.push(settlement.clone());
+                                        waiting.insert(settlement.delivery_id.clone(), (settlement, answer));
+                                    }
+                                    Command::Extend { delivery_id } => extends.push(delivery_id),
+                                }
+                                if settlements.len() + extends.len() < MAX_COMMANDS_TAKEN {
+                                    next = commands.try_recv().ok();
+                                }
+                            }
+                            for request in settle_requests(settlements.into_iter()) {
+                                requests.send(request).await.ok();
+                            }
+                            for delivery_ids in extends.chunks(MAX_PER_MESSAGE) {
+                                requests.send(pb::ConsumeRequest {
+                                    msg: Some(pb::consume_request::Msg::Extend(pb::Extend {
+                                        delivery_ids: delivery_ids.to_vec(),
+                                    })),
+                                }).await.ok();
+                            }
                         }
                     },
                     () = deliveries.closed() => return,
@@ -320,6 +337,35 @@ async fn run(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
+}
+
+/// Most settlements (or extended deliveries) in one message: the server takes up to 4,096.
+const MAX_PER_MESSAGE: usize = 4_096;
+/// About the most bytes of settlements in one message (a reason is at most 1 KiB).
+const MAX_SETTLE_BYTES: usize = 1 << 20;
+/// Most commands the member's task takes from its queue before it sends them.
+const MAX_COMMANDS_TAKEN: usize = 4 * MAX_PER_MESSAGE;
+
+/// `settlements` as `Settle` messages, each within [`MAX_PER_MESSAGE`] and
+/// [`MAX_SETTLE_BYTES`].
+fn settle_requests(settlements: impl Iterator<Item = pb::Settlement>) -> Vec<pb::ConsumeRequest> {
+    let mut requests = Vec::new();
+    let mut chunk: Vec<pb::Settlement> = Vec::new();
+    let mut bytes = 0;
+    for settlement in settlements {
+        let size = settlement.delivery_id.len() + settlement.reason.len() + 16;
+        if !chunk.is_empty() && (chunk.len() == MAX_PER_MESSAGE || bytes + size > MAX_SETTLE_BYTES)
+        {
+            requests.push(settle_request(std::mem::take(&mut chunk)));
+            bytes = 0;
+        }
+        bytes += size;
+        chunk.push(settlement);
+    }
+    if !chunk.is_empty() {
+        requests.push(settle_request(chunk));
+    }
+    requests
 }
 
 fn settle_request(settlements: Vec<pb::Settlement>) -> pb::ConsumeRequest {
@@ -367,4 +413,62 @@ fn tokio_stream_from(
     mut outgoing: mpsc::Receiver<pb::ConsumeRequest>,
 ) -> impl futures::Stream<Item = pb::ConsumeRequest> + Send + 'static {
     futures::stream::poll_fn(move |cx| outgoing.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settlement(index: usize, reason_bytes: usize) -> pb::Settlement {
+        pb::Settlement {
+            delivery_id: format!("d-{index}"),
+            outcome: pb::SettleOutcome::Ack as i32,
+            delay_ms: 0,
+            reason: "r".repeat(reason_bytes),
+        }
+    }
+
+    fn counts(requests: &[pb::ConsumeRequest]) -> Vec<usize> {
+        requests
+            .iter()
+            .map(|request| match &request.msg {
+                Some(pb::consume_request::Msg::Settle(settle)) => settle.settlements.len(),
+                other => panic!("not a settle: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn settlements_go_in_as_few_messages_as_the_limits_allow_in_order() {
+        assert!(settle_requests(std::iter::empty()).is_empty());
+        assert_eq!(
+            counts(&settle_requests((0..1).map(|i| settlement(i, 0)))),
+            [1]
+        );
+        let requests = settle_requests((0..10_000).map(|i| settlement(i, 0)));
+        assert_eq!(counts(&requests), [4_096, 4_096, 1_808]);
+        let ids: Vec<String> = requests
+            .iter()
+            .flat_map(|request| match &request.msg {
+                Some(pb::consume_request::Msg::Settle(settle)) => settle
+                    .settlements
+                    .iter()
+                    .map(|s| s.delivery_id.clone())
+                    .collect::<Vec<_>>(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            (0..10_000).map(|i| format!("d-{i}")).collect::<Vec<_>>()
+        );
+        // Reasons of 1 KiB: about a MiB a message.
+        let requests = settle_requests((0..3_000).map(|i| settlement(i, 1_024)));
+        assert!(counts(&requests).len() >= 3);
+        assert!(
+            counts(&requests)
+                .iter()
+                .all(|&n| n * 1_024 <= MAX_SETTLE_BYTES)
+        );
+    }
 }
