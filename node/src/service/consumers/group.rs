@@ -64,6 +64,9 @@ pub const MAX_MEMBER_BYTES: usize = 16 << 20;
 const GROUP_QUEUE: usize = 16;
 /// Most events one scan of the log looks at.
 const MAX_LOOKED_AT: usize = 4_096;
+/// KEYED: most events one scan reads beyond what the members have room for, to hold behind
+/// their streams (so a busy stream does not stop the others' later events).
+const MAX_HELD_PER_SCAN: usize = 256;
 /// Failpoint (failpoints builds only): a planned step that delivers something is lost before
 /// it is proposed, as when the leader dies between planning and commit. (Evaluated only for
 /// steps with deliveries, so `N*off->1*return` loses the (N+1)th delivering step.)
@@ -849,6 +852,27 @@ impl Dispatcher {
         if capacity == 0 || room_to_track == 0 || self.head_seen == Some(head) {
             return Ok((redeliveries, None, delivered_to, new_events));
         }
+        // Every event the scan reads past the first one no member has room for is read and
+        // decoded for nothing: read what the members can take now and, in KEYED mode, a
+        // bounded number more to hold behind their streams.
+        let keyed = settings.mode == DispatchMode::Keyed;
+        let deliverable = match self.active_member() {
+            Some(active) => room[active].fits().then_some(room[active].count as usize),
+            None => Some(
+                room.iter()
+                    .filter(|room| room.fits())
+                    .map(|room| room.count as usize)
+                    .sum(),
+            ),
+        }
+        .unwrap_or(0)
+        .min(capacity);
+        let to_read = room_to_track
+            .min(MAX_STEP_ITEMS)
+            .min(deliverable + if keyed { MAX_HELD_PER_SCAN } else { 0 });
+        if to_read == 0 {
+            return Ok((redeliveries, None, delivered_to, new_events));
+        }
         let scan = self
             .handle
             .reader()
@@ -856,7 +880,7 @@ impl Dispatcher {
                 read_target(&target),
                 from,
                 PageLimit {
-                    max_count: room_to_track.min(MAX_STEP_ITEMS),
+                    max_count: to_read,
                     max_bytes: self.max_batch_bytes,
                 },
                 Arc::new(filter),
@@ -881,7 +905,6 @@ impl Dispatcher {
             return Ok((redeliveries, Some(advance), delivered_to, new_events));
         }
         let by_version = matches!(target, ConsumerTarget::Stream(_));
-        let keyed = settings.mode == DispatchMode::Keyed;
         let mut to = scan.next_from;
         let mut taken = Vec::new();
         let mut busy: HashSet<String> = HashSet::new();
