@@ -212,8 +212,9 @@ pub struct BenchArgs {
     /// `--mode consume`: members of the group, each its own client.
     #[arg(long, default_value_t = 4)]
     pub members: usize,
-    /// `--mode consume`: each member's credit (deliveries unsettled at once).
-    #[arg(long, default_value_t = 256)]
+    /// `--mode consume`: each member's credit (deliveries unsettled at once); the client
+    /// library's default.
+    #[arg(long, default_value_t = evlog_client::ConsumeOptions::default().credit)]
     pub credit: u32,
     /// `--mode consume`: join this existing group instead (nothing is created or appended
     /// first); the run lasts --duration.
