@@ -124,52 +124,46 @@ impl EventLog for EventLogGrpc {
             .collect();
         // Each append is checked on its own: a refused one gets its error in its place, the
         // others go on (as any other refusal of one append of many). Without --auth nothing is
-        // checked, and the call goes on as it came.
-        let refusals: Vec<Option<ServiceError>> = if self.access.enabled() {
-            appends
-                .iter()
-                .map(|append| {
-                    let need = Need::On(Permission::Append, &append.stream);
-                    self.access.check(&principal, need).err()
-                })
-                .collect()
-        } else {
+        // checked.
+        let refusals: Vec<Option<ServiceError>> = appends
+            .iter()
+            .map(|append| {
+                if !self.access.enabled() {
+                    return None;
+                }
+                let need = Need::On(Permission::Append, &append.stream);
+                self.access.check(&principal, need).err()
+            })
+            .collect();
+        // A call of no appends goes on too (the service refuses it whole); one whose every
+        // append was refused does not.
+        let all_refused = !refusals.is_empty() && refusals.iter().all(Option::is_some);
+        let allowed: Vec<_> = appends
+            .into_iter()
+            .zip(&refusals)
+            .filter(|(_, refusal)| refusal.is_none())
+            .map(|(append, _)| append)
+            .collect();
+        let mut done = if all_refused {
             Vec::new()
-        };
-        let results = if refusals.iter().all(Option::is_none) {
-            // A call of no appends goes on too: the service refuses it whole.
+        } else {
             self.service
-                .append_many(appends, forwarded)
+                .append_many(allowed, forwarded)
                 .await
                 .map_err(|error| to_status(error, forwarded))?
-        } else {
-            let allowed: Vec<_> = appends
-                .into_iter()
-                .zip(&refusals)
-                .filter(|(_, refusal)| refusal.is_none())
-                .map(|(append, _)| append)
-                .collect();
-            let mut done = if allowed.is_empty() {
-                Vec::new()
-            } else {
-                self.service
-                    .append_many(allowed, forwarded)
-                    .await
-                    .map_err(|error| to_status(error, forwarded))?
-            }
-            .into_iter();
-            refusals
-                .into_iter()
-                .map(|refusal| match refusal {
-                    Some(error) => Err(error),
-                    None => done.next().unwrap_or_else(|| {
-                        Err(ServiceError::Internal(
-                            "fewer results than appends".to_string(),
-                        ))
-                    }),
-                })
-                .collect()
-        };
+        }
+        .into_iter();
+        let results: Vec<_> = refusals
+            .into_iter()
+            .map(|refusal| match refusal {
+                Some(error) => Err(error),
+                None => done.next().unwrap_or_else(|| {
+                    Err(ServiceError::Internal(
+                        "fewer results than appends".to_string(),
+                    ))
+                }),
+            })
+            .collect();
         let results = results
             .into_iter()
             .map(|result| pb::AppendResult {

@@ -516,19 +516,29 @@ impl EventLogService {
         self.reach_consistency(request.consistency).await?;
         let reader = self.handle.reader();
         let applied = reader.applied();
-        let (start, min_timestamp_ms) = match request.start {
-            ReadStart::Edge => (SubscribeStart::Beginning, 0),
-            ReadStart::From(from) => (SubscribeStart::From(from), 0),
-            ReadStart::Time(time_ms) => (SubscribeStart::Time(time_ms), time_ms),
+        // A position is where the scan starts (it says itself when that lies below what is
+        // retained); the first event or a time is resolved in a read transaction of its own.
+        let (from, min_timestamp_ms) = match request.start {
+            ReadStart::From(from) => (from, 0),
+            ReadStart::Edge => (
+                reader
+                    .subscription_start(ReadTarget::All, SubscribeStart::Beginning)
+                    .await?
+                    .next_from,
+                0,
+            ),
+            ReadStart::Time(time_ms) => (
+                reader
+                    .subscription_start(ReadTarget::All, SubscribeStart::Time(time_ms))
+                    .await?
+                    .next_from,
+                time_ms,
+            ),
         };
-        let started = reader.subscription_start(ReadTarget::All, start).await?;
         let requested = match request.start {
             ReadStart::From(from) => from,
             _ => 0,
         };
-        if let Some(first) = started.out_of_range {
-            return Err(out_of_range(&ReadTarget::All, requested, first));
-        }
         let filter = Arc::new(EventFilter {
             stream_prefixes: request.stream_prefixes,
             event_types: request.event_types,
@@ -537,7 +547,7 @@ impl EventLogService {
         let scan = reader
             .scan(
                 ReadTarget::All,
-                started.next_from,
+                from,
                 limit,
                 filter,
                 crate::service::subscribe::MAX_LOOKED_AT,
