@@ -263,8 +263,15 @@ impl Dispatcher {
             return error;
         }
         let mut applied = self.handle.applied_watch();
+        let mut held = Vec::new();
         loop {
-            // Take every message waiting: they all go into the next step.
+            // Take every message that came during the last step and every one waiting: they
+            // all go into the next step.
+            for message in held.drain(..) {
+                if let Err(error) = self.receive(message) {
+                    return error;
+                }
+            }
             while self.queued.len() < MAX_QUEUED_SETTLEMENTS
                 && let Ok(message) = messages.try_recv()
             {
@@ -275,7 +282,7 @@ impl Dispatcher {
             if self.members.is_empty() && self.queued.is_empty() {
                 return ServiceError::Internal("no member left".to_string());
             }
-            match self.step().await {
+            match self.step(messages, &mut held).await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(error) => return error,
@@ -526,7 +533,16 @@ impl Dispatcher {
 
     /// Plans, proposes and completes one step if there is anything to do; `Ok(true)` when it
     /// did something (look again at once).
-    async fn step(&mut self) -> Result<bool, ServiceError> {
+    ///
+    /// While the step commits, the messages that come are taken into `held` (up to
+    /// [`MAX_QUEUED_SETTLEMENTS`] settlements with those queued), for the caller to receive
+    /// after it: the queue is not left full for the step's whole round, which would hold the
+    /// members' streams back and make every step carry only what fits in the queue.
+    async fn step(
+        &mut self,
+        messages: &mut mpsc::Receiver<GroupMessage>,
+        held: &mut Vec<GroupMessage>,
+    ) -> Result<bool, ServiceError> {
         if self.mirror.is_none() {
             self.load().await?;
         }
@@ -632,8 +648,30 @@ impl Dispatcher {
                 "a consumer step was lost before it committed (failpoint)".to_string(),
             ));
         }
-        let proposed =
-            tokio::time::timeout(STEP_TIMEOUT, self.handle.propose(Command::Consumer(step))).await;
+        let handle = self.handle.clone();
+        let proposal = tokio::time::timeout(STEP_TIMEOUT, handle.propose(Command::Consumer(step)));
+        tokio::pin!(proposal);
+        let mut held_settlements = 0;
+        let mut open = true;
+        let proposed = loop {
+            tokio::select! {
+                proposed = &mut proposal => break proposed,
+                message = messages.recv(),
+                    if open && self.queued.len() + held_settlements < MAX_QUEUED_SETTLEMENTS =>
+                {
+                    match message {
+                        Some(message) => {
+                            if let GroupMessage::Settle { settlements, .. } = &message {
+                                held_settlements += settlements.len();
+                            }
+                            held.push(message);
+                        }
+                        // The service is gone; the run loop sees it after the step.
+                        None => open = false,
+                    }
+                }
+            }
+        };
         let Ok(answer) = proposed else {
             // Its outcome is unknown: the next dispatcher loads the group as committed.
             return Err(ServiceError::Timeout(format!(
