@@ -37,7 +37,10 @@ pub struct ConsumeOptions {
 impl Default for ConsumeOptions {
     fn default() -> Self {
         Self {
-            credit: 64,
+            // On the 2-CPU test machine, 4 members of a KEYED group drain 1.4x as fast with
+            // 128 as with 64, ack -> settled p99 still under 20 ms in most runs; 256 is faster
+            // yet but holds twice the deliveries per member (README: consumer figures).
+            credit: 128,
             member_name: String::new(),
             rejoin_deadline: Duration::from_secs(30),
         }

@@ -108,7 +108,7 @@ pub struct ConsumeArgs {
     /// The group.
     pub name: String,
     /// Deliveries unsettled at once.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = evlog_client::ConsumeOptions::default().credit)]
     pub credit: u32,
     /// Retry (nack) every event of this type instead of acking it.
     #[arg(long)]
