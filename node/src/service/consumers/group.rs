@@ -62,6 +62,10 @@ pub const MAX_MEMBER_BYTES: usize = 16 << 20;
 /// settlements with reasons of at most 1 KiB (about 4.3 MiB), so the queue holds at most about
 /// 70 MiB; members' further messages wait on it.
 const GROUP_QUEUE: usize = 16;
+/// Most messages the dispatcher takes in while a step commits (their settlements and extended
+/// deliveries count against [`MAX_QUEUED_SETTLEMENTS`] too); past either, the rest wait in the
+/// queue.
+const MAX_HELD_MESSAGES: usize = 1_024;
 /// Most events one scan of the log looks at.
 const MAX_LOOKED_AT: usize = 4_096;
 /// KEYED: most events one scan reads beyond what the members have room for, to hold behind
@@ -534,9 +538,9 @@ impl Dispatcher {
     /// Plans, proposes and completes one step if there is anything to do; `Ok(true)` when it
     /// did something (look again at once).
     ///
-    /// While the step commits, the messages that come are taken into `held` (up to
-    /// [`MAX_QUEUED_SETTLEMENTS`] settlements with those queued), for the caller to receive
-    /// after it: the queue is not left full for the step's whole round, which would hold the
+    /// While the step commits, the messages that come are taken into `held` (bounded by
+    /// [`MAX_HELD_MESSAGES`] and [`MAX_QUEUED_SETTLEMENTS`]), for the caller to receive after
+    /// it: the queue is not left full for the step's whole round, which would hold the
     /// members' streams back and make every step carry only what fits in the queue.
     async fn step(
         &mut self,
@@ -651,19 +655,23 @@ impl Dispatcher {
         let handle = self.handle.clone();
         let proposal = tokio::time::timeout(STEP_TIMEOUT, handle.propose(Command::Consumer(step)));
         tokio::pin!(proposal);
-        let mut held_settlements = 0;
+        let mut held_items = 0;
         let mut open = true;
         let proposed = loop {
             tokio::select! {
                 proposed = &mut proposal => break proposed,
                 message = messages.recv(),
-                    if open && self.queued.len() + held_settlements < MAX_QUEUED_SETTLEMENTS =>
+                    if open
+                        && held.len() < MAX_HELD_MESSAGES
+                        && self.queued.len() + held_items < MAX_QUEUED_SETTLEMENTS =>
                 {
                     match message {
                         Some(message) => {
-                            if let GroupMessage::Settle { settlements, .. } = &message {
-                                held_settlements += settlements.len();
-                            }
+                            held_items += match &message {
+                                GroupMessage::Settle { settlements, .. } => settlements.len(),
+                                GroupMessage::Extend { deliveries, .. } => deliveries.len(),
+                                _ => 0,
+                            };
                             held.push(message);
                         }
                         // The service is gone; the run loop sees it after the step.
