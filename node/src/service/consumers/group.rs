@@ -221,13 +221,18 @@ pub(super) fn start(
             queued: Vec::new(),
             deadlines: HashMap::new(),
             head_seen: None,
+            held: Vec::new(),
         };
         let end = dispatcher.run(&mut messages).await;
         tracing::info!(group = %dispatcher.name, reason = %end, "a consumer group's dispatcher ended");
         on_exit();
-        // Whoever was about to join hears why it cannot.
+        // Whoever was about to join (held during a step, or still queued) hears why it cannot.
         messages.close();
-        while let Ok(message) = messages.try_recv() {
+        let held = std::mem::take(&mut dispatcher.held);
+        for message in held
+            .into_iter()
+            .chain(std::iter::from_fn(|| messages.try_recv().ok()))
+        {
             if let GroupMessage::Join { joined, .. } = message {
                 joined.send(Err(copy_error(&end))).ok();
             }
@@ -251,6 +256,8 @@ struct Dispatcher {
     deadlines: HashMap<u64, (u32, Instant)>,
     /// The applied head at which a scan last reached the target's head (no scan until it moves).
     head_seen: Option<u64>,
+    /// Messages that came while a step committed, received after it.
+    held: Vec<GroupMessage>,
 }
 
 fn now_ms() -> u64 {
@@ -267,11 +274,10 @@ impl Dispatcher {
             return error;
         }
         let mut applied = self.handle.applied_watch();
-        let mut held = Vec::new();
         loop {
             // Take every message that came during the last step and every one waiting: they
             // all go into the next step.
-            for message in held.drain(..) {
+            for message in std::mem::take(&mut self.held) {
                 if let Err(error) = self.receive(message) {
                     return error;
                 }
@@ -286,7 +292,7 @@ impl Dispatcher {
             if self.members.is_empty() && self.queued.is_empty() {
                 return ServiceError::Internal("no member left".to_string());
             }
-            match self.step(messages, &mut held).await {
+            match self.step(messages).await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(error) => return error,
@@ -538,14 +544,13 @@ impl Dispatcher {
     /// Plans, proposes and completes one step if there is anything to do; `Ok(true)` when it
     /// did something (look again at once).
     ///
-    /// While the step commits, the messages that come are taken into `held` (bounded by
+    /// While the step commits, the messages that come are held (bounded by
     /// [`MAX_HELD_MESSAGES`] and [`MAX_QUEUED_SETTLEMENTS`]), for the caller to receive after
     /// it: the queue is not left full for the step's whole round, which would hold the
     /// members' streams back and make every step carry only what fits in the queue.
     async fn step(
         &mut self,
         messages: &mut mpsc::Receiver<GroupMessage>,
-        held: &mut Vec<GroupMessage>,
     ) -> Result<bool, ServiceError> {
         if self.mirror.is_none() {
             self.load().await?;
@@ -662,7 +667,7 @@ impl Dispatcher {
                 proposed = &mut proposal => break proposed,
                 message = messages.recv(),
                     if open
-                        && held.len() < MAX_HELD_MESSAGES
+                        && self.held.len() < MAX_HELD_MESSAGES
                         && self.queued.len() + held_items < MAX_QUEUED_SETTLEMENTS =>
                 {
                     match message {
@@ -672,7 +677,7 @@ impl Dispatcher {
                                 GroupMessage::Extend { deliveries, .. } => deliveries.len(),
                                 _ => 0,
                             };
-                            held.push(message);
+                            self.held.push(message);
                         }
                         // The service is gone; the run loop sees it after the step.
                         None => open = false,
