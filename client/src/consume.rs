@@ -37,9 +37,9 @@ pub struct ConsumeOptions {
 impl Default for ConsumeOptions {
     fn default() -> Self {
         Self {
-            // On the 2-CPU test machine, 4 members of a KEYED group drain 1.4x as fast with
-            // 128 as with 64, ack -> settled p99 still under 20 ms in most runs; 256 is faster
-            // yet but holds twice the deliveries per member (README: consumer figures).
+            // On the 2-CPU test machine, 4 members of a KEYED group drain 1.3-1.5x as fast
+            // with 128 as with 64, ack -> settled p99 under 20 ms; 256 is faster yet but holds
+            // twice the deliveries per member at a p99 near 30 ms (README: consumer figures).
             credit: 128,
             member_name: String::new(),
             rejoin_deadline: Duration::from_secs(30),
