@@ -518,26 +518,19 @@ impl EventLogService {
         let applied = reader.applied();
         // A position is where the scan starts (it says itself when that lies below what is
         // retained); the first event or a time is resolved in a read transaction of its own.
-        let (from, min_timestamp_ms) = match request.start {
-            ReadStart::From(from) => (from, 0),
-            ReadStart::Edge => (
-                reader
-                    .subscription_start(ReadTarget::All, SubscribeStart::Beginning)
-                    .await?
-                    .next_from,
-                0,
-            ),
-            ReadStart::Time(time_ms) => (
-                reader
-                    .subscription_start(ReadTarget::All, SubscribeStart::Time(time_ms))
-                    .await?
-                    .next_from,
-                time_ms,
-            ),
+        let (resolve, min_timestamp_ms, requested) = match request.start {
+            ReadStart::From(from) => (None, 0, from),
+            ReadStart::Edge => (Some(SubscribeStart::Beginning), 0, 0),
+            ReadStart::Time(time_ms) => (Some(SubscribeStart::Time(time_ms)), time_ms, 0),
         };
-        let requested = match request.start {
-            ReadStart::From(from) => from,
-            _ => 0,
+        let from = match resolve {
+            Some(start) => {
+                reader
+                    .subscription_start(ReadTarget::All, start)
+                    .await?
+                    .next_from
+            }
+            None => requested,
         };
         let filter = Arc::new(EventFilter {
             stream_prefixes: request.stream_prefixes,
