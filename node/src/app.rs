@@ -662,9 +662,9 @@ fn store_backend(data_dir: &std::path::Path) -> anyhow::Result<evlog_raft_store:
                 data_dir.display()
             )
         })?;
-        let path = data_dir.join(evlog_raft_store::schema::DATABASE_FILE);
-        let (backend, switch) = testing::CrashBackend::open(&path)
-            .map_err(|error| anyhow::anyhow!("cannot open {}: {error}", path.display()))?;
+        let (backend, switch) = testing::CrashBackend::for_data_dir(data_dir).map_err(|error| {
+            anyhow::anyhow!("cannot open the store in {}: {error}", data_dir.display())
+        })?;
         // A disk that fills up, for tests where a real small filesystem cannot be mounted.
         if let Ok(free) = std::env::var(testing::DISK_FREE_BYTES_ENV) {
             let free: u64 = free.parse().map_err(|_| {
@@ -680,7 +680,7 @@ fn store_backend(data_dir: &std::path::Path) -> anyhow::Result<evlog_raft_store:
         tracing::warn!(
             "failpoints build: the store runs on the testing crash backend (it can lose power)"
         );
-        Ok(evlog_raft_store::StoreBackend::custom(backend))
+        Ok(backend)
     }
     #[cfg(not(feature = "failpoints"))]
     {

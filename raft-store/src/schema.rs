@@ -21,9 +21,11 @@ pub const DATABASE_FILE: &str = "evlog.redb";
 /// version 3, each member with a client and a peer address; the log and the state machine may
 /// hold a compression dictionary (`sm_meta` `dictionary`), and events compressed with it (data
 /// encoding 2). Format 8: the log may hold access commands, and the state machine tokens and
-/// roles (`sm_meta` `access`).
-pub const FORMAT_VERSION: u32 = 8;
-/// Formats 3 to 7 are upgraded at open by stamping them 8: format 3's entries and keys read
+/// roles (`sm_meta` `access`). Format 9: log appends and truncations since the database's last
+/// durable commit are in the journal file (`evlog.journal`), which an older evlog would not
+/// replay.
+pub const FORMAT_VERSION: u32 = 9;
+/// Formats 3 to 8 are upgraded at open by stamping them 9 (format 8 has no journal): format 3's entries and keys read
 /// as they are (a key's bare log index sorts before every newer place), formats 3 and 4 have
 /// no consumer groups, formats 3 to 5 have no compressed data, no epoch, and removed nothing,
 /// formats 3 to 6 have no dictionary, and their memberships (codec version 1) read with empty
@@ -34,6 +36,7 @@ pub const FORMAT_4: u32 = 4;
 pub const FORMAT_5: u32 = 5;
 pub const FORMAT_6: u32 = 6;
 pub const FORMAT_7: u32 = 7;
+pub const FORMAT_8: u32 = 8;
 /// The oldest format a store is upgraded from at open: format 2 kept a `streams` table
 /// (name -> version, first and last position) that repeated what the stream index holds.
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 2;

@@ -31,7 +31,6 @@ use evlog_raft_store::LogStore;
 use evlog_raft_store::ReadStart;
 use evlog_raft_store::ReadTarget;
 use evlog_raft_store::StateMachine;
-use evlog_raft_store::StoreBackend;
 use evlog_raft_store::StoreConfig;
 use evlog_raft_store::testing::CrashBackend;
 use evlog_raft_store::testing::PowerSwitch;
@@ -56,10 +55,9 @@ struct Store {
 }
 
 fn open(dir: &Path) -> Store {
-    let (backend, switch) =
-        CrashBackend::open(&dir.join("evlog.redb")).expect("the crash backend opens");
+    let (backend, switch) = CrashBackend::for_data_dir(dir).expect("the crash backend opens");
     let config = StoreConfig {
-        backend: StoreBackend::custom(backend),
+        backend,
         ..StoreConfig::new(dir, 1, "power-loss")
     };
     let (engine, log, machine, reader) =

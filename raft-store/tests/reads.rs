@@ -371,11 +371,11 @@ async fn format_2_to_5_stores_are_upgraded_at_open_and_an_unknown_format_refused
     drop(txn);
     drop(db);
 
-    // Formats 3 (before entries of several appends) and 4 (before consumer groups) open as
-    // they are and are stamped 5, so an older evlog refuses them from then on; the consumer
-    // tables are there.
+    // Formats 3 (before entries of several appends), 4 (before consumer groups) and 8
+    // (before the log's journal) open as they are and are stamped with the current format, so
+    // an older evlog refuses them from then on; the consumer tables are there.
     let mut dir = dir;
-    for format in [3, 4, 5] {
+    for format in [3, 4, 5, 8] {
         rewrite_as_format(dir.path(), format);
         let store = Store::open_in(dir).expect("an older store opens");
         assert_eq!(

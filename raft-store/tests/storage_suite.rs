@@ -3,7 +3,6 @@
 
 use evlog_raft_store::LogStore;
 use evlog_raft_store::StateMachine;
-use evlog_raft_store::StoreBackend;
 use evlog_raft_store::StoreConfig;
 use evlog_raft_store::testing::CrashBackend;
 use evlog_raft_store::type_config::TypeConfig;
@@ -21,9 +20,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = StoreConfig::new(dir.path(), 0, "suite");
         if self.crash_backend {
-            let (backend, _switch) = CrashBackend::open(&dir.path().join("evlog.redb"))
-                .expect("the crash backend opens");
-            config.backend = StoreBackend::custom(backend);
+            let (backend, _switch) =
+                CrashBackend::for_data_dir(dir.path()).expect("the crash backend opens");
+            config.backend = backend;
         }
         let (_engine, log_store, state_machine, _reader) =
             evlog_raft_store::open(&config).expect("a fresh store opens");

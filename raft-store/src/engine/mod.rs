@@ -47,10 +47,12 @@ use crate::type_config::Vote;
 use crate::types::AppliedState;
 
 pub mod compact;
+pub mod journal;
 mod open;
 mod stats;
 mod writer;
 
+pub use journal::JournalFile;
 pub use open::RestoreError;
 
 /// Most ops carried out in one transaction.
@@ -127,15 +129,19 @@ pub enum StoreBackend {
     #[default]
     File,
     /// Any redb storage backend: tests use one that loses every write not yet synced
-    /// (`testing::CrashBackend`). It must hold this data directory's database.
-    Custom(SharedBackend),
+    /// (`testing::CrashBackend`). It must hold this data directory's database. The log's
+    /// journal is its own file (`<data_dir>/evlog.journal`), or the one given, which must lose
+    /// power with the database (`CrashBackend::journal`).
+    Custom(SharedBackend, Option<Arc<dyn JournalFile>>),
 }
 
 impl std::fmt::Debug for StoreBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreBackend::File => f.write_str("File"),
-            StoreBackend::Custom(backend) => write!(f, "Custom({:?})", backend.0),
+            StoreBackend::Custom(backend, journal) => {
+                write!(f, "Custom({:?}, journal {journal:?})", backend.0)
+            }
         }
     }
 }
@@ -143,7 +149,15 @@ impl std::fmt::Debug for StoreBackend {
 impl StoreBackend {
     /// A backend of the caller's.
     pub fn custom(backend: impl redb::StorageBackend) -> Self {
-        StoreBackend::Custom(SharedBackend(Arc::new(backend)))
+        StoreBackend::Custom(SharedBackend(Arc::new(backend)), None)
+    }
+
+    /// A backend of the caller's, with the log's journal in `journal`.
+    pub fn custom_with_journal(
+        backend: impl redb::StorageBackend,
+        journal: impl JournalFile + 'static,
+    ) -> Self {
+        StoreBackend::Custom(SharedBackend(Arc::new(backend)), Some(Arc::new(journal)))
     }
 }
 
@@ -374,12 +388,13 @@ impl Engine {
     /// Opens (or creates) the store in `config.data_dir`, refusing a damaged or foreign one,
     /// and starts the writer thread.
     pub fn open(config: &StoreConfig) -> Result<Self, OpenError> {
-        let shared = Arc::new(open::open(config)?);
+        let (shared, journal) = open::open(config)?;
+        let shared = Arc::new(shared);
         let (writer, queue) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let thread_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("evlog-store-writer".to_string())
-            .spawn(move || writer::run(&thread_shared, queue))
+            .spawn(move || writer::run(&thread_shared, queue, journal))
             .map_err(|source| OpenError::Storage {
                 path: config.data_dir.clone(),
                 source,

@@ -19,11 +19,15 @@ use tokio::sync::watch;
 use super::Shared;
 use super::StoreBackend;
 use super::StoreConfig;
+use super::journal;
+use super::journal::Journal;
+use super::journal::JournalFile;
 use crate::codec;
 use crate::error::CorruptRecord;
 use crate::error::OpenError;
 use crate::log_store::LogMeta;
 use crate::log_store::Tail;
+use crate::log_store::txn;
 use crate::schema::CONSUMER_PENDING;
 use crate::schema::CONSUMER_SKIPS;
 use crate::schema::CONSUMERS;
@@ -35,6 +39,7 @@ use crate::schema::FORMAT_4;
 use crate::schema::FORMAT_5;
 use crate::schema::FORMAT_6;
 use crate::schema::FORMAT_7;
+use crate::schema::FORMAT_8;
 use crate::schema::FORMAT_VERSION;
 use crate::schema::IDEMPOTENCY;
 use crate::schema::IDEMPOTENCY_ORDER;
@@ -57,7 +62,7 @@ use crate::types::AppliedState;
 const TAIL_ENTRIES_VERIFIED_AT_OPEN: usize = 1024;
 
 /// Opens (or creates) the store in `config.data_dir`, refusing a damaged or foreign one.
-pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
+pub(super) fn open(config: &StoreConfig) -> Result<(Shared, Journal), OpenError> {
     let data_dir = config.data_dir.clone();
     let dir_error = |source| OpenError::Directory {
         path: data_dir.clone(),
@@ -67,6 +72,8 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
     std::fs::create_dir_all(data_dir.join("snapshots")).map_err(dir_error)?;
     let db = open_database(config)?;
     let identity = check_identity(&db, config).map_err(|e| e.with_path(&data_dir))?;
+    let journal_file = open_journal(config)?;
+    replay_journal(&db, journal_file.as_ref()).map_err(|e| e.with_path(&data_dir))?;
     let log = load_log_meta(&db).map_err(|e| e.with_path(&data_dir))?;
     let machine = load_machine_meta(&db).map_err(|e| e.with_path(&data_dir))?;
     snapshot::clear_dir(&data_dir.join("snapshots")).map_err(|source| OpenError::Storage {
@@ -84,7 +91,7 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
         pending: BTreeMap::new(),
         last_log_id: log.last_log_id,
     };
-    Ok(Shared {
+    let shared = Shared {
         db,
         data_dir,
         quick_repair: config.quick_repair,
@@ -99,7 +106,60 @@ pub(super) fn open(config: &StoreConfig) -> Result<Shared, OpenError> {
         founding_member: identity.founding_member,
         observer: config.observer.clone(),
         checks: Default::default(),
-    })
+    };
+    Ok((shared, Journal::new(journal_file)))
+}
+
+/// The log's journal: its own file, or the one the backend came with.
+fn open_journal(config: &StoreConfig) -> Result<Arc<dyn JournalFile>, OpenError> {
+    let path = config.data_dir.join(journal::JOURNAL_FILE);
+    match &config.backend {
+        StoreBackend::Custom(_, Some(journal)) => Ok(Arc::clone(journal)),
+        StoreBackend::File | StoreBackend::Custom(_, None) => journal::open_file(&path)
+            .map(|file| Arc::new(file) as Arc<dyn JournalFile>)
+            .map_err(|source| OpenError::Storage { path, source }),
+    }
+}
+
+/// Brings the database's log up to what was acknowledged: the database is at its last durable
+/// commit, and the journal holds every log append and truncation since, in order. Replayed in
+/// one durable commit, after which the journal is emptied. A record the database already has
+/// (a crash between a durable commit and the journal's emptying) is written again as it was.
+fn replay_journal(db: &Database, file: &dyn JournalFile) -> Result<(), OpenFailure> {
+    let read = journal::read(file).map_err(|error| {
+        OpenFailure::Damaged(format!("the log journal cannot be read: {error}"))
+    })?;
+    if read.torn_bytes > 0 {
+        tracing::warn!(
+            bytes = read.torn_bytes,
+            "the log journal ends with an unfinished write (never acknowledged): dropped"
+        );
+    }
+    if read.records.is_empty() && read.torn_bytes == 0 {
+        return Ok(());
+    }
+    let mut log = load_log_meta(db)?;
+    let replayed = read.records.len();
+    let txn = db.begin_write()?;
+    for record in read.records {
+        match record {
+            journal::Record::Append(entry) => {
+                txn::replay_append(&txn, &entry, &mut log).map_err(|error| {
+                    OpenFailure::Damaged(format!("the log journal does not fit the log: {error}"))
+                })?
+            }
+            journal::Record::TruncateAfter(last) => txn::truncate_after(&txn, last, &mut log)
+                .map_err(|error| OpenFailure::Damaged(error.to_string()))?,
+        }
+    }
+    txn.commit()?;
+    file.set_len(0)
+        .and_then(|()| file.sync_data())
+        .map_err(|error| {
+            OpenFailure::Damaged(format!("the log journal cannot be emptied: {error}"))
+        })?;
+    tracing::info!(records = replayed, "replayed the log journal");
+    Ok(())
 }
 
 /// What the store's identity says beside whose it is.
@@ -120,7 +180,7 @@ fn open_database(config: &StoreConfig) -> Result<Database, OpenError> {
     builder.set_cache_size(config.cache_bytes);
     match &config.backend {
         StoreBackend::File => builder.create(&db_path),
-        StoreBackend::Custom(backend) => builder.create_with_backend(backend.clone()),
+        StoreBackend::Custom(backend, _) => builder.create_with_backend(backend.clone()),
     }
     .map_err(|source| match source {
         redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => OpenError::Damaged {
@@ -215,6 +275,7 @@ fn check_identity(db: &Database, config: &StoreConfig) -> Result<Identity, OpenF
                     || found == u64::from(FORMAT_5)
                     || found == u64::from(FORMAT_6)
                     || found == u64::from(FORMAT_7)
+                    || found == u64::from(FORMAT_8)
                 {
                     // Format 2 differs from 3 only by a table that repeated the stream index:
                     // drop it. Formats 3 to 7 read as 8 does; the new stamp keeps an older

@@ -22,6 +22,8 @@ use super::Done;
 use super::MAX_BATCH_OPS;
 use super::Shared;
 use super::WriteOp;
+use super::journal;
+use super::journal::Journal;
 use super::stats::BatchKinds;
 use super::stats::WriterStats;
 use crate::error::StoreError;
@@ -43,8 +45,36 @@ use crate::types::CommandResponse;
 /// How long applied state may wait for its fsync while the writer has nothing else to do.
 const IDLE_SYNC_DELAY: Duration = Duration::from_millis(10);
 
+/// How log changes become durable: the journal, synced per batch, and the database's durable
+/// commits now and then (see `journal.rs`).
+struct DurableState {
+    journal: Journal,
+    /// When the database last committed durably.
+    last_db_sync: Instant,
+}
+
+impl DurableState {
+    /// Whether the database is due a durable commit: it has gone [`journal::DB_SYNC_INTERVAL`]
+    /// without one, or the journal has grown past [`journal::MAX_JOURNAL_BYTES`].
+    fn db_sync_due(&self) -> bool {
+        self.last_db_sync.elapsed() >= journal::DB_SYNC_INTERVAL
+            || self.journal.len() >= journal::MAX_JOURNAL_BYTES
+    }
+
+    /// The database just committed durably: the journal holds nothing it lacks.
+    fn db_synced(&mut self) -> Result<(), StoreError> {
+        self.journal.reset()?;
+        self.last_db_sync = Instant::now();
+        Ok(())
+    }
+}
+
 /// The writer thread's loop, until every engine handle is gone or the store fails.
-pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
+pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>, journal: Journal) {
+    let mut durable = DurableState {
+        journal,
+        last_db_sync: Instant::now(),
+    };
     let mut batch = Vec::with_capacity(MAX_BATCH_OPS);
     let mut stats = WriterStats::new();
     // Only for waiting on the queue with a timeout; nothing else runs on it.
@@ -85,7 +115,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
                 Ok(Some(op)) => op,
                 Ok(None) => break,
                 Err(_idle) => {
-                    if let Err(error) = sync(shared) {
+                    if let Err(error) = sync(shared, &mut durable) {
                         shared.fail(error);
                         break;
                     }
@@ -109,7 +139,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
         shared.observe(|observer| observer.batch(batch.len(), queue.len()));
         let kinds = BatchKinds::of(&batch);
         let started = Instant::now();
-        match write_batch(shared, &mut batch, unsynced, &mut cache) {
+        match write_batch(shared, &mut batch, unsynced, &mut cache, &mut durable) {
             Ok(still_unsynced) => unsynced = still_unsynced,
             Err(error) => {
                 shared.fail(error);
@@ -122,7 +152,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>) {
         refuse_queued(shared, &mut queue);
         return;
     }
-    if unsynced && let Err(error) = sync(shared) {
+    if unsynced && let Err(error) = sync(shared, &mut durable) {
         shared.fail(error);
     }
     tracing::debug!("store writer thread stops: every handle is gone");
@@ -165,9 +195,10 @@ fn reclaim_alone(shared: &Shared, cache: &mut WriterCache) -> Result<(), StoreEr
     Ok(())
 }
 
-/// Makes every commit so far durable with an empty durable commit.
-fn sync(shared: &Shared) -> Result<(), StoreError> {
+/// Makes every commit so far durable with an empty durable commit, and empties the journal.
+fn sync(shared: &Shared, durable: &mut DurableState) -> Result<(), StoreError> {
     durable_empty_commit(shared)?;
+    durable.db_synced()?;
     crash_point("store::after-commit");
     Ok(())
 }
@@ -264,10 +295,14 @@ fn publish_machine(shared: &Shared, machine: &MachineMeta) {
 }
 
 /// Carries a batch out and answers its ops, each as soon as it may be. `unsynced` says whether
-/// earlier commits still wait for an fsync; returns whether they (or this batch's) do now.
+/// earlier commits of the database still wait for a durable commit; returns whether they (or
+/// this batch's) do now.
 ///
-/// A batch commits in two steps: first without fsync, which makes its writes readable, then an
-/// empty commit that fsyncs them, and every commit before them. Between the two:
+/// A batch commits in two steps: first without fsync, which makes its writes readable, then
+/// its log appends and truncations are written to the journal and synced (see `journal.rs`),
+/// or, for a batch holding a vote, a purge or a caught-up mark, or when the database is due
+/// one, an empty durable commit makes it and every commit before it durable (and empties the
+/// journal). Between the two:
 /// - the batch's log entries move from the log store's pending tail to the database (openraft
 ///   read them from the tail until now); it hears they are flushed (`IOFlushed`, what counts
 ///   toward commit) only after the fsync.
@@ -279,8 +314,8 @@ fn publish_machine(shared: &Shared, machine: &MachineMeta) {
 ///   confirmed a read index with the leader once since it started (`RaftHandle::catch_up` in
 ///   the node).
 ///   And nothing that depends on applied state can be durable without it: the log is purged in
-///   a later commit of the same database, and a durable commit makes every commit before it
-///   durable.
+///   a later commit of the same database, which commits durably, and a durable commit makes
+///   every commit before it durable.
 ///
 /// Votes, truncation, purge and appends are answered after the fsync. A batch with nothing
 /// else (applies and commit-index saves) skips it: the next batch's fsync covers it, or the
@@ -294,6 +329,7 @@ fn write_batch(
     batch: &mut Vec<WriteOp>,
     unsynced: bool,
     cache: &mut WriterCache,
+    durable: &mut DurableState,
 ) -> Result<bool, StoreError> {
     if batch
         .iter()
@@ -308,6 +344,14 @@ fn write_batch(
     let one_durable_commit = batch
         .iter()
         .any(|op| matches!(op, WriteOp::InstallSnapshot { .. }));
+    // A vote, a purge and a caught-up mark are kept in the database alone: they need its
+    // durable commit.
+    let db_sync_needed = batch.iter().any(|op| {
+        matches!(
+            op,
+            WriteOp::SaveVote { .. } | WriteOp::Purge { .. } | WriteOp::MarkCaughtUp { .. }
+        )
+    });
     let mut synced = false;
     let result = (|| -> Result<(), StoreError> {
         let mut txn = shared.db.begin_write().map_err(StoreError::db)?;
@@ -320,7 +364,14 @@ fn write_batch(
             if let Work::Append(entries) = &work {
                 appended.extend(entries.iter().map(|entry| entry.log_id));
             }
-            match carry_out(&txn, work, &mut log, &mut machine, cache) {
+            match carry_out(
+                &txn,
+                work,
+                &mut log,
+                &mut machine,
+                cache,
+                &mut durable.journal,
+            ) {
                 Ok(responses) => completions.push(match completion {
                     Completion::Apply(done, _) => Completion::Apply(done, responses),
                     other => other,
@@ -354,6 +405,7 @@ fn write_batch(
             let started = Instant::now();
             txn.commit().map_err(StoreError::db)?;
             shared.observe(|observer| observer.fsync(started.elapsed()));
+            durable.db_synced()?;
             synced = true;
             forget_pending(shared, &appended);
             crash_point("store::after-commit");
@@ -375,12 +427,19 @@ fn write_batch(
                 std::mem::replace(completion, Completion::Answered).answer();
             }
         }
-        if completions
+        let waiting = completions
             .iter()
-            .any(|completion| !matches!(completion, Completion::Answered))
-        {
+            .any(|completion| !matches!(completion, Completion::Answered));
+        if db_sync_needed || durable.db_sync_due() {
             durable_empty_commit(shared)?;
+            durable.db_synced()?;
             synced = true;
+            crash_point("store::after-commit");
+        } else if waiting {
+            crash_point("store::before-fsync");
+            let started = Instant::now();
+            durable.journal.write_and_sync()?;
+            shared.observe(|observer| observer.fsync(started.elapsed()));
             crash_point("store::after-commit");
         }
         Ok(())
@@ -394,6 +453,7 @@ fn write_batch(
             for completion in completions {
                 completion.answer();
             }
+            // Only a durable commit leaves the database with nothing waiting for one.
             Ok(!synced)
         }
         Err(error) => {
@@ -503,13 +563,17 @@ fn carry_out(
     log: &mut LogMeta,
     machine: &mut MachineMeta,
     cache: &mut WriterCache,
+    journal: &mut Journal,
 ) -> Result<Vec<(ApplyResponder<TypeConfig>, CommandResponse)>, StoreError> {
     match work {
-        Work::Append(entries) => txn::append(txn, &entries, log)?,
+        Work::Append(entries) => txn::append(txn, &entries, log, journal)?,
         Work::SaveVote(vote) => txn::save_vote(txn, vote, log)?,
         // Written once, just before the batch commits (see `write_batch`).
         Work::SaveCommitted(committed) => log.stage_committed(committed),
-        Work::TruncateAfter(last) => txn::truncate_after(txn, last, log)?,
+        Work::TruncateAfter(last) => {
+            txn::truncate_after(txn, last, log)?;
+            journal.stage_truncate(last);
+        }
         Work::Purge(upto) => txn::purge(txn, upto, log)?,
         Work::Apply(entries) => return machine_store::apply(txn, entries, machine, cache),
         Work::InstallSnapshot(meta, path) => {

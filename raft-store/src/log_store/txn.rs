@@ -7,6 +7,7 @@ use redb::WriteTransaction;
 
 use super::LogMeta;
 use crate::codec;
+use crate::engine::journal::Journal;
 use crate::error::StoreError;
 use crate::schema::LOG;
 use crate::schema::META;
@@ -15,11 +16,13 @@ use crate::type_config::Entry;
 use crate::type_config::LogId;
 use crate::type_config::Vote;
 
-/// Stores `entries` after the log's last entry.
+/// Stores `entries` after the log's last entry, and stages each in the journal, which makes
+/// them durable.
 pub(crate) fn append(
     txn: &WriteTransaction,
     entries: &[Entry],
     log: &mut LogMeta,
+    journal: &mut Journal,
 ) -> Result<(), StoreError> {
     let mut table = txn.open_table(LOG).map_err(StoreError::db)?;
     for entry in entries {
@@ -32,9 +35,40 @@ pub(crate) fn append(
                 entry.log_id.index, last.index
             )));
         }
+        let record = codec::encode_entry(entry);
         table
-            .insert(entry.log_id.index, codec::encode_entry(entry).as_slice())
+            .insert(entry.log_id.index, record.as_slice())
             .map_err(StoreError::db)?;
+        journal.stage_append(&record);
+        log.last_log_id = Some(entry.log_id);
+    }
+    Ok(())
+}
+
+/// Replays an append from the journal at open: after the log's last entry, or over one the
+/// database holds already (a durable commit had it before the journal was emptied). Entries
+/// at or below the purge point are gone already.
+pub(crate) fn replay_append(
+    txn: &WriteTransaction,
+    entry: &Entry,
+    log: &mut LogMeta,
+) -> Result<(), StoreError> {
+    let index = entry.log_id.index;
+    if log.last_purged.is_some_and(|purged| index <= purged.index) {
+        return Ok(());
+    }
+    let next = log.last_log_id.map_or(0, |last| last.index + 1);
+    if index > next && log.last_log_id.is_some() {
+        return Err(StoreError::Invariant(format!(
+            "journal entry at log index {index}, but the log ends at {}",
+            next - 1
+        )));
+    }
+    let mut table = txn.open_table(LOG).map_err(StoreError::db)?;
+    table
+        .insert(index, codec::encode_entry(entry).as_slice())
+        .map_err(StoreError::db)?;
+    if log.last_log_id.is_none_or(|last| index >= last.index) {
         log.last_log_id = Some(entry.log_id);
     }
     Ok(())

@@ -56,6 +56,45 @@ struct State {
     /// When `Some(bytes)`: the disk holds no more; a write or growth past it fails with
     /// "no space left on device", as a full disk does.
     capacity: Option<u64>,
+    /// The log's journal, on the same (simulated) disk: it loses power with the database.
+    journal: Option<JournalState>,
+}
+
+/// The journal file's durable state: its length at the last sync, and, once a write or a cut
+/// reached below that, all its bytes at the last sync (the journal is small: it is emptied
+/// with every durable commit of the database).
+struct JournalState {
+    file: File,
+    durable_len: u64,
+    durable_bytes: Option<Vec<u8>>,
+}
+
+impl JournalState {
+    /// Keeps the durable bytes before anything below `durable_len` changes.
+    fn keep_durable(&mut self, from: u64) -> io::Result<()> {
+        if from >= self.durable_len || self.durable_bytes.is_some() {
+            return Ok(());
+        }
+        let mut bytes = vec![0u8; usize::try_from(self.durable_len).map_err(io::Error::other)?];
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut bytes, 0)?;
+        self.durable_bytes = Some(bytes);
+        Ok(())
+    }
+
+    /// Puts the journal back as it was at its last sync; returns the bytes that took back.
+    fn lose_power(&mut self) -> io::Result<u64> {
+        let live_len = self.file.metadata()?.len();
+        let lost = match self.durable_bytes.take() {
+            Some(bytes) => {
+                std::os::unix::fs::FileExt::write_all_at(&self.file, &bytes, 0)?;
+                live_len.max(bytes.len() as u64)
+            }
+            None => live_len.saturating_sub(self.durable_len),
+        };
+        self.file.set_len(self.durable_len)?;
+        self.file.sync_data()?;
+        Ok(lost)
+    }
 }
 
 impl State {
@@ -127,7 +166,29 @@ impl State {
         self.file.set_len(self.durable_len)?;
         // The image left behind must itself survive, whatever happens to this process next.
         self.file.sync_data()?;
+        if let Some(journal) = &mut self.journal {
+            lost.bytes += journal.lose_power()?;
+        }
         Ok(lost)
+    }
+
+    /// A `sync_data` call of the database or the journal: counted, and where a power cut was
+    /// asked for (at this sync, or by the `store::sync` failpoint), the power goes instead.
+    fn sync_or_lose_power(&mut self) -> io::Result<()> {
+        self.check_power()?;
+        self.syncs += 1;
+        let failpoint = failpoint_cuts_power();
+        if failpoint && self.abort_on_loss.is_none() {
+            self.abort_on_loss = Some("failpoint store::sync".to_string());
+        }
+        if self.lose_power_at_sync == Some(self.syncs) || failpoint {
+            self.lose_power_here("at a sync")?;
+            return Err(io::Error::other(format!(
+                "power lost at sync {} (simulated by the testing crash backend)",
+                self.syncs
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -192,6 +253,7 @@ impl CrashBackend {
             lose_power_at_sync: None,
             abort_on_loss: None,
             capacity: None,
+            journal: None,
         }));
         Ok((
             Self {
@@ -199,6 +261,101 @@ impl CrashBackend {
             },
             PowerSwitch { state },
         ))
+    }
+}
+
+impl CrashBackend {
+    /// The store of the data directory `dir` (created if missing) on one simulated disk: its
+    /// database (`evlog.redb`) and its log's journal (`evlog.journal`), as a store backend,
+    /// and the disk's power switch.
+    pub fn for_data_dir(dir: &Path) -> io::Result<(crate::StoreBackend, PowerSwitch)> {
+        std::fs::create_dir_all(dir)?;
+        let (backend, switch) = Self::open(&dir.join(crate::schema::DATABASE_FILE))?;
+        let journal = backend.journal(&dir.join(crate::engine::journal::JOURNAL_FILE))?;
+        Ok((
+            crate::StoreBackend::custom_with_journal(backend, journal),
+            switch,
+        ))
+    }
+
+    /// Opens (or creates) the log's journal at `path` on the same simulated disk: a power cut
+    /// takes back what was written to it since its last sync, its syncs count with the
+    /// database's (see [`PowerSwitch::lose_power_at_sync`]), and the `store::sync` failpoint
+    /// stands before them too. What it holds now counts as durable. Give it to the store with
+    /// `StoreBackend::custom_with_journal`.
+    pub fn journal(&self, path: &Path) -> io::Result<CrashJournal> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        file.sync_all()?;
+        let durable_len = file.metadata()?.len();
+        lock(&self.state).journal = Some(JournalState {
+            file,
+            durable_len,
+            durable_bytes: None,
+        });
+        Ok(CrashJournal {
+            state: Arc::clone(&self.state),
+        })
+    }
+}
+
+/// The log's journal on a [`CrashBackend`]'s disk.
+#[derive(Clone)]
+pub struct CrashJournal {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for CrashJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CrashJournal")
+    }
+}
+
+fn journal_of(state: &mut State) -> io::Result<&mut JournalState> {
+    state.check_power()?;
+    state
+        .journal
+        .as_mut()
+        .ok_or_else(|| io::Error::other("the crash backend's journal is closed"))
+}
+
+impl crate::engine::JournalFile for CrashJournal {
+    fn byte_len(&self) -> io::Result<u64> {
+        let mut state = lock(&self.state);
+        Ok(journal_of(&mut state)?.file.metadata()?.len())
+    }
+
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        std::os::unix::fs::FileExt::read_exact_at(&journal_of(&mut state)?.file, out, offset)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        let journal = journal_of(&mut state)?;
+        journal.keep_durable(offset)?;
+        std::os::unix::fs::FileExt::write_all_at(&journal.file, data, offset)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        let journal = journal_of(&mut state)?;
+        journal.keep_durable(len)?;
+        journal.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.sync_or_lose_power()?;
+        let journal = journal_of(&mut state)?;
+        journal.file.sync_data()?;
+        journal.durable_len = journal.file.metadata()?.len();
+        journal.durable_bytes = None;
+        Ok(())
     }
 }
 
@@ -318,19 +475,7 @@ impl StorageBackend for CrashBackend {
 
     fn sync_data(&self) -> Result<(), io::Error> {
         let mut state = lock(&self.state);
-        state.check_power()?;
-        state.syncs += 1;
-        let failpoint = failpoint_cuts_power();
-        if failpoint && state.abort_on_loss.is_none() {
-            state.abort_on_loss = Some("failpoint store::sync".to_string());
-        }
-        if state.lose_power_at_sync == Some(state.syncs) || failpoint {
-            state.lose_power_here("at a sync")?;
-            return Err(io::Error::other(format!(
-                "power lost at sync {} (simulated by the testing crash backend)",
-                state.syncs
-            )));
-        }
+        state.sync_or_lose_power()?;
         state.file.sync_data()?;
         state.durable_len = state.file.len()?;
         state.durable_pages.clear();

@@ -10,6 +10,7 @@
 mod crash_backend;
 
 pub use crash_backend::CrashBackend;
+pub use crash_backend::CrashJournal;
 pub use crash_backend::PowerSwitch;
 
 use std::sync::OnceLock;
