@@ -554,3 +554,184 @@ pub enum RestoreError {
     #[error("cannot restore the backup: {0}")]
     Backup(#[from] std::io::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use redb::ReadableDatabase;
+
+    use super::*;
+    use crate::engine::journal::Journal;
+    use crate::type_config::Entry;
+    use crate::type_config::EntryPayload;
+    use crate::type_config::LeaderId;
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: LogId {
+                leader_id: LeaderId { term, node_id: 1 },
+                index,
+            },
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// One generation of the journal: 1-5 appended in term 1, a truncation after 3, then 4-6
+    /// in term 2.
+    fn generation() -> Vec<journal::Record> {
+        use journal::Record::Append;
+        use journal::Record::TruncateAfter;
+        vec![
+            Append(entry(1, 1)),
+            Append(entry(1, 2)),
+            Append(entry(1, 3)),
+            Append(entry(1, 4)),
+            Append(entry(1, 5)),
+            TruncateAfter(Some(entry(1, 3).log_id)),
+            Append(entry(2, 4)),
+            Append(entry(2, 5)),
+            Append(entry(2, 6)),
+        ]
+    }
+
+    fn expected_log() -> Vec<Entry> {
+        vec![
+            entry(1, 1),
+            entry(1, 2),
+            entry(1, 3),
+            entry(2, 4),
+            entry(2, 5),
+            entry(2, 6),
+        ]
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        db: Database,
+        journal: Arc<std::fs::File>,
+    }
+
+    fn fixture(records: &[journal::Record]) -> Fixture {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = Database::create(dir.path().join("db")).expect("a database");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(LOG).expect("log");
+        txn.open_table(META).expect("meta");
+        txn.commit().expect("commit");
+        let journal = Arc::new(
+            journal::open_file(&dir.path().join(journal::JOURNAL_FILE)).expect("a journal"),
+        );
+        let mut writer = Journal::new(journal.clone());
+        for record in records {
+            match record {
+                journal::Record::Append(entry) => {
+                    writer.stage_append(&codec::encode_entry(entry));
+                }
+                journal::Record::TruncateAfter(last) => writer.stage_truncate(*last),
+            }
+        }
+        writer.write_and_sync().expect("written");
+        Fixture {
+            _dir: dir,
+            db,
+            journal,
+        }
+    }
+
+    fn stored_log(db: &Database) -> Vec<Entry> {
+        let txn = db.begin_read().expect("read");
+        let table = txn.open_table(LOG).expect("log");
+        table
+            .iter()
+            .expect("iterate")
+            .map(|item| codec::decode_entry(item.expect("item").1.value()).expect("an entry"))
+            .collect()
+    }
+
+    fn replay(fixture: &Fixture) {
+        if let Err(failure) = replay_journal(&fixture.db, fixture.journal.as_ref()) {
+            panic!("replay failed: {}", failure.with_path(Path::new("test")));
+        }
+        assert_eq!(
+            fixture.journal.metadata().expect("metadata").len(),
+            0,
+            "the journal is emptied after its replay"
+        );
+    }
+
+    /// Puts the log `entries` and the purge point in the database, durably (what a durable
+    /// commit left before a crash).
+    fn commit_log(db: &Database, entries: &[Entry], purged: Option<LogId>) {
+        let txn = db.begin_write().expect("write");
+        {
+            let mut table = txn.open_table(LOG).expect("log");
+            for entry in entries {
+                table
+                    .insert(entry.log_id.index, codec::encode_entry(entry).as_slice())
+                    .expect("insert");
+            }
+            if let Some(purged) = purged {
+                txn.open_table(META)
+                    .expect("meta")
+                    .insert(
+                        meta_key::LAST_PURGED,
+                        codec::encode_log_id(&purged).as_slice(),
+                    )
+                    .expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
+    #[test]
+    fn replay_gives_back_the_log_the_journal_describes() {
+        let fixture = fixture(&generation());
+        replay(&fixture);
+        assert_eq!(stored_log(&fixture.db), expected_log());
+    }
+
+    #[test]
+    fn replay_over_a_database_that_has_the_generation_already_changes_nothing() {
+        // A crash after a durable commit, before the journal was emptied.
+        let fixture = fixture(&generation());
+        commit_log(&fixture.db, &expected_log(), None);
+        replay(&fixture);
+        assert_eq!(stored_log(&fixture.db), expected_log());
+    }
+
+    #[test]
+    fn replay_over_a_log_purged_since_keeps_what_is_past_the_purge_point() {
+        // The same, with the log purged up to 5 by that durable commit (entries 1-5 may still
+        // be stored; they are never read).
+        let fixture = fixture(&generation());
+        commit_log(&fixture.db, &expected_log(), Some(entry(2, 5).log_id));
+        replay(&fixture);
+        let log = stored_log(&fixture.db);
+        assert_eq!(log.last(), Some(&entry(2, 6)), "{log:?}");
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_and_the_rest_replayed() {
+        let fixture = fixture(&generation());
+        let len = fixture.journal.metadata().expect("metadata").len();
+        fixture.journal.set_len(len - 3).expect("cut");
+        replay(&fixture);
+        assert_eq!(stored_log(&fixture.db), expected_log()[..5].to_vec());
+    }
+
+    #[test]
+    fn an_entry_past_the_logs_end_is_refused_as_damage() {
+        let fixture = fixture(&[
+            journal::Record::Append(entry(1, 1)),
+            journal::Record::Append(entry(1, 3)),
+        ]);
+        match replay_journal(&fixture.db, fixture.journal.as_ref()) {
+            Err(OpenFailure::Damaged(detail)) => {
+                assert!(detail.contains("log index 3"), "{detail}")
+            }
+            Err(OpenFailure::Foreign(_)) => panic!("refused as foreign"),
+            Ok(()) => panic!("a journal with a hole replayed"),
+        }
+    }
+}

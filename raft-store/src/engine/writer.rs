@@ -203,6 +203,16 @@ fn sync(shared: &Shared, durable: &mut DurableState) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Writes the batch's journal records and syncs them: its log changes are durable.
+fn sync_journal(shared: &Shared, journal: &mut Journal) -> Result<(), StoreError> {
+    crash_point("store::before-fsync");
+    let started = Instant::now();
+    journal.write_and_sync()?;
+    shared.observe(|observer| observer.fsync(started.elapsed()));
+    crash_point("store::after-commit");
+    Ok(())
+}
+
 /// An empty commit with fsync: it makes every commit before it durable.
 fn durable_empty_commit(shared: &Shared) -> Result<(), StoreError> {
     let mut flush = shared.db.begin_write().map_err(StoreError::db)?;
@@ -411,6 +421,27 @@ fn write_batch(
             crash_point("store::after-commit");
             return Ok(());
         }
+        let db_sync = db_sync_needed || durable.db_sync_due();
+        // A batch that applies nothing (a follower's appends, as a rule) syncs its journal
+        // first and tells openraft its entries are flushed before the database commit, which
+        // then runs while the reply travels. (A batch with applies commits first: their
+        // answers must not wait for the fsync.) Truncations are answered after the commit,
+        // whose reads must no longer show what they removed.
+        let mut journal_synced = false;
+        if !db_sync
+            && !points.apply
+            && completions
+                .iter()
+                .any(|completion| matches!(completion, Completion::Append(_)))
+        {
+            sync_journal(shared, &mut durable.journal)?;
+            journal_synced = true;
+            for completion in &mut completions {
+                if matches!(completion, Completion::Append(_)) {
+                    std::mem::replace(completion, Completion::Answered).answer();
+                }
+            }
+        }
         txn.set_durability(Durability::None)
             .map_err(StoreError::db)?;
         let started = Instant::now();
@@ -430,17 +461,13 @@ fn write_batch(
         let waiting = completions
             .iter()
             .any(|completion| !matches!(completion, Completion::Answered));
-        if db_sync_needed || durable.db_sync_due() {
+        if db_sync {
             durable_empty_commit(shared)?;
             durable.db_synced()?;
             synced = true;
             crash_point("store::after-commit");
-        } else if waiting {
-            crash_point("store::before-fsync");
-            let started = Instant::now();
-            durable.journal.write_and_sync()?;
-            shared.observe(|observer| observer.fsync(started.elapsed()));
-            crash_point("store::after-commit");
+        } else if waiting && !journal_synced {
+            sync_journal(shared, &mut durable.journal)?;
         }
         Ok(())
     })();

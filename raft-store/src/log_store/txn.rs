@@ -57,8 +57,13 @@ pub(crate) fn replay_append(
     if log.last_purged.is_some_and(|purged| index <= purged.index) {
         return Ok(());
     }
-    let next = log.last_log_id.map_or(0, |last| last.index + 1);
-    if index > next && log.last_log_id.is_some() {
+    // A truncation replayed over a log purged since may have cut below the purge point: the
+    // log then goes on after the purge point.
+    let next = log
+        .last_log_id
+        .max(log.last_purged)
+        .map_or(0, |last| last.index + 1);
+    if index > next && log.last_log_id.max(log.last_purged).is_some() {
         return Err(StoreError::Invariant(format!(
             "journal entry at log index {index}, but the log ends at {}",
             next - 1
