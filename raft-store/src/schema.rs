@@ -104,6 +104,9 @@ pub mod meta_key {
     /// members (`--bootstrap`); kept for good, so the lowest-id member initializes the cluster
     /// even when restarted without the flag before it did.
     pub const FOUNDING_MEMBER: &str = "founding_member";
+    /// The log journal's generation (`u64`; absent: 0): its records of this generation hold
+    /// the log's changes since the durable commit that wrote it (see `engine/journal.rs`).
+    pub const JOURNAL_GENERATION: &str = "journal_generation";
 }
 
 pub mod sm_key {

@@ -7,16 +7,23 @@
 //! and truncations durable by writing them here, one short sequential write and one fsync.
 //! The database commits durably only now and then ([`DB_SYNC_INTERVAL`], or when the journal
 //! grows past [`MAX_JOURNAL_BYTES`], or idle, or for a vote, a purge or a snapshot install),
-//! after which the journal holds nothing the database lacks and is emptied.
+//! after which the journal holds nothing the database lacks: each such commit also records a
+//! new journal *generation* (`meta` `journal_generation`), and the journal starts over at its
+//! beginning with records of that generation, writing over the old ones. Nothing is truncated
+//! or zeroed: a record of another generation ends the journal, as a record cut short does.
+//! The file grows in steps of [`PREALLOCATE_BYTES`] of zeros written ahead, so a record's
+//! `fdatasync` finds the file's length unchanged and writes the data alone.
 //!
-//! At open, the database is at its last durable commit and the journal holds every log
-//! append and truncation since, in order: replaying them gives back the log as it was
-//! acknowledged (applied state is not journaled: it is applied again from the log).
+//! At open, the database is at its last durable commit, and the journal's records of the
+//! generation that commit recorded are every log append and truncation since, in order:
+//! replaying them gives back the log as it was acknowledged (applied state is not journaled:
+//! it is applied again from the log). Open then commits the next generation.
 //!
-//! A record is `u32 body length`, the body (`u8 kind`, then an encoded log entry, kind 1, or
-//! `opt<log id>`, kind 2: truncate after it), and a CRC-32 of the length and the body. A
-//! record cut short or failing its checksum ends the journal: it was written by a batch whose
-//! fsync never returned, so nobody heard of it, and nothing after it was synced either.
+//! A record is `u32 body length`, `u64 generation`, the body (`u8 kind`, then an encoded log
+//! entry, kind 1, or `opt<log id>`, kind 2: truncate after it), and a CRC-32 of all before it.
+//! A record cut short, failing its checksum, of another generation or of length 0 (the zeros
+//! ahead) ends the journal: a record cut short or failing its checksum was written by a batch
+//! whose fsync never returned, so nobody heard of it, and nothing after it was synced either.
 
 use std::fmt::Debug;
 use std::io;
@@ -35,8 +42,12 @@ pub const JOURNAL_FILE: &str = "evlog.journal";
 /// commits after `IDLE_SYNC_DELAY`): the journal replayed at open holds about this much.
 pub(crate) const DB_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The journal's size past which the next batch commits the database durably and empties it.
+/// The journal's size past which the next batch commits the database durably and starts a new
+/// generation.
 pub(crate) const MAX_JOURNAL_BYTES: u64 = 64 << 20;
+
+/// How far ahead of its records the journal's file is filled with zeros.
+pub(crate) const PREALLOCATE_BYTES: u64 = 1 << 20;
 
 /// The largest record body read back: an entry is at most a proposal batch (about 1 MiB of
 /// appends, or one append of up to the request limit) with room to spare.
@@ -100,25 +111,43 @@ pub(crate) enum Record {
 /// together.
 pub(crate) struct Journal {
     file: std::sync::Arc<dyn JournalFile>,
-    /// Bytes in the file.
+    /// The generation records are written with (recorded durably in the database first).
+    generation: u64,
+    /// Bytes of records of this generation, from the file's start.
     len: u64,
+    /// The file's length: zeros (or older records) past `len`.
+    allocated: u64,
     /// Records staged by the current batch, not written yet.
     staged: Vec<u8>,
 }
 
 impl Journal {
-    /// The journal in `file`, which must be empty (as replay leaves it).
-    pub(crate) fn new(file: std::sync::Arc<dyn JournalFile>) -> Self {
-        Self {
+    /// The journal in `file`, writing records of `generation` (which the database has durably
+    /// recorded) from the file's start.
+    pub(crate) fn new(
+        file: std::sync::Arc<dyn JournalFile>,
+        generation: u64,
+    ) -> Result<Self, StoreError> {
+        let allocated = file
+            .byte_len()
+            .map_err(|error| journal_error("read the length of", error))?;
+        Ok(Self {
             file,
+            generation,
             len: 0,
+            allocated,
             staged: Vec::new(),
-        }
+        })
     }
 
-    /// Bytes written to the file since it was last emptied.
+    /// Bytes of records written in this generation.
     pub(crate) fn len(&self) -> u64 {
         self.len
+    }
+
+    /// The generation after this one: what the database's next durable commit records.
+    pub(crate) fn next_generation(&self) -> u64 {
+        self.generation.wrapping_add(1)
     }
 
     /// Stages an appended entry, given as its encoded record.
@@ -143,16 +172,12 @@ impl Journal {
         let body_len = u32::try_from(payload.len() + 1).unwrap_or(u32::MAX);
         let start = self.staged.len();
         self.staged.extend_from_slice(&body_len.to_le_bytes());
+        self.staged
+            .extend_from_slice(&self.generation.to_le_bytes());
         self.staged.push(kind);
         self.staged.extend_from_slice(payload);
         let crc = crc32fast::hash(&self.staged[start..]);
         self.staged.extend_from_slice(&crc.to_le_bytes());
-    }
-
-    /// Whether records wait to be written.
-    #[cfg(test)]
-    fn has_staged(&self) -> bool {
-        !self.staged.is_empty()
     }
 
     /// Writes the staged records after the file's end and syncs them: once this returns they
@@ -164,27 +189,27 @@ impl Journal {
                 .map_err(|error| journal_error("write", error))?;
             self.len += self.staged.len() as u64;
             self.staged.clear();
+            if self.len > self.allocated {
+                // Zeros ahead, synced with these records: the next syncs find the length
+                // unchanged.
+                let zeros = vec![0u8; PREALLOCATE_BYTES as usize];
+                self.file
+                    .write_at(self.len, &zeros)
+                    .map_err(|error| journal_error("extend", error))?;
+                self.allocated = self.len + PREALLOCATE_BYTES;
+            }
         }
         self.file
             .sync_data()
             .map_err(|error| journal_error("fsync", error))
     }
 
-    /// Empties the journal (staged records too): the database's durable commit, just made,
-    /// holds everything it held. Synced, so no stale record outlives the next ones written.
-    pub(crate) fn reset(&mut self) -> Result<(), StoreError> {
+    /// Starts `generation` (staged records dropped): the database's durable commit, just made,
+    /// holds everything the journal held and records `generation`, so older records are stale.
+    pub(crate) fn begin_generation(&mut self, generation: u64) {
         self.staged.clear();
-        if self.len == 0 {
-            return Ok(());
-        }
-        self.file
-            .set_len(0)
-            .map_err(|error| journal_error("empty", error))?;
-        self.file
-            .sync_data()
-            .map_err(|error| journal_error("fsync", error))?;
+        self.generation = generation;
         self.len = 0;
-        Ok(())
     }
 }
 
@@ -192,17 +217,18 @@ fn journal_error(what: &str, error: io::Error) -> StoreError {
     StoreError::Io(format!("cannot {what} the log journal: {error}"))
 }
 
-/// What reading a journal found: its records in order, and the bytes of an unfinished write
-/// at its end (dropped).
+/// What reading a journal found: its records in order, and whether an unfinished write of
+/// the same generation followed them (dropped).
 #[derive(Debug, PartialEq)]
 pub(crate) struct Read {
     pub records: Vec<Record>,
-    pub torn_bytes: u64,
+    pub torn: bool,
 }
 
-/// Reads every record of `file`, stopping at the first one cut short or failing its checksum.
-/// A record whose checksum holds but which does not decode is corruption: an error.
-pub(crate) fn read(file: &dyn JournalFile) -> Result<Read, io::Error> {
+/// Reads the records of `generation` from the start of `file`, stopping at the first one cut
+/// short, failing its checksum or of another generation. A record whose checksum holds but
+/// which does not decode is corruption: an error.
+pub(crate) fn read(file: &dyn JournalFile, generation: u64) -> Result<Read, io::Error> {
     let len = file.byte_len()?;
     let len = usize::try_from(len).map_err(io::Error::other)?;
     let mut bytes = vec![0u8; len];
@@ -221,21 +247,33 @@ pub(crate) fn read(file: &dyn JournalFile) -> Result<Read, io::Error> {
             break;
         }
         let body_len = body_len as usize;
-        let Some(record) = rest.get(..4 + body_len + 4) else {
+        let Some(record) = rest.get(..HEADER_BYTES + body_len + 4) else {
             break;
         };
-        let (framed, crc) = record.split_at(4 + body_len);
+        let (framed, crc) = record.split_at(HEADER_BYTES + body_len);
         if crc32fast::hash(framed) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
             break;
         }
-        records.push(decode_body(&framed[4..]).map_err(io::Error::other)?);
+        let mut found = [0u8; 8];
+        found.copy_from_slice(&framed[4..HEADER_BYTES]);
+        if u64::from_le_bytes(found) != generation {
+            break;
+        }
+        records.push(decode_body(&framed[HEADER_BYTES..]).map_err(io::Error::other)?);
         at += record.len();
     }
-    Ok(Read {
-        records,
-        torn_bytes: (bytes.len() - at) as u64,
-    })
+    // What stopped the read: a header of this generation means a record of it cut short or
+    // damaged (an unfinished write); zeros, an older record or the file's end are the end.
+    let rest = bytes.len() - at;
+    let torn = (rest > 0 && rest < HEADER_BYTES)
+        || bytes.get(at..at + HEADER_BYTES).is_some_and(|header| {
+            header[..4] != [0, 0, 0, 0] && header[4..] == generation.to_le_bytes()
+        });
+    Ok(Read { records, torn })
 }
+
+/// A record's length and generation.
+const HEADER_BYTES: usize = 12;
 
 fn decode_body(body: &[u8]) -> Result<Record, CorruptRecord> {
     let bad = |detail: String| CorruptRecord {
@@ -276,20 +314,24 @@ mod tests {
     fn journal() -> (tempfile::TempDir, Arc<std::fs::File>, Journal) {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let file = Arc::new(open_file(&dir.path().join(JOURNAL_FILE)).expect("the journal opens"));
-        let journal = Journal::new(file.clone());
+        let journal = Journal::new(file.clone(), 7).expect("a journal");
         (dir, file, journal)
+    }
+
+    fn append(journal: &mut Journal, index: u64) {
+        journal.stage_append(&codec::encode_entry(&entry(index)));
     }
 
     #[test]
     fn records_read_back_in_order() {
         let (_dir, file, mut journal) = journal();
-        journal.stage_append(&codec::encode_entry(&entry(1)));
-        journal.stage_append(&codec::encode_entry(&entry(2)));
+        append(&mut journal, 1);
+        append(&mut journal, 2);
         journal.write_and_sync().expect("written");
         journal.stage_truncate(Some(entry(1).log_id));
         journal.stage_truncate(None);
         journal.write_and_sync().expect("written");
-        let read = read(file.as_ref()).expect("read");
+        let read = read(file.as_ref(), 7).expect("read");
         assert_eq!(
             read.records,
             vec![
@@ -299,49 +341,71 @@ mod tests {
                 Record::TruncateAfter(None),
             ]
         );
-        assert_eq!(read.torn_bytes, 0);
+        assert!(!read.torn);
+        assert!(
+            file.byte_len().expect("len") >= journal.len() + PREALLOCATE_BYTES / 2,
+            "zeros ahead of the records"
+        );
     }
 
     #[test]
     fn a_torn_last_record_ends_the_journal_at_every_cut() {
         let (_dir, file, mut journal) = journal();
-        journal.stage_append(&codec::encode_entry(&entry(1)));
+        append(&mut journal, 1);
         journal.write_and_sync().expect("written");
         let first_len = journal.len();
-        journal.stage_append(&codec::encode_entry(&entry(2)));
+        append(&mut journal, 2);
         journal.write_and_sync().expect("written");
         let full = journal.len();
-        for cut in first_len..full {
-            file.set_len(cut).expect("cut");
-            let read = read(file.as_ref()).expect("read");
+        let mut whole = vec![0u8; full as usize];
+        file.read_at(0, &mut whole).expect("read");
+        for cut in first_len + 1..full {
+            file.set_len(0).expect("emptied");
+            file.write_at(0, &whole[..cut as usize]).expect("written");
+            let read = read(file.as_ref(), 7).expect("read");
             assert_eq!(read.records, vec![Record::Append(entry(1))], "cut at {cut}");
-            assert_eq!(read.torn_bytes, cut - first_len);
+            assert!(read.torn, "cut at {cut}");
         }
     }
 
     #[test]
     fn a_flipped_byte_ends_the_journal_there() {
         let (_dir, file, mut journal) = journal();
-        journal.stage_append(&codec::encode_entry(&entry(1)));
-        journal.stage_append(&codec::encode_entry(&entry(2)));
+        append(&mut journal, 1);
+        append(&mut journal, 2);
         journal.write_and_sync().expect("written");
         let len = journal.len();
         let mut last = [0u8; 1];
         file.read_at(len - 6, &mut last).expect("read");
         file.write_at(len - 6, &[last[0] ^ 0xff]).expect("write");
-        let read = read(file.as_ref()).expect("read");
+        let read = read(file.as_ref(), 7).expect("read");
         assert_eq!(read.records, vec![Record::Append(entry(1))]);
+        assert!(read.torn);
     }
 
     #[test]
-    fn reset_empties_the_file() {
+    fn a_new_generation_writes_over_the_old_and_ends_where_it_ends() {
         let (_dir, file, mut journal) = journal();
-        journal.stage_append(&codec::encode_entry(&entry(1)));
+        for index in 1..=5 {
+            append(&mut journal, index);
+        }
         journal.write_and_sync().expect("written");
-        journal.stage_append(&codec::encode_entry(&entry(2)));
-        journal.reset().expect("emptied");
-        assert_eq!(file.byte_len().expect("len"), 0);
-        assert!(!journal.has_staged());
-        assert_eq!(read(file.as_ref()).expect("read").records, vec![]);
+        journal.begin_generation(8);
+        append(&mut journal, 6);
+        journal.write_and_sync().expect("written");
+        // The records of generation 7 after the new one are stale: they end the journal.
+        let found = read(file.as_ref(), 8).expect("read");
+        assert_eq!(found.records, vec![Record::Append(entry(6))]);
+        assert!(!found.torn);
+        // Before generation 8 wrote anything, generation 8 has no record; 7's are all there.
+        let (_dir, file, mut journal) = self::journal();
+        append(&mut journal, 1);
+        journal.write_and_sync().expect("written");
+        journal.begin_generation(8);
+        assert_eq!(read(file.as_ref(), 8).expect("read").records, vec![]);
+        assert_eq!(
+            read(file.as_ref(), 7).expect("read").records,
+            vec![Record::Append(entry(1))]
+        );
     }
 }

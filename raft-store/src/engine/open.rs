@@ -73,7 +73,8 @@ pub(super) fn open(config: &StoreConfig) -> Result<(Shared, Journal), OpenError>
     let db = open_database(config)?;
     let identity = check_identity(&db, config).map_err(|e| e.with_path(&data_dir))?;
     let journal_file = open_journal(config)?;
-    replay_journal(&db, journal_file.as_ref()).map_err(|e| e.with_path(&data_dir))?;
+    let generation =
+        replay_journal(&db, journal_file.as_ref()).map_err(|e| e.with_path(&data_dir))?;
     let log = load_log_meta(&db).map_err(|e| e.with_path(&data_dir))?;
     let machine = load_machine_meta(&db).map_err(|e| e.with_path(&data_dir))?;
     snapshot::clear_dir(&data_dir.join("snapshots")).map_err(|source| OpenError::Storage {
@@ -107,7 +108,11 @@ pub(super) fn open(config: &StoreConfig) -> Result<(Shared, Journal), OpenError>
         observer: config.observer.clone(),
         checks: Default::default(),
     };
-    Ok((shared, Journal::new(journal_file)))
+    let journal = Journal::new(journal_file, generation).map_err(|error| OpenError::Damaged {
+        path: config.data_dir.clone(),
+        detail: error.to_string(),
+    })?;
+    Ok((shared, journal))
 }
 
 /// The log's journal: its own file, or the one the backend came with.
@@ -122,24 +127,33 @@ fn open_journal(config: &StoreConfig) -> Result<Arc<dyn JournalFile>, OpenError>
 }
 
 /// Brings the database's log up to what was acknowledged: the database is at its last durable
-/// commit, and the journal holds every log append and truncation since, in order. Replayed in
-/// one durable commit, after which the journal is emptied. A record the database already has
-/// (a crash between a durable commit and the journal's emptying) is written again as it was.
-fn replay_journal(db: &Database, file: &dyn JournalFile) -> Result<(), OpenFailure> {
-    let read = journal::read(file).map_err(|error| {
+/// commit, and the journal's records of the generation that commit recorded are every log
+/// append and truncation since, in order. They are replayed, and the next generation recorded,
+/// in one durable commit; returns that generation, which the journal writes from now on. A
+/// record the database already has (a crash after a durable commit, before the journal's next
+/// generation wrote anything) is written again as it was.
+fn replay_journal(db: &Database, file: &dyn JournalFile) -> Result<u64, OpenFailure> {
+    let generation = {
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        match meta.get(meta_key::JOURNAL_GENERATION)? {
+            Some(value) => {
+                codec::decode_u64("journal generation", value.value()).map_err(corrupt)?
+            }
+            None => 0,
+        }
+    };
+    let read = journal::read(file, generation).map_err(|error| {
         OpenFailure::Damaged(format!("the log journal cannot be read: {error}"))
     })?;
-    if read.torn_bytes > 0 {
+    if read.torn {
         tracing::warn!(
-            bytes = read.torn_bytes,
             "the log journal ends with an unfinished write (never acknowledged): dropped"
         );
     }
-    if read.records.is_empty() && read.torn_bytes == 0 {
-        return Ok(());
-    }
-    let mut log = load_log_meta(db)?;
     let replayed = read.records.len();
+    let mut log = load_log_meta(db)?;
+    let next = generation.wrapping_add(1);
     let txn = db.begin_write()?;
     for record in read.records {
         match record {
@@ -148,18 +162,27 @@ fn replay_journal(db: &Database, file: &dyn JournalFile) -> Result<(), OpenFailu
                     OpenFailure::Damaged(format!("the log journal does not fit the log: {error}"))
                 })?
             }
-            journal::Record::TruncateAfter(last) => txn::truncate_after(&txn, last, &mut log)
-                .map_err(|error| OpenFailure::Damaged(error.to_string()))?,
+            journal::Record::TruncateAfter(last) => {
+                // Entries at or below the purge point are gone already (a purge since the
+                // truncation): never cut there, which would leave a hole below the entries
+                // replayed after it.
+                let last = match (last, log.last_purged) {
+                    (Some(last), Some(purged)) if purged.index > last.index => Some(purged),
+                    (None, Some(purged)) => Some(purged),
+                    (last, _) => last,
+                };
+                txn::truncate_after(&txn, last, &mut log)
+                    .map_err(|error| OpenFailure::Damaged(error.to_string()))?
+            }
         }
     }
+    txn::write_journal_generation(&txn, next)
+        .map_err(|error| OpenFailure::Damaged(error.to_string()))?;
     txn.commit()?;
-    file.set_len(0)
-        .and_then(|()| file.sync_data())
-        .map_err(|error| {
-            OpenFailure::Damaged(format!("the log journal cannot be emptied: {error}"))
-        })?;
-    tracing::info!(records = replayed, "replayed the log journal");
-    Ok(())
+    if replayed > 0 {
+        tracing::info!(records = replayed, "replayed the log journal");
+    }
+    Ok(next)
 }
 
 /// What the store's identity says beside whose it is.
@@ -622,7 +645,7 @@ mod tests {
         let journal = Arc::new(
             journal::open_file(&dir.path().join(journal::JOURNAL_FILE)).expect("a journal"),
         );
-        let mut writer = Journal::new(journal.clone());
+        let mut writer = Journal::new(journal.clone(), 0).expect("a journal");
         for record in records {
             match record {
                 journal::Record::Append(entry) => {
@@ -650,14 +673,17 @@ mod tests {
     }
 
     fn replay(fixture: &Fixture) {
-        if let Err(failure) = replay_journal(&fixture.db, fixture.journal.as_ref()) {
-            panic!("replay failed: {}", failure.with_path(Path::new("test")));
+        match replay_journal(&fixture.db, fixture.journal.as_ref()) {
+            Ok(next) => assert_eq!(next, 1, "the next generation"),
+            Err(failure) => panic!("replay failed: {}", failure.with_path(Path::new("test"))),
         }
-        assert_eq!(
-            fixture.journal.metadata().expect("metadata").len(),
-            0,
-            "the journal is emptied after its replay"
-        );
+        // The generation replayed is over: a second open replays nothing.
+        let before = stored_log(&fixture.db);
+        match replay_journal(&fixture.db, fixture.journal.as_ref()) {
+            Ok(next) => assert_eq!(next, 2, "the next generation"),
+            Err(failure) => panic!("replay failed: {}", failure.with_path(Path::new("test"))),
+        }
+        assert_eq!(stored_log(&fixture.db), before);
     }
 
     /// Puts the log `entries` and the purge point in the database, durably (what a durable
@@ -714,7 +740,7 @@ mod tests {
     #[test]
     fn a_torn_last_record_is_dropped_and_the_rest_replayed() {
         let fixture = fixture(&generation());
-        let len = fixture.journal.metadata().expect("metadata").len();
+        let len = fixture.journal.metadata().expect("metadata").len() - journal::PREALLOCATE_BYTES;
         fixture.journal.set_len(len - 3).expect("cut");
         replay(&fixture);
         assert_eq!(stored_log(&fixture.db), expected_log()[..5].to_vec());
@@ -731,7 +757,7 @@ mod tests {
                 assert!(detail.contains("log index 3"), "{detail}")
             }
             Err(OpenFailure::Foreign(_)) => panic!("refused as foreign"),
-            Ok(()) => panic!("a journal with a hole replayed"),
+            Ok(_) => panic!("a journal with a hole replayed"),
         }
     }
 }

@@ -61,11 +61,11 @@ impl DurableState {
             || self.journal.len() >= journal::MAX_JOURNAL_BYTES
     }
 
-    /// The database just committed durably: the journal holds nothing it lacks.
-    fn db_synced(&mut self) -> Result<(), StoreError> {
-        self.journal.reset()?;
+    /// The database just committed durably, recording `generation`: the journal holds nothing
+    /// it lacks.
+    fn db_synced(&mut self, generation: u64) {
+        self.journal.begin_generation(generation);
         self.last_db_sync = Instant::now();
-        Ok(())
     }
 }
 
@@ -195,10 +195,10 @@ fn reclaim_alone(shared: &Shared, cache: &mut WriterCache) -> Result<(), StoreEr
     Ok(())
 }
 
-/// Makes every commit so far durable with an empty durable commit, and empties the journal.
+/// Makes every commit so far durable with a durable commit, and starts the journal's next
+/// generation.
 fn sync(shared: &Shared, durable: &mut DurableState) -> Result<(), StoreError> {
-    durable_empty_commit(shared)?;
-    durable.db_synced()?;
+    durable_commit(shared, durable)?;
     crash_point("store::after-commit");
     Ok(())
 }
@@ -213,10 +213,13 @@ fn sync_journal(shared: &Shared, journal: &mut Journal) -> Result<(), StoreError
     Ok(())
 }
 
-/// An empty commit with fsync: it makes every commit before it durable.
-fn durable_empty_commit(shared: &Shared) -> Result<(), StoreError> {
+/// A commit with fsync that records the journal's next generation: it makes every commit
+/// before it durable, and the journal starts over.
+fn durable_commit(shared: &Shared, durable: &mut DurableState) -> Result<(), StoreError> {
+    let generation = durable.journal.next_generation();
     let mut flush = shared.db.begin_write().map_err(StoreError::db)?;
     flush.set_quick_repair(shared.quick_repair);
+    txn::write_journal_generation(&flush, generation)?;
     flush
         .set_durability(Durability::Immediate)
         .map_err(StoreError::db)?;
@@ -224,6 +227,7 @@ fn durable_empty_commit(shared: &Shared) -> Result<(), StoreError> {
     let started = Instant::now();
     flush.commit().map_err(StoreError::db)?;
     shared.observe(|observer| observer.fsync(started.elapsed()));
+    durable.db_synced(generation);
     Ok(())
 }
 
@@ -410,12 +414,14 @@ fn write_batch(
         }
         points.before_commit();
         if one_durable_commit {
+            let generation = durable.journal.next_generation();
+            txn::write_journal_generation(&txn, generation)?;
             txn.set_durability(Durability::Immediate)
                 .map_err(StoreError::db)?;
             let started = Instant::now();
             txn.commit().map_err(StoreError::db)?;
             shared.observe(|observer| observer.fsync(started.elapsed()));
-            durable.db_synced()?;
+            durable.db_synced(generation);
             synced = true;
             forget_pending(shared, &appended);
             crash_point("store::after-commit");
@@ -462,8 +468,7 @@ fn write_batch(
             .iter()
             .any(|completion| !matches!(completion, Completion::Answered));
         if db_sync {
-            durable_empty_commit(shared)?;
-            durable.db_synced()?;
+            durable_commit(shared, durable)?;
             synced = true;
             crash_point("store::after-commit");
         } else if waiting && !journal_synced {

@@ -177,6 +177,20 @@ pub(crate) fn delete_purged(txn: &WriteTransaction, log: &mut LogMeta) -> Result
     Ok(())
 }
 
+/// Records the log journal's `generation` in `txn` (see `engine/journal.rs`).
+pub(crate) fn write_journal_generation(
+    txn: &WriteTransaction,
+    generation: u64,
+) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+    meta.insert(
+        meta_key::JOURNAL_GENERATION,
+        codec::encode_u64(generation).as_slice(),
+    )
+    .map_err(StoreError::db)?;
+    Ok(())
+}
+
 /// Writes the commit index (absent: none) into `txn`.
 pub(crate) fn write_commit_index(
     txn: &WriteTransaction,

@@ -60,37 +60,42 @@ struct State {
     journal: Option<JournalState>,
 }
 
-/// The journal file's durable state: its length at the last sync, and, once a write or a cut
-/// reached below that, all its bytes at the last sync (the journal is small: it is emptied
-/// with every durable commit of the database).
+/// The journal file's durable state: its length at the last sync, and for every page changed
+/// since, what it held then (the journal writes each generation over the last one's pages).
 struct JournalState {
     file: File,
     durable_len: u64,
-    durable_bytes: Option<Vec<u8>>,
+    durable_pages: BTreeMap<u64, Vec<u8>>,
 }
 
 impl JournalState {
-    /// Keeps the durable bytes before anything below `durable_len` changes.
-    fn keep_durable(&mut self, from: u64) -> io::Result<()> {
-        if from >= self.durable_len || self.durable_bytes.is_some() {
+    /// Keeps the durable bytes of every page in `from..to` not kept yet.
+    fn keep_durable(&mut self, from: u64, to: u64) -> io::Result<()> {
+        let to = to.min(self.durable_len);
+        if from >= to {
             return Ok(());
         }
-        let mut bytes = vec![0u8; usize::try_from(self.durable_len).map_err(io::Error::other)?];
-        std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut bytes, 0)?;
-        self.durable_bytes = Some(bytes);
+        for page in from / PAGE_BYTES..=(to - 1) / PAGE_BYTES {
+            if self.durable_pages.contains_key(&page) {
+                continue;
+            }
+            let start = page * PAGE_BYTES;
+            let end = (start + PAGE_BYTES).min(self.durable_len);
+            let mut bytes = vec![0u8; usize::try_from(end - start).map_err(io::Error::other)?];
+            std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut bytes, start)?;
+            self.durable_pages.insert(page, bytes);
+        }
         Ok(())
     }
 
     /// Puts the journal back as it was at its last sync; returns the bytes that took back.
     fn lose_power(&mut self) -> io::Result<u64> {
         let live_len = self.file.metadata()?.len();
-        let lost = match self.durable_bytes.take() {
-            Some(bytes) => {
-                std::os::unix::fs::FileExt::write_all_at(&self.file, &bytes, 0)?;
-                live_len.max(bytes.len() as u64)
-            }
-            None => live_len.saturating_sub(self.durable_len),
-        };
+        let mut lost = live_len.saturating_sub(self.durable_len);
+        for (page, bytes) in std::mem::take(&mut self.durable_pages) {
+            std::os::unix::fs::FileExt::write_all_at(&self.file, &bytes, page * PAGE_BYTES)?;
+            lost += bytes.len() as u64;
+        }
         self.file.set_len(self.durable_len)?;
         self.file.sync_data()?;
         Ok(lost)
@@ -295,7 +300,7 @@ impl CrashBackend {
         lock(&self.state).journal = Some(JournalState {
             file,
             durable_len,
-            durable_bytes: None,
+            durable_pages: BTreeMap::new(),
         });
         Ok(CrashJournal {
             state: Arc::clone(&self.state),
@@ -337,14 +342,15 @@ impl crate::engine::JournalFile for CrashJournal {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut state = lock(&self.state);
         let journal = journal_of(&mut state)?;
-        journal.keep_durable(offset)?;
+        journal.keep_durable(offset, offset.saturating_add(data.len() as u64))?;
         std::os::unix::fs::FileExt::write_all_at(&journal.file, data, offset)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = lock(&self.state);
         let journal = journal_of(&mut state)?;
-        journal.keep_durable(len)?;
+        let live_len = journal.file.metadata()?.len();
+        journal.keep_durable(len, live_len)?;
         journal.file.set_len(len)
     }
 
@@ -354,7 +360,7 @@ impl crate::engine::JournalFile for CrashJournal {
         let journal = journal_of(&mut state)?;
         journal.file.sync_data()?;
         journal.durable_len = journal.file.metadata()?.len();
-        journal.durable_bytes = None;
+        journal.durable_pages.clear();
         Ok(())
     }
 }
