@@ -315,11 +315,11 @@ fn publish_machine(shared: &Shared, machine: &MachineMeta) {
 /// A batch commits in two steps: first without fsync, which makes its writes readable, then
 /// its log appends and truncations are written to the journal and synced (see `journal.rs`),
 /// or, for a batch holding a vote, a purge or a caught-up mark, or when the database is due
-/// one, an empty durable commit makes it and every commit before it durable (and empties the
-/// journal). Between the two:
+/// one, a durable commit makes it and every commit before it durable (and starts the journal's
+/// next generation). Between the two:
 /// - the batch's log entries move from the log store's pending tail to the database (openraft
 ///   read them from the tail until now); it hears they are flushed (`IOFlushed`, what counts
-///   toward commit) only after the fsync.
+///   toward commit) only after the journal's fsync.
 /// - applies are answered and shown to readers. Applied state needs no fsync of its own: every
 ///   entry it comes from is committed, so on a quorum's disks, and a node that loses applied
 ///   state in a crash applies it again from the log (openraft re-applies up to the saved commit
@@ -331,10 +331,12 @@ fn publish_machine(shared: &Shared, machine: &MachineMeta) {
 ///   a later commit of the same database, which commits durably, and a durable commit makes
 ///   every commit before it durable.
 ///
-/// Votes, truncation, purge and appends are answered after the fsync. A batch with nothing
-/// else (applies and commit-index saves) skips it: the next batch's fsync covers it, or the
-/// writer's, once it has been idle for [`IDLE_SYNC_DELAY`]. A batch that installs a snapshot
-/// commits once, durably, before anything is answered or shown.
+/// Votes, truncation, purge and appends are answered after their sync (appends of a batch
+/// without applies before the database commit: see below). A batch with nothing else (applies
+/// and commit-index saves) needs none: the database's next durable commit covers it, within
+/// [`journal::DB_SYNC_INTERVAL`], or once the writer has been idle for [`IDLE_SYNC_DELAY`].
+/// A batch that installs a snapshot commits once, durably, before anything is answered or
+/// shown.
 ///
 /// On failure every op of the batch not answered yet gets the error, which is returned: the
 /// writer stops.
