@@ -373,7 +373,7 @@ async fn the_file_stops_growing_when_the_log_is_cut_behind_the_appends() {
         }
     }
     eprintln!("file sizes: {sizes:?}");
-    // Pages freed are reused only after the database's next durable commit (every 100 ms or
+    // Pages freed are reused only after the database's next durable commit (every second or
     // so, the journal making appends durable in between), so the file settles a little later
     // and larger than it would with a durable commit per batch: compare the second half.
     let last = *sizes.last().expect("sizes");

@@ -40,7 +40,7 @@ pub const JOURNAL_FILE: &str = "evlog.journal";
 
 /// The longest the database goes without a durable commit while the writer is busy (idle, it
 /// commits after `IDLE_SYNC_DELAY`): the journal replayed at open holds about this much.
-pub(crate) const DB_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const DB_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The journal's size past which the next batch commits the database durably and starts a new
 /// generation.
