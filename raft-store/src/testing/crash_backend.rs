@@ -60,6 +60,45 @@ struct State {
     journal: Option<JournalState>,
 }
 
+/// Opens (or creates) the file at `path` and syncs it: what it holds now counts as durable.
+/// Returns it with its length.
+fn open_synced(path: &Path) -> io::Result<(File, u64)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    file.sync_all()?;
+    let len = file.metadata()?.len();
+    Ok((file, len))
+}
+
+/// Keeps in `pages` what every page in `range` held at the last sync (cut at `durable_len`),
+/// for those not kept yet, reading them with `read`: the database's and the journal's alike.
+fn keep_durable_pages(
+    pages: &mut BTreeMap<u64, Vec<u8>>,
+    durable_len: u64,
+    range: std::ops::Range<u64>,
+    read: impl Fn(u64, &mut [u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let to = range.end.min(durable_len);
+    if range.start >= to {
+        return Ok(());
+    }
+    for page in range.start / PAGE_BYTES..=(to - 1) / PAGE_BYTES {
+        if pages.contains_key(&page) {
+            continue;
+        }
+        let start = page * PAGE_BYTES;
+        let end = (start + PAGE_BYTES).min(durable_len);
+        let mut bytes = vec![0u8; usize::try_from(end - start).map_err(io::Error::other)?];
+        read(start, &mut bytes)?;
+        pages.insert(page, bytes);
+    }
+    Ok(())
+}
+
 /// The journal file's durable state: its length at the last sync, and for every page changed
 /// since, what it held then (the journal writes each generation over the last one's pages).
 struct JournalState {
@@ -71,21 +110,13 @@ struct JournalState {
 impl JournalState {
     /// Keeps the durable bytes of every page in `from..to` not kept yet.
     fn keep_durable(&mut self, from: u64, to: u64) -> io::Result<()> {
-        let to = to.min(self.durable_len);
-        if from >= to {
-            return Ok(());
-        }
-        for page in from / PAGE_BYTES..=(to - 1) / PAGE_BYTES {
-            if self.durable_pages.contains_key(&page) {
-                continue;
-            }
-            let start = page * PAGE_BYTES;
-            let end = (start + PAGE_BYTES).min(self.durable_len);
-            let mut bytes = vec![0u8; usize::try_from(end - start).map_err(io::Error::other)?];
-            std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut bytes, start)?;
-            self.durable_pages.insert(page, bytes);
-        }
-        Ok(())
+        let file = &self.file;
+        keep_durable_pages(
+            &mut self.durable_pages,
+            self.durable_len,
+            from..to,
+            |at, out| std::os::unix::fs::FileExt::read_exact_at(file, out, at),
+        )
     }
 
     /// Puts the journal back as it was at its last sync; returns the bytes that took back.
@@ -129,21 +160,13 @@ impl State {
 
     /// Keeps the durable bytes of every page in `from..to` not kept yet.
     fn keep_durable(&mut self, from: u64, to: u64) -> io::Result<()> {
-        let to = to.min(self.durable_len);
-        if from >= to {
-            return Ok(());
-        }
-        for page in from / PAGE_BYTES..=(to - 1) / PAGE_BYTES {
-            if self.durable_pages.contains_key(&page) {
-                continue;
-            }
-            let start = page * PAGE_BYTES;
-            let end = (start + PAGE_BYTES).min(self.durable_len);
-            let mut bytes = vec![0u8; usize::try_from(end - start).map_err(io::Error::other)?];
-            self.file.read(start, &mut bytes)?;
-            self.durable_pages.insert(page, bytes);
-        }
-        Ok(())
+        let file = &self.file;
+        keep_durable_pages(
+            &mut self.durable_pages,
+            self.durable_len,
+            from..to,
+            |at, out| file.read(at, out),
+        )
     }
 
     /// Loses power, and ends the process if it was asked to.
@@ -240,14 +263,7 @@ impl std::fmt::Debug for CrashBackend {
 impl CrashBackend {
     /// Opens (or creates) the database file at `path`. What it holds now counts as durable.
     pub fn open(path: &Path) -> io::Result<(Self, PowerSwitch)> {
-        let file: File = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        file.sync_all()?;
-        let durable_len = file.metadata()?.len();
+        let (file, durable_len) = open_synced(path)?;
         let file = FileBackend::new(file).map_err(io::Error::other)?;
         let state = Arc::new(Mutex::new(State {
             file,
@@ -289,14 +305,7 @@ impl CrashBackend {
     /// stands before them too. What it holds now counts as durable. Give it to the store with
     /// `StoreBackend::custom_with_journal`.
     pub fn journal(&self, path: &Path) -> io::Result<CrashJournal> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        file.sync_all()?;
-        let durable_len = file.metadata()?.len();
+        let (file, durable_len) = open_synced(path)?;
         lock(&self.state).journal = Some(JournalState {
             file,
             durable_len,
