@@ -229,46 +229,38 @@ pub(crate) struct Read {
 /// short, failing its checksum or of another generation. A record whose checksum holds but
 /// which does not decode is corruption: an error.
 pub(crate) fn read(file: &dyn JournalFile, generation: u64) -> Result<Read, io::Error> {
+    // A record at a time: the file keeps its largest size and older records past this
+    // generation's, so only what is replayed is held in memory.
     let len = file.byte_len()?;
-    let len = usize::try_from(len).map_err(io::Error::other)?;
-    let mut bytes = vec![0u8; len];
-    file.read_at(0, &mut bytes)?;
     let mut records = Vec::new();
-    let mut at = 0usize;
-    loop {
-        let rest = &bytes[at..];
-        let Some(body_len) = rest
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        else {
-            break;
-        };
-        if body_len == 0 || body_len > MAX_RECORD_BYTES {
-            break;
+    let mut at = 0u64;
+    let torn = loop {
+        let rest = len - at;
+        if rest < HEADER_BYTES as u64 {
+            // A header cut short is an unfinished write; the file's end is the end.
+            break rest > 0;
         }
-        let body_len = body_len as usize;
-        let Some(record) = rest.get(..HEADER_BYTES + body_len + 4) else {
-            break;
-        };
-        let (framed, crc) = record.split_at(HEADER_BYTES + body_len);
+        let mut header = [0u8; HEADER_BYTES];
+        file.read_at(at, &mut header)?;
+        let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        // Zeros ahead, or an older generation's record, end the journal; a header of this
+        // generation that leads nowhere whole is an unfinished write.
+        if body_len == 0 || header[4..] != generation.to_le_bytes() {
+            break false;
+        }
+        let framed_len = HEADER_BYTES as u64 + u64::from(body_len);
+        if body_len > MAX_RECORD_BYTES || framed_len + 4 > rest {
+            break true;
+        }
+        let mut record = vec![0u8; usize::try_from(framed_len + 4).map_err(io::Error::other)?];
+        file.read_at(at, &mut record)?;
+        let (framed, crc) = record.split_at(HEADER_BYTES + body_len as usize);
         if crc32fast::hash(framed) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
-            break;
-        }
-        let mut found = [0u8; 8];
-        found.copy_from_slice(&framed[4..HEADER_BYTES]);
-        if u64::from_le_bytes(found) != generation {
-            break;
+            break true;
         }
         records.push(decode_body(&framed[HEADER_BYTES..]).map_err(io::Error::other)?);
-        at += record.len();
-    }
-    // What stopped the read: a header of this generation means a record of it cut short or
-    // damaged (an unfinished write); zeros, an older record or the file's end are the end.
-    let rest = bytes.len() - at;
-    let torn = (rest > 0 && rest < HEADER_BYTES)
-        || bytes.get(at..at + HEADER_BYTES).is_some_and(|header| {
-            header[..4] != [0, 0, 0, 0] && header[4..] == generation.to_le_bytes()
-        });
+        at += record.len() as u64;
+    };
     Ok(Read { records, torn })
 }
 
