@@ -75,7 +75,7 @@ Environment:
   EVLOG_NODES         how many nodes (default: 3, or the count the cluster folder was
                       created with); 5 survives two failures
   EVLOG_BIN           evlog binary to run (default: <repo>/target/release/evlog, or
-                      $CARGO_TARGET_DIR/release/evlog; built here)
+                      \$CARGO_TARGET_DIR/release/evlog; built here)
   EVLOG_SERVE_ARGS    extra arguments for every \`evlog serve\`, e.g.
                       "--snapshot-threshold 1000"
   EVLOG_STARTUP_TIMEOUT_S, EVLOG_STOP_TIMEOUT_S
