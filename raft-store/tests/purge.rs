@@ -9,6 +9,7 @@ use common::entry;
 use common::log_id;
 use evlog_raft_store::StoreConfig;
 use evlog_raft_store::type_config::Entry;
+use evlog_raft_store::type_config::Vote;
 use openraft::RaftLogReader;
 use openraft::storage::RaftLogStorage;
 use redb::ReadableDatabase;
@@ -84,9 +85,13 @@ async fn a_purge_takes_effect_at_once_and_its_entries_go_a_run_at_a_time() {
         readable_indexes(&mut log).await,
         (PURGED + 1..=ENTRIES).collect::<Vec<_>>()
     );
-    // Each later transaction deletes another run, until none is left.
+    // Each later transaction deletes another run, until none is left. (A batch of appends
+    // alone writes the journal, not the database: a vote's transaction follows each here.)
     for index in ENTRIES + 1..=ENTRIES + 8 {
         append(&mut log, index, index).await;
+        log.save_vote(&Vote::new(1, 1))
+            .await
+            .expect("the vote saves");
     }
     drop((_engine, log, _sm, _reader));
     assert_eq!(first_stored(dir.path()), Some(PURGED + 1));

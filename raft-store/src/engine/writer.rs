@@ -45,12 +45,39 @@ use crate::types::CommandResponse;
 /// How long applied state may wait for its fsync while the writer has nothing else to do.
 const IDLE_SYNC_DELAY: Duration = Duration::from_millis(10);
 
+/// Most log entries waiting in [`DeferredLog`]; past it, a batch of appends writes the
+/// database too.
+const MAX_DEFERRED_ENTRIES: usize = 4_096;
+/// Most bytes of records waiting in [`DeferredLog`].
+const MAX_DEFERRED_BYTES: usize = 4 << 20;
+
 /// How log changes become durable: the journal, synced per batch, and the database's durable
 /// commits now and then (see `journal.rs`).
 struct DurableState {
     journal: Journal,
     /// When the database last committed durably.
     last_db_sync: Instant,
+    /// Log entries in the journal and not yet in the database.
+    deferred: DeferredLog,
+}
+
+/// Log entries a batch of nothing but appends made durable in the journal without writing
+/// the database (a transaction and its commit cost more than the entries' rows): the next
+/// transaction of any kind writes them first, so the database sees every change in log order.
+/// Meanwhile openraft reads them from the pending tail, which keeps them until that
+/// transaction committed.
+#[derive(Default)]
+struct DeferredLog {
+    records: Vec<txn::StagedEntry>,
+    log_ids: Vec<LogId>,
+    bytes: usize,
+}
+
+impl DeferredLog {
+    /// Whether another batch of appends may wait here.
+    fn has_room(&self) -> bool {
+        self.records.len() < MAX_DEFERRED_ENTRIES && self.bytes < MAX_DEFERRED_BYTES
+    }
 }
 
 impl DurableState {
@@ -67,6 +94,27 @@ impl DurableState {
         self.journal.begin_generation(generation);
         self.last_db_sync = Instant::now();
     }
+
+    /// Begins a write transaction holding the deferred log entries; returns it and their log
+    /// ids, for [`forget_pending`] once it committed.
+    fn begin(&mut self, shared: &Shared) -> Result<(WriteTransaction, Vec<LogId>), StoreError> {
+        let mut txn = shared.db.begin_write().map_err(StoreError::db)?;
+        txn.set_quick_repair(shared.quick_repair);
+        let deferred = std::mem::take(&mut self.deferred);
+        txn::insert_staged(&txn, &deferred.records)?;
+        Ok((txn, deferred.log_ids))
+    }
+
+    /// Whether `batch` may skip the database: nothing but appends (and commit-index saves),
+    /// room for them among the deferred entries, and no durable commit due.
+    fn may_defer(&self, batch: &[WriteOp]) -> bool {
+        batch.iter().any(|op| matches!(op, WriteOp::Append { .. }))
+            && batch
+                .iter()
+                .all(|op| matches!(op, WriteOp::Append { .. } | WriteOp::SaveCommitted { .. }))
+            && self.deferred.has_room()
+            && !self.db_sync_due()
+    }
 }
 
 /// The writer thread's loop, until every engine handle is gone or the store fails.
@@ -74,6 +122,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>, journal: 
     let mut durable = DurableState {
         journal,
         last_db_sync: Instant::now(),
+        deferred: DeferredLog::default(),
     };
     let mut batch = Vec::with_capacity(MAX_BATCH_OPS);
     let mut stats = WriterStats::new();
@@ -99,7 +148,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteOp>, journal: 
         // once every handle is gone: closing does not wait for it, the next open goes on).
         if cache.reclaim.pending && queue.is_empty() && !queue.is_closed() && !reclaim_held(shared)
         {
-            match reclaim_alone(shared, &mut cache) {
+            match reclaim_alone(shared, &mut cache, &mut durable) {
                 Ok(()) => unsynced = true,
                 Err(error) => {
                     shared.fail(error);
@@ -176,10 +225,13 @@ fn reclaim_held(shared: &Shared) -> bool {
 /// One bounded step of deleting removed rows (`state_machine::reclaim`), in a transaction of
 /// its own, committed without fsync: like applied state, it needs none (a crash only leaves
 /// rows that are deleted again later).
-fn reclaim_alone(shared: &Shared, cache: &mut WriterCache) -> Result<(), StoreError> {
+fn reclaim_alone(
+    shared: &Shared,
+    cache: &mut WriterCache,
+    durable: &mut DurableState,
+) -> Result<(), StoreError> {
     let machine = shared.machine().clone();
-    let mut txn = shared.db.begin_write().map_err(StoreError::db)?;
-    txn.set_quick_repair(shared.quick_repair);
+    let (mut txn, written) = durable.begin(shared)?;
     let deleted = reclaim::step(
         &txn,
         &machine,
@@ -191,6 +243,7 @@ fn reclaim_alone(shared: &Shared, cache: &mut WriterCache) -> Result<(), StoreEr
     let started = Instant::now();
     txn.commit().map_err(StoreError::db)?;
     shared.observe(|observer| observer.commit(started.elapsed()));
+    forget_pending(shared, &written);
     tracing::trace!(deleted, "deleted removed rows");
     Ok(())
 }
@@ -217,8 +270,7 @@ fn sync_journal(shared: &Shared, journal: &mut Journal) -> Result<(), StoreError
 /// before it durable, and the journal starts over.
 fn durable_commit(shared: &Shared, durable: &mut DurableState) -> Result<(), StoreError> {
     let generation = durable.journal.next_generation();
-    let mut flush = shared.db.begin_write().map_err(StoreError::db)?;
-    flush.set_quick_repair(shared.quick_repair);
+    let (mut flush, written) = durable.begin(shared)?;
     txn::write_journal_generation(&flush, generation)?;
     flush
         .set_durability(Durability::Immediate)
@@ -227,6 +279,7 @@ fn durable_commit(shared: &Shared, durable: &mut DurableState) -> Result<(), Sto
     let started = Instant::now();
     flush.commit().map_err(StoreError::db)?;
     shared.observe(|observer| observer.fsync(started.elapsed()));
+    forget_pending(shared, &written);
     durable.db_synced(generation);
     Ok(())
 }
@@ -336,7 +389,8 @@ fn publish_machine(shared: &Shared, machine: &MachineMeta) {
 /// and commit-index saves) needs none: the database's next durable commit covers it, within
 /// [`journal::DB_SYNC_INTERVAL`], or once the writer has been idle for [`IDLE_SYNC_DELAY`].
 /// A batch that installs a snapshot commits once, durably, before anything is answered or
-/// shown.
+/// shown. A batch of nothing but appends (and commit-index saves) runs no transaction at all
+/// while it may ([`DurableState::may_defer`]): see [`defer_appends`].
 ///
 /// On failure every op of the batch not answered yet gets the error, which is returned: the
 /// writer stops.
@@ -354,6 +408,9 @@ fn write_batch(
         save_commit_index_later(shared, batch);
         return Ok(unsynced);
     }
+    if durable.may_defer(batch) {
+        return defer_appends(shared, batch, durable);
+    }
     let mut log = shared.log().clone();
     let mut machine = shared.machine().clone();
     let mut completions = Vec::with_capacity(batch.len());
@@ -370,10 +427,9 @@ fn write_batch(
     });
     let mut synced = false;
     let result = (|| -> Result<(), StoreError> {
-        let mut txn = shared.db.begin_write().map_err(StoreError::db)?;
-        txn.set_quick_repair(shared.quick_repair);
+        // Deferred entries first: the database takes every change in log order.
+        let (mut txn, mut appended) = durable.begin(shared)?;
         let mut points = BatchPoints::default();
-        let mut appended: Vec<LogId> = Vec::new();
         for op in batch.drain(..) {
             let (work, completion) = split(op);
             points.note(&work);
@@ -497,6 +553,73 @@ fn write_batch(
             );
             // Recorded before anyone hears of the error, so the node sees the store's failure
             // first (and says so) rather than one of its consequences.
+            shared.fail(error.clone());
+            for completion in completions {
+                completion.fail(&error);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Carries out a batch of nothing but appends (and commit-index saves) without the database:
+/// its entries are written to the journal and synced, then reported flushed, and wait in
+/// [`DeferredLog`] for the next transaction. Returns that the database has writes waiting (so
+/// the writer, once idle, commits durably, which writes them).
+fn defer_appends(
+    shared: &Shared,
+    batch: &mut Vec<WriteOp>,
+    durable: &mut DurableState,
+) -> Result<bool, StoreError> {
+    let mut log = shared.log().clone();
+    let mut completions = Vec::with_capacity(batch.len());
+    let result = (|| -> Result<(), StoreError> {
+        for op in batch.drain(..) {
+            let (work, completion) = split(op);
+            completions.push(completion);
+            match work {
+                Work::Append(entries) => {
+                    let deferred = &mut durable.deferred;
+                    let from = deferred.records.len();
+                    txn::stage_append(
+                        &entries,
+                        &mut log,
+                        &mut durable.journal,
+                        &mut deferred.records,
+                    )?;
+                    deferred.bytes += deferred.records[from..]
+                        .iter()
+                        .map(|(_, record)| record.len())
+                        .sum::<usize>();
+                    deferred
+                        .log_ids
+                        .extend(entries.iter().map(|entry| entry.log_id));
+                }
+                Work::SaveCommitted(committed) => log.stage_committed(committed),
+                _ => {
+                    return Err(StoreError::Invariant(
+                        "a deferred batch holds more than appends".into(),
+                    ));
+                }
+            }
+        }
+        crash_point("store::before-commit");
+        sync_journal(shared, &mut durable.journal)
+    })();
+    completions.extend(batch.drain(..).map(|op| split(op).1));
+    match result {
+        Ok(()) => {
+            *shared.log() = log;
+            for completion in completions {
+                completion.answer();
+            }
+            Ok(true)
+        }
+        Err(error) => {
+            tracing::error!(
+                "store journal write failed, {} ops refused, the store stops: {error}",
+                completions.len()
+            );
             shared.fail(error.clone());
             for completion in completions {
                 completion.fail(&error);

@@ -24,7 +24,23 @@ pub(crate) fn append(
     log: &mut LogMeta,
     journal: &mut Journal,
 ) -> Result<(), StoreError> {
-    let mut table = txn.open_table(LOG).map_err(StoreError::db)?;
+    let mut records = Vec::with_capacity(entries.len());
+    stage_append(entries, log, journal, &mut records)?;
+    insert_staged(txn, &records)
+}
+
+/// An entry encoded for the log table and the journal: its index and its record.
+pub(crate) type StagedEntry = (u64, Vec<u8>);
+
+/// Takes `entries` after the log's last entry without writing the database: stages each in
+/// the journal (which makes them durable once synced) and pushes its record onto `records`,
+/// for [`insert_staged`] in this transaction or a later one.
+pub(crate) fn stage_append(
+    entries: &[Entry],
+    log: &mut LogMeta,
+    journal: &mut Journal,
+    records: &mut Vec<StagedEntry>,
+) -> Result<(), StoreError> {
     for entry in entries {
         // Pair assertion with the open-time check: the log stays contiguous.
         if let Some(last) = log.last_log_id
@@ -36,11 +52,26 @@ pub(crate) fn append(
             )));
         }
         let record = codec::encode_entry(entry);
-        table
-            .insert(entry.log_id.index, record.as_slice())
-            .map_err(StoreError::db)?;
         journal.stage_append(&record);
+        records.push((entry.log_id.index, record));
         log.last_log_id = Some(entry.log_id);
+    }
+    Ok(())
+}
+
+/// Writes staged entries to the log table, in order.
+pub(crate) fn insert_staged(
+    txn: &WriteTransaction,
+    records: &[StagedEntry],
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(LOG).map_err(StoreError::db)?;
+    for (index, record) in records {
+        table
+            .insert(*index, record.as_slice())
+            .map_err(StoreError::db)?;
     }
     Ok(())
 }
