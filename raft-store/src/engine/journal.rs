@@ -44,7 +44,7 @@ pub(crate) const DB_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The journal's size past which the next batch commits the database durably and starts a new
 /// generation.
-pub(crate) const MAX_JOURNAL_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_JOURNAL_BYTES: u64 = 16 << 20;
 
 /// How far ahead of its records the journal's file is filled with zeros.
 pub(crate) const PREALLOCATE_BYTES: u64 = 1 << 20;
