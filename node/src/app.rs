@@ -400,15 +400,13 @@ pub async fn run(
     });
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (stop_peers_tx, stop_peers_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_peers_tx, stop_peers_rx) = tokio::sync::watch::channel(false);
     let mut peer_server = tokio::spawn(crate::raft::transport::server::serve(
         peer_listener,
         peer_service,
         tls.as_ref().map(LiveTls::peer_port),
         Arc::clone(&metrics),
-        async {
-            stop_peers_rx.await.ok();
-        },
+        stop_peers_rx,
     ));
     // The builder's `tcp_nodelay` applies only to sockets it binds itself; this listener's
     // accepted sockets get it here. Without it, small responses wait for Nagle's algorithm
@@ -488,7 +486,7 @@ pub async fn run(
                 server.abort();
             }
             // Peers last: client requests still in flight above may need the leader.
-            stop_peers_tx.send(()).ok();
+            stop_peers_tx.send(true).ok();
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut peer_server).await.is_err() {
                 peer_server.abort();
             }

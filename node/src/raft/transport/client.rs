@@ -18,6 +18,10 @@ use evlog_raft_store::type_config::NodeId;
 use evlog_raft_store::type_config::Snapshot;
 use evlog_raft_store::type_config::TypeConfig;
 use evlog_raft_store::type_config::Vote;
+use futures::Stream;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use openraft::error::NetworkError;
 use openraft::error::RPCError;
 use openraft::error::RaftError;
@@ -33,6 +37,7 @@ use openraft::network::v2::RaftNetworkV2;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
+use openraft::raft::StreamAppendResult;
 use openraft::raft::TransferLeaderRequest;
 use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
@@ -105,6 +110,65 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     }
 }
 
+/// Most requests of one replication stream sent and not yet answered; the stream ends there
+/// (openraft's side of the follower takes 64 at a time, so this is far behind).
+const MAX_IN_FLIGHT: usize = 4_096;
+
+/// When each request of a replication stream went out and is still unanswered, oldest first
+/// (answers come in order): for the round-trip histogram, and the answers' deadline.
+#[derive(Default)]
+struct SendTimes {
+    times: std::collections::VecDeque<std::time::Instant>,
+}
+
+impl SendTimes {
+    /// Records a request sent now; false when [`MAX_IN_FLIGHT`] are unanswered.
+    fn push(&mut self) -> bool {
+        if self.times.len() >= MAX_IN_FLIGHT {
+            return false;
+        }
+        self.times.push_back(std::time::Instant::now());
+        true
+    }
+}
+
+/// The next answer of a replication stream, with when its request went out. `None`: the
+/// oldest unanswered request has waited `ttl`. With nothing unanswered (an idle leader sends
+/// nothing), the stream waits as long as it takes.
+async fn next_answer(
+    answers: &mut tonic::Streaming<RaftMessage>,
+    sent: &std::sync::Mutex<SendTimes>,
+    ttl: Duration,
+) -> Option<Result<Option<(RaftMessage, std::time::Instant)>, tonic::Status>> {
+    let oldest = || {
+        sent.lock()
+            .ok()
+            .and_then(|sent| sent.times.front().copied())
+    };
+    loop {
+        let wait = oldest().map_or(ttl, |sent_at| ttl.saturating_sub(sent_at.elapsed()));
+        match tokio::time::timeout(wait, answers.message()).await {
+            Ok(Ok(Some(message))) => {
+                // An answer with no request recorded (cannot be: one answer per request) is
+                // timed from now.
+                let sent_at = sent
+                    .lock()
+                    .ok()
+                    .and_then(|mut sent| sent.times.pop_front())
+                    .unwrap_or_else(std::time::Instant::now);
+                return Some(Ok(Some((message, sent_at))));
+            }
+            Ok(Ok(None)) => return Some(Ok(None)),
+            Ok(Err(status)) => return Some(Err(status)),
+            Err(_elapsed) => {
+                if oldest().is_some_and(|sent_at| sent_at.elapsed() >= ttl) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// The RPCs to one peer.
 pub struct PeerClient {
     node_id: NodeId,
@@ -155,6 +219,31 @@ impl PeerClient {
                 self.target, self.address
             ))),
         }
+    }
+
+    /// An AppendEntries that got no answer within `ttl`.
+    fn timeout(&self, ttl: Duration) -> RPCError<TypeConfig> {
+        RPCError::Timeout(Timeout {
+            action: RPCTypes::AppendEntries,
+            id: self.node_id,
+            target: self.target,
+            timeout: ttl,
+        })
+    }
+
+    /// One answer of a replication stream: checked to come from the peer, then decoded.
+    fn stream_answer(
+        &self,
+        message: &RaftMessage,
+    ) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
+        self.identity
+            .check(message.header.as_ref())
+            .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
+        let result: Result<StreamAppendResult<TypeConfig>, RaftError<TypeConfig>> =
+            wire::decode(&message.payload)
+                .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
+        result
+            .map_err(|remote| flatten(RPCError::RemoteError(RemoteError::new(self.target, remote))))
     }
 
     /// One unary call: encode, send with a deadline, decode the remote result (a remote
@@ -208,6 +297,92 @@ impl PeerClient {
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotData;
+
+    /// Pipelined replication over one `StreamAppend` call: openraft's requests go out as it
+    /// makes them, without waiting for the previous answer, and the follower answers in order
+    /// (up to 64 in flight, openraft's bound on its side). Each answer must come within the
+    /// AppendEntries deadline, or the stream ends with a timeout and openraft starts a new
+    /// one, so a stalled follower cannot hold replication.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let ttl = option.hard_ttl().max(self.append_deadline_floor);
+            // The first request is taken before connecting: making it is where openraft waits
+            // out its backoff after a failure, so an unreachable follower is not redialed in a
+            // tight loop.
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                let none: BoxStream<'s, _> = Box::pin(futures::stream::empty());
+                return Ok(none);
+            };
+            let input = futures::stream::once(futures::future::ready(first)).chain(input);
+            let mut client = self.client().map_err(RPCError::Unreachable)?;
+            let identity = self.identity.clone();
+            let sent = Arc::new(std::sync::Mutex::new(SendTimes::default()));
+            let sending = Arc::clone(&sent);
+            // A request that fails to encode ends the stream (its answer would be missing).
+            // So does one past [`MAX_IN_FLIGHT`] unanswered: the follower is far behind, and the
+            // next stream starts from what it has.
+            let outgoing = input
+                .map(move |rpc| {
+                    let Ok(true) = sending.lock().map(|mut sent| sent.push()) else {
+                        tracing::warn!(
+                            "replication stream: {MAX_IN_FLIGHT} requests unanswered, ending it"
+                        );
+                        return None;
+                    };
+                    wire::encode(&rpc)
+                        .map(|payload| RaftMessage {
+                            header: identity.header(),
+                            payload,
+                        })
+                        .map_err(|status| tracing::error!("encoding append entries: {status}"))
+                        .ok()
+                })
+                .take_while(|message| futures::future::ready(message.is_some()))
+                .filter_map(futures::future::ready);
+            let answers = tokio::time::timeout(ttl, client.stream_append(outgoing))
+                .await
+                .map_err(|_| self.timeout(ttl))?
+                .map_err(|status| self.transport_error(RPCTypes::AppendEntries, ttl, status))?
+                .into_inner();
+            let this: &'s PeerClient = self;
+            let stream = futures::stream::unfold(Some(answers), move |answers| {
+                let sent = Arc::clone(&sent);
+                async move {
+                    let mut answers = answers?;
+                    let item = match next_answer(&mut answers, &sent, ttl).await {
+                        None => Err(this.timeout(ttl)),
+                        Some(Err(status)) => {
+                            Err(this.transport_error(RPCTypes::AppendEntries, ttl, status))
+                        }
+                        Some(Ok(None)) => return None,
+                        Some(Ok(Some((message, sent_at)))) => {
+                            this.round_trip.observe_duration(sent_at.elapsed());
+                            this.stream_answer(&message)
+                        }
+                    };
+                    // After an error or a refused append the follower ends its side too.
+                    let go_on = matches!(item, Ok(Ok(_)));
+                    Some((item, go_on.then_some(answers)))
+                }
+            });
+            let stream: BoxStream<'s, _> = Box::pin(stream);
+            Ok(stream)
+        })
+    }
 
     async fn append_entries(
         &mut self,

@@ -54,8 +54,18 @@ pub async fn serve(
     service: PeerService,
     tls: Option<crate::tls::ServerTls>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
+    // Replication streams never end by themselves: they end when shutdown begins, or the
+    // server would wait for them (and this node's Raft would run on meanwhile, unreachable).
+    let service = PeerService {
+        stopping: Some(shutdown.clone()),
+        ..service
+    };
+    let shutdown = async move {
+        // A dropped sender ends the wait too.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
     let server = RaftPeerServer::new(service)
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
@@ -94,6 +104,8 @@ pub struct PeerService {
     snapshot_dir: PathBuf,
     max_snapshot_bytes: u64,
     snapshots_installed: prometheus_client::metrics::counter::Counter,
+    /// Turns true when the server shuts down (set by [`serve`]).
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl PeerService {
@@ -112,11 +124,25 @@ impl PeerService {
             snapshot_dir,
             max_snapshot_bytes,
             snapshots_installed,
+            stopping: None,
         }
     }
 }
 
 impl PeerService {
+    /// Resolves once the server shuts down: replication streams end then, both ways (openraft
+    /// reads the input until it ends, and the server waits for every stream to close).
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let stopping = self.stopping.clone();
+        async move {
+            match stopping {
+                // A dropped sender ends the wait too.
+                Some(mut stopping) => drop(stopping.wait_for(|stop| *stop).await),
+                None => futures::future::pending().await,
+            }
+        }
+    }
+
     /// Refuses a vote request, or a leadership transfer (which makes it campaign), while this
     /// node does not vote (it started with an empty data
     /// directory and has not caught up with a leader): to the candidate it is unreachable.
@@ -237,14 +263,19 @@ impl RaftPeer for PeerService {
                     .ok()?;
                 Some((rpc, (messages, identity, certificates)))
             },
-        );
-        let output = self.raft.stream_append(input).map(move |result| {
-            let result = result.map_err(RaftError::<TypeConfig>::Fatal);
-            Ok(pb::RaftMessage {
-                header: identity.header(),
-                payload: wire::encode(&result)?,
+        )
+        .take_until(self.stopped());
+        let output = self
+            .raft
+            .stream_append(input)
+            .map(move |result| {
+                let result = result.map_err(RaftError::<TypeConfig>::Fatal);
+                Ok(pb::RaftMessage {
+                    header: identity.header(),
+                    payload: wire::encode(&result)?,
+                })
             })
-        });
+            .take_until(self.stopped());
         Ok(Response::new(Box::pin(output)))
     }
 
