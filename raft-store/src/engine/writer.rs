@@ -546,19 +546,12 @@ fn write_batch(
             // Only a durable commit leaves the database with nothing waiting for one.
             Ok(!synced)
         }
-        Err(error) => {
-            tracing::error!(
-                "store write transaction failed, {} ops refused, the store stops: {error}",
-                completions.len()
-            );
-            // Recorded before anyone hears of the error, so the node sees the store's failure
-            // first (and says so) rather than one of its consequences.
-            shared.fail(error.clone());
-            for completion in completions {
-                completion.fail(&error);
-            }
-            Err(error)
-        }
+        Err(error) => Err(refuse_batch(
+            shared,
+            completions,
+            error,
+            "store write transaction failed",
+        )),
     }
 }
 
@@ -615,18 +608,34 @@ fn defer_appends(
             }
             Ok(true)
         }
-        Err(error) => {
-            tracing::error!(
-                "store journal write failed, {} ops refused, the store stops: {error}",
-                completions.len()
-            );
-            shared.fail(error.clone());
-            for completion in completions {
-                completion.fail(&error);
-            }
-            Err(error)
-        }
+        Err(error) => Err(refuse_batch(
+            shared,
+            completions,
+            error,
+            "store journal write failed",
+        )),
     }
+}
+
+/// A batch failed (`what`): the store stops, and every op of it not answered yet gets the
+/// error, which is returned.
+fn refuse_batch(
+    shared: &Shared,
+    completions: Vec<Completion>,
+    error: StoreError,
+    what: &str,
+) -> StoreError {
+    tracing::error!(
+        "{what}, {} ops refused, the store stops: {error}",
+        completions.len()
+    );
+    // Recorded before anyone hears of the error, so the node sees the store's failure first
+    // (and says so) rather than one of its consequences.
+    shared.fail(error.clone());
+    for completion in completions {
+        completion.fail(&error);
+    }
+    error
 }
 
 /// Takes a batch of nothing but commit-index saves without a transaction of its own: the index
