@@ -110,6 +110,14 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     }
 }
 
+/// How long one replication stream takes requests; then it ends (once its answers are in)
+/// and openraft opens the next. openraft adopts a new plan from its core (such as a snapshot
+/// in place of entries purged meanwhile) only between streams, and a stream whose entries
+/// were purged under it goes on for ever sending entry-less requests that the follower
+/// answers (openraft 0.10.0-alpha.37 reads an empty range as a heartbeat and retries it every
+/// 10 ms): the chaos campaign's `bridge` fault left a follower behind for good that way.
+const MAX_STREAM_SESSION: Duration = Duration::from_secs(1);
+
 /// Most requests of one replication stream sent and not yet answered; the stream ends there
 /// (openraft's side of the follower takes 64 at a time, so this is far behind).
 const MAX_IN_FLIGHT: usize = 4_096;
@@ -327,7 +335,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 let none: BoxStream<'s, _> = Box::pin(futures::stream::empty());
                 return Ok(none);
             };
-            let input = futures::stream::once(futures::future::ready(first)).chain(input);
+            // A stream lasts at most [`MAX_STREAM_SESSION`]: openraft takes a new plan from its
+            // core only between streams (see the constant).
+            let input = futures::stream::once(futures::future::ready(first))
+                .chain(input)
+                .take_until(tokio::time::sleep(MAX_STREAM_SESSION));
             let mut client = self.client().map_err(RPCError::Unreachable)?;
             let identity = self.identity.clone();
             let sent = Arc::new(std::sync::Mutex::new(SendTimes::default()));
