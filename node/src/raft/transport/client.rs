@@ -229,29 +229,29 @@ impl PeerClient {
         }
     }
 
-    /// An AppendEntries that got no answer within `ttl`.
-    fn timeout(&self, ttl: Duration) -> RPCError<TypeConfig> {
+    /// A call of `action` that got no answer within `ttl`.
+    fn timeout(&self, action: RPCTypes, ttl: Duration) -> RPCError<TypeConfig> {
         RPCError::Timeout(Timeout {
-            action: RPCTypes::AppendEntries,
+            action,
             id: self.node_id,
             target: self.target,
             timeout: ttl,
         })
     }
 
-    /// One answer of a replication stream: checked to come from the peer, then decoded.
-    fn stream_answer(
+    /// An answer from the peer (a unary call's, or one of a replication stream's): checked to
+    /// come from the peer, then decoded (a remote `RaftError` becomes an unreachable peer, see
+    /// [`flatten`]).
+    fn answer<Resp: DeserializeOwned>(
         &self,
         message: &RaftMessage,
-    ) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
+    ) -> Result<Resp, RPCError<TypeConfig>> {
         self.identity
             .check(message.header.as_ref())
             .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
-        let result: Result<StreamAppendResult<TypeConfig>, RaftError<TypeConfig>> =
-            wire::decode(&message.payload)
-                .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
-        result
-            .map_err(|remote| flatten(RPCError::RemoteError(RemoteError::new(self.target, remote))))
+        let result: Result<Resp, RaftError<TypeConfig>> = wire::decode(&message.payload)
+            .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
+        result.map_err(|error| flatten(RPCError::RemoteError(RemoteError::new(self.target, error))))
     }
 
     /// One unary call: encode, send with a deadline, decode the remote result (a remote
@@ -284,22 +284,10 @@ impl PeerClient {
         grpc_request.set_timeout(ttl);
         let response = tokio::time::timeout(ttl, send(client, grpc_request))
             .await
-            .map_err(|_| {
-                RPCError::Timeout(Timeout {
-                    action,
-                    id: self.node_id,
-                    target: self.target,
-                    timeout: ttl,
-                })
-            })?
+            .map_err(|_| self.timeout(action, ttl))?
             .map_err(|status| self.transport_error(action, ttl, status))?
             .into_inner();
-        self.identity
-            .check(response.header.as_ref())
-            .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
-        let result: Result<Resp, RaftError<TypeConfig>> = wire::decode(&response.payload)
-            .map_err(|status| RPCError::Network(NetworkError::from_string(status.message())))?;
-        result.map_err(|error| flatten(RPCError::RemoteError(RemoteError::new(self.target, error))))
+        self.answer(&response)
     }
 }
 
@@ -367,7 +355,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 .filter_map(futures::future::ready);
             let answers = tokio::time::timeout(ttl, client.stream_append(outgoing))
                 .await
-                .map_err(|_| self.timeout(ttl))?
+                .map_err(|_| self.timeout(RPCTypes::AppendEntries, ttl))?
                 .map_err(|status| self.transport_error(RPCTypes::AppendEntries, ttl, status))?
                 .into_inner();
             let this: &'s PeerClient = self;
@@ -376,14 +364,14 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 async move {
                     let mut answers = answers?;
                     let item = match next_answer(&mut answers, &sent, ttl).await {
-                        None => Err(this.timeout(ttl)),
+                        None => Err(this.timeout(RPCTypes::AppendEntries, ttl)),
                         Some(Err(status)) => {
                             Err(this.transport_error(RPCTypes::AppendEntries, ttl, status))
                         }
                         Some(Ok(None)) => return None,
                         Some(Ok(Some((message, sent_at)))) => {
                             this.round_trip.observe_duration(sent_at.elapsed());
-                            this.stream_answer(&message)
+                            this.answer(&message)
                         }
                     };
                     // After an error or a refused append the follower ends its side too.
