@@ -230,6 +230,46 @@ async fn concurrent_appends_through_one_client_are_coalesced_and_each_gets_its_o
 
 /// A client kept across Tokio runtimes (a runtime per call, as a synchronous wrapper makes)
 /// appends on each: its lanes start again on the new runtime when the old one is gone.
+/// Callers in a loop through one client: the callers one call answered queue their next
+/// appends at about the same moment, and those go together in the next call (not the first of
+/// them alone and the rest in the call after it, as when the lane woke on the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_answered_together_append_together_next() {
+    const CALLERS: usize = 16;
+    const ROUNDS: usize = 40;
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let leader = cluster.wait_for_leader(timeouts::LEADER).await;
+    let client =
+        EvlogClient::new(&[cluster.address(leader)], ClientOptions::default()).expect("endpoint");
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|caller| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    client
+                        .append(append(&format!("loop-{caller}"), None, None))
+                        .await
+                        .unwrap_or_else(|status| {
+                            panic!("caller {caller}, round {round}: {status}")
+                        });
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.expect("a caller");
+    }
+    let stats = client.coalescing_stats();
+    let calls = stats.calls.load(std::sync::atomic::Ordering::Relaxed);
+    let carried = stats.appends.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(carried, (CALLERS * ROUNDS) as u64, "every append sent once");
+    // All together would be 16 a call; the first alone and the rest next, 8.
+    assert!(
+        carried >= 12 * calls,
+        "{carried} appends of {CALLERS} callers in a loop went in {calls} calls"
+    );
+}
+
 #[test]
 fn a_client_outlives_the_runtime_of_its_first_append() {
     let main = tokio::runtime::Runtime::new().expect("a runtime");
