@@ -80,6 +80,15 @@ impl Proposals {
             let mut batch = Vec::new();
             // Ends when every handle is gone (the node is shutting down).
             while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                // The first caller to queue wakes this task before the callers woken with it
+                // (by one read of the connection, or one entry's answers) have queued: one pass
+                // of the scheduler lets them in, and they share this entry.
+                tokio::task::yield_now().await;
+                while batch.len() < MAX_BATCH
+                    && let Ok(pending) = waiting.try_recv()
+                {
+                    batch.push(pending);
+                }
                 // A caller that gave up before its append was proposed: it is not proposed.
                 batch.retain(|pending: &Pending| !pending.reply.is_closed());
                 if batch.is_empty() {
