@@ -230,6 +230,30 @@ async fn concurrent_appends_through_one_client_are_coalesced_and_each_gets_its_o
 
 /// A client kept across Tokio runtimes (a runtime per call, as a synchronous wrapper makes)
 /// appends on each: its lanes start again on the new runtime when the old one is gone.
+/// `callers` tasks, each appending `rounds` times in a loop (one at a time) with `send`, which
+/// gets the caller's number; panics on any failure.
+async fn append_in_loops<F, Fut>(callers: usize, rounds: usize, send: F)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<AppendResponse, tonic::Status>> + Send,
+{
+    let tasks: Vec<_> = (0..callers)
+        .map(|caller| {
+            let send = send.clone();
+            tokio::spawn(async move {
+                for round in 0..rounds {
+                    send(caller).await.unwrap_or_else(|status| {
+                        panic!("caller {caller}, round {round}: {status}")
+                    });
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a caller");
+    }
+}
+
 /// Callers in a loop through one client: the callers one call answered queue their next
 /// appends at about the same moment, and those go together in the next call (not the first of
 /// them alone and the rest in the call after it, as when the lane woke on the first).
@@ -241,24 +265,16 @@ async fn callers_answered_together_append_together_next() {
     let leader = cluster.wait_for_leader(timeouts::LEADER).await;
     let client =
         EvlogClient::new(&[cluster.address(leader)], ClientOptions::default()).expect("endpoint");
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|caller| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for round in 0..ROUNDS {
-                    client
-                        .append(append(&format!("loop-{caller}"), None, None))
-                        .await
-                        .unwrap_or_else(|status| {
-                            panic!("caller {caller}, round {round}: {status}")
-                        });
-                }
-            })
-        })
-        .collect();
-    for caller in callers {
-        caller.await.expect("a caller");
-    }
+    let looping = client.clone();
+    append_in_loops(CALLERS, ROUNDS, move |caller| {
+        let client = looping.clone();
+        async move {
+            client
+                .append(append(&format!("loop-{caller}"), None, None))
+                .await
+        }
+    })
+    .await;
     let stats = client.coalescing_stats();
     let calls = stats.calls.load(std::sync::atomic::Ordering::Relaxed);
     let carried = stats.appends.load(std::sync::atomic::Ordering::Relaxed);
@@ -285,24 +301,18 @@ async fn unary_appends_arriving_together_share_entries() {
         cluster.metric(leader, batches).await,
         cluster.metric(leader, events).await,
     );
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|caller| {
-            let mut client = cluster.client(leader);
-            tokio::spawn(async move {
-                for round in 0..ROUNDS {
-                    client
-                        .append(append(&format!("unary-{caller}"), None, None))
-                        .await
-                        .unwrap_or_else(|status| {
-                            panic!("caller {caller}, round {round}: {status}")
-                        });
-                }
-            })
-        })
-        .collect();
-    for caller in callers {
-        caller.await.expect("a caller");
-    }
+    let client = cluster.client(leader);
+    append_in_loops(CALLERS, ROUNDS, move |caller| {
+        let mut client = client.clone();
+        async move {
+            let request = append(&format!("unary-{caller}"), None, None);
+            client
+                .append(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    })
+    .await;
     let batches = cluster.metric(leader, batches).await - batches_before;
     let events = cluster.metric(leader, events).await - events_before;
     assert_eq!(
