@@ -38,6 +38,7 @@ use crate::metrics::grpc_layer::GrpcMetricsLayer;
 use crate::metrics::state::StateSource;
 use crate::raft::Raft;
 use crate::raft::RaftHandle;
+use crate::raft::proposals::AppendCalls;
 use crate::raft::transport::channels::ChannelPool;
 use crate::raft::transport::channels::NodeChannels;
 use crate::raft::transport::client::PeerNetwork;
@@ -193,6 +194,7 @@ pub async fn run(
         Arc::clone(&metrics),
     );
     let raft = Raft::new(node_id, raft_config, network, log_store, state_machine).await?;
+    let append_calls = AppendCalls::default();
     let handle = RaftHandle::new(
         raft.clone(),
         node_id,
@@ -203,6 +205,7 @@ pub async fn run(
         peer_rpc_timeout,
         config.read_policy,
         &metrics,
+        append_calls.clone(),
     );
     let peer_address_check = tokio::spawn(warn_of_another_recorded_peer_address(
         handle.clone(),
@@ -304,6 +307,7 @@ pub async fn run(
             // Reading the message, then the request timeout the service keeps itself.
             2 * request_timeout,
         ),
+        append_calls,
     );
     let cluster_server = ClusterServer::new(ClusterGrpc::new(
         cluster,

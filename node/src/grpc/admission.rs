@@ -33,6 +33,8 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tower_service::Service;
 
+use crate::raft::proposals::AppendCalls;
+
 /// The gRPC paths of the calls the budget covers.
 const APPEND_PATHS: [&str; 2] = ["/evlog.v1.EventLog/Append", "/evlog.v1.EventLog/AppendMany"];
 /// Failpoint (failpoints builds only): answer `AppendMany` `UNIMPLEMENTED`, as a node of an
@@ -98,11 +100,17 @@ impl AppendBudget {
 pub struct Admission<S> {
     inner: S,
     budget: AppendBudget,
+    calls: AppendCalls,
 }
 
 impl<S> Admission<S> {
-    pub fn new(inner: S, budget: AppendBudget) -> Self {
-        Self { inner, budget }
+    /// Counts the append calls it serves in `calls` from the moment each arrives.
+    pub fn new(inner: S, budget: AppendBudget, calls: AppendCalls) -> Self {
+        Self {
+            inner,
+            budget,
+            calls,
+        }
     }
 }
 
@@ -142,7 +150,9 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let budget = self.budget.clone();
+        let counted = self.calls.start();
         Either::Right(Box::pin(async move {
+            let _counted = counted;
             let (parts, mut body) = request.into_parts();
             let mut head = VecDeque::new();
             let mut head_bytes = 0;

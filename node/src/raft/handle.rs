@@ -190,6 +190,7 @@ impl RaftHandle {
         peer_rpc_timeout: Duration,
         read_policy: crate::config::ReadPolicy,
         metrics: &crate::metrics::Metrics,
+        append_calls: crate::raft::proposals::AppendCalls,
     ) -> Self {
         let leader_raft = raft.clone();
         let leader_reads = ReadIndexBatcher::start(move || {
@@ -210,7 +211,11 @@ impl RaftHandle {
             let identity = identity.clone();
             async move { ask_leader_for_read_index(&raft, &channels, &identity, peer_rpc_timeout).await }
         });
-        let proposals = Proposals::start(raft.clone(), metrics.proposal_batch_events.clone());
+        let proposals = Proposals::start(
+            raft.clone(),
+            metrics.proposal_batch_events.clone(),
+            append_calls,
+        );
         Self {
             raft,
             node_id,

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 
 use evlog_raft_store::types::AppendCommand;
@@ -54,6 +55,32 @@ struct Proposal {
     replies: Vec<oneshot::Sender<Answer>>,
 }
 
+/// Append calls a node has taken and not yet answered, counted from the moment the connection
+/// hands each to the service (before its task first runs), so the proposing task can tell
+/// whether others are on their way (see [`Proposals::start`]).
+#[derive(Clone, Default)]
+pub struct AppendCalls(Arc<AtomicUsize>);
+
+impl AppendCalls {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one call until the guard is dropped.
+    pub fn start(&self) -> CallGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        CallGuard(Arc::clone(&self.0))
+    }
+}
+
+pub struct CallGuard(Arc<AtomicUsize>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A handle to the proposing task; cheap to clone.
 #[derive(Clone)]
 pub struct Proposals {
@@ -72,22 +99,26 @@ impl Drop for PendingGuard {
 }
 
 impl Proposals {
-    /// `batch_events` is told how many events each proposal batch holds.
-    pub fn start(raft: Raft, batch_events: crate::metrics::Histogram) -> Self {
+    /// `batch_events` is told how many events each proposal batch holds; `calls` counts the
+    /// append calls the node's clients have in progress.
+    pub fn start(raft: Raft, batch_events: crate::metrics::Histogram, calls: AppendCalls) -> Self {
         let (queue, mut waiting) = mpsc::channel::<Pending>(MAX_WAITING);
         let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
         tokio::spawn(async move {
             let mut batch = Vec::new();
             // Ends when every handle is gone (the node is shutting down).
             while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                // The first caller to queue wakes this task before the callers woken with it
-                // (by one read of the connection, or one entry's answers) have queued: one pass
-                // of the scheduler lets them in, and they share this entry.
-                tokio::task::yield_now().await;
-                while batch.len() < MAX_BATCH
-                    && let Ok(pending) = waiting.try_recv()
-                {
-                    batch.push(pending);
+                // The first caller to queue wakes this task before the callers that arrived with
+                // it (by one read of a connection) have queued: when more calls are in progress
+                // than appends waiting, one pass of the scheduler lets them in, and they share
+                // this entry. A lone call goes at once.
+                if calls.get() > batch.len() {
+                    tokio::task::yield_now().await;
+                    while batch.len() < MAX_BATCH
+                        && let Ok(pending) = waiting.try_recv()
+                    {
+                        batch.push(pending);
+                    }
                 }
                 // A caller that gave up before its append was proposed: it is not proposed.
                 batch.retain(|pending: &Pending| !pending.reply.is_closed());
