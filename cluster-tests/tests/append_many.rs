@@ -228,8 +228,6 @@ async fn concurrent_appends_through_one_client_are_coalesced_and_each_gets_its_o
     }
 }
 
-/// A client kept across Tokio runtimes (a runtime per call, as a synchronous wrapper makes)
-/// appends on each: its lanes start again on the new runtime when the old one is gone.
 /// `callers` tasks, each appending `rounds` times in a loop (one at a time) with `send`, which
 /// gets the caller's number; panics on any failure.
 async fn append_in_loops<F, Fut>(callers: usize, rounds: usize, send: F)
@@ -327,6 +325,8 @@ async fn unary_appends_arriving_together_share_entries() {
     );
 }
 
+/// A client kept across Tokio runtimes (a runtime per call, as a synchronous wrapper makes)
+/// appends on each: its lanes start again on the new runtime when the old one is gone.
 #[test]
 fn a_client_outlives_the_runtime_of_its_first_append() {
     let main = tokio::runtime::Runtime::new().expect("a runtime");
