@@ -54,18 +54,15 @@ pub async fn serve(
     service: PeerService,
     tls: Option<crate::tls::ServerTls>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     // Replication streams never end by themselves: they end when shutdown begins, or the
     // server would wait for them (and this node's Raft would run on meanwhile, unreachable).
     let service = PeerService {
-        stopping: Some(shutdown.clone()),
+        stopping: Some(shutdown),
         ..service
     };
-    let shutdown = async move {
-        // A dropped sender ends the wait too.
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    };
+    let shutdown = service.stopped();
     let server = RaftPeerServer::new(service)
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
