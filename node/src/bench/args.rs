@@ -184,6 +184,10 @@ pub struct BenchArgs {
     /// With `--via client`: append calls the client keeps on the wire.
     #[arg(long, default_value_t = evlog_client::ClientOptions::default().append_calls_in_flight)]
     pub client_calls_in_flight: usize,
+    /// With `--via unary` and `--target leader`: connections to the leader that appends take
+    /// in turn (each one HTTP/2 connection carrying its share of the calls).
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
     /// Events asked for by each read (`max_count`).
     #[arg(long, default_value_t = 10)]
     pub page_size: u32,
@@ -256,6 +260,7 @@ pub struct BenchConfig {
     pub target: BenchTarget,
     pub via: BenchVia,
     pub client_calls_in_flight: usize,
+    pub connections: usize,
     pub page_size: u32,
     pub consistency: ReadConsistency,
     /// Events appended to each stream before the run.
@@ -326,6 +331,7 @@ impl BenchArgs {
             target: self.target,
             via: self.via,
             client_calls_in_flight: self.client_calls_in_flight,
+            connections: self.connections,
             page_size: self.page_size,
             consistency: self.consistency,
             preload: self.preload.unwrap_or(if self.mode.reads() {
@@ -400,6 +406,20 @@ impl BenchConfig {
                 "--client-calls-in-flight must be 1 to 1024, got {}",
                 self.client_calls_in_flight
             ));
+        }
+        if !(1..=64).contains(&self.connections) {
+            return Err(format!(
+                "--connections must be 1 to 64, got {}",
+                self.connections
+            ));
+        }
+        if self.connections > 1
+            && (self.via != BenchVia::Unary || self.target != BenchTarget::Leader)
+        {
+            return Err(
+                "--connections applies to unary appends to the leader (--via unary --target leader)"
+                    .to_string(),
+            );
         }
         if self.streams == 0 {
             return Err("--streams must be 1 or more".to_string());

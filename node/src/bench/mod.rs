@@ -107,7 +107,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     event_logs.len() - 1
                 }
             };
-            (vec![index], Some(leader.address))
+            let mut indexes = vec![index];
+            if config.via == BenchVia::Unary {
+                let address = config
+                    .endpoints
+                    .get(index)
+                    .cloned()
+                    .unwrap_or_else(|| leader.address.clone());
+                for _ in 1..config.connections {
+                    let extra = EvlogClient::new(
+                        std::slice::from_ref(&address),
+                        config.client_options(),
+                    )
+                    .map_err(anyhow::Error::msg)?;
+                    event_logs.push(extra.event_log(0));
+                    indexes.push(event_logs.len() - 1);
+                }
+            }
+            (indexes, Some(leader.address))
         } else {
             ((0..config.endpoints.len()).collect(), None)
         };
