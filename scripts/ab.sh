@@ -7,8 +7,9 @@
 #
 # For each round and each binary: a fresh three-node cluster (scripts/cluster.sh, in a temporary
 # folder, on free ports), one `evlog bench ... --json` against it, the cluster stopped and removed.
-# Prints a line per run: ops/s, events/s, latency percentiles, errors, and CPU time per op of
-# the bench client and of each node (from /proc, so the client's figure includes its warm-up).
+# Prints a line per run: ops/s, events/s, latency percentiles, errors, CPU time per op of the
+# bench client and of each node, and bytes each node wrote to its disk per op (from /proc, over
+# the whole run, warm-up included).
 # Quote the median of the rounds.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +35,11 @@ ticks() {
   awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
 
+# Bytes process $1 has sent to its disk (its fsyncs and the writeback of its pages).
+written() {
+  awk '/^write_bytes:/ { print $2 }' "/proc/$1/io"
+}
+
 for _round in $(seq "$rounds"); do
   for bin in "$@"; do
     base="$(free_base_port)" || { echo "found no three free ports" >&2; exit 1; }
@@ -45,15 +51,22 @@ for _round in $(seq "$rounds"); do
     fi
     pids=()
     for n in 1 2 3; do pids+=("$(cat "$EVLOG_CLUSTER_DIR/pids/node-$n.pid")"); done
-    before=()
-    for pid in "${pids[@]}"; do before+=("$(ticks "$pid")"); done
+    before=() written_before=()
+    for pid in "${pids[@]}"; do
+      before+=("$(ticks "$pid")")
+      written_before+=("$(written "$pid")")
+    done
     endpoints="127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
     /usr/bin/time -f "%U %S" -o "$work/time" \
       "$bin" bench --endpoints "$endpoints" "${bench_args[@]}" --json >"$work/bench.json" 2>/dev/null || true
-    after=()
-    for pid in "${pids[@]}"; do after+=("$(ticks "$pid")"); done
+    after=() written_after=()
+    for pid in "${pids[@]}"; do
+      after+=("$(ticks "$pid")")
+      written_after+=("$(written "$pid")")
+    done
     "$REPO_ROOT/scripts/cluster.sh" clean >/dev/null 2>&1 || true
-    BIN="$bin" BEFORE="${before[*]}" AFTER="${after[*]}" WORK="$work" python3 - <<'EOF'
+    BIN="$bin" BEFORE="${before[*]}" AFTER="${after[*]}" WRITTEN_BEFORE="${written_before[*]}" \
+      WRITTEN_AFTER="${written_after[*]}" WORK="$work" python3 - <<'EOF'
 import json, os
 work = os.environ["WORK"]
 try:
@@ -67,11 +80,16 @@ nodes = " ".join(
     f"{(int(a) - int(b)) * tick_us / ops:.0f}"
     for b, a in zip(os.environ["BEFORE"].split(), os.environ["AFTER"].split())
 )
+written = " ".join(
+    f"{(int(a) - int(b)) / ops:.0f}"
+    for b, a in zip(os.environ["WRITTEN_BEFORE"].split(), os.environ["WRITTEN_AFTER"].split())
+)
 client = sum(map(float, open(f"{work}/time").read().split())) * 1e6 / ops
 print(
     f"{os.environ['BIN']}: ops/s {d['ops_per_sec']:.0f} events/s {d['events_per_sec']:.0f} "
     f"p50 {d['p50_us']} p99 {d['p99_us']} p999 {d['p999_us']} max {d['max_us']} "
     f"errors {d['errors_total']} | CPU µs/op: client {client:.0f}, nodes {nodes}"
+    f" | disk bytes/op: nodes {written}"
 )
 EOF
   done

@@ -47,7 +47,8 @@ The matrix (all events of 100 B unless said; appends go to the leader):
 Cases a-c, f, g and k send one unary Append per append (--via unary).
 
 After each case, every node's resident memory (now, and its peak) is recorded. Every run
-records the CPU time per op of the bench client and of each node over its measured window.
+records the CPU time per op of the bench client and of each node, and the bytes each node
+wrote to its disk per op, over its measured window.
 
 Options:
   --runs N          runs of each case (default 3); the summary shows their median
@@ -287,8 +288,23 @@ node_ticks() {
   done
 }
 
-# "node1_cpu_us_per_op":..,"node2..":..,"node3..":..,"leader_node":N for a run's JSON line
-# and the nodes' ticks before and after its measured window.
+# Bytes nodes 1, 2 and 3 have sent to their disks (/proc/PID/io write_bytes: what the kernel
+# wrote out for each, whether by its fsyncs or by writeback of its dirty pages).
+node_written() {
+  local n pid
+  for n in 1 2 3; do
+    pid="$(cat "$cluster_dir/pids/node-$n.pid" 2>/dev/null || true)"
+    if [[ -n "$pid" && -r "/proc/$pid/io" ]]; then
+      awk '/^write_bytes:/ { printf "%d ", $2 }' "/proc/$pid/io"
+    else
+      printf '0 '
+    fi
+  done
+}
+
+# "node1_cpu_us_per_op":..,"node2..":..,"node3..":..,"node1_disk_bytes_per_op":..,..,
+# "leader_node":N for a run's JSON line, the nodes' ticks before and after its measured
+# window, and the bytes they had written to disk before and after it.
 node_cpu_json() {
   local line="$1" ops errors leader_port leader_node=0 n
   ops="$(json_number "$line" ops)"
@@ -300,6 +316,12 @@ node_cpu_json() {
   for n in 0 1 2; do
     awk -v b="${before[$n]:-0}" -v a="${after[$n]:-0}" -v ops="$((${ops:-0} + ${errors:-0}))" \
       -v node=$((n + 1)) 'BEGIN { printf "\"node%d_cpu_us_per_op\":%.1f,", node, (a - b) * 10000 / (ops > 0 ? ops : 1) }'
+  done
+  read -r -a before <<<"$4"
+  read -r -a after <<<"$5"
+  for n in 0 1 2; do
+    awk -v b="${before[$n]:-0}" -v a="${after[$n]:-0}" -v ops="$((${ops:-0} + ${errors:-0}))" \
+      -v node=$((n + 1)) 'BEGIN { printf "\"node%d_disk_bytes_per_op\":%.0f,", node, (a - b) / (ops > 0 ? ops : 1) }'
   done
   echo "\"leader_node\":$leader_node"
 }
@@ -354,16 +376,20 @@ for c in "${selected[@]}"; do
     bench_pid=$!
     sleep "$warmup"
     cpu_before="$(node_ticks)"
+    written_before="$(node_written)"
     if wait "$bench_pid"; then line="$(cat "$out/run.json")"; fi
     cpu_after="$(node_ticks)"
+    written_after="$(node_written)"
     if [[ "$line" == "{"* ]]; then
-      node_cpu="$(node_cpu_json "$line" "$cpu_before" "$cpu_after")"
+      node_cpu="$(node_cpu_json "$line" "$cpu_before" "$cpu_after" "$written_before" "$written_after")"
       echo "{\"case\":\"$c\",\"run\":$run,$node_cpu,${line#\{}" >>"$results"
       echo "     run $run: $(json_number "$line" ops_per_sec) ops/s," \
         "p50 $(json_number "$line" p50_us) µs, p99 $(json_number "$line" p99_us) µs," \
         "$(json_number "$line" errors_total) errors; CPU µs/op: client" \
         "$(json_number "$line" client_cpu_us_per_op), nodes $(json_number "$node_cpu" node1_cpu_us_per_op)" \
-        "$(json_number "$node_cpu" node2_cpu_us_per_op) $(json_number "$node_cpu" node3_cpu_us_per_op)" >&2
+        "$(json_number "$node_cpu" node2_cpu_us_per_op) $(json_number "$node_cpu" node3_cpu_us_per_op);" \
+        "disk bytes/op: $(json_number "$node_cpu" node1_disk_bytes_per_op)" \
+        "$(json_number "$node_cpu" node2_disk_bytes_per_op) $(json_number "$node_cpu" node3_disk_bytes_per_op)" >&2
     else
       failed_runs[$c]=$((failed_runs[$c] + 1))
       echo "     run $run: evlog bench failed" >&2
@@ -434,8 +460,8 @@ fi
   fi
   echo "- peak RSS: the largest VmHWM of the three nodes at the end of the case (memory.jsonl)"
   echo
-  echo "| case | CPU µs/op: client | node 1 | node 2 | node 3 | all | leader |"
-  echo "|---|---:|---:|---:|---:|---:|---:|"
+  echo "| case | CPU µs/op: client | node 1 | node 2 | node 3 | all | leader | disk bytes/op: node 1 | node 2 | node 3 |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for c in "${selected[@]}"; do
     lines="$(grep "^{\"case\":\"$c\"," "$results" || true)"
     [[ -n "$lines" ]] || continue
@@ -443,12 +469,17 @@ fi
       echo "$line" | grep -o '"\(client\|node[123]\)_cpu_us_per_op":[0-9.]*' | cut -d: -f2 |
         awk '{ s += $1 } END { print s }'
     done <<<"$lines" | median %.0f)"
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$(med client_cpu_us_per_op)" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$(med client_cpu_us_per_op)" \
       "$(med node1_cpu_us_per_op)" "$(med node2_cpu_us_per_op)" "$(med node3_cpu_us_per_op)" \
-      "$all" "$(med leader_node)"
+      "$all" "$(med leader_node)" "$(med node1_disk_bytes_per_op)" "$(med node2_disk_bytes_per_op)" \
+      "$(med node3_disk_bytes_per_op)"
   done
   echo "- CPU µs/op: user + system CPU time of each process over the measured window, divided by" \
     "the requests it measured (medians of the runs); leader: the node appends went to (0: all)"
+  echo "- disk bytes/op: what each node sent to its disk over the measured window" \
+    "(\`write_bytes\` of /proc/PID/io: its fsyncs and the kernel's writeback of its pages)," \
+    "divided by the requests measured; against the events' own bytes it is the write" \
+    "amplification, and against the disk's bandwidth it says when the disk is the bound"
   subscribed=()
   for c in "${selected[@]}"; do
     if [[ "$(case_args "$c")" == *"--mode subscribe"* ]]; then subscribed+=("$c"); fi
