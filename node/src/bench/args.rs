@@ -414,10 +414,13 @@ impl BenchConfig {
             ));
         }
         if self.connections > 1
-            && (self.via != BenchVia::Unary || self.target != BenchTarget::Leader)
+            && (self.via != BenchVia::Unary
+                || self.target != BenchTarget::Leader
+                || !self.mode.appends())
         {
             return Err(
-                "--connections applies to unary appends to the leader (--via unary --target leader)"
+                "--connections applies to unary appends to the leader (a mode that appends, \
+                 --via unary, --target leader)"
                     .to_string(),
             );
         }
@@ -506,9 +509,18 @@ mod tests {
             &["--warmup", "NaN"],
             &["--count", "0"],
             &["--endpoints", ""],
+            &["--connections", "0"],
+            &["--connections", "65"],
+            &["--connections", "2", "--via", "client"],
+            &["--connections", "2", "--target", "all"],
+            &["--connections", "2", "--mode", "read"],
         ] {
             assert!(config(bad).is_err(), "{bad:?} should be refused");
         }
+        assert_eq!(
+            config(&["--connections", "8"]).expect("valid").connections,
+            8
+        );
         // Nothing appended is only for subscribers catching up.
         assert!(config(&["--mode", "subscribe", "--concurrency", "0"]).is_err());
         let catch_up = config(&[

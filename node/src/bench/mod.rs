@@ -115,11 +115,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .cloned()
                     .unwrap_or_else(|| leader.address.clone());
                 for _ in 1..config.connections {
-                    let extra = EvlogClient::new(
-                        std::slice::from_ref(&address),
-                        config.client_options(),
-                    )
-                    .map_err(anyhow::Error::msg)?;
+                    let extra =
+                        EvlogClient::new(std::slice::from_ref(&address), config.client_options())
+                            .map_err(anyhow::Error::msg)?;
                     event_logs.push(extra.event_log(0));
                     indexes.push(event_logs.len() - 1);
                 }
