@@ -527,7 +527,7 @@ fn put_command(writer: &mut Writer, command: &Command) {
         Command::Appends(appends) => {
             writer.u8(COMMAND_APPENDS);
             writer.u32(u32::try_from(appends.len()).expect("appends per entry are limited"));
-            for append in appends {
+            for append in appends.iter() {
                 put_append(writer, append);
             }
         }
@@ -722,7 +722,7 @@ fn get_command(reader: &mut Reader<'_>) -> Result<Command, CorruptRecord> {
             for _ in 0..count {
                 appends.push(get_append(reader)?);
             }
-            Ok(Command::Appends(appends))
+            Ok(Command::Appends(std::sync::Arc::new(appends)))
         }
         COMMAND_CONSUMER => Ok(Command::Consumer(crate::consumer::decode(
             "consumer command",
@@ -999,7 +999,7 @@ mod tests {
                         _ => unreachable!(),
                     };
                     3
-                ])),
+                ].into())),
             },
             Entry {
                 log_id,

@@ -22,8 +22,10 @@ pub enum Command {
     /// Independent appends proposed together, as one entry (one log write and one replication
     /// for all): each applies on its own, in order, against the state the ones before it left,
     /// and gets its own response ([`CommandResponse::Many`]). At most
-    /// [`MAX_APPENDS_PER_ENTRY`].
-    Appends(Vec<AppendCommand>),
+    /// [`MAX_APPENDS_PER_ENTRY`]. Shared: an entry is cloned for the pending tail, for each
+    /// follower's replication and for apply, and a clone of this is a count, not a copy of
+    /// every event (encoded as the `Vec` it holds).
+    Appends(std::sync::Arc<Vec<AppendCommand>>),
     /// A change to consumer groups (see [`crate::consumer`]).
     Consumer(ConsumerCommand),
     /// Stream metadata, deletion and retention (see [`RetentionCommand`]).

@@ -86,7 +86,7 @@ fn valid_records() -> Vec<(&'static str, Vec<u8>)> {
         EntryPayload::Normal(Command::Appends(vec![
             append(DataEncoding::Raw, b"x"),
             append(DataEncoding::ZstdDictionary(7), b"y"),
-        ])),
+        ].into())),
         EntryPayload::Normal(Command::Consumer(ConsumerCommand::Delete {
             name: "billing".to_string(),
         })),

@@ -70,7 +70,7 @@ async fn keys_pushed_out_by_newer_ones_are_forgotten_and_kept_ones_answer_retrie
         // Retries: k2 was forgotten (appended again, and k3 expires); k4 is kept (nothing
         // appended), k1 was forgotten (appended again, and k4 expires).
         Command::Append(keyed("k2", "e2-again")),
-        Command::Appends(vec![keyed("k4", "e4-again"), keyed("k1", "e1-again")]),
+        Command::Appends(vec![keyed("k4", "e4-again"), keyed("k1", "e1-again")].into()),
     ];
     for (index, command) in commands.into_iter().enumerate() {
         machine

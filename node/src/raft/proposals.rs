@@ -195,7 +195,7 @@ fn entries(waiting: impl Iterator<Item = Pending>) -> Vec<Proposal> {
         let command = match appends.len() {
             0 => return,
             1 => Command::Append(appends.pop().expect("one append")),
-            _ => Command::Appends(std::mem::take(appends)),
+            _ => Command::Appends(std::sync::Arc::new(std::mem::take(appends))),
         };
         proposals.push(Proposal {
             command,

@@ -484,7 +484,7 @@ fn the_appends_of_one_entry_apply_in_order_each_on_its_own() {
     ];
     let decision = view.apply(&Entry {
         log_id: log_id(2),
-        payload: EntryPayload::Normal(Command::Appends(appends)),
+        payload: EntryPayload::Normal(Command::Appends(appends.into())),
     });
     let CommandResponse::Many(responses) = &decision.response else {
         panic!("{decision:?}");
