@@ -993,13 +993,16 @@ mod tests {
             },
             Entry {
                 log_id,
-                payload: EntryPayload::Normal(Command::Appends(vec![
-                    match sample_command() {
-                        Command::Append(append) => append,
-                        _ => unreachable!(),
-                    };
-                    3
-                ].into())),
+                payload: EntryPayload::Normal(Command::Appends(
+                    vec![
+                        match sample_command() {
+                            Command::Append(append) => append,
+                            _ => unreachable!(),
+                        };
+                        3
+                    ]
+                    .into(),
+                )),
             },
             Entry {
                 log_id,

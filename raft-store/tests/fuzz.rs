@@ -83,10 +83,13 @@ fn valid_records() -> Vec<(&'static str, Vec<u8>)> {
         EntryPayload::Blank,
         EntryPayload::Normal(Command::Append(append(DataEncoding::Raw, b"{\"n\":1}"))),
         EntryPayload::Normal(Command::Append(append(DataEncoding::Zstd, &frame))),
-        EntryPayload::Normal(Command::Appends(vec![
-            append(DataEncoding::Raw, b"x"),
-            append(DataEncoding::ZstdDictionary(7), b"y"),
-        ].into())),
+        EntryPayload::Normal(Command::Appends(
+            vec![
+                append(DataEncoding::Raw, b"x"),
+                append(DataEncoding::ZstdDictionary(7), b"y"),
+            ]
+            .into(),
+        )),
         EntryPayload::Normal(Command::Consumer(ConsumerCommand::Delete {
             name: "billing".to_string(),
         })),
