@@ -219,15 +219,18 @@ ensure_binary() {
 # ---------------------------------------------------------------- processes
 
 # Prints node N's pid if the recorded pid is still the evlog process this script started for
-# node N (same binary name, `serve`, same data directory); fails otherwise.
+# node N (an evlog binary's name, or the name EVLOG_BIN gives it; `serve`, same data
+# directory); fails otherwise.
 node_pid() {
-  local n="$1" pid_file pid comm args
+  local n="$1" pid_file pid comm args named
   pid_file="$(pid_file_of "$n")"
   [[ -r "$pid_file" ]] || return 1
   pid="$(<"$pid_file")"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   comm="$(ps -o comm= -p "$pid" 2>/dev/null)" || return 1
-  [[ "$comm" == evlog* ]] || return 1
+  # The kernel keeps 15 characters of a process's name.
+  named="$(basename -- "$(binary)")"
+  [[ "$comm" == evlog* || "$comm" == "${named:0:15}" ]] || return 1
   args="$(ps -ww -o args= -p "$pid" 2>/dev/null)" || return 1
   [[ "$args" == *" serve "* && "$args" == *"--data-dir $(data_dir_of "$n")"* ]] || return 1
   echo "$pid"
