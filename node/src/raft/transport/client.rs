@@ -115,7 +115,8 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 /// in place of entries purged meanwhile) only between streams, and a stream whose entries
 /// were purged under it goes on for ever sending entry-less requests that the follower
 /// answers (openraft 0.10.0-alpha.37 reads an empty range as a heartbeat and retries it every
-/// 10 ms): the chaos campaign's `bridge` fault left a follower behind for good that way.
+/// 10 ms): the chaos campaign's `bridge` fault left a follower behind for good that way
+/// (`cluster-tests/tests/replication_stream.rs` fails without this bound).
 const MAX_STREAM_SESSION: Duration = Duration::from_secs(1);
 
 /// Most requests of one replication stream sent and not yet answered; the stream ends there
