@@ -35,13 +35,6 @@ ticks() {
   awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
 
-# Bytes the device holding the clusters' folder has written since boot (/proc/diskstats).
-written() {
-  local device
-  device="$(readlink -f "$(df -P "$work" | awk 'NR == 2 { print $1 }')")"
-  awk -v name="${device##*/}" '$3 == name { printf "%.0f\n", $10 * 512 }' /proc/diskstats
-}
-
 for _round in $(seq "$rounds"); do
   for bin in "$@"; do
     base="$(free_base_port)" || { echo "found no three free ports" >&2; exit 1; }
@@ -55,13 +48,13 @@ for _round in $(seq "$rounds"); do
     for n in 1 2 3; do pids+=("$(cat "$EVLOG_CLUSTER_DIR/pids/node-$n.pid")"); done
     before=()
     for pid in "${pids[@]}"; do before+=("$(ticks "$pid")"); done
-    written_before="$(written)"
+    written_before="$(disk_written "$work")"
     endpoints="127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
     /usr/bin/time -f "%U %S" -o "$work/time" \
       "$bin" bench --endpoints "$endpoints" "${bench_args[@]}" --json >"$work/bench.json" 2>/dev/null || true
     after=()
     for pid in "${pids[@]}"; do after+=("$(ticks "$pid")"); done
-    written_after="$(written)"
+    written_after="$(disk_written "$work")"
     "$REPO_ROOT/scripts/cluster.sh" clean >/dev/null 2>&1 || true
     BIN="$bin" BEFORE="${before[*]}" AFTER="${after[*]}" WRITTEN_BEFORE="$written_before" \
       WRITTEN_AFTER="$written_after" WORK="$work" python3 - <<'EOF'

@@ -288,16 +288,6 @@ node_ticks() {
   done
 }
 
-# Bytes the device holding the data directories has written since boot (/proc/diskstats,
-# sectors of 512 bytes); empty when it cannot be told. The whole machine's writes to it, so
-# on this machine the three nodes' and little else.
-device_written() {
-  local device
-  device="$(df -P "$out" 2>/dev/null | awk 'NR == 2 { print $1 }')"
-  device="$(readlink -f "$device" 2>/dev/null)" || return 0
-  awk -v name="${device##*/}" '$3 == name { printf "%.0f", $10 * 512 }' /proc/diskstats 2>/dev/null
-}
-
 # "node1_cpu_us_per_op":..,"node2..":..,"node3..":..,"disk_bytes_per_op":..,"leader_node":N
 # for a run's JSON line, the nodes' ticks before and after its measured window, and the
 # device's written bytes before and after it.
@@ -370,10 +360,10 @@ for c in "${selected[@]}"; do
     bench_pid=$!
     sleep "$warmup"
     cpu_before="$(node_ticks)"
-    written_before="$(device_written)"
+    written_before="$(disk_written "$out")"
     if wait "$bench_pid"; then line="$(cat "$out/run.json")"; fi
     cpu_after="$(node_ticks)"
-    written_after="$(device_written)"
+    written_after="$(disk_written "$out")"
     if [[ "$line" == "{"* ]]; then
       node_cpu="$(node_cpu_json "$line" "$cpu_before" "$cpu_after" "$written_before" "$written_after")"
       echo "{\"case\":\"$c\",\"run\":$run,$node_cpu,${line#\{}" >>"$results"

@@ -1,4 +1,5 @@
-# Loopback port helpers, sourced by the scripts that start clusters (cluster.sh, bench.sh, ab.sh).
+# Loopback port helpers, sourced by the scripts that start clusters (cluster.sh, bench.sh, ab.sh),
+# and the disk counter the benchmarks read.
 
 # True when something listens on 127.0.0.1:$1.
 port_in_use() {
@@ -22,4 +23,15 @@ free_base_port() {
     fi
   done
   return 1
+}
+
+# Prints the bytes the device holding folder $1 has written since boot (/proc/diskstats, in
+# sectors of 512 bytes): the whole machine's writes to that device. Prints nothing when the
+# device cannot be told; never fails.
+disk_written() {
+  local device
+  device="$(df -P "$1" 2>/dev/null | awk 'NR == 2 { print $1 }')" || return 0
+  device="$(readlink -f "$device" 2>/dev/null)" || return 0
+  awk -v name="${device##*/}" '$3 == name { printf "%.0f\n", $10 * 512 }' /proc/diskstats \
+    2>/dev/null || true
 }
