@@ -973,6 +973,27 @@ mod tests {
         })
     }
 
+    /// Between nodes a command travels serialized with serde (postcard): sharing the appends
+    /// of an entry (`Arc`) must not change those bytes, or nodes of the version before (which
+    /// held a plain `Vec`) could not read them in a rolling upgrade. Postcard writes an enum's
+    /// variant index (`Appends` is the second, 1) and then the content: here the list itself.
+    #[test]
+    fn shared_appends_travel_as_the_list_they_hold() {
+        let Command::Append(append) = sample_command() else {
+            unreachable!()
+        };
+        let appends = vec![append.clone(), append];
+        let shared = postcard::to_stdvec(&Command::Appends(appends.clone().into()))
+            .expect("a command serializes");
+        let mut as_list = vec![1];
+        as_list.extend(postcard::to_stdvec(&appends).expect("a list serializes"));
+        assert_eq!(shared, as_list);
+        assert_eq!(
+            postcard::from_bytes::<Command>(&as_list).expect("the list's bytes deserialize"),
+            Command::Appends(appends.into())
+        );
+    }
+
     #[test]
     fn entry_round_trips() {
         let log_id = LogId {
