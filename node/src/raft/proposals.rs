@@ -73,6 +73,7 @@ impl AppendCalls {
     }
 }
 
+/// One call counted in [`AppendCalls`], until dropped.
 pub struct CallGuard(Arc<AtomicUsize>);
 
 impl Drop for CallGuard {
