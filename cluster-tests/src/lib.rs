@@ -40,6 +40,7 @@ pub mod subscriber;
 mod tls;
 pub mod wait;
 mod workload;
+pub mod writers;
 
 pub use binary::{evlog_binary, failpoints_compiled_in, require_failpoints};
 pub use cluster::{Cluster, event, is_retryable};

@@ -11,11 +11,11 @@
 //! sent; then the link passes again. The follower must end with the whole log.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use evlog_cluster_tests::proxy::LinkMode;
-use evlog_cluster_tests::{Cluster, ClusterOptions, event, timeouts};
+use evlog_cluster_tests::writers::{Writers, append_from_writers};
+use evlog_cluster_tests::{Cluster, ClusterOptions, timeouts};
 use tokio::time::Instant;
 
 const SNAPSHOT_THRESHOLD: u64 = 20;
@@ -101,40 +101,22 @@ async fn a_stream_left_behind_by_a_purge_ends_and_the_follower_catches_up() {
 }
 
 /// Appends `count` single events through node `node` from [`WRITERS`] tasks, stopping early at
-/// `until`; returns how many were acknowledged. Failures are not retried (a retry without a
-/// key could append twice; nothing here reads the events back).
+/// `until`; returns how many were acknowledged.
 async fn append_some(
     cluster: &Arc<Cluster>,
     node: u64,
     count: usize,
     until: Option<Instant>,
 ) -> usize {
-    let next = Arc::new(AtomicUsize::new(0));
-    let acknowledged = Arc::new(AtomicUsize::new(0));
-    let mut writers = Vec::with_capacity(WRITERS);
-    for writer in 0..WRITERS {
-        let (cluster, next, acknowledged) = (
-            Arc::clone(cluster),
-            Arc::clone(&next),
-            Arc::clone(&acknowledged),
-        );
-        writers.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < count
-                && until.is_none_or(|until| Instant::now() < until)
-            {
-                let stream = format!("stream-{writer}");
-                if cluster
-                    .append(node, &stream, vec![event("", "Held", "x")])
-                    .await
-                    .is_ok()
-                {
-                    acknowledged.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for writer in writers {
-        writer.await.expect("a writer task does not panic");
-    }
-    acknowledged.load(Ordering::Relaxed)
+    append_from_writers(
+        cluster,
+        node,
+        Writers {
+            tasks: WRITERS,
+            count: Some(count),
+            until,
+            stop: None,
+        },
+    )
+    .await
 }

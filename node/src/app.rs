@@ -38,6 +38,7 @@ use crate::metrics::grpc_layer::GrpcMetricsLayer;
 use crate::metrics::state::StateSource;
 use crate::raft::Raft;
 use crate::raft::RaftHandle;
+use crate::raft::log_purge::SnapshotHolds;
 use crate::raft::proposals::AppendCalls;
 use crate::raft::transport::channels::ChannelPool;
 use crate::raft::transport::channels::NodeChannels;
@@ -186,14 +187,21 @@ pub async fn run(
         tls.as_ref().map(LiveTls::outgoing),
     );
     let identity = PeerIdentity::new(&config.cluster_id, node_id, tls.is_some(), &metrics);
+    let snapshot_holds = SnapshotHolds::default();
     let network = PeerNetwork::new(
         node_id,
         identity.clone(),
         channels.peers.clone(),
         peer_rpc_timeout,
         Arc::clone(&metrics),
+        snapshot_holds.clone(),
     );
     let raft = Raft::new(node_id, raft_config, network, log_store, state_machine).await?;
+    let log_purge = tokio::spawn(crate::raft::log_purge::run(
+        raft.clone(),
+        snapshot_holds,
+        config.log_keep_after_snapshot,
+    ));
     let append_calls = AppendCalls::default();
     let handle = RaftHandle::new(
         raft.clone(),
@@ -508,6 +516,7 @@ pub async fn run(
         tls_reload.abort();
     }
     retention.abort();
+    log_purge.abort();
     leadership.abort();
     sampler.abort();
     if let Some(http_server) = http_server {

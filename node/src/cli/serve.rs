@@ -79,7 +79,8 @@ pub struct ServeArgs {
     /// Build a snapshot after this many log entries since the last one.
     #[arg(long, env = "EVLOG_SNAPSHOT_THRESHOLD", default_value_t = NodeConfig::default().snapshot_threshold)]
     pub snapshot_threshold: u64,
-    /// Log entries kept after a snapshot.
+    /// Log entries kept after a snapshot (a leader also keeps those after a snapshot it is
+    /// sending, until the member caught up on them or 60 s after the transfer).
     #[arg(long, env = "EVLOG_LOG_KEEP_AFTER_SNAPSHOT", default_value_t = NodeConfig::default().log_keep_after_snapshot)]
     pub log_keep_after_snapshot: u64,
     /// Memory the store may use to cache database pages, in MiB (node memory is about this

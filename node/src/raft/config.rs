@@ -12,7 +12,9 @@ pub fn raft_config(config: &NodeConfig) -> Result<openraft::Config, ConfigError>
         election_timeout_max: config.election_timeout_max_ms,
         install_snapshot_timeout: config.snapshot_transfer_timeout_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
-        max_in_snapshot_log_to_keep: config.log_keep_after_snapshot,
+        // openraft's own purge is off: `log_purge` purges, keeping as many entries, and on a
+        // leader also what a member needs after a snapshot it is being sent.
+        max_in_snapshot_log_to_keep: u64::MAX,
         replication_lag_threshold: config
             .snapshot_threshold
             .saturating_add(config.log_keep_after_snapshot),

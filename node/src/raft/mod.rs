@@ -7,7 +7,7 @@
 //! - `contact.rs`: whether this node is in touch with a leader (subscriptions end when not).
 //! - `errors.rs`: one error enum per operation; `receipt.rs`: where an entry landed.
 //! - `config.rs`: openraft's configuration from the node's; `bootstrap.rs`: initializing a
-//!   new cluster, once.
+//!   new cluster, once; `log_purge.rs`: when the log is purged.
 //! - `transport/`: the Raft network over gRPC (client, server, channel pool, encoding).
 
 pub mod bootstrap;
@@ -15,6 +15,7 @@ pub mod config;
 pub mod contact;
 pub mod errors;
 pub mod handle;
+pub mod log_purge;
 pub mod proposals;
 pub mod read_index;
 pub mod receipt;

@@ -48,6 +48,7 @@ use tonic::transport::Channel;
 
 use crate::metrics::Histogram;
 use crate::metrics::Metrics;
+use crate::raft::log_purge::SnapshotHolds;
 use crate::raft::transport::channels::ChannelPool;
 use crate::raft::transport::identity::PeerIdentity;
 use crate::raft::transport::wire;
@@ -65,6 +66,8 @@ pub struct PeerNetwork {
     channels: ChannelPool,
     append_deadline_floor: Duration,
     metrics: Arc<Metrics>,
+    /// Snapshots being sent, which the log purge waits for (`raft::log_purge`).
+    snapshot_holds: SnapshotHolds,
 }
 
 impl PeerNetwork {
@@ -78,6 +81,7 @@ impl PeerNetwork {
         channels: ChannelPool,
         append_deadline_floor: Duration,
         metrics: Arc<Metrics>,
+        snapshot_holds: SnapshotHolds,
     ) -> Self {
         Self {
             node_id,
@@ -85,6 +89,7 @@ impl PeerNetwork {
             channels,
             append_deadline_floor,
             metrics,
+            snapshot_holds,
         }
     }
 }
@@ -106,6 +111,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
                 .peer_rtt
                 .get_or_create_owned(&vec![("peer", target.to_string())]),
             snapshots_sent: self.metrics.snapshots_sent.clone(),
+            snapshot_holds: self.snapshot_holds.clone(),
         }
     }
 }
@@ -189,6 +195,7 @@ pub struct PeerClient {
     /// Round trips of answered replication calls to this peer.
     round_trip: Histogram,
     snapshots_sent: Counter,
+    snapshot_holds: SnapshotHolds,
 }
 
 impl PeerClient {
@@ -455,6 +462,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let ttl = option.hard_ttl();
+        // The log after the snapshot stays until the member has it (or the hold runs out).
+        let _sending = self.snapshot_holds.sending(
+            self.target,
+            snapshot.meta.last_log_id.map_or(0, |log_id| log_id.index),
+        );
         let meta = wire::encode(&(vote, snapshot.meta.clone())).map_err(|status| {
             StreamingError::Network(NetworkError::from_string(status.message()))
         })?;
