@@ -109,9 +109,11 @@ pub async fn run(raft: Raft, holds: SnapshotHolds, keep: u64) {
     let metrics = raft.metrics();
     let mut every = tokio::time::interval(CHECK_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether a snapshot held the purge back at the last look (said in the log when it changes).
+    let mut was_held = false;
     loop {
         every.tick().await;
-        let (upto, purged) = {
+        let (upto, purged, held) = {
             let now = metrics.borrow_watched();
             if now.running_state.is_err() {
                 return;
@@ -133,8 +135,20 @@ pub async fn run(raft: Raft, holds: SnapshotHolds, keep: u64) {
             (
                 floor.map_or(upto, |floor| floor.min(upto)),
                 now.purged.as_ref().map(|log_id| log_id.index),
+                floor.is_some_and(|floor| floor < upto),
             )
         };
+        if held != was_held {
+            if held {
+                tracing::info!(
+                    upto,
+                    "log purge held back for a member caught up by snapshot"
+                );
+            } else {
+                tracing::info!("log purge no longer held back for a snapshot");
+            }
+            was_held = held;
+        }
         if purged.is_some_and(|purged| purged >= upto) {
             continue;
         }
