@@ -24,7 +24,7 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const PYTHON: &str = "/usr/bin/python3";
 
 /// Every family a node must export (the README lists them).
-const REQUIRED: [&str; 28] = [
+const REQUIRED: [&str; 29] = [
     "evlog_grpc_requests",
     "evlog_grpc_request_duration_seconds",
     "evlog_append_duration_seconds",
@@ -42,6 +42,7 @@ const REQUIRED: [&str; 28] = [
     "evlog_raft_apply_lag_entries",
     "evlog_node_serving",
     "evlog_store_fsync_duration_seconds",
+    "evlog_store_db_sync_duration_seconds",
     "evlog_store_commit_duration_seconds",
     "evlog_store_writer_batch_ops",
     "evlog_store_writer_queue_depth",
@@ -309,20 +310,22 @@ async fn metrics_pass_the_openmetrics_lint_and_counters_only_grow() {
 
     append_events(&cluster, leader, "metrics-b", 30).await;
     for id in cluster.node_ids() {
-        // Followers apply what the leader committed, then fsync it: wait until they have.
-        let after = wait_for(timeouts::CATCH_UP, "the fsync count to grow", async || {
+        // Followers apply what the leader committed, then fsync it, and every node's database
+        // commits durably once its writer has gone idle: wait until they have.
+        let after = wait_for(timeouts::CATCH_UP, "the sync counts to grow", async || {
             let after = scrape(&cluster, id).await;
-            let (was, now) = (
-                before[&id].count("evlog_store_fsync_duration_seconds"),
-                after.count("evlog_store_fsync_duration_seconds"),
-            );
-            if now > was {
-                Ok(after)
-            } else {
-                Err(format!(
-                    "node {id}: fsyncs {was} before 30 appends, {now} after"
-                ))
+            for histogram in [
+                "evlog_store_fsync_duration_seconds",
+                "evlog_store_db_sync_duration_seconds",
+            ] {
+                let (was, now) = (before[&id].count(histogram), after.count(histogram));
+                if now <= was {
+                    return Err(format!(
+                        "node {id}: {histogram} counted {was} before 30 appends, {now} after"
+                    ));
+                }
             }
+            Ok(after)
         })
         .await;
         // Counters, and histograms' buckets, counts and sums, never go down.

@@ -94,8 +94,13 @@ pub struct StoreConfig {
 pub trait StoreObserver: Send + Sync + std::fmt::Debug {
     /// A commit that made writes readable without an fsync took `took`.
     fn commit(&self, took: std::time::Duration);
-    /// A durable commit (the fsync of every commit before it) took `took`.
+    /// A sync that made writes durable (the journal's, or a durable commit of the database)
+    /// took `took`.
     fn fsync(&self, took: std::time::Duration);
+    /// A durable commit of the database (which writes out every page the commits since the
+    /// last one changed, and holds the writer while it does) took `took`; also told to
+    /// [`Self::fsync`].
+    fn db_sync(&self, took: std::time::Duration);
     /// The writer took a batch of `ops` ops; `queued` more were waiting behind it.
     fn batch(&self, ops: usize, queued: usize);
 }

@@ -278,10 +278,19 @@ fn durable_commit(shared: &Shared, durable: &mut DurableState) -> Result<(), Sto
     crash_point("store::before-fsync");
     let started = Instant::now();
     flush.commit().map_err(StoreError::db)?;
-    shared.observe(|observer| observer.fsync(started.elapsed()));
+    observe_db_sync(shared, started.elapsed());
     forget_pending(shared, &written);
     durable.db_synced(generation);
     Ok(())
+}
+
+/// Tells the observer a durable commit of the database took `took` (a sync, and one of the
+/// database's own).
+fn observe_db_sync(shared: &Shared, took: std::time::Duration) {
+    shared.observe(|observer| {
+        observer.fsync(took);
+        observer.db_sync(took);
+    });
 }
 
 /// An op's answer, sent only after its batch committed.
@@ -478,7 +487,7 @@ fn write_batch(
                 .map_err(StoreError::db)?;
             let started = Instant::now();
             txn.commit().map_err(StoreError::db)?;
-            shared.observe(|observer| observer.fsync(started.elapsed()));
+            observe_db_sync(shared, started.elapsed());
             durable.db_synced(generation);
             synced = true;
             forget_pending(shared, &appended);
