@@ -113,6 +113,9 @@ pub async fn run(raft: Raft, holds: SnapshotHolds, keep: u64) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Whether a snapshot held the purge back at the last look (said in the log when it changes).
     let mut was_held = false;
+    // The furthest purge asked of openraft: asked once, not at every look while openraft waits
+    // for a replication still reading those entries.
+    let mut asked: Option<u64> = None;
     loop {
         every.tick().await;
         let (upto, purged, held) = {
@@ -151,12 +154,13 @@ pub async fn run(raft: Raft, holds: SnapshotHolds, keep: u64) {
             }
             was_held = held;
         }
-        if purged.is_some_and(|purged| purged >= upto) {
+        if purged.is_some_and(|purged| purged >= upto) || asked.is_some_and(|asked| asked >= upto) {
             continue;
         }
         if raft.trigger().purge_log(upto).await.is_err() {
             return;
         }
+        asked = Some(upto);
     }
 }
 
